@@ -1,0 +1,200 @@
+"""The `omniseg` command line: thin Typer commands that wire config, datasets, models, store and reports."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import OmnisegError
+
+app = typer.Typer(
+    help="Benchmark general-purpose omnimodels against specialist networks on medical image segmentation.\n\n"
+    "Typical use: `omniseg run --task polyp`, then `omniseg curate --extremes 50`, then `omniseg report`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Check and download datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+STORE_HELP = "SQLite store (the source of truth); default $OMNISEG_STORE or runs/omniseg.sqlite"
+TaskOpt = typer.Option(None, "--task", "-t", help="task name: reads configs/<task>.yaml")
+ConfigOpt = typer.Option(None, "--config", "-c", help="a task configuration file instead of configs/<task>.yaml")
+StoreOpt = typer.Option(None, "--store", help=STORE_HELP)
+
+
+def _store_path(store: Optional[Path]) -> Path:
+    from .store import DEFAULT_PATH
+
+    return store or Path(os.environ.get("OMNISEG_STORE") or DEFAULT_PATH)
+
+
+def friendly(fn):
+    """Print OmnisegError messages without a traceback (exit 2); Ctrl-C says how to resume."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                result = fn(*args, **kwargs)
+            for w in caught:
+                if issubclass(w.category, UserWarning) and w.filename.startswith(str(Path(__file__).parent)):
+                    typer.secho(f"warning: {w.message}", fg="yellow", err=True)
+            return result
+        except OmnisegError as e:
+            typer.secho(f"error: {e}", fg="red", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.secho("interrupted: finished pairs are saved; rerun the same command to resume", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _split_names(values: Optional[list[str]]) -> Optional[list[str]]:
+    if not values:
+        return None
+    return [n.strip() for v in values for n in v.split(",") if n.strip()]
+
+
+@app.command()
+@friendly
+def run(
+    task: Optional[str] = TaskOpt,
+    config: Optional[Path] = ConfigOpt,
+    models: Optional[list[str]] = typer.Option(None, "--models", "-m", help="models to run, comma-separated or repeated (default: all in the config)"),
+    split: Optional[str] = typer.Option(None, help="train, test or all (default: the config's split)"),
+    limit: Optional[int] = typer.Option(None, min=1, help="only the first N samples (sorted by id)"),
+    force: bool = typer.Option(False, "--force", help="redo pairs that are already in the store"),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="dataset folder, overriding dataset.root"),
+    store: Optional[Path] = StoreOpt,
+    batch_size: int = typer.Option(8, min=1, help="samples loaded and predicted together"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+) -> None:
+    """Predict and score every (sample, model) pair of a task; resumes where a previous run stopped."""
+    from . import config as config_mod
+    from .runner import run as run_task
+    from .store import Store
+
+    if split is not None and split not in ("train", "test", "all"):
+        raise OmnisegError(f"--split must be train, test or all, not {split!r}")
+    cfg = config_mod.find(task, config)
+    with Store(_store_path(store)) as st:
+        s = run_task(cfg, st, model_names=_split_names(models), split=split, limit=limit, force=force,
+                     data_root=data_root, batch_size=batch_size, progress=not quiet, argv=sys.argv[1:])
+    statuses = ", ".join(f"{k} {v}" for k, v in sorted(s.statuses.items())) or "nothing new"
+    typer.echo(f"{s.task} [{s.split}]: {s.samples} samples x {s.pairs // max(s.samples, 1)} models = {s.pairs} pairs; "
+               f"{s.skipped} already done; this run: {statuses} ({s.seconds:.1f}s). Store: {_store_path(store)}")
+
+
+@app.command()
+@friendly
+def curate(
+    task: Optional[str] = typer.Option(None, "--task", "-t", help="task to curate (default: every task in the store)"),
+    extremes: int = typer.Option(50, "--extremes", "-n", min=1, help="how many easiest and how many hardest cases"),
+    by: Optional[str] = typer.Option(None, "--by", help="reference model whose score ranks the cases (default: the config's curation.reference)"),
+    metric: str = typer.Option("dice", help="dice or iou"),
+    split: Optional[str] = typer.Option(None, help="train, test or all (default: the split of the task's last run)"),
+    store: Optional[Path] = StoreOpt,
+) -> None:
+    """Pick the N easiest and N hardest cases by the reference model's per-image score."""
+    from .curate import curate as curate_task
+    from .store import Store
+
+    with Store(_store_path(store)) as st:
+        tasks = [task] if task else st.tasks()
+        if not tasks:
+            raise OmnisegError(f"{st.path} has no results yet: run `omniseg run --task <task>` first")
+        for t in tasks:
+            lists = curate_task(st, t, extremes, reference=by, metric=metric, split=split)
+            e, h = lists["easiest"], lists["hardest"]
+            ref = e[0]["reference"] if e else by
+            typer.echo(f"{t}: {len(e)} easiest + {len(h)} hardest by {ref} {metric} "
+                       f"(easiest {e[-1]['value']:.3f}..{e[0]['value']:.3f}, hardest {h[0]['value']:.3f}..{h[-1]['value']:.3f})")
+
+
+@app.command()
+@friendly
+def report(
+    task: Optional[str] = typer.Option(None, "--task", "-t", help="only this task (default: all)"),
+    out: Path = typer.Option(Path("runs") / "report", "--out", "-o", help="folder for the CSVs and report.md"),
+    split: str = typer.Option("test", help="samples of this split form the 'all' subset: train, test or all"),
+    store: Optional[Path] = StoreOpt,
+) -> None:
+    """Write per-image and summary CSVs and a Markdown table (task x subset x model)."""
+    from . import report as report_mod
+    from .store import Store
+
+    with Store(_store_path(store)) as st:
+        paths = report_mod.write(st, out, task=task, split=split)
+    for kind, p in paths.items():
+        typer.echo(f"{kind:10s} {p}")
+
+
+@data_app.command("verify")
+@friendly
+def data_verify(
+    task: Optional[str] = TaskOpt,
+    config: Optional[Path] = ConfigOpt,
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="dataset folder, overriding dataset.root"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+) -> None:
+    """Read every sample of a task's dataset and list every problem (exit 1 if any)."""
+    from . import config as config_mod
+    from .runner import open_dataset
+
+    cfg = config_mod.find(task, config)
+    ds = open_dataset(cfg, data_root)
+    n, problems = ds.verify(progress=not quiet)
+    for sid, why in problems:
+        typer.echo(f"{sid}: {why}")
+    typer.echo(f"{ds.name} at {ds.root}: {n} samples, {len(problems)} with problems")
+    if problems:
+        raise typer.Exit(1)
+
+
+@data_app.command("fetch")
+@friendly
+def data_fetch(
+    task: str = typer.Argument(..., help="polyp (Kvasir-SEG), breast (BUSI) or vessel (DRIVE: explains how to get it)"),
+    dest: Path = typer.Option(Path("data"), help="folder that receives the dataset"),
+    url: Optional[str] = typer.Option(None, help="download from this address instead of the publisher's"),
+    force: bool = typer.Option(False, "--force", help="download again even if the folder exists"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+) -> None:
+    """Download a public dataset from its publisher, unpack it and verify the file counts."""
+    from . import datasets
+    from .datasets.fetch import fetch
+
+    by_task = {datasets.get(n).task: datasets.get(n) for n in datasets.names()}
+    if task not in by_task:
+        from .errors import unknown_name
+
+        raise OmnisegError(unknown_name("task", task, list(by_task)))
+    cls = by_task[task]
+    if cls.fetch is None:
+        typer.echo(f"{cls.name}: {cls.obtain}.\nExpected layout:\n{cls.layout}")
+        raise typer.Exit(1)
+    root = fetch(cls.fetch, dest, url=url, progress=not quiet, force=force)
+    typer.echo(f"{cls.name} ready at {root}\n{cls.fetch.note}")
+
+
+@app.command("list")
+@friendly
+def list_plugins() -> None:
+    """List the registered datasets and model kinds."""
+    from . import datasets, models
+
+    typer.echo("datasets:    " + ", ".join(datasets.names()))
+    typer.echo("model kinds: " + ", ".join(models.names()))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

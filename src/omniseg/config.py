@@ -1,0 +1,168 @@
+"""Task configuration: ``configs/<task>.yaml`` validated into typed objects on load.
+
+Every problem is reported as one :class:`~omniseg.errors.ConfigError` naming the file,
+the key and what was expected. Model and dataset options are validated by the
+``Options`` model of the registered kind, so a typo inside ``options`` is caught too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError, unknown_name
+
+Split = Literal["train", "test", "all"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetConfig(_Strict):
+    name: str = Field(description="registered dataset adapter, e.g. kvasir-seg, drive, busi")
+    root: Path = Field(description="dataset folder in the publisher's layout; relative paths are taken from the current directory")
+    options: dict[str, Any] = Field(default_factory=dict, description="adapter options, validated by the adapter")
+
+
+class ModelConfig(_Strict):
+    name: str = Field(description="unique name of this model in the task; used in the store and reports")
+    kind: str = Field(description="registered model kind, e.g. otsu, frangi, human, unet, gemini")
+    options: dict[str, Any] = Field(default_factory=dict, description="options of the kind, validated by it")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not v or not all(ch.isalnum() or ch in "-_." for ch in v):
+            raise ValueError("use letters, digits, '-', '_' or '.' (it names folders and columns)")
+        return v
+
+
+class CurationConfig(_Strict):
+    reference: str | None = Field(None, description="model whose score ranks the cases; default: the first model")
+    metric: Literal["dice", "iou"] = "dice"
+    extremes: int = Field(50, ge=1, description="how many easiest and how many hardest cases")
+
+
+class MetricsConfig(_Strict):
+    cldice: bool = Field(False, description="compute centreline Dice (for tubular structures such as vessels)")
+
+
+class TaskConfig(_Strict):
+    task: str
+    description: str = ""
+    dataset: DatasetConfig
+    split: Split = "test"
+    models: list[ModelConfig] = Field(min_length=1)
+    metrics: MetricsConfig = MetricsConfig()
+    curation: CurationConfig = CurationConfig()
+
+    # Filled by load(); not a YAML key.
+    source: Path | None = Field(None, exclude=True)
+
+    def model(self, name: str) -> ModelConfig:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise ConfigError(f"{self.source}: " + unknown_name("model", name, [m.name for m in self.models]))
+
+    @property
+    def reference(self) -> str:
+        return self.curation.reference or self.models[0].name
+
+    def fingerprint(self) -> str:
+        """sha256 of the validated configuration, recorded with every run."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _where(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def format_validation(path: Path, err: ValidationError, prefix: tuple = ()) -> str:
+    lines = []
+    for e in err.errors():
+        key = _where(prefix + tuple(e["loc"]))
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{path}: key '{key}': unknown key")
+        elif e["type"] == "missing":
+            lines.append(f"{path}: key '{key}': required key is missing")
+        else:
+            got = e.get("input")
+            shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
+            lines.append(f"{path}: key '{key}': {e['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def load(path: str | Path) -> TaskConfig:
+    """Read and validate one task configuration file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: configuration file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level, got {type(raw).__name__}")
+    try:
+        cfg = TaskConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(format_validation(path, e)) from None
+    names = [m.name for m in cfg.models]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"{path}: key 'models': model names must be unique, repeated: {', '.join(dupes)}")
+    if cfg.curation.reference is not None and cfg.curation.reference not in names:
+        raise ConfigError(
+            f"{path}: key 'curation.reference': " + unknown_name("model", cfg.curation.reference, names)
+        )
+    _validate_plugins(path, cfg)
+    return cfg.model_copy(update={"source": path})
+
+
+def _validate_plugins(path: Path, cfg: TaskConfig) -> None:
+    """Check dataset and model names and their options against the registries."""
+    from . import datasets, models
+
+    try:
+        ds_cls = datasets.get(cfg.dataset.name)
+    except KeyError as e:
+        raise ConfigError(f"{path}: key 'dataset.name': {e.args[0]}") from None
+    try:
+        ds_cls.Options.model_validate(cfg.dataset.options)
+    except ValidationError as e:
+        raise ConfigError(format_validation(path, e, ("dataset", "options"))) from None
+    for i, m in enumerate(cfg.models):
+        try:
+            cls = models.get(m.kind)
+        except KeyError as e:
+            raise ConfigError(f"{path}: key 'models.{i}.kind': {e.args[0]}") from None
+        try:
+            cls.Options.model_validate(m.options)
+        except ValidationError as e:
+            raise ConfigError(format_validation(path, e, ("models", i, "options"))) from None
+
+
+def find(task: str | None, config: str | Path | None, config_dir: str | Path = "configs") -> TaskConfig:
+    """Resolve ``--task``/``--config`` to a loaded configuration."""
+    if config is not None:
+        cfg = load(config)
+        if task is not None and cfg.task != task:
+            raise ConfigError(f"{config}: key 'task' is {cfg.task!r} but --task {task!r} was given")
+        return cfg
+    if task is None:
+        raise ConfigError("name a task with --task (or a file with --config)")
+    config_dir = Path(config_dir)
+    path = config_dir / f"{task}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in config_dir.glob("*.yaml")) if config_dir.is_dir() else []
+        hint = "" if known else f" (no folder {config_dir}/ here: run from the project root or pass --config)"
+        raise ConfigError(unknown_name("task", task, known) + f": no file {path}{hint}")
+    return load(path)

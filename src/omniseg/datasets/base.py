@@ -1,0 +1,189 @@
+"""What every dataset adapter yields, and the shared file-reading and split rules."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from PIL import Image
+from pydantic import BaseModel, ConfigDict
+
+from ..errors import DataMissingError, SampleError
+
+#: Share of each dataset (or class) held out for testing where no official split exists.
+TEST_FRACTION = 0.2
+_SPLIT_SALT = "omniseg-split-v1:"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image with its reference. ``extra`` holds other references (e.g. DRIVE's 2nd annotator)."""
+
+    id: str
+    image: np.ndarray  # uint8 HxWx3
+    mask: np.ndarray  # bool HxW
+    roi: np.ndarray | None = None  # bool HxW; metrics are counted inside it
+    meta: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SampleRef:
+    """A sample found on disk, before reading. ``problem`` is set when the layout is already broken."""
+
+    id: str
+    split: str
+    files: dict[str, Any]
+    meta: dict[str, Any] = field(default_factory=dict)
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class FetchSpec:
+    """Where a dataset's public archive lives and what a good download holds."""
+
+    url: str
+    archive_root: str  # folder inside the archive that becomes the dataset root
+    expected: dict[str, int]  # glob (relative to the root) -> file count in the publisher's release
+    sha256: str | None = None
+    note: str = ""
+
+
+class NoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Dataset:
+    """Base class of dataset adapters: subclasses list samples and read one."""
+
+    name: ClassVar[str]
+    task: ClassVar[str]  # the task this dataset serves by default (for `data fetch`)
+    layout: ClassVar[str]  # the expected folder layout, shown when it is missing
+    fetch: ClassVar[FetchSpec | None] = None
+    obtain: ClassVar[str] = ""  # how to get the data when it cannot be fetched
+    Options: ClassVar[type[BaseModel]] = NoOptions
+
+    def __init__(self, root: str | Path, options: dict | None = None):
+        self.root = Path(root)
+        self.options = self.Options.model_validate(options or {})
+
+    # -- to implement -------------------------------------------------------------------------
+    def _refs(self) -> list[SampleRef]:
+        raise NotImplementedError
+
+    def load(self, ref: SampleRef) -> Sample:
+        raise NotImplementedError
+
+    def _missing(self) -> list[str]:
+        """Required top-level folders that are absent (empty when the layout looks right)."""
+        raise NotImplementedError
+
+    # -- shared -------------------------------------------------------------------------------
+    def check_root(self) -> None:
+        """Raise :class:`DataMissingError` naming the expected layout and the fetch command."""
+        if self.root.is_dir():
+            missing = self._missing()
+            if not missing:
+                return
+            what = f"{self.root} lacks {', '.join(missing)}"
+        else:
+            what = f"dataset folder {self.root} does not exist"
+        how = self.obtain or f"run `omniseg data fetch {self.task}`, or point dataset.root (or --data-root) at your copy"
+        raise DataMissingError(f"{self.name}: {what}.\nExpected layout:\n{self.layout}\nTo get it: {how}")
+
+    def refs(self, split: str = "all") -> list[SampleRef]:
+        """Samples of ``split`` ('train', 'test' or 'all'), sorted by id."""
+        self.check_root()
+        refs = sorted(self._refs(), key=lambda r: r.id)
+        return refs if split == "all" else [r for r in refs if r.split == split]
+
+    def verify(self, progress: bool = True) -> tuple[int, list[tuple[str, str]]]:
+        """Read every sample; return (samples checked, [(id, problem)]) without stopping at the first."""
+        from tqdm import tqdm
+
+        refs = self.refs("all")
+        problems = []
+        for ref in tqdm(refs, desc=f"verify {self.name}", unit="img", disable=not progress):
+            try:
+                self.load(ref)
+            except SampleError as e:
+                problems.append((ref.id, str(e)))
+        return len(refs), problems
+
+
+def split_of(dataset: str, sample_id: str, group: str = "") -> str:
+    """'train' or 'test' for datasets without an official split.
+
+    The committed list ``omniseg/splits/<dataset>.tsv`` decides for the publisher's files;
+    ids not in it (your own data) fall to the rule that made the list: a salted sha256
+    of the id below :data:`TEST_FRACTION`.
+    """
+    table = _split_table(dataset)
+    if sample_id in table:
+        return table[sample_id]
+    h = int(hashlib.sha256((_SPLIT_SALT + group + sample_id).encode()).hexdigest()[:12], 16)
+    return "test" if h / 16**12 < TEST_FRACTION else "train"
+
+
+def rank_split(ids: list[str], group: str = "") -> dict[str, str]:
+    """The rule behind the committed lists: the lowest-hashing fifth of a group is the test set."""
+    key = lambda i: hashlib.sha256((_SPLIT_SALT + group + i).encode()).hexdigest()  # noqa: E731
+    ordered = sorted(ids, key=key)
+    n_test = round(len(ids) * TEST_FRACTION)
+    return {i: ("test" if k < n_test else "train") for k, i in enumerate(ordered)}
+
+
+_TABLES: dict[str, dict[str, str]] = {}
+
+
+def _split_table(dataset: str) -> dict[str, str]:
+    if dataset not in _TABLES:
+        table: dict[str, str] = {}
+        f = resources.files("omniseg") / "splits" / f"{dataset}.tsv"
+        if f.is_file():
+            for line in f.read_text().splitlines():
+                if line and not line.startswith("#"):
+                    sid, split = line.split("\t")
+                    table[sid] = split
+        _TABLES[dataset] = table
+    return _TABLES[dataset]
+
+
+def split_fingerprint(refs: list[SampleRef]) -> str:
+    """sha256 over the sorted (id, split) pairs: two runs saw the same split iff these match."""
+    blob = "\n".join(f"{r.id}\t{r.split}" for r in sorted(refs, key=lambda r: r.id))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise SampleError(f"missing file {path}") from None
+    except Exception as e:  # PIL raises several types for a damaged file
+        raise SampleError(f"unreadable image {path}: {e}") from None
+
+
+def read_mask(path: Path, threshold: int = 128) -> np.ndarray:
+    """A grey-level mask binarized at ``threshold`` (JPEG masks carry compression noise at edges)."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("L")) >= threshold
+    except FileNotFoundError:
+        raise SampleError(f"missing file {path}") from None
+    except Exception as e:
+        raise SampleError(f"unreadable mask {path}: {e}") from None
+
+
+def same_size(sample_id: str, image: np.ndarray, **masks: tuple[Path, np.ndarray]) -> None:
+    for what, (path, m) in masks.items():
+        if m.shape != image.shape[:2]:
+            raise SampleError(
+                f"{sample_id}: {what} {path} is {m.shape[1]}x{m.shape[0]} but the image is "
+                f"{image.shape[1]}x{image.shape[0]}"
+            )

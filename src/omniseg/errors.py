@@ -1,0 +1,34 @@
+"""User-facing errors: the CLI prints their message alone, without a traceback."""
+
+from __future__ import annotations
+
+import difflib
+
+
+class OmnisegError(Exception):
+    """An error whose message tells the user what is wrong and what to do."""
+
+
+class ConfigError(OmnisegError):
+    """A configuration file is missing, malformed or invalid."""
+
+
+class DataMissingError(OmnisegError):
+    """A dataset root is absent or does not have the expected layout."""
+
+
+class SampleError(OmnisegError):
+    """One sample cannot be used (unreadable file, missing mask, size mismatch)."""
+
+
+class CheckpointError(OmnisegError):
+    """A model checkpoint is missing, corrupt or does not fit its configuration."""
+
+
+def unknown_name(what: str, name: str, known: list[str] | tuple[str, ...]) -> str:
+    """'unknown X 'y'; known: a, b (did you mean 'a'?)' for registry look-ups."""
+    msg = f"unknown {what} {name!r}; known: {', '.join(sorted(known)) or '(none)'}"
+    close = difflib.get_close_matches(name, list(known), n=1)
+    if close:
+        msg += f" (did you mean {close[0]!r}?)"
+    return msg

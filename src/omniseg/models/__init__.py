@@ -1,0 +1,26 @@
+"""Model kinds. Adding one: write a module with a :class:`~.base.Segmenter` subclass and add one line here."""
+
+from __future__ import annotations
+
+from .._registry import Registry
+from .base import Prediction, Segmenter
+
+REGISTRY = Registry(
+    "model kind",
+    {
+        "otsu": "omniseg.models.baselines:OtsuBaseline",
+        "frangi": "omniseg.models.baselines:FrangiBaseline",
+        "human": "omniseg.models.human:HumanReference",
+    },
+)
+get = REGISTRY.get
+names = REGISTRY.names
+
+
+def build(cfg) -> Segmenter:
+    """A ready segmenter from a :class:`~omniseg.config.ModelConfig`."""
+    cls = get(cfg.kind)
+    return cls(cfg.name, cls.Options.model_validate(cfg.options))
+
+
+__all__ = ["Prediction", "Segmenter", "REGISTRY", "get", "names", "build"]

@@ -1,0 +1,75 @@
+"""The segmenter interface every model kind implements, and what it returns."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from ..datasets.base import Sample
+
+#: Outcome of one (sample, model) pair; docs/outputs.md explains each.
+STATUSES = {
+    "ok": "the model returned a mask (possibly empty)",
+    "error": "the model raised or returned something unusable; scored as an empty prediction",
+    "unavailable": "the model does not apply to this sample (e.g. no 2nd annotator on DRIVE's training split); not scored",
+    "sample_error": "the sample itself could not be read (missing mask, size mismatch, unreadable file); not scored",
+}
+
+
+@dataclass
+class Prediction:
+    """What a model says about one sample. ``mask`` is None unless status is 'ok'."""
+
+    mask: np.ndarray | None
+    status: str = "ok"
+    reason: str = ""
+    prob: np.ndarray | None = None  # float probability map, kept for confidence analyses
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def failed(cls, reason: str, status: str = "error", **meta: Any) -> "Prediction":
+        return cls(mask=None, status=status, reason=reason, meta=meta)
+
+
+class NoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Segmenter:
+    """Turns samples into predictions. Subclasses set ``kind``, ``version``, ``Options`` and ``predict``."""
+
+    kind: ClassVar[str]
+    version: ClassVar[str] = "1"  # bump when the same options would give different masks
+    Options: ClassVar[type[BaseModel]] = NoOptions
+
+    def __init__(self, name: str, options: BaseModel | None = None):
+        self.name = name
+        self.options = options if options is not None else self.Options()
+
+    def signature(self) -> dict[str, Any]:
+        """Everything that decides this model's output; stored so results stay traceable."""
+        return {"kind": self.kind, "version": self.version, "options": self.options.model_dump(mode="json")}
+
+    def signature_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.signature(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def predict(self, sample: Sample) -> Prediction:
+        raise NotImplementedError
+
+    def predict_batch(self, samples: list[Sample]) -> list[Prediction]:
+        """Predict several samples; a failure on one becomes that sample's 'error' row."""
+        out = []
+        for s in samples:
+            try:
+                out.append(self.predict(s))
+            except Exception as e:  # one bad image must not end the run
+                out.append(Prediction.failed(f"{type(e).__name__}: {e}"))
+        return out
+
+    def close(self) -> None:
+        """Release resources (clients, GPU memory) at the end of a run."""

@@ -1,0 +1,141 @@
+"""`omniseg run`: every (sample, model) pair asked for ends as exactly one row in the store.
+
+Pairs already in the store are skipped, so rerunning a killed or finished command resumes;
+``force`` redoes them. A sample that cannot be read gets a 'sample_error' row for every
+model, a model that fails gets an 'error' row scored as an empty prediction.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from . import datasets, metrics, models
+from .config import TaskConfig
+from .datasets.base import SampleRef, split_fingerprint
+from .errors import OmnisegError, SampleError
+from .models.base import Prediction, Segmenter
+from .store import Store
+
+
+@dataclass
+class RunSummary:
+    task: str
+    split: str
+    run_id: int
+    samples: int
+    pairs: int
+    skipped: int = 0
+    statuses: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {"samples": self.samples, "pairs": self.pairs, "skipped": self.skipped,
+                "statuses": dict(self.statuses), "seconds": round(self.seconds, 2)}
+
+
+def open_dataset(cfg: TaskConfig, data_root: str | Path | None = None) -> datasets.Dataset:
+    cls = datasets.get(cfg.dataset.name)
+    return cls(data_root or cfg.dataset.root, cfg.dataset.options)
+
+
+def select_models(cfg: TaskConfig, names: list[str] | None) -> list[Segmenter]:
+    chosen = [cfg.model(n) for n in names] if names else list(cfg.models)
+    return [models.build(m) for m in chosen]
+
+
+def _check_signatures(store: Store, task: str, segs: list[Segmenter], force: bool) -> None:
+    """Refuse to mix results of one model name made with different settings."""
+    for m in segs:
+        old = store.model_signature(task, m.name)
+        if old is not None and old != m.signature_hash():
+            if not force:
+                raise OmnisegError(
+                    f"model {m.name!r} of task {task!r} has stored results made with other settings; "
+                    "rerun with --force to redo them all, or give the new settings another model name"
+                )
+            store.delete_model(task, m.name)
+        store.set_model(task, m.name, m.kind, m.signature(), m.signature_hash())
+
+
+def _score(cfg: TaskConfig, sample, pred: Prediction) -> tuple[Prediction, dict | None]:
+    """Scores of a prediction; failures are scored as empty predictions, never dropped."""
+    if pred.status == "unavailable":
+        return pred, None
+    if pred.status == "ok" and (pred.mask is None or pred.mask.shape != sample.mask.shape):
+        got = None if pred.mask is None else pred.mask.shape
+        pred = Prediction.failed(f"model returned a mask of shape {got}, expected {sample.mask.shape}")
+    used = pred.mask if pred.status == "ok" else np.zeros_like(sample.mask)
+    return pred, metrics.score(used.astype(bool), sample.mask, sample.roi, with_cldice=cfg.metrics.cldice)
+
+
+def run(cfg: TaskConfig, store: Store, *, model_names: list[str] | None = None, split: str | None = None,
+        limit: int | None = None, force: bool = False, data_root: str | Path | None = None,
+        batch_size: int = 8, progress: bool = True, argv: list[str] | None = None) -> RunSummary:
+    split = split or cfg.split
+    ds = open_dataset(cfg, data_root)
+    refs: list[SampleRef] = ds.refs(split)
+    if limit is not None:
+        refs = refs[:limit]
+    if not refs:
+        raise OmnisegError(f"{cfg.task}: no samples in split {split!r} under {ds.root}")
+    segs = select_models(cfg, model_names)
+    _check_signatures(store, cfg.task, segs, force)
+
+    store.add_samples(cfg.task, [(r.id, r.split, r.problem, r.meta) for r in refs])
+    run_id = store.start_run(cfg.task, split, [m.name for m in segs], cfg.model_dump(mode="json"),
+                             cfg.fingerprint(), split_fingerprint(refs), argv)
+    summary = RunSummary(cfg.task, split, run_id, samples=len(refs), pairs=len(refs) * len(segs))
+    done = set() if force else store.done_pairs(cfg.task)
+    t0 = time.perf_counter()
+    status = "interrupted"
+    bar = tqdm(total=len(refs), desc=f"{cfg.task} [{split}]", unit="img", disable=not progress, dynamic_ncols=True)
+    try:
+        for start in range(0, len(refs), batch_size):
+            chunk = refs[start:start + batch_size]
+            todo = {m.name: [r for r in chunk if (r.id, m.name) not in done] for m in segs}
+            summary.skipped += sum(len(chunk) - len(v) for v in todo.values())
+            if any(todo.values()):
+                _run_chunk(cfg, store, ds, run_id, segs, chunk, todo, summary)
+            bar.update(len(chunk))
+            bar.set_postfix({k: v for k, v in summary.statuses.items()}, refresh=False)
+        status = "finished"
+    finally:
+        bar.close()
+        summary.seconds = time.perf_counter() - t0
+        store.finish_run(run_id, status, summary.as_dict())
+        for m in segs:
+            m.close()
+    return summary
+
+
+def _run_chunk(cfg, store, ds, run_id, segs, chunk, todo, summary) -> None:
+    loaded = {}
+    for r in chunk:
+        if not any(r in v for v in todo.values()):
+            continue
+        try:
+            loaded[r.id] = ds.load(r)
+        except SampleError as e:
+            for m in segs:
+                if r in todo[m.name]:
+                    store.record(run_id, cfg.task, r.id, m.name, status="sample_error", reason=str(e))
+                    summary.statuses["sample_error"] += 1
+    for m in segs:
+        samples = [loaded[r.id] for r in todo[m.name] if r.id in loaded]
+        if not samples:
+            continue
+        t = time.perf_counter()
+        preds = m.predict_batch(samples)
+        each = (time.perf_counter() - t) / len(samples)
+        for sample, pred in zip(samples, preds):
+            pred, scores = _score(cfg, sample, pred)
+            store.record(run_id, cfg.task, sample.id, m.name, status=pred.status, reason=pred.reason,
+                         mask=pred.mask if pred.status == "ok" else None, prob=pred.prob, scores=scores,
+                         elapsed_s=pred.meta.pop("elapsed_s", each), meta=pred.meta)
+            summary.statuses[pred.status] += 1

@@ -1,0 +1,242 @@
+"""The one SQLite store that is the source of truth: runs, samples, predictions, scores, subsets.
+
+A (task, sample, model) pair has at most one prediction row (primary key), and its
+prediction and score rows are written in one transaction, so a run killed at any instant
+leaves each pair either complete or absent. Masks are PNG files beside the database,
+written (atomically, by rename) before the row that points to them is committed.
+docs/outputs.md documents every table and column.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+from PIL import Image
+
+from .errors import OmnisegError
+from .metrics import SCORE_COLUMNS
+
+DEFAULT_PATH = Path("runs") / "omniseg.sqlite"
+SCHEMA_VERSION = 1
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS runs (
+    run_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    task TEXT NOT NULL, split TEXT NOT NULL, models TEXT NOT NULL,
+    started_at REAL NOT NULL, finished_at REAL, status TEXT NOT NULL,
+    config TEXT NOT NULL, config_hash TEXT NOT NULL, split_fingerprint TEXT,
+    omniseg_version TEXT NOT NULL, argv TEXT, summary TEXT
+);
+CREATE TABLE IF NOT EXISTS models (
+    task TEXT NOT NULL, model TEXT NOT NULL, kind TEXT NOT NULL,
+    signature TEXT NOT NULL, signature_hash TEXT NOT NULL,
+    PRIMARY KEY (task, model)
+);
+CREATE TABLE IF NOT EXISTS samples (
+    task TEXT NOT NULL, sample_id TEXT NOT NULL, split TEXT NOT NULL,
+    problem TEXT, meta TEXT,
+    PRIMARY KEY (task, sample_id)
+);
+CREATE TABLE IF NOT EXISTS predictions (
+    task TEXT NOT NULL, sample_id TEXT NOT NULL, model TEXT NOT NULL,
+    run_id INTEGER NOT NULL REFERENCES runs(run_id),
+    status TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
+    mask_path TEXT, prob_path TEXT, height INTEGER, width INTEGER,
+    elapsed_s REAL, created_at REAL NOT NULL, meta TEXT,
+    PRIMARY KEY (task, sample_id, model)
+);
+CREATE TABLE IF NOT EXISTS scores (
+    task TEXT NOT NULL, sample_id TEXT NOT NULL, model TEXT NOT NULL,
+    {", ".join(f"{c} {'INTEGER' if c in ('tp', 'fp', 'fn', 'tn', 'pred_px', 'ref_px') else 'REAL'}" for c in SCORE_COLUMNS)},
+    PRIMARY KEY (task, sample_id, model)
+);
+CREATE TABLE IF NOT EXISTS subsets (
+    task TEXT NOT NULL, subset TEXT NOT NULL, rank INTEGER NOT NULL,
+    sample_id TEXT NOT NULL, split TEXT NOT NULL, reference TEXT NOT NULL,
+    metric TEXT NOT NULL, value REAL NOT NULL, created_at REAL NOT NULL,
+    PRIMARY KEY (task, subset, rank)
+);
+"""
+
+
+def _safe(part: str) -> str:
+    """A file-name-safe rendering of an id (ids keep their spaces and brackets elsewhere)."""
+    return "".join(ch if ch.isalnum() or ch in "-_.() " else "_" for ch in part)
+
+
+class Store:
+    """One SQLite database plus the mask files beside it."""
+
+    def __init__(self, path: str | Path = DEFAULT_PATH):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a killed process; FULL would also survive power loss.
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise OmnisegError(f"{self.path}: store schema {version} is not {SCHEMA_VERSION}; use a new --store")
+            self.db.executescript(_SCHEMA)
+            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as e:
+            raise OmnisegError(f"{self.path}: not a usable omniseg store ({e})") from None
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- runs ---------------------------------------------------------------------------------
+    def start_run(self, task: str, split: str, models: list[str], config: dict, config_hash: str,
+                  split_fingerprint: str | None, argv: list[str] | None = None) -> int:
+        from . import __version__
+
+        cur = self.db.execute(
+            "INSERT INTO runs (task, split, models, started_at, status, config, config_hash, split_fingerprint,"
+            " omniseg_version, argv) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (task, split, json.dumps(models), time.time(), "running", json.dumps(config, sort_keys=True),
+             config_hash, split_fingerprint, __version__, json.dumps(argv or [])),
+        )
+        return int(cur.lastrowid)
+
+    def finish_run(self, run_id: int, status: str, summary: dict) -> None:
+        self.db.execute(
+            "UPDATE runs SET finished_at=?, status=?, summary=? WHERE run_id=?",
+            (time.time(), status, json.dumps(summary, sort_keys=True), run_id),
+        )
+
+    def last_config(self, task: str) -> dict | None:
+        row = self.db.execute("SELECT config FROM runs WHERE task=? ORDER BY run_id DESC LIMIT 1", (task,)).fetchone()
+        return json.loads(row["config"]) if row else None
+
+    def tasks(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT task FROM predictions ORDER BY task")]
+
+    # -- models and samples -------------------------------------------------------------------
+    def model_signature(self, task: str, model: str) -> str | None:
+        row = self.db.execute("SELECT signature_hash FROM models WHERE task=? AND model=?", (task, model)).fetchone()
+        return row[0] if row else None
+
+    def set_model(self, task: str, model: str, kind: str, signature: dict, signature_hash: str) -> None:
+        self.db.execute(
+            "INSERT INTO models VALUES (?,?,?,?,?) ON CONFLICT(task, model) DO UPDATE SET kind=excluded.kind,"
+            " signature=excluded.signature, signature_hash=excluded.signature_hash",
+            (task, model, kind, json.dumps(signature, sort_keys=True), signature_hash),
+        )
+
+    def add_samples(self, task: str, rows: Iterable[tuple[str, str, str | None, dict]]) -> None:
+        """(sample_id, split, problem, meta) for every sample a run was asked to cover."""
+        with self.transaction():
+            self.db.executemany(
+                "INSERT INTO samples VALUES (?,?,?,?,?) ON CONFLICT(task, sample_id) DO UPDATE SET"
+                " split=excluded.split, problem=excluded.problem, meta=excluded.meta",
+                [(task, sid, split, problem, json.dumps(meta, sort_keys=True, default=str)) for sid, split, problem, meta in rows],
+            )
+
+    def done_pairs(self, task: str) -> set[tuple[str, str]]:
+        return {(r[0], r[1]) for r in self.db.execute("SELECT sample_id, model FROM predictions WHERE task=?", (task,))}
+
+    def delete_model(self, task: str, model: str) -> None:
+        with self.transaction():
+            self.db.execute("DELETE FROM predictions WHERE task=? AND model=?", (task, model))
+            self.db.execute("DELETE FROM scores WHERE task=? AND model=?", (task, model))
+
+    # -- predictions --------------------------------------------------------------------------
+    def transaction(self):
+        return _Transaction(self.db)
+
+    def mask_file(self, task: str, model: str, sample_id: str, suffix: str = ".png") -> Path:
+        return Path("masks") / _safe(task) / _safe(model) / (_safe(sample_id) + suffix)
+
+    def _write_atomic(self, rel: Path, write) -> str:
+        dest = self.root / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + f".{os.getpid()}.tmp")
+        write(tmp)
+        os.replace(tmp, dest)
+        return rel.as_posix()
+
+    def record(self, run_id: int, task: str, sample_id: str, model: str, *, status: str, reason: str = "",
+               mask: np.ndarray | None = None, prob: np.ndarray | None = None, scores: dict | None = None,
+               elapsed_s: float | None = None, meta: dict | None = None) -> None:
+        """Write one pair: files first, then prediction and scores in one transaction."""
+        mask_path = prob_path = None
+        h = w = None
+        if mask is not None:
+            h, w = mask.shape
+            mask_path = self._write_atomic(
+                self.mask_file(task, model, sample_id),
+                lambda p: Image.fromarray(mask.astype(np.uint8) * 255).save(p, format="PNG"),
+            )
+        if prob is not None:
+            prob_path = self._write_atomic(
+                self.mask_file(task, model, sample_id, ".prob.npz"),
+                lambda p: _save_npz(p, prob=prob.astype(np.float16)),
+            )
+        with self.transaction():
+            self.db.execute(
+                "INSERT OR REPLACE INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (task, sample_id, model, run_id, status, reason, mask_path, prob_path, h, w, elapsed_s, time.time(),
+                 json.dumps(meta or {}, sort_keys=True, default=str)),
+            )
+            self.db.execute("DELETE FROM scores WHERE task=? AND sample_id=? AND model=?", (task, sample_id, model))
+            if scores is not None:
+                self.db.execute(
+                    f"INSERT INTO scores VALUES (?,?,?,{','.join('?' * len(SCORE_COLUMNS))})",
+                    (task, sample_id, model, *[scores.get(c) for c in SCORE_COLUMNS]),
+                )
+
+    # -- subsets ------------------------------------------------------------------------------
+    def set_subsets(self, task: str, rows: list[dict[str, Any]]) -> None:
+        """Replace a task's easiest/hardest lists (curation is redone as a whole)."""
+        with self.transaction():
+            self.db.execute("DELETE FROM subsets WHERE task=?", (task,))
+            now = time.time()
+            self.db.executemany(
+                "INSERT INTO subsets VALUES (?,?,?,?,?,?,?,?,?)",
+                [(task, r["subset"], r["rank"], r["sample_id"], r["split"], r["reference"], r["metric"], r["value"], now)
+                 for r in rows],
+            )
+
+    # -- reading ------------------------------------------------------------------------------
+    def query(self, sql: str, params: tuple = ()):
+        import pandas as pd
+
+        return pd.read_sql_query(sql, self.db, params=params)
+
+
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object keeps numpy from appending '.npz' to the temp name
+        np.savez_compressed(f, **arrays)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type, *rest):
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        return False

@@ -1,0 +1,121 @@
+"""Generated fixtures: small datasets in each real layout, written to tmp_path (nothing committed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+KVASIR_REAL = SHARED_DATA / "kvasir-seg" / "Kvasir-SEG"
+BUSI_REAL = SHARED_DATA / "busi" / "Dataset_BUSI_with_GT"
+
+
+def blob_mask(h: int, w: int, rng: np.random.Generator, empty: bool = False) -> np.ndarray:
+    """A random ellipse (or nothing) as a boolean mask."""
+    if empty:
+        return np.zeros((h, w), bool)
+    yy, xx = np.mgrid[:h, :w]
+    cy, cx = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w
+    ry, rx = rng.uniform(0.1, 0.25) * h, rng.uniform(0.1, 0.25) * w
+    return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+
+
+def lesion_image(mask: np.ndarray, rng: np.random.Generator, bright: bool = True) -> np.ndarray:
+    """An RGB picture in which the masked region is brighter (or darker), with noise."""
+    base = np.where(mask, 190 if bright else 50, 110).astype(np.float32)
+    img = base[..., None] + rng.normal(0, 12, mask.shape + (3,))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def make_kvasir(root: Path, n: int = 6, size: tuple[int, int] = (64, 80), seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        m = blob_mask(*size, rng)
+        sid = f"case{i:03d}"
+        Image.fromarray(lesion_image(m, rng)).save(root / "images" / f"{sid}.jpg", quality=95)
+        Image.fromarray((m * 255).astype(np.uint8)).convert("RGB").save(root / "masks" / f"{sid}.jpg", quality=95)
+    return root
+
+
+def make_busi(root: Path, per_class: int = 3, size: tuple[int, int] = (60, 70), seed: int = 1) -> Path:
+    rng = np.random.default_rng(seed)
+    for cls in ("benign", "malignant", "normal"):
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(1, per_class + 1):
+            sid = f"{cls} ({i})"
+            m = blob_mask(*size, rng, empty=cls == "normal")
+            Image.fromarray(lesion_image(m, rng, bright=False)).save(root / cls / f"{sid}.png")
+            Image.fromarray((m * 255).astype(np.uint8)).save(root / cls / f"{sid}_mask.png")
+        if cls == "benign":  # a multifocal case: a second lesion in _mask_1.png
+            m2 = np.zeros(size, bool)
+            m2[2:8, 2:8] = True
+            Image.fromarray((m2 * 255).astype(np.uint8)).save(root / cls / "benign (1)_mask_1.png")
+    return root
+
+
+def vessel_mask(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    m = np.zeros((h, w), bool)
+    for _ in range(6):
+        y = int(rng.integers(5, h - 5))
+        m[y : y + 2, 5 : w - 5] = True
+        x = int(rng.integers(5, w - 5))
+        m[5 : h - 5, x : x + 2] = True
+    return m
+
+
+def make_drive(root: Path, n_train: int = 2, n_test: int = 2, size: tuple[int, int] = (58, 56), seed: int = 2) -> Path:
+    """DRIVE's layout: TIFF images, GIF vessel masks, GIF field-of-view masks, 2nd_manual on test."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    yy, xx = np.mgrid[:h, :w]
+    fov = ((yy - h / 2) / (h / 2 - 1)) ** 2 + ((xx - w / 2) / (w / 2 - 1)) ** 2 <= 1
+
+    def gif(path: Path, m: np.ndarray) -> None:
+        Image.fromarray((m * 255).astype(np.uint8)).save(path, format="GIF")
+
+    for folder, ids in (("training", range(21, 21 + n_train)), ("test", range(1, 1 + n_test))):
+        suffix = "training" if folder == "training" else "test"
+        for sub in ("images", "1st_manual", "mask") + (("2nd_manual",) if folder == "test" else ()):
+            (root / folder / sub).mkdir(parents=True, exist_ok=True)
+        for k in ids:
+            nn = f"{k:02d}"
+            v = vessel_mask(h, w, rng) & fov
+            img = np.stack([np.full((h, w), 120), np.where(v, 60, 160), np.full((h, w), 40)], -1).astype(np.uint8)
+            img[~fov] = 0
+            Image.fromarray(img).save(root / folder / "images" / f"{nn}_{suffix}.tif", format="TIFF")
+            gif(root / folder / "1st_manual" / f"{nn}_manual1.gif", v)
+            gif(root / folder / "mask" / f"{nn}_{suffix}_mask.gif", fov)
+            if folder == "test":
+                gif(root / folder / "2nd_manual" / f"{nn}_manual2.gif", np.roll(v, 1, axis=0) & fov)
+    return root
+
+
+def write_config(path: Path, task: str, dataset: str, root: Path, models: str, extra: str = "") -> Path:
+    path.write_text(
+        f"task: {task}\ndataset:\n  name: {dataset}\n  root: {root}\nsplit: all\nmodels:\n{models}{extra}"
+    )
+    return path
+
+
+OTSU = "  - name: otsu\n    kind: otsu\n    options: {foreground: bright, sigma: 1.0}\n"
+
+
+@pytest.fixture
+def kvasir(tmp_path: Path) -> Path:
+    return make_kvasir(tmp_path / "Kvasir-SEG")
+
+
+@pytest.fixture
+def polyp_config(tmp_path: Path, kvasir: Path) -> Path:
+    return write_config(tmp_path / "polyp.yaml", "polyp", "kvasir-seg", kvasir, OTSU)
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Path:
+    return tmp_path / "runs" / "omniseg.sqlite"

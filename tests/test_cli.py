@@ -1,0 +1,124 @@
+"""The command line end to end, its error messages, and a run killed with SIGKILL part-way."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from omniseg.cli import app
+
+from conftest import OTSU, make_kvasir, write_config
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_run_curate_report_end_to_end(tmp_path, polyp_config, store_path):
+    r = invoke("run", "--config", polyp_config, "--store", store_path, "-q")
+    assert r.exit_code == 0, r.output
+    assert "6 pairs; 0 already done; this run: ok 6" in r.output
+    r = invoke("run", "--config", polyp_config, "--store", store_path, "-q")
+    assert "6 already done" in r.output and "nothing new" in r.output
+    r = invoke("curate", "--extremes", 2, "--store", store_path)
+    assert r.exit_code == 0, r.output
+    assert "polyp: 2 easiest + 2 hardest by otsu dice" in r.output
+    r = invoke("report", "--store", store_path, "--out", tmp_path / "rep", "--split", "all")
+    assert r.exit_code == 0, r.output
+    per_image = pd.read_csv(tmp_path / "rep" / "per_image.csv")
+    summary = pd.read_csv(tmp_path / "rep" / "summary.csv")
+    assert len(per_image) == 6 and per_image["easiest_rank"].notna().sum() == 2
+    assert list(summary["subset"]) == ["all", "easiest", "hardest"]
+    assert summary.loc[0, "dice_mean"] == pytest.approx(per_image["dice"].mean(), abs=1e-6)
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| all | otsu | 6 |" in md and "| hardest | otsu | 2 |" in md
+
+
+def test_missing_data_root_is_one_message(tmp_path, store_path):
+    cfg = write_config(tmp_path / "c.yaml", "polyp", "kvasir-seg", tmp_path / "nowhere", OTSU)
+    r = invoke("run", "--config", cfg, "--store", store_path)
+    assert r.exit_code == 2
+    assert "error: kvasir-seg: dataset folder" in r.output and "omniseg data fetch polyp" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_unknown_task_model_and_config_key(tmp_path, polyp_config, store_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ here
+    r = invoke("run", "--task", "polyp", "--store", store_path)
+    assert r.exit_code == 2 and "unknown task 'polyp'" in r.output and "no file configs/polyp.yaml" in r.output
+    r = invoke("run", "--config", polyp_config, "--models", "otsuu", "--store", store_path)
+    assert r.exit_code == 2 and "unknown model 'otsuu'" in r.output and "did you mean 'otsu'" in r.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(polyp_config.read_text() + "thresholds: 0.5\n")
+    r = invoke("run", "--config", bad, "--store", store_path)
+    assert r.exit_code == 2 and f"{bad}: key 'thresholds': unknown key" in r.output
+    r = invoke("run", "--config", polyp_config, "--split", "val", "--store", store_path)
+    assert r.exit_code == 2 and "--split must be train, test or all" in r.output
+
+
+def test_curate_before_any_run_and_by_unknown_model(tmp_path, polyp_config, store_path):
+    r = invoke("curate", "--store", store_path)
+    assert r.exit_code == 2 and "has no results yet" in r.output
+    invoke("run", "--config", polyp_config, "--store", store_path, "-q")
+    r = invoke("curate", "--by", "unet", "--store", store_path)
+    assert r.exit_code == 2 and "no scores of model 'unet'" in r.output and "models with scores: otsu" in r.output
+
+
+def test_verify_lists_every_problem(tmp_path):
+    root = make_kvasir(tmp_path / "k", n=4)
+    (root / "masks" / "case000.jpg").unlink()
+    (root / "images" / "case003.jpg").write_bytes(b"junk")
+    cfg = write_config(tmp_path / "c.yaml", "polyp", "kvasir-seg", root, OTSU)
+    r = invoke("data", "verify", "--config", cfg, "-q")
+    assert r.exit_code == 1
+    assert "case000: missing mask" in r.output and "case003: unreadable image" in r.output
+    assert "4 samples, 2 with problems" in r.output
+
+
+def test_sigkill_part_way_then_rerun_gives_every_pair_once(tmp_path):
+    """Kill a real `omniseg run` process at an arbitrary point, rerun it, and count rows."""
+    n = 120
+    root = make_kvasir(tmp_path / "k", n=n, size=(240, 300))
+    models = OTSU + "  - name: dark\n    kind: otsu\n    options: {foreground: dark}\n"
+    cfg = write_config(tmp_path / "c.yaml", "polyp", "kvasir-seg", root, models)
+    store = tmp_path / "s.sqlite"
+    cmd = [sys.executable, "-m", "omniseg.cli", "run", "--config", str(cfg), "--store", str(store), "-q", "--batch-size", "2"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def count() -> int:
+        try:
+            with sqlite3.connect(store, timeout=5) as db:
+                return db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+        except sqlite3.OperationalError:  # the table does not exist yet
+            return 0
+
+    deadline = time.time() + 60
+    while count() < 20 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    at_kill = count()
+    assert proc.returncode == -signal.SIGKILL, proc.stdout.read().decode()
+    assert 0 < at_kill < 2 * n, f"the kill did not land part-way ({at_kill} rows)"
+
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"{at_kill} already done" in done.stdout
+    with sqlite3.connect(store) as db:
+        pairs = db.execute("SELECT sample_id, model, COUNT(*) FROM predictions GROUP BY 1, 2").fetchall()
+        scored = db.execute("SELECT COUNT(*) FROM scores").fetchone()[0]
+        statuses = [r[0] for r in db.execute("SELECT status FROM runs ORDER BY run_id")]
+    assert len(pairs) == 2 * n and all(c == 1 for *_, c in pairs)
+    assert scored == 2 * n
+    assert statuses == ["running", "finished"]  # the killed run is visible as never finished
