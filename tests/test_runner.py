@@ -30,7 +30,7 @@ def test_one_row_per_pair_and_resume(polyp_config, store_path):
         assert len(df) == 6 and df["sample_id"].is_unique
         assert (df["status"] == "ok").all() and df["dice"].between(0, 1).all()
         for p in df["mask_path"]:
-            m = np.asarray(Image.open(st.root / p))
+            m = np.asarray(Image.open(st.root / p).convert("L"))
             assert set(np.unique(m)) <= {0, 255}
         s3 = run(cfg, st, progress=False, force=True)
         assert s3.statuses["ok"] == 6 and len(rows(st, "polyp")) == 6

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError, unknown_name
+from .models.specialist import NetSpec
 
 Split = Literal["train", "test", "all"]
 
@@ -53,6 +54,26 @@ class MetricsConfig(_Strict):
     cldice: bool = Field(False, description="compute centreline Dice (for tubular structures such as vessels)")
 
 
+class TrainConfig(_Strict):
+    """The `train:` block of a task configuration."""
+
+    model: str = Field("unet", description="the models entry (kind unet) whose checkpoint this trains")
+    net: NetSpec = NetSpec()
+    encoder_weights: str | None = Field(None, description="None trains from scratch; 'imagenet' needs internet once")
+    epochs: int = Field(40, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0)
+    val_fraction: float = Field(0.15, gt=0, lt=1, description="share of the training split held out for validation")
+    seed: int = 0
+    max_minutes: float | None = Field(None, gt=0, description="stop after this much training time; the schedule fits it")
+    crop: int | None = Field(None, ge=32, description="random crop side for 'pad' (full-resolution) training")
+    augment: Literal["none", "basic"] = "basic"
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+
+
+
 class TaskConfig(_Strict):
     task: str
     description: str = ""
@@ -61,6 +82,7 @@ class TaskConfig(_Strict):
     models: list[ModelConfig] = Field(min_length=1)
     metrics: MetricsConfig = MetricsConfig()
     curation: CurationConfig = CurationConfig()
+    train: TrainConfig | None = Field(None, description="the specialist recipe for `omniseg train`")
 
     # Filled by load(); not a YAML key.
     source: Path | None = Field(None, exclude=True)
@@ -123,6 +145,11 @@ def load(path: str | Path) -> TaskConfig:
         raise ConfigError(
             f"{path}: key 'curation.reference': " + unknown_name("model", cfg.curation.reference, names)
         )
+    if cfg.train is not None:
+        kinds = {m.name: m.kind for m in cfg.models}
+        if kinds.get(cfg.train.model) != "unet":
+            raise ConfigError(f"{path}: key 'train.model': expected the name of a models entry of kind 'unet', "
+                              f"got {cfg.train.model!r} (entries: {', '.join(f'{n} ({k})' for n, k in kinds.items())})")
     _validate_plugins(path, cfg)
     return cfg.model_copy(update={"source": path})
 

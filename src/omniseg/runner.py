@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,20 +93,30 @@ def run(cfg: TaskConfig, store: Store, *, model_names: list[str] | None = None, 
                              cfg.fingerprint(), split_fingerprint(refs), argv)
     summary = RunSummary(cfg.task, split, run_id, samples=len(refs), pairs=len(refs) * len(segs))
     done = set() if force else store.done_pairs(cfg.task)
+    chunks = []
+    for start in range(0, len(refs), batch_size):
+        chunk = refs[start:start + batch_size]
+        todo = {m.name: [r for r in chunk if (r.id, m.name) not in done] for m in segs}
+        summary.skipped += sum(len(chunk) - len(v) for v in todo.values())
+        chunks.append((chunk, todo))
     t0 = time.perf_counter()
     status = "interrupted"
     bar = tqdm(total=len(refs), desc=f"{cfg.task} [{split}]", unit="img", disable=not progress, dynamic_ncols=True)
+    # One thread reads the next chunk's files while the models work on this one (decoding releases the GIL).
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omniseg-load")
     try:
-        for start in range(0, len(refs), batch_size):
-            chunk = refs[start:start + batch_size]
-            todo = {m.name: [r for r in chunk if (r.id, m.name) not in done] for m in segs}
-            summary.skipped += sum(len(chunk) - len(v) for v in todo.values())
-            if any(todo.values()):
-                _run_chunk(cfg, store, ds, run_id, segs, chunk, todo, summary)
+        work = [(c, t) for c, t in chunks if any(t.values())]
+        bar.update(len(refs) - sum(len(c) for c, _ in work))
+        pending = pool.submit(_load, ds, work[0][0], work[0][1]) if work else None
+        for k, (chunk, todo) in enumerate(work):
+            loaded, broken = pending.result()
+            pending = pool.submit(_load, ds, *work[k + 1]) if k + 1 < len(work) else None
+            _run_chunk(cfg, store, run_id, segs, todo, loaded, broken, summary)
             bar.update(len(chunk))
-            bar.set_postfix({k: v for k, v in summary.statuses.items()}, refresh=False)
+            bar.set_postfix(dict(summary.statuses), refresh=False)
         status = "finished"
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
         summary.seconds = time.perf_counter() - t0
         store.finish_run(run_id, status, summary.as_dict())
@@ -114,19 +125,25 @@ def run(cfg: TaskConfig, store: Store, *, model_names: list[str] | None = None, 
     return summary
 
 
-def _run_chunk(cfg, store, ds, run_id, segs, chunk, todo, summary) -> None:
-    loaded = {}
+def _load(ds, chunk: list[SampleRef], todo: dict[str, list[SampleRef]]):
+    """Read the samples of a chunk that some model still needs: ({id: Sample}, {id: reason})."""
+    needed = {r.id for refs in todo.values() for r in refs}
+    loaded, broken = {}, {}
     for r in chunk:
-        if not any(r in v for v in todo.values()):
-            continue
-        try:
-            loaded[r.id] = ds.load(r)
-        except SampleError as e:
-            for m in segs:
-                if r in todo[m.name]:
-                    store.record(run_id, cfg.task, r.id, m.name, status="sample_error", reason=str(e))
-                    summary.statuses["sample_error"] += 1
+        if r.id in needed:
+            try:
+                loaded[r.id] = ds.load(r)
+            except SampleError as e:
+                broken[r.id] = str(e)
+    return loaded, broken
+
+
+def _run_chunk(cfg, store, run_id, segs, todo, loaded, broken, summary) -> None:
     for m in segs:
+        for r in todo[m.name]:
+            if r.id in broken:
+                store.record(run_id, cfg.task, r.id, m.name, status="sample_error", reason=broken[r.id])
+                summary.statuses["sample_error"] += 1
         samples = [loaded[r.id] for r in todo[m.name] if r.id in loaded]
         if not samples:
             continue

@@ -183,12 +183,13 @@ class Store:
             h, w = mask.shape
             mask_path = self._write_atomic(
                 self.mask_file(task, model, sample_id),
-                lambda p: Image.fromarray(mask.astype(np.uint8) * 255).save(p, format="PNG"),
+                lambda p: Image.fromarray(mask.astype(bool)).save(p, format="PNG", compress_level=1),
             )
         if prob is not None:
+            q = np.clip(np.rint(prob * 255), 0, 255).astype(np.uint8)  # 8-bit: 1/255 steps are plenty
             prob_path = self._write_atomic(
-                self.mask_file(task, model, sample_id, ".prob.npz"),
-                lambda p: _save_npz(p, prob=prob.astype(np.float16)),
+                self.mask_file(task, model, sample_id, ".prob.png"),
+                lambda p: Image.fromarray(q).save(p, format="PNG", compress_level=1),
             )
         with self.transaction():
             self.db.execute(
@@ -220,11 +221,6 @@ class Store:
         import pandas as pd
 
         return pd.read_sql_query(sql, self.db, params=params)
-
-
-def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    with open(path, "wb") as f:  # a file object keeps numpy from appending '.npz' to the temp name
-        np.savez_compressed(f, **arrays)
 
 
 class _Transaction:

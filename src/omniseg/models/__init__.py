@@ -11,6 +11,7 @@ REGISTRY = Registry(
         "otsu": "omniseg.models.baselines:OtsuBaseline",
         "frangi": "omniseg.models.baselines:FrangiBaseline",
         "human": "omniseg.models.human:HumanReference",
+        "unet": "omniseg.models.specialist:Specialist",
     },
 )
 get = REGISTRY.get

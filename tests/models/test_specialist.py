@@ -1,0 +1,97 @@
+"""The specialist model: reload gives identical predictions, plain state_dicts, bad checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("segmentation_models_pytorch")
+
+from omniseg import models  # noqa: E402
+from omniseg.config import ModelConfig  # noqa: E402
+from omniseg.datasets.base import Sample  # noqa: E402
+from omniseg.errors import CheckpointError  # noqa: E402
+from omniseg.models.specialist import NetSpec, build_net, save_checkpoint  # noqa: E402
+
+from conftest import blob_mask, lesion_image  # noqa: E402
+
+SPEC = NetSpec(encoder="resnet18", input_size=64)
+
+
+def samples(n=3, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, (h, w) in enumerate([(60, 70), (64, 64), (50, 90)][:n]):
+        m = blob_mask(h, w, rng)
+        out.append(Sample(f"s{i}", lesion_image(m, rng), m))
+    return out
+
+
+def unet(path, **options):
+    return models.build(ModelConfig(name="unet", kind="unet", options={"checkpoint": str(path), "device": "cpu", **options}))
+
+
+@pytest.fixture
+def net():
+    torch.manual_seed(0)
+    return build_net(SPEC).eval()
+
+
+def test_saved_checkpoint_reloads_with_identical_predictions(tmp_path, net):
+    save_checkpoint(tmp_path / "a.pt", net, SPEC, val_dice=0.5)
+    first = unet(tmp_path / "a.pt").predict_batch(samples())
+    second = unet(tmp_path / "a.pt", batch_size=1).predict_batch(samples())
+    for a, b, s in zip(first, second, samples()):
+        assert a.status == "ok" and a.mask.shape == s.mask.shape and a.prob.shape == (64, 64)
+        assert np.array_equal(a.mask, b.mask)
+        np.testing.assert_allclose(a.prob, b.prob, atol=1e-5)
+    # the probability map is the network's own output, resized back
+    from omniseg.models.specialist import postprocess, preprocess
+
+    with torch.inference_mode():
+        native, full = postprocess(torch.sigmoid(net(preprocess([samples()[0].image], SPEC))), [(60, 70)], SPEC)[0]
+    np.testing.assert_allclose(first[0].prob, native, atol=1e-5)
+    assert np.array_equal(first[0].mask, full > 0.5)
+
+
+def test_plain_state_dict_loads_with_arch_from_options(tmp_path, net):
+    torch.save(net.state_dict(), tmp_path / "plain.pt")
+    m = unet(tmp_path / "plain.pt", encoder="resnet18", input_size=64)
+    assert m.info["format"] == "state_dict" and m.predict(samples(1)[0]).status == "ok"
+    save_checkpoint(tmp_path / "full.pt", net, SPEC)
+    full = unet(tmp_path / "full.pt").predict(samples(1)[0])
+    assert np.array_equal(full.mask, m.predict(samples(1)[0]).mask)
+
+
+def test_bad_checkpoints_are_one_clear_message(tmp_path, net):
+    with pytest.raises(CheckpointError, match="not found: train it with `omniseg train"):
+        unet(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"\x00not a checkpoint" * 10)
+    with pytest.raises(CheckpointError, match="corrupt or not a torch file"):
+        unet(tmp_path / "junk.pt")
+    torch.save(net.state_dict(), tmp_path / "r18.pt")
+    with pytest.raises(CheckpointError, match="does not fit Unet/resnet34"):
+        unet(tmp_path / "r18.pt", encoder="resnet34")
+    torch.save({"weights": [1, 2, 3]}, tmp_path / "odd.pt")
+    with pytest.raises(CheckpointError, match="neither an omniseg checkpoint nor a state_dict"):
+        unet(tmp_path / "odd.pt")
+
+
+def test_signature_follows_the_checkpoint_not_the_device(tmp_path, net):
+    save_checkpoint(tmp_path / "a.pt", net, SPEC)
+    a = unet(tmp_path / "a.pt")
+    b = unet(tmp_path / "a.pt", batch_size=2)
+    assert a.signature_hash() == b.signature_hash()
+    torch.manual_seed(1)
+    save_checkpoint(tmp_path / "b.pt", build_net(SPEC), SPEC)
+    assert unet(tmp_path / "b.pt").signature_hash() != a.signature_hash()
+
+
+def test_roi_zeroes_predictions_outside_it(tmp_path, net):
+    save_checkpoint(tmp_path / "a.pt", net, SPEC.model_copy(update={"threshold": 0.01}))
+    s = samples(1)[0]
+    roi = np.zeros(s.mask.shape, bool)
+    roi[10:30, 10:30] = True
+    p = unet(tmp_path / "a.pt").predict(Sample("r", s.image, s.mask, roi=roi))
+    assert p.mask.any() and not (p.mask & ~roi).any()

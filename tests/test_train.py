@@ -1,0 +1,70 @@
+"""Training the specialist for an epoch on generated data, resuming, and its checkpoint."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+pytest.importorskip("segmentation_models_pytorch")
+
+from omniseg import config  # noqa: E402
+from omniseg.config import TrainConfig  # noqa: E402
+from omniseg.models.specialist import NetSpec, load_checkpoint  # noqa: E402
+from omniseg.runner import open_dataset  # noqa: E402
+from omniseg.train import train  # noqa: E402
+
+from conftest import make_kvasir, write_config  # noqa: E402
+
+TINY = NetSpec(encoder="resnet18", input_size=64)
+
+
+def unet_config(tmp_path, n=20):
+    root = make_kvasir(tmp_path / "k", n=n)
+    models = f"  - name: unet\n    kind: unet\n    options: {{checkpoint: {tmp_path / 'u.pt'}, input_size: 64}}\n"
+    return config.load(write_config(tmp_path / "c.yaml", "polyp", "kvasir-seg", root, models))
+
+
+def log_rows(ckpt):
+    with open(ckpt.with_suffix(".log.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def test_one_epoch_writes_a_complete_checkpoint(tmp_path):
+    cfg = unet_config(tmp_path)
+    tc = TrainConfig(net=TINY, epochs=1, batch_size=4)
+    res = train(cfg, tc, open_dataset(cfg), tmp_path / "u.pt", device="cpu", progress=False)
+    assert res.epochs == 1 and 0 <= res.best_val_dice <= 1 and res.device == "cpu"
+    net, spec, info = load_checkpoint(tmp_path / "u.pt")
+    assert spec == TINY
+    for key in ("train", "split_fingerprint", "val_dice", "versions", "task", "epoch"):
+        assert key in info, key
+    assert info["versions"]["segmentation_models_pytorch"] and info["train"]["epochs"] == 1
+    assert len(log_rows(tmp_path / "u.pt")) == 1
+
+
+def test_interrupted_training_resumes_where_it_stopped(tmp_path, monkeypatch):
+    import omniseg.train as train_mod
+
+    cfg = unet_config(tmp_path)
+    tc = TrainConfig(net=TINY, epochs=3, batch_size=4)
+    calls = {"n": 0}
+    real = train_mod._validate
+
+    def dies_in_epoch_two(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(train_mod, "_validate", dies_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tc, open_dataset(cfg), tmp_path / "u.pt", device="cpu", progress=False)
+    assert [r["epoch"] for r in log_rows(tmp_path / "u.pt")] == ["1"]
+    monkeypatch.setattr(train_mod, "_validate", real)
+    res = train(cfg, tc, open_dataset(cfg), tmp_path / "u.pt", device="cpu", progress=False)
+    assert res.epochs == 3
+    assert [r["epoch"] for r in log_rows(tmp_path / "u.pt")] == ["1", "2", "3"]
+    other = tc.model_copy(update={"lr": 0.5})
+    with pytest.raises(Exception, match="another training configuration"):
+        train(cfg, other, open_dataset(cfg), tmp_path / "u.pt", device="cpu", progress=False)
