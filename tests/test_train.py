@@ -68,3 +68,10 @@ def test_interrupted_training_resumes_where_it_stopped(tmp_path, monkeypatch):
     other = tc.model_copy(update={"lr": 0.5})
     with pytest.raises(Exception, match="another training configuration"):
         train(cfg, other, open_dataset(cfg), tmp_path / "u.pt", device="cpu", progress=False)
+
+
+def test_a_time_budget_stops_between_epochs(tmp_path):
+    cfg = unet_config(tmp_path)
+    tc = TrainConfig(net=TINY, epochs=50, batch_size=4, max_minutes=0.0001)
+    res = train(cfg, tc, open_dataset(cfg), tmp_path / "u.pt", device="cpu", progress=False)
+    assert res.epochs == 1 and res.stopped == "time budget"

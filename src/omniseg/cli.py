@@ -75,20 +75,34 @@ def run(
     force: bool = typer.Option(False, "--force", help="redo pairs that are already in the store"),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="dataset folder, overriding dataset.root"),
     store: Optional[Path] = StoreOpt,
-    batch_size: int = typer.Option(8, min=1, help="samples loaded and predicted together"),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="samples loaded and predicted together (default: what the models prefer, at least 8)"),
+    refresh: bool = typer.Option(False, "--refresh", help="ask the API again instead of using cached answers"),
+    max_cost: Optional[float] = typer.Option(None, "--max-cost", min=0, help="stop before API calls would cost more than this many USD"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the API calls and estimated cost; call nothing, write nothing"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ) -> None:
     """Predict and score every (sample, model) pair of a task; resumes where a previous run stopped."""
     from . import config as config_mod
+    from .runner import dry_run as estimate
     from .runner import run as run_task
     from .store import Store
 
     if split is not None and split not in ("train", "test", "all"):
         raise OmnisegError(f"--split must be train, test or all, not {split!r}")
     cfg = config_mod.find(task, config)
+    if dry_run:
+        with Store(_store_path(store)) as st:
+            est = estimate(cfg, st, model_names=_split_names(models), split=split, limit=limit, force=force,
+                           data_root=data_root, refresh=refresh, progress=not quiet)
+        for name, e in est.items():
+            typer.echo(f"{name}: {e['pairs']} pairs to do; {e['calls']} API calls, {e['cached']} answers cached; "
+                       f"estimated cost {e['cost_usd']:.4f} USD")
+        typer.echo(f"total estimated cost: {sum(e['cost_usd'] for e in est.values()):.4f} USD (dry run: nothing called or written)")
+        return
     with Store(_store_path(store)) as st:
         s = run_task(cfg, st, model_names=_split_names(models), split=split, limit=limit, force=force,
-                     data_root=data_root, batch_size=batch_size, progress=not quiet, argv=sys.argv[1:])
+                     data_root=data_root, batch_size=batch_size, progress=not quiet, argv=sys.argv[1:],
+                     refresh=refresh, max_cost=max_cost)
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(s.statuses.items())) or "nothing new"
     typer.echo(f"{s.task} [{s.split}]: {s.samples} samples x {s.pairs // max(s.samples, 1)} models = {s.pairs} pairs; "
                f"{s.skipped} already done; this run: {statuses} ({s.seconds:.1f}s). Store: {_store_path(store)}")

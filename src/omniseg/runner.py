@@ -20,8 +20,12 @@ from . import datasets, metrics, models
 from .config import TaskConfig
 from .datasets.base import SampleRef, split_fingerprint
 from .errors import OmnisegError, SampleError
-from .models.base import Prediction, Segmenter
+from .models.base import Prediction, RunContext, Segmenter
 from .store import Store
+
+
+class RunStopped(OmnisegError):
+    """A model stopped the run cleanly (budget or daily quota); what was recorded stays."""
 
 
 @dataclass
@@ -77,7 +81,8 @@ def _score(cfg: TaskConfig, sample, pred: Prediction) -> tuple[Prediction, dict 
 
 def run(cfg: TaskConfig, store: Store, *, model_names: list[str] | None = None, split: str | None = None,
         limit: int | None = None, force: bool = False, data_root: str | Path | None = None,
-        batch_size: int = 8, progress: bool = True, argv: list[str] | None = None) -> RunSummary:
+        batch_size: int | None = None, progress: bool = True, argv: list[str] | None = None,
+        refresh: bool = False, max_cost: float | None = None) -> RunSummary:
     split = split or cfg.split
     ds = open_dataset(cfg, data_root)
     refs: list[SampleRef] = ds.refs(split)
@@ -87,6 +92,9 @@ def run(cfg: TaskConfig, store: Store, *, model_names: list[str] | None = None, 
         raise OmnisegError(f"{cfg.task}: no samples in split {split!r} under {ds.root}")
     segs = select_models(cfg, model_names)
     _check_signatures(store, cfg.task, segs, force)
+    for m in segs:
+        m.bind(RunContext(store_root=store.root, refresh=refresh, max_cost=max_cost))
+    batch_size = batch_size or max([m.preferred_batch or 8 for m in segs])
 
     store.add_samples(cfg.task, [(r.id, r.split, r.problem, r.meta) for r in refs])
     run_id = store.start_run(cfg.task, split, [m.name for m in segs], cfg.model_dump(mode="json"),
@@ -114,6 +122,10 @@ def run(cfg: TaskConfig, store: Store, *, model_names: list[str] | None = None, 
             _run_chunk(cfg, store, run_id, segs, todo, loaded, broken, summary)
             bar.update(len(chunk))
             bar.set_postfix(dict(summary.statuses), refresh=False)
+            stops = [f"{m.name}: {m.stop_reason}" for m in segs if m.stop_reason]
+            if stops:
+                status = "stopped"
+                raise RunStopped("; ".join(stops) + f"\n{summary.statuses.total()} pairs were recorded this run")
         status = "finished"
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -151,8 +163,33 @@ def _run_chunk(cfg, store, run_id, segs, todo, loaded, broken, summary) -> None:
         preds = m.predict_batch(samples)
         each = (time.perf_counter() - t) / len(samples)
         for sample, pred in zip(samples, preds):
+            if pred.status == "skipped":  # the model stopped the run before this one; a rerun does it
+                continue
             pred, scores = _score(cfg, sample, pred)
             store.record(run_id, cfg.task, sample.id, m.name, status=pred.status, reason=pred.reason,
                          mask=pred.mask if pred.status == "ok" else None, prob=pred.prob, scores=scores,
-                         elapsed_s=pred.meta.pop("elapsed_s", each), meta=pred.meta)
+                         elapsed_s=pred.meta.pop("elapsed_s", each), meta=pred.meta, calls=pred.calls)
             summary.statuses[pred.status] += 1
+
+
+def dry_run(cfg: TaskConfig, store: Store, *, model_names: list[str] | None = None, split: str | None = None,
+            limit: int | None = None, force: bool = False, data_root: str | Path | None = None,
+            refresh: bool = False, progress: bool = True) -> dict[str, dict]:
+    """Per model: pairs to do, API calls they would make, answers already cached, estimated USD. Writes nothing."""
+    ds = open_dataset(cfg, data_root)
+    refs = ds.refs(split or cfg.split)[:limit]
+    segs = select_models(cfg, model_names)
+    done = set() if force else store.done_pairs(cfg.task)
+    out = {}
+    for m in segs:
+        m.bind(RunContext(store_root=store.root, refresh=refresh))
+        todo = [r for r in refs if (r.id, m.name) not in done]
+        est = {"pairs": len(todo), "calls": 0, "cached": 0, "cost_usd": 0.0}
+        for start in tqdm(range(0, len(todo), 64), desc=f"estimate {m.name}", disable=not progress):
+            loaded, _ = _load(ds, todo[start:start + 64], {m.name: todo[start:start + 64]})
+            e = m.estimate(list(loaded.values()))
+            for k in ("calls", "cached", "cost_usd"):
+                est[k] += e[k]
+        m.close()
+        out[m.name] = est
+    return out

@@ -56,6 +56,13 @@ CREATE TABLE IF NOT EXISTS scores (
     {", ".join(f"{c} {'INTEGER' if c in ('tp', 'fp', 'fn', 'tn', 'pred_px', 'ref_px') else 'REAL'}" for c in SCORE_COLUMNS)},
     PRIMARY KEY (task, sample_id, model)
 );
+CREATE TABLE IF NOT EXISTS api_calls (
+    call_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    task TEXT NOT NULL, sample_id TEXT NOT NULL, model TEXT NOT NULL, run_id INTEGER NOT NULL,
+    attempt INTEGER NOT NULL, outcome TEXT NOT NULL, http_status INTEGER, error TEXT,
+    latency_s REAL, prompt_tokens INTEGER, output_tokens INTEGER, thoughts_tokens INTEGER,
+    cost_usd REAL NOT NULL DEFAULT 0, model_version TEXT, cache_key TEXT, created_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS subsets (
     task TEXT NOT NULL, subset TEXT NOT NULL, rank INTEGER NOT NULL,
     sample_id TEXT NOT NULL, split TEXT NOT NULL, reference TEXT NOT NULL,
@@ -175,7 +182,7 @@ class Store:
 
     def record(self, run_id: int, task: str, sample_id: str, model: str, *, status: str, reason: str = "",
                mask: np.ndarray | None = None, prob: np.ndarray | None = None, scores: dict | None = None,
-               elapsed_s: float | None = None, meta: dict | None = None) -> None:
+               elapsed_s: float | None = None, meta: dict | None = None, calls: list[dict] | None = None) -> None:
         """Write one pair: files first, then prediction and scores in one transaction."""
         mask_path = prob_path = None
         h = w = None
@@ -203,6 +210,20 @@ class Store:
                     f"INSERT INTO scores VALUES (?,?,?,{','.join('?' * len(SCORE_COLUMNS))})",
                     (task, sample_id, model, *[scores.get(c) for c in SCORE_COLUMNS]),
                 )
+            self.add_calls(run_id, task, sample_id, model, calls or [])
+
+    def add_calls(self, run_id: int, task: str, sample_id: str, model: str, calls: list[dict]) -> None:
+        """API calls behind one prediction (successes, retried errors and cache hits alike)."""
+        now = time.time()
+        self.db.executemany(
+            "INSERT INTO api_calls (task, sample_id, model, run_id, attempt, outcome, http_status, error, latency_s,"
+            " prompt_tokens, output_tokens, thoughts_tokens, cost_usd, model_version, cache_key, created_at)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [(task, sample_id, model, run_id, c.get("attempt", 0), c.get("outcome", ""), c.get("http_status"),
+              c.get("error"), c.get("latency_s"), c.get("prompt_tokens"), c.get("output_tokens"),
+              c.get("thoughts_tokens"), c.get("cost_usd", 0.0), c.get("model_version"), c.get("cache_key"), now)
+             for c in calls],
+        )
 
     # -- subsets ------------------------------------------------------------------------------
     def set_subsets(self, task: str, rows: list[dict[str, Any]]) -> None:

@@ -4,7 +4,8 @@ The training split's samples are divided once more into fit and validation parts
 hash of the id, so the division is deterministic); the checkpoint with the best validation
 Dice is kept. After every epoch a resume file beside the checkpoint records the weights,
 optimizer, epoch, elapsed time and random state, so an interrupted run continues where it
-stopped. A time budget (``max_minutes``) shortens the cosine schedule to what fits.
+stopped. With a time budget (``max_minutes``) the cosine schedule runs on whichever is further
+along, epochs or minutes, and training stops when another epoch would not fit.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def train(task: TaskConfig, cfg: TrainConfig, dataset, checkpoint: Path, *, devi
     dice_loss = smp.losses.DiceLoss("binary", from_logits=True)
     state_path = checkpoint.with_name(checkpoint.name + ".resume")
     log_path = checkpoint.with_suffix(".log.csv")
-    start_epoch, best, elapsed, epochs_planned = 0, -1.0, 0.0, cfg.epochs
+    start_epoch, best, elapsed = 0, -1.0, 0.0
     gen = torch.Generator().manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     if resume and state_path.is_file():
@@ -138,21 +139,22 @@ def train(task: TaskConfig, cfg: TrainConfig, dataset, checkpoint: Path, *, devi
             raise OmnisegError(f"{state_path} was made with another training configuration; delete it or use --no-resume")
         net.load_state_dict(st["net"])
         opt.load_state_dict(st["opt"])
-        start_epoch, best, elapsed, epochs_planned = st["epoch"], st["best"], st["elapsed"], st["epochs_planned"]
+        start_epoch, best, elapsed = st["epoch"], st["best"], st["elapsed"]
         gen.set_state(st["gen"])
         rng.setstate(st["rng"])
     elif log_path.exists():
         log_path.unlink()
 
     steps_per_epoch = max(len(fit) // cfg.batch_size, 1)
+    warm_frac = cfg.warmup_epochs / cfg.epochs
     fit_x = [p[0] for p in fit]
     fit_y = [p[1] for p in fit]
     stopped = "epochs"
-    bar = tqdm(total=epochs_planned, initial=start_epoch, desc=f"train {task.task}", unit="epoch", disable=not progress)
+    bar = tqdm(total=cfg.epochs, initial=start_epoch, desc=f"train {task.task}", unit="epoch", disable=not progress)
     epochs_done = start_epoch
     for epoch in range(start_epoch, cfg.epochs):
-        if epoch >= epochs_planned:
-            stopped = "time budget"
+        if cfg.max_minutes and epoch > 0 and elapsed + elapsed / epoch > cfg.max_minutes:
+            stopped = "time budget"  # another epoch of the average length would not fit
             break
         t0 = time.perf_counter()
         net.train()
@@ -170,9 +172,11 @@ def train(task: TaskConfig, cfg: TrainConfig, dataset, checkpoint: Path, *, devi
             y = F.pad(y, (0, x.shape[-1] - y.shape[-1], 0, x.shape[-2] - y.shape[-2]))
             if cfg.augment == "basic":
                 x, y = _augment(x, y, gen)
-            progress_frac = (epoch + s / steps_per_epoch) / epochs_planned
+            frac = (epoch + s / steps_per_epoch) / cfg.epochs
+            if cfg.max_minutes:
+                frac = max(frac, (elapsed + (time.perf_counter() - t0) / 60) / cfg.max_minutes)
             for g in opt.param_groups:
-                g["lr"] = _lr_at(progress_frac, cfg, cfg.warmup_epochs / epochs_planned)
+                g["lr"] = _lr_at(frac, cfg, warm_frac)
             x, y = x.to(device), y.to(device)
             logits = net(x)
             loss = dice_loss(logits, y) + F.binary_cross_entropy_with_logits(logits, y)
@@ -182,11 +186,6 @@ def train(task: TaskConfig, cfg: TrainConfig, dataset, checkpoint: Path, *, devi
             losses.append(loss.item())
         val_dice = _validate(net, val, spec, device, metrics)
         elapsed += (time.perf_counter() - t0) / 60
-        if cfg.max_minutes and epoch == start_epoch:
-            # fit the schedule to the budget once the cost of an epoch is known
-            per_epoch = elapsed / (epoch + 1)
-            epochs_planned = max(1, min(cfg.epochs, int(cfg.max_minutes / per_epoch)))
-            bar.total = epochs_planned
         if val_dice > best:
             best = val_dice
             save_checkpoint(checkpoint, net, spec, train=cfg.model_dump(mode="json"), task=task.task,
@@ -194,7 +193,7 @@ def train(task: TaskConfig, cfg: TrainConfig, dataset, checkpoint: Path, *, devi
                             val_dice=best, epoch=epoch + 1, fit_images=len(fit), val_images=len(val),
                             device=device, minutes=round(elapsed, 2))
         torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "epoch": epoch + 1, "best": best,
-                    "elapsed": elapsed, "epochs_planned": epochs_planned, "gen": gen.get_state(),
+                    "elapsed": elapsed, "gen": gen.get_state(),
                     "rng": rng.getstate(), "train": cfg.model_dump(mode="json")}, state_path.with_suffix(".tmp"))
         state_path.with_suffix(".tmp").replace(state_path)
         new = not log_path.exists()

@@ -12,6 +12,7 @@ REGISTRY = Registry(
         "frangi": "omniseg.models.baselines:FrangiBaseline",
         "human": "omniseg.models.human:HumanReference",
         "unet": "omniseg.models.specialist:Specialist",
+        "gemini": "omniseg.models.gemini:Gemini",
     },
 )
 get = REGISTRY.get

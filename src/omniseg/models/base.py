@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -18,7 +19,21 @@ STATUSES = {
     "error": "the model raised or returned something unusable; scored as an empty prediction",
     "unavailable": "the model does not apply to this sample (e.g. no 2nd annotator on DRIVE's training split); not scored",
     "sample_error": "the sample itself could not be read (missing mask, size mismatch, unreadable file); not scored",
+    "blocked": "the API refused to answer (safety or policy block); scored as an empty prediction",
+    "api_error": "the API call failed after its retries, or with an error that retrying cannot fix; scored as empty",
 }
+# Decoder outcomes (unparseable, invalid_answer, unsupported_format, no_image, aspect_mismatch) are
+# listed in omniseg.models.decoders.STATUSES; all of them are scored as empty predictions.
+
+
+@dataclass
+class RunContext:
+    """What a run tells its models: where the store lives and the run-wide options."""
+
+    store_root: Path = Path("runs")
+    refresh: bool = False  # bypass the response cache (answers are still written to it)
+    max_cost: float | None = None  # USD this run may spend on API calls
+
 
 
 @dataclass
@@ -30,6 +45,7 @@ class Prediction:
     reason: str = ""
     prob: np.ndarray | None = None  # float probability map, kept for confidence analyses
     meta: dict[str, Any] = field(default_factory=dict)
+    calls: list[dict[str, Any]] = field(default_factory=list)  # API calls made for it (omniseg.store api_calls)
 
     @classmethod
     def failed(cls, reason: str, status: str = "error", **meta: Any) -> "Prediction":
@@ -47,9 +63,23 @@ class Segmenter:
     version: ClassVar[str] = "1"  # bump when the same options would give different masks
     Options: ClassVar[type[BaseModel]] = NoOptions
 
+    #: samples per predict_batch call the model works best with (None: the run's --batch-size)
+    preferred_batch: int | None = None
+
     def __init__(self, name: str, options: BaseModel | None = None):
         self.name = name
         self.options = options if options is not None else self.Options()
+        self.context = RunContext()
+        #: set when the model must stop the run cleanly (budget or daily quota reached); samples
+        #: it did not get to come back with status 'skipped' and are not recorded
+        self.stop_reason: str | None = None
+
+    def bind(self, context: RunContext) -> None:
+        self.context = context
+
+    def estimate(self, samples: list[Sample]) -> dict[str, Any]:
+        """What predicting these samples would cost (for --dry-run); local models cost nothing."""
+        return {"calls": 0, "cached": 0, "cost_usd": 0.0}
 
     def signature(self) -> dict[str, Any]:
         """Everything that decides this model's output; stored so results stay traceable."""

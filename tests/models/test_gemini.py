@@ -1,0 +1,296 @@
+"""The Gemini model through the real google-genai client against the fake server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("google.genai")
+
+from omniseg import config  # noqa: E402
+from omniseg.errors import OmnisegError  # noqa: E402
+from omniseg.runner import dry_run, run  # noqa: E402
+from omniseg.store import Store  # noqa: E402
+from omniseg.testing import fake_gemini as fg  # noqa: E402
+
+from conftest import KVASIR_REAL, make_kvasir, write_config  # noqa: E402
+
+KEY = "AIzaSyTEST-not-a-real-key-0123456789abcd"
+
+
+@pytest.fixture(autouse=True)
+def key(monkeypatch):
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    monkeypatch.setenv("GEMINI_API_KEY", KEY)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+def gemini_config(tmp_path: Path, url: str, root: Path | None = None, n: int = 8, **options) -> config.TaskConfig:
+    root = root or make_kvasir(tmp_path / "k", n=n)
+    opts = {"base_url": url, "target": "polyp", "backoff_s": 0.01, "max_in_flight": 4, **options}
+    rendered = ", ".join(f"{k}: {v!r}" if isinstance(v, str) else f"{k}: {v}" for k, v in opts.items())
+    models = f"  - name: gem\n    kind: gemini\n    options: {{{rendered}}}\n"
+    return config.load(write_config(tmp_path / "g.yaml", "polyp", "kvasir-seg", root, models))
+
+
+def rows(st: Store):
+    return st.query("SELECT p.sample_id, p.status, p.reason, c.dice FROM predictions p"
+                    " LEFT JOIN scores c USING (task, sample_id, model) ORDER BY sample_id")
+
+
+@pytest.mark.parametrize("mode", ["json-mask", "polygon", "image-mask"])
+def test_each_mode_decodes_masks(tmp_path, mode):
+    with fg.FakeGemini() as srv:
+        cfg = gemini_config(tmp_path, srv.url, mode=mode)
+        with Store(tmp_path / "s.sqlite") as st:
+            s = run(cfg, st, progress=False)
+            df = rows(st)
+            calls = st.query("SELECT * FROM api_calls")
+    assert s.statuses == {"ok": 8}
+    assert (df["status"] == "ok").all()
+    assert calls["model_version"].eq("gemini-2.5-flash-fake-001").all()
+    assert (calls["prompt_tokens"] > 0).all() and (calls["cost_usd"] > 0).all()
+    first = srv.log[0]
+    assert first["version"] == "v1beta" and first["model"] == "gemini-2.5-flash"
+
+
+def test_retry_info_is_honoured_and_retries_are_bounded(tmp_path):
+    def behave(req):
+        if req.attempt == 1:
+            return fg.error(429, "RESOURCE_EXHAUSTED", retry_delay="0.4s")
+        return fg.error(503, "UNAVAILABLE") if "0" in req.image_sha[:1] else fg.good_answer(req)
+
+    with fg.FakeGemini(behave) as srv:
+        cfg = gemini_config(tmp_path, srv.url, n=6, max_retries=3)
+        with Store(tmp_path / "s.sqlite") as st:
+            run(cfg, st, progress=False)
+            df = rows(st)
+            calls = st.query("SELECT sample_id, attempt, http_status FROM api_calls ORDER BY sample_id, attempt")
+    by_image: dict[str, list] = {}
+    for e in srv.log:
+        by_image.setdefault(e["image_sha"], []).append(e)
+    for log in by_image.values():
+        assert len(log) <= 4  # 1 + max_retries
+        assert log[1]["start"] - log[0]["end"] >= 0.39  # waited the server's RetryInfo delay
+    failed = df[df["status"] != "ok"]
+    assert set(failed["status"]) <= {"api_error"}
+    assert all("503" in r and "after 4 attempt(s)" in r for r in failed["reason"])
+    assert failed["dice"].eq(0).all()  # scored as empty predictions
+    assert len(calls) == len(srv.log)
+
+
+def test_non_retryable_errors_blocks_and_safety(tmp_path):
+    answers = {0: fg.error(400, "INVALID_ARGUMENT", "bad image"), 1: fg.blocked("PROHIBITED_CONTENT"),
+               2: fg.safety_candidate()}
+    order: dict[str, int] = {}
+
+    def behave(req):
+        k = order.setdefault(req.image_sha, len(order))
+        return answers.get(k) or fg.good_answer(req)
+
+    with fg.FakeGemini(behave) as srv:
+        cfg = gemini_config(tmp_path, srv.url, n=4, max_in_flight=1)
+        with Store(tmp_path / "s.sqlite") as st:
+            run(cfg, st, progress=False, batch_size=1)
+            df = rows(st)
+    assert sorted(df["status"]) == ["api_error", "blocked", "blocked", "ok"]
+    assert len(srv.log) == 4  # a 400 is not retried
+    reasons = " ".join(df["reason"])
+    assert "400" in reasons and "PROHIBITED_CONTENT" in reasons and "SAFETY" in reasons
+
+
+def test_timeouts_and_dropped_connections_are_retried(tmp_path):
+    def behave(req):
+        if req.attempt == 1:
+            return fg.Reply(drop=True, kind="drop")
+        if req.attempt == 2:
+            r = fg.good_answer(req)
+            r.delay, r.kind = 1.5, "slow"
+            return r
+        return fg.good_answer(req)
+
+    with fg.FakeGemini(behave) as srv:
+        cfg = gemini_config(tmp_path, srv.url, n=2, timeout_s=0.5)
+        with Store(tmp_path / "s.sqlite") as st:
+            run(cfg, st, progress=False)
+            df = rows(st)
+            calls = st.query("SELECT attempt, outcome FROM api_calls")
+    assert (df["status"] == "ok").all()
+    assert sorted(calls["attempt"].tolist()) == [1, 1, 2, 2, 3, 3]
+
+
+def test_cached_rerun_makes_no_calls_and_refresh_does(tmp_path):
+    with fg.FakeGemini() as srv:
+        cfg = gemini_config(tmp_path, srv.url, n=5)
+        with Store(tmp_path / "s.sqlite") as st:
+            run(cfg, st, progress=False)
+            assert len(srv.log) == 5
+            s = run(cfg, st, progress=False, force=True)
+            assert len(srv.log) == 5 and s.statuses == {"ok": 5}
+            hits = st.query("SELECT COUNT(*) n FROM api_calls WHERE outcome = 'cache_hit'")["n"][0]
+            assert hits == 5
+            run(cfg, st, progress=False, force=True, refresh=True)
+            assert len(srv.log) == 10
+
+
+def test_per_day_quota_stops_cleanly_and_resumes(tmp_path):
+    state = {"exhausted": True, "served": 0}
+
+    def behave(req):
+        if state["exhausted"] and state["served"] >= 3:
+            return fg.error(429, "RESOURCE_EXHAUSTED", "daily quota", per_day=True)
+        state["served"] += 1
+        return fg.good_answer(req)
+
+    with fg.FakeGemini(behave) as srv:
+        cfg = gemini_config(tmp_path, srv.url, n=8, max_in_flight=1)
+        with Store(tmp_path / "s.sqlite") as st:
+            with pytest.raises(OmnisegError, match="daily request quota"):
+                run(cfg, st, progress=False, batch_size=4)
+            assert len(rows(st)) == 3 and (rows(st)["status"] == "ok").all()
+            assert st.query("SELECT status FROM runs")["status"].tolist() == ["stopped"]
+            state["exhausted"] = False
+            s = run(cfg, st, progress=False)
+            assert s.skipped == 3 and len(rows(st)) == 8
+    ok = [e for e in srv.log if e["kind"] == "ok"]
+    assert len({e["image_sha"] for e in ok}) == len(ok) == 8  # no successful call repeated
+
+
+def test_max_cost_stops_before_the_budget_and_dry_run_estimates(tmp_path):
+    with fg.FakeGemini() as srv:
+        cfg = gemini_config(tmp_path, srv.url, n=10, max_in_flight=1, max_output_tokens=2000)
+        with Store(tmp_path / "s.sqlite") as st:
+            est = dry_run(cfg, st, progress=False)["gem"]
+            assert est["pairs"] == 10 and est["calls"] == 10 and est["cached"] == 0 and est["cost_usd"] > 0
+            assert len(srv.log) == 0 and len(st.query("SELECT * FROM predictions")) == 0
+            with pytest.raises(OmnisegError, match="max-cost"):
+                run(cfg, st, progress=False, max_cost=0.02, batch_size=10)
+            spent = st.query("SELECT SUM(cost_usd) c FROM api_calls")["c"][0]
+            assert 0 < spent <= 0.02 and 0 < len(srv.log) < 10
+            est = dry_run(cfg, st, progress=False, force=True)["gem"]
+            assert est["cached"] == len(srv.log) and est["calls"] == 10 - len(srv.log)
+
+
+def test_missing_key_names_the_variables(tmp_path, monkeypatch):
+    monkeypatch.delenv("GEMINI_API_KEY")
+    with fg.FakeGemini() as srv:
+        cfg = gemini_config(tmp_path, srv.url, n=2)
+        with Store(tmp_path / "s.sqlite") as st, pytest.raises(OmnisegError, match="GEMINI_API_KEY or GOOGLE_API_KEY"):
+            run(cfg, st, progress=False)
+
+
+def test_the_key_reaches_no_file_and_no_log(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    with fg.FakeGemini(fg.chaos(0.3, 0.2, 0.2, seed=3)) as srv:
+        cfg = gemini_config(tmp_path, srv.url, n=12)
+        with Store(tmp_path / "runs" / "s.sqlite") as st:
+            run(cfg, st, progress=False)
+            from omniseg import report
+
+            report.write(st, tmp_path / "report", split="all")
+    assert all(e["kind"] for e in srv.log)
+    assert srv.log and all(k for k in srv.kinds())
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name.endswith("gemini-cache.sqlite") for p in written)
+    for p in written:
+        assert KEY.encode() not in p.read_bytes(), p
+    assert KEY not in caplog.text
+
+
+def test_key_is_redacted_from_error_text(tmp_path):
+    def behave(req):
+        return fg.error(403, "PERMISSION_DENIED", f"API key {req.api_key} is not valid")
+
+    with fg.FakeGemini(behave) as srv:
+        cfg = gemini_config(tmp_path, srv.url, n=1)
+        with Store(tmp_path / "s.sqlite") as st:
+            run(cfg, st, progress=False)
+            df = rows(st)
+            errs = st.query("SELECT error FROM api_calls")["error"].tolist()
+    assert df["status"][0] == "api_error" and "[redacted]" in df["reason"][0] and KEY not in df["reason"][0]
+    assert all(KEY not in e for e in errs)
+
+
+def _gemini_yaml(tmp_path: Path, url: str, root: Path) -> Path:
+    models = (f"  - name: gem\n    kind: gemini\n    options: {{base_url: '{url}', target: polyp, backoff_s: 0.01,"
+              " max_in_flight: 4, max_side: 128}\n")
+    return write_config(tmp_path / "g.yaml", "polyp", "kvasir-seg", root, models)
+
+
+def test_sigkill_part_way_then_rerun_repeats_no_successful_call(tmp_path):
+    root = make_kvasir(tmp_path / "k", n=60)
+    with fg.FakeGemini(fg.chaos(0.1, 0.05, 0.0, delay=0.05)) as srv:
+        cfg = _gemini_yaml(tmp_path, srv.url, root)
+        store = tmp_path / "s.sqlite"
+        cmd = [sys.executable, "-m", "omniseg.cli", "run", "--config", str(cfg), "--store", str(store), "-q",
+               "--batch-size", "16"]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+        def count():
+            try:
+                with sqlite3.connect(store, timeout=5) as db:
+                    return db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+            except sqlite3.OperationalError:
+                return 0
+
+        deadline = time.time() + 60
+        while count() < 16 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.01)
+        time.sleep(0.1)  # let some calls of the next chunk succeed before the kill
+        proc.send_signal(signal.SIGKILL)
+        t_kill = time.monotonic()
+        proc.wait()
+        at_kill = count()
+        assert 0 < at_kill < 60, f"the kill did not land part-way ({at_kill} rows)"
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    with sqlite3.connect(store) as db:
+        pairs = db.execute("SELECT sample_id, COUNT(*) FROM predictions GROUP BY 1").fetchall()
+    assert len(pairs) == 60 and all(c == 1 for _, c in pairs)
+    first_ok: dict[str, float] = {}
+    repeated = []
+    for e in srv.log:
+        if e["kind"] == "ok":
+            if e["image_sha"] in first_ok:
+                repeated.append(first_ok[e["image_sha"]])
+            first_ok.setdefault(e["image_sha"], e["end"])
+    assert len(first_ok) == 60
+    # An answer can only be asked for again if it was still on the wire when the process died:
+    # every answer the client had for longer than a moment was cached and is not paid for twice.
+    assert all(t_kill - t < 0.25 for t in repeated), [t_kill - t for t in repeated]
+    assert len(repeated) <= 16  # at most the requests in flight
+
+
+@pytest.mark.skipif(not KVASIR_REAL.is_dir(), reason="real Kvasir-SEG not present at ../shared/data")
+def test_all_kvasir_images_through_a_faulty_server(tmp_path):
+    """1000 real images; 10% 429s, 5% 503s and 5% malformed answers: one row each, right statuses."""
+    with fg.FakeGemini(fg.chaos(0.10, 0.05, 0.05, seed=7)) as srv:
+        cfg = gemini_config(tmp_path, srv.url, root=KVASIR_REAL, max_side=96, max_in_flight=16, max_retries=8)
+        with Store(tmp_path / "s.sqlite") as st:
+            s = run(cfg, st, split="all", progress=False)
+            df = rows(st)
+    assert len(df) == 1000 and df["sample_id"].is_unique
+    final = {}
+    for e in srv.log:  # the last answer the server gave each image decides its status
+        final[e["image_sha"]] = e["kind"]
+    expected = {"ok": "ok", "prose": "unparseable", "seg_tokens": "unsupported_format", "truncated": "ok"}
+    want: dict[str, int] = {}
+    for kind in final.values():
+        want[expected.get(kind, "api_error")] = want.get(expected.get(kind, "api_error"), 0) + 1
+    assert dict(s.statuses) == want
+    malformed = sum(1 for k in final.values() if k in ("prose", "seg_tokens", "truncated"))
+    assert 25 <= malformed <= 80 and len(final) == 1000
+    attempts: dict[str, int] = {}
+    for e in srv.log:
+        attempts[e["image_sha"]] = attempts.get(e["image_sha"], 0) + 1
+    assert max(attempts.values()) <= 9  # 1 + max_retries
+    assert len(srv.log) < 1000 * 1.3  # about 15% of requests were retried, not more
