@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -24,6 +25,8 @@ class ResponseCache:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # read by the runner's thread, written by the model's event-loop thread: one lock serializes them
+        self._lock = threading.Lock()
         self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
@@ -33,12 +36,14 @@ class ResponseCache:
         )
 
     def get(self, key: str) -> str | None:
-        row = self.db.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
+        with self._lock:
+            row = self.db.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
     def put(self, key: str, model: str, model_version: str | None, response: str) -> None:
-        self.db.execute("INSERT OR REPLACE INTO responses VALUES (?,?,?,?,?)",
-                        (key, model, model_version, response, time.time()))
+        with self._lock:
+            self.db.execute("INSERT OR REPLACE INTO responses VALUES (?,?,?,?,?)",
+                            (key, model, model_version, response, time.time()))
 
     def __len__(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]

@@ -115,11 +115,15 @@ def run(cfg: TaskConfig, store: Store, *, model_names: list[str] | None = None, 
     try:
         work = [(c, t) for c, t in chunks if any(t.values())]
         bar.update(len(refs) - sum(len(c) for c, _ in work))
-        pending = pool.submit(_load, ds, work[0][0], work[0][1]) if work else None
+        # Pipeline: chunk k+1 is read and submitted to the models before chunk k is collected.
+        nxt = _prepare(segs, *_load(ds, *work[0]), work[0][1]) if work else None
+        pending = pool.submit(_load, ds, *work[1]) if len(work) > 1 else None
         for k, (chunk, todo) in enumerate(work):
-            loaded, broken = pending.result()
-            pending = pool.submit(_load, ds, *work[k + 1]) if k + 1 < len(work) else None
-            _run_chunk(cfg, store, run_id, segs, todo, loaded, broken, summary)
+            current = nxt
+            if pending is not None:
+                nxt = _prepare(segs, *pending.result(), work[k + 1][1])
+                pending = pool.submit(_load, ds, *work[k + 2]) if k + 2 < len(work) else None
+            _run_chunk(cfg, store, run_id, segs, todo, current, summary)
             bar.update(len(chunk))
             bar.set_postfix(dict(summary.statuses), refresh=False)
             stops = [f"{m.name}: {m.stop_reason}" for m in segs if m.stop_reason]
@@ -150,17 +154,28 @@ def _load(ds, chunk: list[SampleRef], todo: dict[str, list[SampleRef]]):
     return loaded, broken
 
 
-def _run_chunk(cfg, store, run_id, segs, todo, loaded, broken, summary) -> None:
+def _prepare(segs, loaded, broken, todo):
+    """Submit a loaded chunk to every model that still needs its samples."""
+    handles = {}
+    for m in segs:
+        samples = [loaded[r.id] for r in todo[m.name] if r.id in loaded]
+        handles[m.name] = (samples, m.submit(samples) if samples else None, time.perf_counter())
+    return broken, handles
+
+
+def _run_chunk(cfg, store, run_id, segs, todo, prepared, summary) -> None:
+    broken, handles = prepared
     for m in segs:
         for r in todo[m.name]:
             if r.id in broken:
                 store.record(run_id, cfg.task, r.id, m.name, status="sample_error", reason=broken[r.id])
                 summary.statuses["sample_error"] += 1
-        samples = [loaded[r.id] for r in todo[m.name] if r.id in loaded]
+        samples, handle, t = handles[m.name]
         if not samples:
             continue
-        t = time.perf_counter()
-        preds = m.predict_batch(samples)
+        if handle is samples:  # a local model computes in collect(): time that, not the wait
+            t = time.perf_counter()
+        preds = m.collect(handle)
         each = (time.perf_counter() - t) / len(samples)
         for sample, pred in zip(samples, preds):
             if pred.status == "skipped":  # the model stopped the run before this one; a rerun does it

@@ -101,5 +101,17 @@ class Segmenter:
                 out.append(Prediction.failed(f"{type(e).__name__}: {e}"))
         return out
 
+    def submit(self, samples: list[Sample]) -> Any:
+        """Start work on a chunk; the runner submits the next chunk before collecting this one.
+
+        Local models do their work in :meth:`collect`; API models start their requests here so
+        that the pipe stays full across chunk boundaries.
+        """
+        return samples
+
+    def collect(self, handle: Any) -> list[Prediction]:
+        """The predictions of a submitted chunk, in order."""
+        return self.predict_batch(handle)
+
     def close(self) -> None:
         """Release resources (clients, GPU memory) at the end of a run."""

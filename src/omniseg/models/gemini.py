@@ -13,12 +13,14 @@ text that could carry it is passed through :func:`redact`.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import io
 import math
 import os
 import random
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -148,11 +150,15 @@ class Gemini(Segmenter):
     def __init__(self, name: str, options: GeminiOptions | None = None):
         super().__init__(name, options)
         o: GeminiOptions = self.options
-        self.preferred_batch = max(64, 4 * o.max_in_flight)
+        self.preferred_batch = max(16, 2 * o.max_in_flight)  # the runner keeps one chunk submitted ahead
         self._next_slot = 0.0
         self.spent = 0.0  # USD on calls this run (actual plus reserved for calls in flight)
         self.calls_made = 0
         self._cache: ResponseCache | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._client_obj = None
+        self._outstanding: set[concurrent.futures.Future] = set()
 
     # -- identity -----------------------------------------------------------------------------
     def signature(self) -> dict[str, Any]:
@@ -169,20 +175,21 @@ class Gemini(Segmenter):
             self._cache = ResponseCache(self.options.cache or self.context.store_root / "gemini-cache.sqlite")
         return self._cache
 
-    def close(self) -> None:
-        if self._cache is not None:
-            self._cache.close()
-            self._cache = None
-
     # -- request pieces -----------------------------------------------------------------------
-    def _image_bytes(self, image: np.ndarray) -> bytes:
-        img = Image.fromarray(image)
+    def _sent_image(self, image: np.ndarray) -> np.ndarray:
+        """The pixels that are sent: the image, its longer side capped at ``max_side``."""
         m = self.options.max_side
-        if m and max(img.size) > m:
-            s = m / max(img.size)
-            img = img.resize((max(1, round(img.width * s)), max(1, round(img.height * s))), Image.BILINEAR)
+        h, w = image.shape[:2]
+        if m and max(h, w) > m:
+            s = m / max(h, w)
+            img = Image.fromarray(image).resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR)
+            return np.asarray(img)
+        return image
+
+    @staticmethod
+    def _png(pixels: np.ndarray) -> bytes:
         buf = io.BytesIO()
-        img.save(buf, format="PNG")  # lossless and deterministic: same pixels, same cache key
+        Image.fromarray(pixels).save(buf, format="PNG")  # lossless: the model sees exactly the keyed pixels
         return buf.getvalue()
 
     def _prompt(self) -> str:
@@ -210,11 +217,12 @@ class Gemini(Segmenter):
             kw["image_config"] = types.ImageConfig(aspect_ratio=gen["aspect_ratio"])
         return types.GenerateContentConfig(**kw)
 
-    def _key(self, png: bytes, prompt: str, gen: dict) -> str:
+    def _key(self, pixels: np.ndarray, prompt: str, gen: dict) -> str:
+        """Content key: the sent pixels (hashed with their shape) stand for the image bytes."""
         o = self.options
-        return cache_key(model=o.model, api_version=o.api_version, mode=o.mode, prompt=prompt,
-                         image=hashlib.sha256(png).hexdigest(), generation=gen, threshold=o.threshold,
-                         decoder=decoders.DECODER_VERSION)
+        image = hashlib.sha256(str(pixels.shape).encode() + np.ascontiguousarray(pixels).tobytes()).hexdigest()
+        return cache_key(model=o.model, api_version=o.api_version, mode=o.mode, prompt=prompt, image=image,
+                         generation=gen, threshold=o.threshold, decoder=decoders.DECODER_VERSION)
 
     def _est_input_tokens(self, png_size: tuple[int, int], prompt: str) -> int:
         w, h = png_size
@@ -230,22 +238,91 @@ class Gemini(Segmenter):
         cost = 0.0
         prompt = self._prompt()
         for s in samples:
-            png = self._image_bytes(s.image)
-            if not self.context.refresh and self.cache.get(self._key(png, prompt, self._generation(s))):
+            pixels = self._sent_image(s.image)
+            if not self.context.refresh and self.cache.get(self._key(pixels, prompt, self._generation(s))):
                 cached += 1
                 continue
             calls += 1
-            size = Image.open(io.BytesIO(png)).size
+            size = (pixels.shape[1], pixels.shape[0])
             typical_out = 1290 if self.options.mode == "image-mask" else min(self.options.max_output_tokens, 1000)
             cost += self._cost(self._est_input_tokens(size, prompt), typical_out)
         return {"calls": calls, "cached": cached, "cost_usd": cost}
 
     # -- running ------------------------------------------------------------------------------
+    # Requests run on one event loop in a background thread for the whole run, so that the cap on
+    # requests in flight stays filled across the runner's chunks (it submits chunk k+1 before it
+    # collects chunk k).
+    def submit(self, samples: list[Sample]) -> list[concurrent.futures.Future]:
+        loop = self._event_loop()
+        prompt = self._prompt()
+        futures = []
+        for s in samples:
+            pixels, gen = self._sent_image(s.image), self._generation(s)
+            key = self._key(pixels, prompt, gen)
+            hit = None if self.context.refresh else self.cache.get(key)
+            if hit is not None:  # answered from the cache here, without touching the event loop
+                f: concurrent.futures.Future = concurrent.futures.Future()
+                f.set_result(self._from_cache(hit, key, s))
+                futures.append(f)
+                continue
+            # encoding is CPU work: do it on this thread, not on the event loop
+            png = self._png(pixels)
+            futures.append(asyncio.run_coroutine_threadsafe(self._one(s, png, gen, prompt, key), loop))
+        self._outstanding.update(futures)
+        return futures
+
+    def _from_cache(self, hit: str, key: str, sample: Sample) -> Prediction:
+        from google.genai import types
+
+        resp = types.GenerateContentResponse.model_validate_json(hit)
+        h, w = sample.image.shape[:2]
+        pred = self._decode(resp, h, w, self._generation(sample))
+        pred.meta.update(cache_hit=True, cache_key=key)
+        pred.calls = [{"attempt": 0, "outcome": "cache_hit", "http_status": None, "latency_s": 0.0, "cost_usd": 0.0,
+                       "cache_key": key, "model_version": resp.model_version, **self._tokens(resp)}]
+        return pred
+
+    def collect(self, handle: list[concurrent.futures.Future]) -> list[Prediction]:
+        try:
+            return [f.result() for f in handle]
+        finally:
+            self._outstanding.difference_update(handle)
+
     def predict_batch(self, samples: list[Sample]) -> list[Prediction]:
-        return asyncio.run(self._batch(samples))
+        return self.collect(self.submit(samples))
 
     def predict(self, sample: Sample) -> Prediction:
         return self.predict_batch([sample])[0]
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(target=self._loop.run_forever, name=f"gemini-{self.name}", daemon=True)
+            self._thread.start()
+            self._sem = asyncio.Semaphore(self.options.max_in_flight)
+        return self._loop
+
+    def _client_for_calls(self):
+        """The SDK client, made on first need (a run answered from the cache needs no key)."""
+        if self._client_obj is None:
+            self._client_obj = self._client()
+        return self._client_obj
+
+    def close(self) -> None:
+        if self._outstanding:  # let calls in flight land in the cache (a stopped run), but do not wait long
+            concurrent.futures.wait(list(self._outstanding), timeout=self.options.timeout_s)
+            self._outstanding.clear()
+        if self._loop is not None:
+            if self._client_obj is not None:
+                asyncio.run_coroutine_threadsafe(self._client_obj.aio.aclose(), self._loop).result(timeout=10)
+                self._client_obj = None
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            self._loop.close()
+            self._loop = None
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
 
     def _client(self):
         from google import genai
@@ -259,21 +336,6 @@ class Gemini(Segmenter):
                                  retry_options=types.HttpRetryOptions(attempts=1))  # omniseg does the retrying
         return genai.Client(api_key=key, http_options=http)
 
-    async def _batch(self, samples: list[Sample]) -> list[Prediction]:
-        self._sem = asyncio.Semaphore(self.options.max_in_flight)
-        client = None
-        try:
-            prepared = [(s, self._image_bytes(s.image), self._generation(s)) for s in samples]
-            prompt = self._prompt()
-            need_api = self.context.refresh or any(
-                not self.cache.get(self._key(png, prompt, gen)) for _, png, gen in prepared)
-            if need_api:
-                client = self._client()
-            return list(await asyncio.gather(*(self._one(client, s, png, gen, prompt) for s, png, gen in prepared)))
-        finally:
-            if client is not None:
-                await client.aio.aclose()
-
     async def _rate_slot(self) -> None:
         if not self.options.rpm:
             return
@@ -283,22 +345,11 @@ class Gemini(Segmenter):
         if slot > now:
             await asyncio.sleep(slot - now)
 
-    async def _one(self, client, sample: Sample, png: bytes, gen: dict, prompt: str) -> Prediction:
+    async def _one(self, sample: Sample, png: bytes, gen: dict, prompt: str, key: str) -> Prediction:
         from google.genai import errors, types
 
         o = self.options
-        key = self._key(png, prompt, gen)
         h, w = sample.image.shape[:2]
-        if not self.context.refresh:
-            hit = self.cache.get(key)
-            if hit is not None:
-                resp = types.GenerateContentResponse.model_validate_json(hit)
-                pred = self._decode(resp, h, w, gen)
-                pred.meta.update(cache_hit=True, cache_key=key)
-                pred.calls = [{"attempt": 0, "outcome": "cache_hit", "http_status": None, "latency_s": 0.0,
-                               "cost_usd": 0.0, "cache_key": key, "model_version": resp.model_version,
-                               **self._tokens(resp)}]
-                return pred
         if self.stop_reason:
             return Prediction.failed(self.stop_reason, status="skipped")
         size = Image.open(io.BytesIO(png)).size
@@ -308,6 +359,7 @@ class Gemini(Segmenter):
             self.stop_reason = (f"stopped before exceeding --max-cost {self.context.max_cost:.4f} USD "
                                 f"(spent {self.spent:.4f}); rerun with a larger budget to continue")
             return Prediction.failed(self.stop_reason, status="skipped")
+        client = self._client_for_calls()
         self.spent += worst  # reserved until the call settles
         calls: list[dict] = []
         contents = [types.Part.from_bytes(data=png, mime_type="image/png"), prompt]
@@ -316,6 +368,10 @@ class Gemini(Segmenter):
         last_error = ""
         try:
             for attempt in range(1, o.max_retries + 2):
+                if self.stop_reason:  # another request hit the daily quota or the budget meanwhile
+                    pred = Prediction.failed(self.stop_reason, status="skipped")
+                    pred.calls = calls
+                    return pred
                 await self._rate_slot()
                 async with self._sem:
                     t0 = time.monotonic()
@@ -361,7 +417,8 @@ class Gemini(Segmenter):
             self.spent -= worst
         pred = self._decode(resp, h, w, gen)
         pred.calls = calls
-        pred.meta.update(cache_hit=False, cache_key=key, attempts=len(calls))
+        pred.meta.update(cache_hit=False, cache_key=key, attempts=len(calls),
+                         elapsed_s=sum(c["latency_s"] for c in calls))
         if pred.status == "ok":  # durable before the row that uses it is written
             self.cache.put(key, o.model, resp.model_version, resp.model_dump_json(exclude_none=True,
                                                                                exclude={"sdk_http_response"}))

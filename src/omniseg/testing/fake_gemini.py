@@ -326,3 +326,30 @@ class FakeGemini:
         h.send_header("Content-Length", str(len(data)))
         h.end_headers()
         h.wfile.write(data)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve well-formed answers after a fixed delay until interrupted (used by scripts/bench_gemini.py)."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--delay", type=float, default=1.0, help="seconds before each answer")
+    args = ap.parse_args(argv)
+
+    def behave(req: Request) -> Reply:
+        r = good_answer(req)
+        r.delay = args.delay
+        return r
+
+    with FakeGemini(behave, port=args.port) as srv:
+        print(srv.url, flush=True)
+        try:
+            sys.stdin.read()  # serve until the parent closes our stdin
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Gemini backend throughput against the ideal, and the cost of a cached rerun.
+
+Starts the fake Gemini server (omniseg.testing.fake_gemini) in its own process, answering every
+request after --latency seconds, then runs `omniseg run` for --images Kvasir-SEG images with the
+real google-genai client under each (in-flight cap, requests-per-minute limit) setting, and prints
+the achieved requests per second against the ideal min(cap / latency, rpm / 60). Finally it reruns
+the last setting with --force and reports its time and how many API calls it made (the cache
+should answer everything).
+
+    python scripts/bench_gemini.py --root ../shared/data/kvasir-seg/Kvasir-SEG [--images 500] [--latency 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from omniseg import config as config_mod
+from omniseg.runner import run
+from omniseg.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", type=Path, default=REPO.parent / "shared/data/kvasir-seg/Kvasir-SEG")
+    ap.add_argument("--images", type=int, default=500)
+    ap.add_argument("--latency", type=float, default=1.0)
+    ap.add_argument("--settings", default="32:1200,16:0", help="cap:rpm pairs (rpm 0 = no limit)")
+    args = ap.parse_args()
+    os.environ.setdefault("GEMINI_API_KEY", "bench-key-not-real")
+    os.environ["NO_PROXY"] = "127.0.0.1,localhost"
+    server = subprocess.Popen([sys.executable, "-m", "omniseg.testing.fake_gemini", "--delay", str(args.latency)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    url = server.stdout.readline().strip()
+    print(f"fake server {url}, {args.latency:.1f}s per answer, {args.images} Kvasir-SEG images")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            for i, setting in enumerate(args.settings.split(",")):
+                cap, rpm = (int(v) for v in setting.split(":"))
+                rpm_opt = f", rpm: {rpm}" if rpm else ""
+                cfg_path = tmp / f"bench{i}.yaml"
+                cfg_path.write_text(
+                    f"task: polyp\ndataset: {{name: kvasir-seg, root: {args.root.resolve()}}}\nsplit: all\n"
+                    f"models:\n  - name: gem\n    kind: gemini\n    options: {{base_url: '{url}', target: polyp,"
+                    f" max_in_flight: {cap}{rpm_opt}, max_side: 256}}\n")
+                cfg = config_mod.load(cfg_path)
+                store = tmp / f"setting{i}" / "s.sqlite"  # each setting its own store and response cache
+                ideal = min(cap / args.latency, rpm / 60 if rpm else float("inf"))
+                with Store(store) as st:
+                    t = time.perf_counter()
+                    s = run(cfg, st, limit=args.images, progress=False)
+                    took = time.perf_counter() - t
+                    calls = st.query("SELECT COUNT(*) n FROM api_calls WHERE outcome = 'answered'")["n"][0]
+                rate = calls / took
+                print(f"cap {cap:3d}, rpm {rpm or 'none':>5}: {calls} calls in {took:6.1f}s = {rate:6.2f} req/s;"
+                      f" ideal {ideal:6.2f}; ratio {rate / ideal:.3f}  ({dict(s.statuses)})")
+            with Store(store) as st:
+                t = time.perf_counter()
+                run(cfg, st, limit=args.images, progress=False, force=True)
+                took = time.perf_counter() - t
+                last = st.query("SELECT MAX(run_id) r FROM runs")["r"][0]
+                made = st.query("SELECT COUNT(*) n FROM api_calls WHERE run_id = ? AND outcome != 'cache_hit'",
+                                (int(last),))["n"][0]
+                hits = st.query("SELECT COUNT(*) n FROM api_calls WHERE run_id = ? AND outcome = 'cache_hit'",
+                                (int(last),))["n"][0]
+            print(f"cached rerun (--force): {took:.1f}s, {made} API calls, {hits} answers from the cache")
+    finally:
+        server.stdin.close()
+        server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
