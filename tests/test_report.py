@@ -38,3 +38,58 @@ def test_summary_matches_a_hand_computation(store_path, tmp_path):
         assert row["iou_mean"] == pytest.approx(part["iou"].mean(), abs=1e-6, nan_ok=True)
     md = paths["markdown"].read_text()
     assert "| all | omni | 3 | 0.400 ± 0.361 |" in md and "33.3%" in md
+
+
+def test_full_report_folder_is_complete_consistent_and_deterministic(tmp_path, monkeypatch):
+    """Specialist (a tiny U-Net), omnimodel (fake Gemini) and a baseline through run, curate and report."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("google.genai")
+    import hashlib
+    import json
+
+    from omniseg import config
+    from omniseg.models.specialist import NetSpec, build_net, save_checkpoint
+    from omniseg.runner import run
+    from omniseg.store import Store
+    from omniseg.testing.fake_gemini import FakeGemini
+
+    from conftest import OTSU, make_kvasir, write_config
+
+    monkeypatch.setenv("GEMINI_API_KEY", "AIzaSyREPORT-test-key-000000000000")
+    torch.manual_seed(0)
+    spec = NetSpec(encoder="resnet18", input_size=64)
+    save_checkpoint(tmp_path / "u.pt", build_net(spec), spec)
+    root = make_kvasir(tmp_path / "k", n=12)
+    with FakeGemini() as srv:
+        models = (f"  - name: unet\n    kind: unet\n    options: {{checkpoint: {tmp_path / 'u.pt'}, device: cpu}}\n"
+                  f"  - name: gem\n    kind: gemini\n    options: {{base_url: '{srv.url}', target: polyp}}\n" + OTSU)
+        cfg = config.load(write_config(tmp_path / "c.yaml", "polyp", "kvasir-seg", root, models,
+                                       "curation:\n  reference: unet\n"))
+        with Store(tmp_path / "runs" / "s.sqlite") as st:
+            run(cfg, st, progress=False)
+            curate(st, "polyp", 3)
+            paths = report.write(st, tmp_path / "rep", split="all", k=2)
+            first = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "rep").rglob("*") if p.is_file()}
+            report.write(st, tmp_path / "rep", split="all", k=2)
+            second = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "rep").rglob("*") if p.is_file()}
+    assert first == second  # regenerated from the same store: byte for byte
+    names = set(first)
+    for f in ("report.md", "per_image.csv", "summary.csv", "comparisons.csv", "routing.csv", "manifest.json",
+              "polyp_boxplots.png", "polyp_scatter.png", "polyp_routing.png", "polyp_cases.png"):
+        assert f in names, f
+    summary = pd.read_csv(paths["summary"]).set_index(["subset", "model"])
+    routing = pd.read_csv(paths["routing"])
+    assert routing["hybrid_dice"].iloc[0] == pytest.approx(summary.loc[("all", "unet"), "dice_mean"], abs=1e-6)
+    assert routing["hybrid_dice"].iloc[-1] == pytest.approx(summary.loc[("all", "gem"), "dice_mean"], abs=1e-6)
+    cmp_ = pd.read_csv(paths["comparisons"])
+    assert set(zip(cmp_["model_a"], cmp_["model_b"])) == {("gem", "otsu"), ("gem", "unet"), ("otsu", "unet")}
+    m = json.loads(paths["manifest"].read_text())
+    t = m["tasks"]["polyp"]
+    assert m["omniseg_version"] and m["packages"]["numpy"]
+    assert t["models"]["gem"]["signature"]["prompt_text"].startswith("Give the segmentation masks")
+    assert len(t["models"]["unet"]["signature"]["checkpoint_sha256"]) == 64
+    assert t["reported_model_versions"]["gem"] == {"gemini-2.5-flash-fake-001": 12}
+    assert t["api"]["gem"]["answered"] == 12 and t["api"]["gem"]["cost_usd"] > 0
+    assert t["runs"][0]["split_fingerprint"] and t["configs"]
+    md = paths["markdown"].read_text()
+    assert "![polyp routing](figures/polyp_routing.png)" in md and "Wilcoxon" in md

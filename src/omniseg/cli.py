@@ -140,14 +140,24 @@ def report(
     task: Optional[str] = typer.Option(None, "--task", "-t", help="only this task (default: all)"),
     out: Path = typer.Option(Path("runs") / "report", "--out", "-o", help="folder for the CSVs and report.md"),
     split: str = typer.Option("test", help="samples of this split form the 'all' subset: train, test or all"),
+    figures: bool = typer.Option(True, "--figures/--no-figures", help="draw the PNG figures"),
+    cases: int = typer.Option(4, min=1, help="easiest and hardest cases shown in the montage"),
+    specialist: Optional[str] = typer.Option(None, help="model routed from (default: the curation reference)"),
+    omnimodel: Optional[str] = typer.Option(None, help="model routed to (default: the task's first gemini model)"),
     store: Optional[Path] = StoreOpt,
 ) -> None:
-    """Write per-image and summary CSVs and a Markdown table (task x subset x model)."""
+    """Write the report folder: report.md (figures embedded), per-image, summary, comparison and routing
+    CSVs, figures/ and manifest.json, all from the store."""
     from . import report as report_mod
     from .store import Store
 
+    if split not in ("train", "test", "all"):
+        raise OmnisegError(f"--split must be train, test or all, not {split!r}")
     with Store(_store_path(store)) as st:
-        paths = report_mod.write(st, out, task=task, split=split)
+        if not st.tasks():
+            raise OmnisegError(f"{st.path} has no results yet: run `omniseg run --task <task>` first")
+        paths = report_mod.write(st, out, task=task, split=split, figures=figures, k=cases,
+                                 specialist=specialist, omnimodel=omnimodel)
     for kind, p in paths.items():
         typer.echo(f"{kind:10s} {p}")
 

@@ -1,27 +1,34 @@
-"""`omniseg report`: per-image and summary CSVs and a Markdown table, from the store alone.
+"""`omniseg report`: tables, paired statistics, figures, routing and a manifest, from the store alone.
 
-Subsets: ``all`` (every sample of the chosen split), ``easiest`` and ``hardest`` (the
-lists `omniseg curate` stored). A pair whose model failed counts with its empty-mask score
-and in ``failure_rate``; 'sample_error' and 'unavailable' pairs have no score and are
-left out of n. docs/outputs.md documents each column.
+Subsets: ``all`` (every sample of the chosen split), ``easiest`` and ``hardest`` (the lists
+`omniseg curate` stored). A pair whose model failed counts with its empty-mask score and in
+``failure_rate``; 'sample_error' and 'unavailable' pairs have no score and are left out of n.
+docs/outputs.md documents each file and column. The montage of cases is the one figure that
+also reads the dataset (images and ground truth, from the root the run recorded); it is skipped
+with a note when the data is not there.
 """
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from . import manifest, routing, stats
 from .metrics import SCORE_COLUMNS
 from .store import Store
 
 PER_IMAGE_COLUMNS = ["task", "split", "sample_id", "model", "status", "reason", "easiest_rank", "hardest_rank",
-                     *SCORE_COLUMNS, "elapsed_s", "mask_path"]
+                     *SCORE_COLUMNS, "confidence", "elapsed_s", "mask_path"]
 SUMMARY_COLUMNS = ["task", "subset", "model", "n", "failures", "failure_rate",
-                   "dice_mean", "dice_std", "dice_median", "iou_mean", "iou_std", "iou_median",
-                   "precision_mean", "recall_mean", "hd95_median", "not_scored"]
+                   "dice_mean", "dice_std", "dice_median", "dice_ci_low", "dice_ci_high",
+                   "iou_mean", "iou_std", "iou_median", "precision_mean", "recall_mean", "hd95_median", "not_scored"]
+COMPARISON_COLUMNS = ["task", "subset", "model_a", "model_b", "n", "mean_diff", "diff_ci_low", "diff_ci_high",
+                      "p_wilcoxon", "wins", "ties", "losses"]
 SUBSETS = ("all", "easiest", "hardest")
+ROUTING_SHARES = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)
 
 
 def per_image(store: Store, task: str | None = None, split: str = "test") -> pd.DataFrame:
@@ -36,7 +43,8 @@ def per_image(store: Store, task: str | None = None, split: str = "test") -> pd.
     df = store.query(
         f"""SELECT p.task, s.split, p.sample_id, p.model, p.status, p.reason,
                    e.rank AS easiest_rank, h.rank AS hardest_rank,
-                   {", ".join("c." + c for c in SCORE_COLUMNS)}, p.elapsed_s, p.mask_path
+                   {", ".join("c." + c for c in SCORE_COLUMNS)},
+                   json_extract(p.meta, '$.confidence') AS confidence, p.elapsed_s, p.mask_path
             FROM predictions p
             JOIN samples s ON s.task = p.task AND s.sample_id = p.sample_id
             LEFT JOIN scores c ON c.task = p.task AND c.sample_id = p.sample_id AND c.model = p.model
@@ -51,20 +59,26 @@ def per_image(store: Store, task: str | None = None, split: str = "test") -> pd.
     return df[PER_IMAGE_COLUMNS]
 
 
+def _subset(df: pd.DataFrame, subset: str) -> pd.DataFrame:
+    return df if subset == "all" else df[df[f"{subset}_rank"].notna()]
+
+
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """task x subset x model statistics of a per-image frame (std is the sample std, ddof=1)."""
+    """task x subset x model statistics of a per-image frame (std with ddof=1; 95% percentile bootstrap)."""
     rows = []
     for (task, model), g in df.groupby(["task", "model"], sort=True):
         for subset in SUBSETS:
-            part = g if subset == "all" else g[g[f"{subset}_rank"].notna()]
+            part = _subset(g, subset)
             if subset != "all" and part.empty:
                 continue
             scored = part[part["dice"].notna()]
             fails = int((scored["status"] != "ok").sum())
+            lo, hi = stats.bootstrap_ci(scored["dice"])
             rows.append({
                 "task": task, "subset": subset, "model": model, "n": len(scored), "failures": fails,
                 "failure_rate": fails / len(scored) if len(scored) else np.nan,
                 "dice_mean": scored["dice"].mean(), "dice_std": scored["dice"].std(), "dice_median": scored["dice"].median(),
+                "dice_ci_low": lo, "dice_ci_high": hi,
                 "iou_mean": scored["iou"].mean(), "iou_std": scored["iou"].std(), "iou_median": scored["iou"].median(),
                 "precision_mean": scored["precision"].mean(), "recall_mean": scored["recall"].mean(),
                 "hd95_median": scored["hd95"].median(), "not_scored": len(part) - len(scored),
@@ -75,33 +89,185 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
                            kind="stable").reset_index(drop=True)
 
 
+def compare(df: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
+    """Every pair of models on the images both scored, per task and subset (a - b)."""
+    rows = []
+    for task, g in df.groupby("task", sort=True):
+        wide_all = g.pivot(index="sample_id", columns="model", values=metric)
+        ranks = g.drop_duplicates("sample_id").set_index("sample_id")[["easiest_rank", "hardest_rank"]]
+        for subset in SUBSETS:
+            ids = wide_all.index if subset == "all" else ranks.index[ranks[f"{subset}_rank"].notna()]
+            if len(ids) == 0:
+                continue
+            wide = wide_all.loc[wide_all.index.intersection(ids)]
+            for a, b in itertools.combinations(sorted(wide.columns), 2):
+                r = stats.paired(wide[a], wide[b])
+                rows.append({"task": task, "subset": subset, "model_a": a, "model_b": b, **r})
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+def _roles(store: Store, task: str, models: list[str], specialist: str | None, omnimodel: str | None):
+    """The specialist (the curation reference) and the omnimodel (the first model of kind gemini)."""
+    if specialist is None:
+        ref = store.query("SELECT DISTINCT reference FROM subsets WHERE task = ?", (task,))["reference"].tolist()
+        cfg = store.last_config(task) or {}
+        specialist = (ref[0] if ref else None) or (cfg.get("curation") or {}).get("reference")
+    if omnimodel is None:
+        kinds = store.query("SELECT model FROM models WHERE task = ? AND kind = 'gemini' ORDER BY model", (task,))
+        omnimodel = next((m for m in kinds["model"] if m in models), None)
+    return (specialist if specialist in models else None), (omnimodel if omnimodel in models else None)
+
+
+def route(df: pd.DataFrame, specialist: str, omnimodel: str) -> pd.DataFrame | None:
+    """The routing curve for one task, or None when the specialist recorded no confidence."""
+    wide = df.pivot(index="sample_id", columns="model", values="dice")[[specialist, omnimodel]].dropna()
+    conf = df[df["model"] == specialist].set_index("sample_id")["confidence"].reindex(wide.index)
+    if wide.empty or conf.isna().all():
+        return None
+    return routing.curve(wide.index.to_numpy(), wide[specialist], wide[omnimodel], conf.fillna(0.0))
+
+
 def _fmt(mean: float, std: float) -> str:
     if pd.isna(mean):
         return "–"
     return f"{mean:.3f} ± {std:.3f}" if not pd.isna(std) else f"{mean:.3f}"
 
 
-def markdown(summary: pd.DataFrame, split: str) -> str:
-    lines = ["# omniseg report", "",
-             f"Split: `{split}`. Mean ± standard deviation per image; failed predictions count as empty masks.", ""]
-    for task, g in summary.groupby("task", sort=True):
-        lines += [f"## {task}", "", "| subset | model | n | Dice | IoU | failure rate |", "|---|---|---:|---|---|---:|"]
-        for r in g.itertuples(index=False):
-            fr = "–" if pd.isna(r.failure_rate) else f"{r.failure_rate:.1%}"
-            lines.append(f"| {r.subset} | {r.model} | {r.n} | {_fmt(r.dice_mean, r.dice_std)} | "
-                         f"{_fmt(r.iou_mean, r.iou_std)} | {fr} |")
-        lines.append("")
-    return "\n".join(lines)
+def _ci(lo: float, hi: float) -> str:
+    return "–" if pd.isna(lo) else f"[{lo:.3f}, {hi:.3f}]"
 
 
-def write(store: Store, out: str | Path, *, task: str | None = None, split: str = "test") -> dict[str, Path]:
-    """Write per_image.csv, summary.csv and report.md into ``out``; returns their paths."""
+def _p(p: float) -> str:
+    return "–" if pd.isna(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
+
+
+def _montage_rows(store: Store, task: str, df: pd.DataFrame, models: list[str], k: int) -> list[dict] | str:
+    """Images, truths and masks of the k easiest and k hardest cases; a string says why not."""
+    from PIL import Image
+
+    from . import datasets
+
+    cfg = store.last_config(task)
+    if cfg is None:
+        return "no run recorded"
+    try:
+        ds = datasets.get(cfg["dataset"]["name"])(cfg["dataset"]["root"], cfg["dataset"].get("options"))
+        refs = {r.id: r for r in ds.refs("all")}
+    except Exception as e:  # the data may have moved: the rest of the report does not need it
+        return f"dataset not readable ({str(e).splitlines()[0]})"
+    rows = []
+    for subset in ("easiest", "hardest"):
+        picked = (df[df[f"{subset}_rank"].notna()].drop_duplicates("sample_id")
+                  .sort_values(f"{subset}_rank").head(k)["sample_id"])
+        for sid in picked:
+            if sid not in refs:
+                continue
+            try:
+                sample = ds.load(refs[sid])
+            except Exception:
+                continue
+            masks, dice = {}, {}
+            for m in models:
+                r = df[(df["sample_id"] == sid) & (df["model"] == m)]
+                if r.empty:
+                    continue
+                path = r["mask_path"].iloc[0]
+                masks[m] = (np.asarray(Image.open(store.root / path).convert("L")) > 127) if isinstance(path, str) else None
+                dice[m] = float(r["dice"].iloc[0]) if pd.notna(r["dice"].iloc[0]) else np.nan
+            rows.append({"sample_id": sid, "subset": subset, "image": sample.image, "truth": sample.mask,
+                         "masks": masks, "dice": dice})
+    return rows or "no curated cases"
+
+
+def write(store: Store, out: str | Path, *, task: str | None = None, split: str = "test", figures: bool = True,
+          k: int = 4, specialist: str | None = None, omnimodel: str | None = None) -> dict[str, Path]:
+    """Write the report folder; returns the paths written (figures under ``figures/``)."""
+    from . import figures as fig
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     df = per_image(store, task, split)
     summary = summarize(df)
-    paths = {"per_image": out / "per_image.csv", "summary": out / "summary.csv", "markdown": out / "report.md"}
+    comparisons = compare(df)
+    paths = {"per_image": out / "per_image.csv", "summary": out / "summary.csv",
+             "comparisons": out / "comparisons.csv", "markdown": out / "report.md", "manifest": out / "manifest.json"}
     df.to_csv(paths["per_image"], index=False)
     summary.to_csv(paths["summary"], index=False, float_format="%.6f")
-    paths["markdown"].write_text(markdown(summary, split))
+    comparisons.to_csv(paths["comparisons"], index=False, float_format="%.6g")
+    tasks = sorted(df["task"].unique())
+    manifest.write(store, tasks, split, paths["manifest"])
+
+    md = ["# omniseg report", "",
+          f"Split `{split}`. Per image: Dice and IoU as mean ± standard deviation, median, and a 95% percentile "
+          "bootstrap interval of the mean; failed predictions count as empty masks (see failure rate). "
+          "Comparisons are paired on the images both models scored: mean difference (A − B) with its bootstrap "
+          "interval, Wilcoxon signed-rank p-value, and wins/ties/losses of A. `manifest.json` says what produced "
+          "every number.", ""]
+    routes = []
+    figdir = out / "figures"
+    for t in tasks:
+        g = df[df["task"] == t]
+        models = sorted(g["model"].unique())
+        md += [f"## {t}", "", "| subset | model | n | Dice | median | 95% CI | IoU | precision | recall | failure rate |",
+               "|---|---|---:|---|---:|---|---|---:|---:|---:|"]
+        for r in summary[summary["task"] == t].itertuples(index=False):
+            fr = "–" if pd.isna(r.failure_rate) else f"{r.failure_rate:.1%}"
+            md.append(f"| {r.subset} | {r.model} | {r.n} | {_fmt(r.dice_mean, r.dice_std)} | {r.dice_median:.3f} | "
+                      f"{_ci(r.dice_ci_low, r.dice_ci_high)} | {_fmt(r.iou_mean, r.iou_std)} | "
+                      f"{r.precision_mean:.3f} | {r.recall_mean:.3f} | {fr} |")
+        cmp_t = comparisons[comparisons["task"] == t]
+        if len(cmp_t):
+            md += ["", "Paired comparisons (Dice):", "",
+                   "| subset | A − B | n | mean difference | 95% CI | Wilcoxon p | A wins / ties / losses |",
+                   "|---|---|---:|---:|---|---:|---|"]
+            for r in cmp_t.itertuples(index=False):
+                md.append(f"| {r.subset} | {r.model_a} − {r.model_b} | {r.n} | {r.mean_diff:+.3f} | "
+                          f"{_ci(r.diff_ci_low, r.diff_ci_high)} | {_p(r.p_wilcoxon)} | {r.wins} / {r.ties} / {r.losses} |")
+        spec, omni = _roles(store, t, models, specialist, omnimodel)
+        curve = route(g, spec, omni) if spec and omni else None
+        if curve is not None:
+            curve.insert(0, "task", t)
+            curve.insert(1, "specialist", spec)
+            curve.insert(2, "omnimodel", omni)
+            routes.append(curve)
+            n = int(curve["n_sent"].iloc[-1])
+            md += ["", f"Complementary routing: images go to `{omni}` when `{spec}` is least confident "
+                   f"(n = {n}); the oracle sends the k images where `{omni}` gains most.", "",
+                   "| % sent | hybrid Dice | oracle Dice |", "|---:|---:|---:|"]
+            for share in ROUTING_SHARES:
+                row = curve.iloc[int(round(share * n))]
+                md.append(f"| {share:.0%} | {row.hybrid_dice:.3f} | {row.oracle_dice:.3f} |")
+            md.append(f"| best oracle (better model per image) | | {curve['oracle_dice'].max():.3f} |")
+        elif spec and omni:
+            md += ["", f"Routing: `{spec}` recorded no confidence (no probability map), so no routing curve."]
+        if figures:
+            figdir.mkdir(exist_ok=True)
+            md += ["", "### Figures", ""]
+            bp = g.assign(subset_all=True, subset_easiest=g["easiest_rank"].notna(), subset_hardest=g["hardest_rank"].notna())
+            p = fig.boxplots(bp, models, figdir / f"{t}_boxplots.png", f"{t}: Dice per image")
+            md.append(f"![{t} box plots](figures/{p.name})")
+            x, y = (spec, omni) if spec and omni else (tuple(models[:2]) if len(models) >= 2 else (None, None))
+            if x and y:
+                wide = g.pivot(index="sample_id", columns="model", values="dice")[[x, y]].dropna()
+                ranks = g.drop_duplicates("sample_id").set_index("sample_id")
+                subset = np.where(ranks.loc[wide.index, "easiest_rank"].notna(), "easiest",
+                                  np.where(ranks.loc[wide.index, "hardest_rank"].notna(), "hardest", "other"))
+                p = fig.paired_scatter(wide.assign(subset=subset), x, y, figdir / f"{t}_scatter.png",
+                                       f"{t}: {x} against {y}, per image")
+                md.append(f"![{t} paired scatter](figures/{p.name})")
+            if curve is not None:
+                p = fig.routing_plot(curve, spec, omni, figdir / f"{t}_routing.png", f"{t}: complementary routing")
+                md.append(f"![{t} routing](figures/{p.name})")
+            rows = _montage_rows(store, t, g, models, k)
+            if isinstance(rows, str):
+                md.append(f"(case montage skipped: {rows})")
+            else:
+                p = fig.montage(rows, models, figdir / f"{t}_cases.png",
+                                f"{t}: {k} easiest and {k} hardest cases (green outline: ground truth)")
+                md.append(f"![{t} easiest and hardest cases](figures/{p.name})")
+        md.append("")
+    if routes:
+        paths["routing"] = out / "routing.csv"
+        pd.concat(routes).to_csv(paths["routing"], index=False, float_format="%.6f")
+    paths["markdown"].write_text("\n".join(md))
     return paths

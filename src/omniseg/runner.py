@@ -97,8 +97,10 @@ def run(cfg: TaskConfig, store: Store, *, model_names: list[str] | None = None, 
     batch_size = batch_size or max([m.preferred_batch or 8 for m in segs])
 
     store.add_samples(cfg.task, [(r.id, r.split, r.problem, r.meta) for r in refs])
-    run_id = store.start_run(cfg.task, split, [m.name for m in segs], cfg.model_dump(mode="json"),
-                             cfg.fingerprint(), split_fingerprint(refs), argv)
+    recorded = cfg.model_dump(mode="json")
+    recorded["dataset"]["root"] = str(ds.root.resolve())  # where the data really was (--data-root included)
+    run_id = store.start_run(cfg.task, split, [m.name for m in segs], recorded, cfg.fingerprint(),
+                             split_fingerprint(refs), argv)
     summary = RunSummary(cfg.task, split, run_id, samples=len(refs), pairs=len(refs) * len(segs))
     done = set() if force else store.done_pairs(cfg.task)
     chunks = []

@@ -164,6 +164,19 @@ def postprocess(probs, shapes: list[tuple[int, int]], spec: NetSpec) -> list[tup
     return out
 
 
+def confidence(prob: np.ndarray, floor: float = 0.1) -> float:
+    """A specialist's confidence in one prediction: mean |2p - 1| over pixels with p > ``floor``.
+
+    Pixels the network is sure are background do not dilute it; an image with no such pixels
+    (nothing found at all) scores 0, since on lesion datasets an empty answer is the doubtful one.
+    """
+    p = np.asarray(prob, dtype=np.float32)
+    region = p > floor
+    if not region.any():
+        return 0.0
+    return float(np.abs(2 * p[region] - 1).mean())
+
+
 class SpecialistOptions(NetSpec):
     checkpoint: Path = Field(description="checkpoint file (omniseg's, or a plain smp state_dict with arch/encoder set here)")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N")
@@ -236,7 +249,7 @@ class Specialist(Segmenter):
                     mask &= samples[i].roi
                 # The stored map is the network's own output (at its resolution, before resizing back):
                 # the mask above is that map resized to the image and thresholded.
-                out[i] = Prediction(mask=mask, prob=native)
+                out[i] = Prediction(mask=mask, prob=native, meta={"confidence": confidence(native)})
         return out  # type: ignore[return-value]
 
     def predict(self, sample: Sample) -> Prediction:
