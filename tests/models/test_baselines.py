@@ -43,5 +43,5 @@ def test_human_reference_needs_the_annotation():
 
 
 def test_unknown_kind_lists_the_known_ones():
-    with pytest.raises(KeyError, match="known: frangi, human, otsu"):
+    with pytest.raises(KeyError, match="known: frangi, gemini, human, otsu, unet .did you mean .unet"):
         models.get("unet2")
