@@ -103,9 +103,15 @@ def run(
         s = run_task(cfg, st, model_names=_split_names(models), split=split, limit=limit, force=force,
                      data_root=data_root, batch_size=batch_size, progress=not quiet, argv=sys.argv[1:],
                      refresh=refresh, max_cost=max_cost)
+        api = st.query("SELECT model, SUM(outcome = 'answered') AS answered, SUM(outcome = 'error') AS errors,"
+                       " SUM(outcome = 'cache_hit') AS cached, SUM(cost_usd) AS cost FROM api_calls"
+                       " WHERE run_id = ? GROUP BY model", (s.run_id,))
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(s.statuses.items())) or "nothing new"
     typer.echo(f"{s.task} [{s.split}]: {s.samples} samples x {s.pairs // max(s.samples, 1)} models = {s.pairs} pairs; "
                f"{s.skipped} already done; this run: {statuses} ({s.seconds:.1f}s). Store: {_store_path(store)}")
+    for r in api.itertuples():
+        typer.echo(f"  {r.model}: {int(r.answered)} API answers, {int(r.errors)} errors retried or final, "
+                   f"{int(r.cached)} from the cache; cost {r.cost:.4f} USD")
 
 
 @app.command()

@@ -294,3 +294,24 @@ def test_all_kvasir_images_through_a_faulty_server(tmp_path):
         attempts[e["image_sha"]] = attempts.get(e["image_sha"], 0) + 1
     assert max(attempts.values()) <= 9  # 1 + max_retries
     assert len(srv.log) < 1000 * 1.3  # about 15% of requests were retried, not more
+
+
+def test_cli_dry_run_then_run_reports_calls_and_cost(tmp_path):
+    from typer.testing import CliRunner
+
+    from omniseg.cli import app
+
+    root = make_kvasir(tmp_path / "k", n=4)
+    with fg.FakeGemini() as srv:
+        cfg = _gemini_yaml(tmp_path, srv.url, root)
+        store = tmp_path / "s.sqlite"
+        r = CliRunner().invoke(app, ["run", "--config", str(cfg), "--store", str(store), "--dry-run", "-q"])
+        assert r.exit_code == 0, r.output
+        assert "gem: 4 pairs to do; 4 API calls, 0 answers cached; estimated cost" in r.output
+        assert len(srv.log) == 0
+        r = CliRunner().invoke(app, ["run", "--config", str(cfg), "--store", str(store), "-q"])
+        assert r.exit_code == 0, r.output
+        assert "gem: 4 API answers, 0 errors retried or final, 0 from the cache; cost 0.00" in r.output
+        r = CliRunner().invoke(app, ["run", "--config", str(cfg), "--store", str(store), "-q", "--force"])
+        assert "gem: 0 API answers, 0 errors retried or final, 4 from the cache; cost 0.0000 USD" in r.output
+        assert len(srv.log) == 4
