@@ -112,8 +112,11 @@ def run(cfg: TaskConfig, store: Store, *, model_names: list[str] | None = None, 
     t0 = time.perf_counter()
     status = "interrupted"
     bar = tqdm(total=len(refs), desc=f"{cfg.task} [{split}]", unit="img", disable=not progress, dynamic_ncols=True)
-    # One thread reads the next chunk's files while the models work on this one (decoding releases the GIL).
+    # One thread reads the next chunk's files and another scores and writes the last chunk's results
+    # while the models work on this one (decoding, encoding, numpy and SQLite release the GIL).
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omniseg-load")
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omniseg-write")
+    written = None
     try:
         work = [(c, t) for c, t in chunks if any(t.values())]
         bar.update(len(refs) - sum(len(c) for c, _ in work))
@@ -125,15 +128,22 @@ def run(cfg: TaskConfig, store: Store, *, model_names: list[str] | None = None, 
             if pending is not None:
                 nxt = _prepare(segs, *pending.result(), work[k + 1][1])
                 pending = pool.submit(_load, ds, *work[k + 2]) if k + 2 < len(work) else None
-            _run_chunk(cfg, store, run_id, segs, todo, current, summary)
+            results = _run_chunk(segs, todo, current)
+            if written is not None:
+                written.result()  # at most one chunk waits to be written; a write error surfaces here
+            written = writer.submit(_write, cfg, store, run_id, results, summary)
             bar.update(len(chunk))
             bar.set_postfix(dict(summary.statuses), refresh=False)
             stops = [f"{m.name}: {m.stop_reason}" for m in segs if m.stop_reason]
             if stops:
                 status = "stopped"
+                written.result()
                 raise RunStopped("; ".join(stops) + f"\n{summary.statuses.total()} pairs were recorded this run")
+        if written is not None:
+            written.result()
         status = "finished"
     finally:
+        writer.shutdown(wait=True)  # whatever was predicted is written before the run is closed
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
         summary.seconds = time.perf_counter() - t0
@@ -165,13 +175,14 @@ def _prepare(segs, loaded, broken, todo):
     return broken, handles
 
 
-def _run_chunk(cfg, store, run_id, segs, todo, prepared, summary) -> None:
+def _run_chunk(segs, todo, prepared) -> list[tuple]:
+    """Collect every model's predictions for a chunk: [(model, sample id, sample or None, prediction, seconds)]."""
     broken, handles = prepared
+    results = []
     for m in segs:
         for r in todo[m.name]:
             if r.id in broken:
-                store.record(run_id, cfg.task, r.id, m.name, status="sample_error", reason=broken[r.id])
-                summary.statuses["sample_error"] += 1
+                results.append((m.name, r.id, None, Prediction.failed(broken[r.id], status="sample_error"), None))
         samples, handle, t = handles[m.name]
         if not samples:
             continue
@@ -179,14 +190,21 @@ def _run_chunk(cfg, store, run_id, segs, todo, prepared, summary) -> None:
             t = time.perf_counter()
         preds = m.collect(handle)
         each = (time.perf_counter() - t) / len(samples)
-        for sample, pred in zip(samples, preds):
-            if pred.status == "skipped":  # the model stopped the run before this one; a rerun does it
-                continue
+        results.extend((m.name, s.id, s, p, each) for s, p in zip(samples, preds) if p.status != "skipped")
+    return results
+
+
+def _write(cfg, store, run_id, results, summary) -> None:
+    """Score and record a chunk's predictions (on the writer thread), one transaction per pair."""
+    for model, sample_id, sample, pred, each in results:
+        if sample is None:  # the sample could not be read: a row without a score
+            store.record(run_id, cfg.task, sample_id, model, status=pred.status, reason=pred.reason)
+        else:
             pred, scores = _score(cfg, sample, pred)
-            store.record(run_id, cfg.task, sample.id, m.name, status=pred.status, reason=pred.reason,
+            store.record(run_id, cfg.task, sample_id, model, status=pred.status, reason=pred.reason,
                          mask=pred.mask if pred.status == "ok" else None, prob=pred.prob, scores=scores,
                          elapsed_s=pred.meta.pop("elapsed_s", each), meta=pred.meta, calls=pred.calls)
-            summary.statuses[pred.status] += 1
+        summary.statuses[pred.status] += 1
 
 
 def dry_run(cfg: TaskConfig, store: Store, *, model_names: list[str] | None = None, split: str | None = None,
