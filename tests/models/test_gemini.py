@@ -172,9 +172,9 @@ def test_max_cost_stops_before_the_budget_and_dry_run_estimates(tmp_path):
             assert est["pairs"] == 10 and est["calls"] == 10 and est["cached"] == 0 and est["cost_usd"] > 0
             assert len(srv.log) == 0 and len(st.query("SELECT * FROM predictions")) == 0
             with pytest.raises(OmnisegError, match="max-cost"):
-                run(cfg, st, progress=False, max_cost=0.02, batch_size=10)
+                run(cfg, st, progress=False, max_cost=0.006, batch_size=10)
             spent = st.query("SELECT SUM(cost_usd) c FROM api_calls")["c"][0]
-            assert 0 < spent <= 0.02 and 0 < len(srv.log) < 10
+            assert 0 < spent <= 0.006 and 0 < len(srv.log) < 10
             est = dry_run(cfg, st, progress=False, force=True)["gem"]
             assert est["cached"] == len(srv.log) and est["calls"] == 10 - len(srv.log)
 

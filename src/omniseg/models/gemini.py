@@ -350,72 +350,68 @@ class Gemini(Segmenter):
 
         o = self.options
         h, w = sample.image.shape[:2]
-        if self.stop_reason:
-            return Prediction.failed(self.stop_reason, status="skipped")
         size = Image.open(io.BytesIO(png)).size
         worst = self._cost(int(self._est_input_tokens(size, prompt) * 1.5),
                            o.max_output_tokens + max(o.thinking_budget or 0, 0))
-        if self.context.max_cost is not None and self.spent + worst > self.context.max_cost:
-            self.stop_reason = (f"stopped before exceeding --max-cost {self.context.max_cost:.4f} USD "
-                                f"(spent {self.spent:.4f}); rerun with a larger budget to continue")
-            return Prediction.failed(self.stop_reason, status="skipped")
         client = self._client_for_calls()
-        self.spent += worst  # reserved until the call settles
         calls: list[dict] = []
         contents = [types.Part.from_bytes(data=png, mime_type="image/png"), prompt]
         config = self._config(gen)
-        resp = None
-        last_error = ""
-        try:
-            for attempt in range(1, o.max_retries + 2):
+
+        def stopped() -> Prediction:
+            pred = Prediction.failed(self.stop_reason, status="skipped")
+            pred.calls = calls
+            return pred
+
+        for attempt in range(1, o.max_retries + 2):
+            await self._rate_slot()
+            async with self._sem:
                 if self.stop_reason:  # another request hit the daily quota or the budget meanwhile
-                    pred = Prediction.failed(self.stop_reason, status="skipped")
-                    pred.calls = calls
-                    return pred
-                await self._rate_slot()
-                async with self._sem:
-                    t0 = time.monotonic()
-                    try:
-                        resp = await asyncio.wait_for(
-                            client.aio.models.generate_content(model=o.model, contents=contents, config=config),
-                            timeout=o.timeout_s)
-                        err = None
-                    except errors.APIError as e:
-                        err = e
-                    except Exception as e:  # transport failures come in many types
-                        if not _transport_error(e):
-                            raise
-                        err = e
-                    latency = time.monotonic() - t0
-                self.calls_made += 1
-                if err is None:
-                    tok = self._tokens(resp)
-                    cost = self._cost(tok["prompt_tokens"], tok["output_tokens"] + tok["thoughts_tokens"])
-                    calls.append({"attempt": attempt, "outcome": "answered", "http_status": 200, "latency_s": latency,
-                                  "cost_usd": cost, "cache_key": key, "model_version": resp.model_version, **tok})
-                    self.spent += cost
-                    break
-                code = getattr(err, "code", None)
-                status_text = " ".join(str(x) for x in (code, getattr(err, "status", None)) if x)
-                last_error = redact(f"{type(err).__name__} {status_text}: {getattr(err, 'message', None) or err}")
-                calls.append({"attempt": attempt, "outcome": "error", "http_status": code, "latency_s": latency,
-                              "cost_usd": 0.0, "cache_key": key, "error": last_error[:300]})
-                if code == 429 and _per_day(err):
-                    self.stop_reason = ("the daily request quota is used up (it resets at midnight Pacific); "
-                                        "rerun the same command then to continue")
-                    pred = Prediction.failed(self.stop_reason, status="skipped")
-                    pred.calls = calls
-                    return pred
-                retryable = code in RETRY_CODES if code is not None else True
-                if not retryable or attempt > o.max_retries:
-                    pred = Prediction.failed(f"{last_error} (after {attempt} attempt(s))", status="api_error")
-                    pred.calls = calls
-                    return pred
-                backoff = random.uniform(0, min(o.backoff_max_s, o.backoff_s * 2 ** (attempt - 1)))
-                await asyncio.sleep(max(backoff, _retry_delay(err) or 0.0))
-        finally:
-            self.spent -= worst
-        pred = self._decode(resp, h, w, gen)
+                    return stopped()
+                # The budget holds the worst case of every call in flight until it settles.
+                if self.context.max_cost is not None and self.spent + worst > self.context.max_cost:
+                    self.stop_reason = (f"stopped before exceeding --max-cost {self.context.max_cost:.4f} USD "
+                                        f"(spent {self.spent:.4f}); rerun with a larger budget to continue")
+                    return stopped()
+                self.spent += worst
+                t0 = time.monotonic()
+                try:
+                    resp = await asyncio.wait_for(
+                        client.aio.models.generate_content(model=o.model, contents=contents, config=config),
+                        timeout=o.timeout_s)
+                    err = None
+                except Exception as e:  # APIError, timeouts, transport failures, anything unexpected
+                    resp, err = None, e
+                latency = time.monotonic() - t0
+                self.spent -= worst
+            self.calls_made += 1
+            if err is None:
+                tok = self._tokens(resp)
+                cost = self._cost(tok["prompt_tokens"], tok["output_tokens"] + tok["thoughts_tokens"])
+                self.spent += cost
+                calls.append({"attempt": attempt, "outcome": "answered", "http_status": 200, "latency_s": latency,
+                              "cost_usd": cost, "cache_key": key, "model_version": resp.model_version, **tok})
+                break
+            code = getattr(err, "code", None) if isinstance(err, errors.APIError) else None
+            status_text = " ".join(str(x) for x in (code, getattr(err, "status", None)) if x)
+            last_error = redact(f"{type(err).__name__} {status_text}: {getattr(err, 'message', None) or err}")
+            calls.append({"attempt": attempt, "outcome": "error", "http_status": code, "latency_s": latency,
+                          "cost_usd": 0.0, "cache_key": key, "error": last_error[:300]})
+            if code == 429 and _per_day(err):
+                self.stop_reason = ("the daily request quota is used up (it resets at midnight Pacific); "
+                                    "rerun the same command then to continue")
+                return stopped()
+            retryable = code in RETRY_CODES if code is not None else _transport_error(err)
+            if not retryable or attempt > o.max_retries:
+                pred = Prediction.failed(f"{last_error} (after {attempt} attempt(s))", status="api_error")
+                pred.calls = calls
+                return pred
+            backoff = random.uniform(0, min(o.backoff_max_s, o.backoff_s * 2 ** (attempt - 1)))
+            await asyncio.sleep(max(backoff, _retry_delay(err) or 0.0))
+        try:
+            pred = self._decode(resp, h, w, gen)
+        except Exception as e:  # an answer shaped like nothing we know: a row, never a crash
+            pred = Prediction.failed(redact(f"cannot read the response: {type(e).__name__}: {e}"), status="invalid_answer")
         pred.calls = calls
         pred.meta.update(cache_hit=False, cache_key=key, attempts=len(calls),
                          elapsed_s=sum(c["latency_s"] for c in calls))
