@@ -75,3 +75,17 @@ def test_a_time_budget_stops_between_epochs(tmp_path):
     tc = TrainConfig(net=TINY, epochs=50, batch_size=4, max_minutes=0.0001)
     res = train(cfg, tc, open_dataset(cfg), tmp_path / "u.pt", device="cpu", progress=False)
     assert res.epochs == 1 and res.stopped == "time budget"
+
+
+def test_full_resolution_training_on_random_crops(tmp_path):
+    from conftest import make_drive
+
+    root = make_drive(tmp_path / "DRIVE", n_train=8, n_test=1, size=(80, 72))
+    models = f"  - name: unet\n    kind: unet\n    options: {{checkpoint: {tmp_path / 'v.pt'}, resize: pad}}\n"
+    cfg = config.load(write_config(tmp_path / "v.yaml", "vessel", "drive", root, models))
+    tc = TrainConfig(net=NetSpec(encoder="resnet18", input_size=64, resize="pad"), epochs=1, batch_size=2, crop=64,
+                     val_fraction=0.3)
+    res = train(cfg, tc, open_dataset(cfg), tmp_path / "v.pt", device="cpu", progress=False)
+    assert res.epochs == 1
+    _, spec, info = load_checkpoint(tmp_path / "v.pt")
+    assert spec.resize == "pad" and info["val_images"] >= 1

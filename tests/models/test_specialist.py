@@ -95,3 +95,17 @@ def test_roi_zeroes_predictions_outside_it(tmp_path, net):
     roi[10:30, 10:30] = True
     p = unet(tmp_path / "a.pt").predict(Sample("r", s.image, s.mask, roi=roi))
     assert p.mask.any() and not (p.mask & ~roi).any()
+
+
+def test_pad_policy_predicts_at_full_resolution_inside_the_fov(tmp_path):
+    from conftest import make_drive
+    from omniseg import datasets
+
+    torch.manual_seed(0)
+    spec = NetSpec(encoder="resnet18", input_size=64, resize="pad", threshold=0.3)
+    save_checkpoint(tmp_path / "v.pt", build_net(spec), spec)
+    ds = datasets.get("drive")(make_drive(tmp_path / "DRIVE", size=(70, 90)))
+    s = ds.load(ds.refs("test")[0])
+    p = unet(tmp_path / "v.pt").predict(s)
+    assert p.status == "ok" and p.mask.shape == (70, 90) and p.prob.shape == (70, 90)  # padded to 96x96, cropped back
+    assert not (p.mask & ~s.roi).any()
