@@ -62,7 +62,7 @@ def montage(rows: list[dict], models: list[str], path: Path, title: str) -> Path
             ax.set_title(label, fontsize=7)
             ax.axis("off")
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (2.0 * len(rows))))  # leave room for the title
     fig.savefig(path, dpi=90, metadata=_META)
     plt.close(fig)
     return path
