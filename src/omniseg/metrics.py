@@ -110,19 +110,22 @@ def _edge_points(mask: np.ndarray) -> np.ndarray:
     return np.column_stack(np.divmod(flat, mask.shape[1]))
 
 
-def hd95(pred: np.ndarray, ref: np.ndarray, roi: np.ndarray | None = None, percentile: float = 95.0) -> float:
-    """Symmetric percentile Hausdorff distance in pixels (see the module docstring)."""
+def _masked(pred, ref, roi) -> tuple[np.ndarray, np.ndarray, int]:
+    """Boolean masks restricted to the ROI, and how many of the two are non-empty (0, 1 or 2)."""
     pred = np.asarray(pred, dtype=bool)
     ref = np.asarray(ref, dtype=bool)
     _check(pred, ref, roi)
     if roi is not None:
         pred = pred & roi
         ref = ref & roi
-    has_p, has_r = bool(pred.any()), bool(ref.any())
-    if not has_p and not has_r:
-        return 0.0
-    if has_p != has_r:
-        return math.hypot(*pred.shape)
+    return pred, ref, int(pred.any()) + int(ref.any())
+
+
+def hd95(pred: np.ndarray, ref: np.ndarray, roi: np.ndarray | None = None, percentile: float = 95.0) -> float:
+    """Symmetric percentile Hausdorff distance in pixels (see the module docstring)."""
+    pred, ref, present = _masked(pred, ref, roi)
+    if present < 2:  # both empty: 0; exactly one empty: the worst possible, the diagonal
+        return 0.0 if present == 0 else math.hypot(*pred.shape)
     # Only the bounding box of both masks matters: crop with a one-pixel margin
     # so the erosion sees background around the shapes, as MONAI does.
     rows = np.flatnonzero((pred | ref).any(axis=1))
@@ -142,17 +145,9 @@ def cldice(pred: np.ndarray, ref: np.ndarray, roi: np.ndarray | None = None) -> 
     """Centreline Dice (Shit et al., CVPR 2021): harmonic mean of topology precision and sensitivity."""
     from skimage.morphology import skeletonize
 
-    pred = np.asarray(pred, dtype=bool)
-    ref = np.asarray(ref, dtype=bool)
-    _check(pred, ref, roi)
-    if roi is not None:
-        pred = pred & roi
-        ref = ref & roi
-    has_p, has_r = bool(pred.any()), bool(ref.any())
-    if not has_p and not has_r:
-        return 1.0
-    if has_p != has_r:
-        return 0.0
+    pred, ref, present = _masked(pred, ref, roi)
+    if present < 2:
+        return 1.0 if present == 0 else 0.0
     sp, sr = skeletonize(pred), skeletonize(ref)
     tprec = np.count_nonzero(sp & ref) / max(np.count_nonzero(sp), 1)
     tsens = np.count_nonzero(sr & pred) / max(np.count_nonzero(sr), 1)
