@@ -55,7 +55,7 @@ def test_full_report_folder_is_complete_consistent_and_deterministic(tmp_path, m
 
     from conftest import OTSU, make_kvasir, write_config
 
-    monkeypatch.setenv("GEMINI_API_KEY", "AIzaSyREPORT-test-key-000000000000")
+    monkeypatch.setenv("GEMINI_API_KEY", "omniseg-report-test-key-not-real")
     torch.manual_seed(0)
     spec = NetSpec(encoder="resnet18", input_size=64)
     save_checkpoint(tmp_path / "u.pt", build_net(spec), spec)

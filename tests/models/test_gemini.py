@@ -23,7 +23,7 @@ from omniseg.testing import fake_gemini as fg  # noqa: E402
 
 from conftest import KVASIR_REAL, make_kvasir, write_config  # noqa: E402
 
-KEY = "AIzaSyTEST-not-a-real-key-0123456789abcd"
+KEY = "omniseg-test-key-not-real-0123456789abcd"
 
 
 @pytest.fixture(autouse=True)
