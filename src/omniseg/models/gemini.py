@@ -153,7 +153,6 @@ class Gemini(Segmenter):
         self.preferred_batch = max(16, 2 * o.max_in_flight)  # the runner keeps one chunk submitted ahead
         self._next_slot = 0.0
         self.spent = 0.0  # USD on calls this run (actual plus reserved for calls in flight)
-        self.calls_made = 0
         self._cache: ResponseCache | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -384,7 +383,6 @@ class Gemini(Segmenter):
                     resp, err = None, e
                 latency = time.monotonic() - t0
                 self.spent -= worst
-            self.calls_made += 1
             if err is None:
                 tok = self._tokens(resp)
                 cost = self._cost(tok["prompt_tokens"], tok["output_tokens"] + tok["thoughts_tokens"])
