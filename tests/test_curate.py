@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import warnings
 
-import pytest
 
 from omniseg.curate import curate
 from omniseg.store import Store

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
-from ..datasets.base import Sample
+from ..datasets.base import NoOptions, Sample
 
 #: Outcome of one (sample, model) pair; docs/outputs.md explains each.
 STATUSES = {
@@ -50,10 +50,6 @@ class Prediction:
     @classmethod
     def failed(cls, reason: str, status: str = "error", **meta: Any) -> "Prediction":
         return cls(mask=None, status=status, reason=reason, meta=meta)
-
-
-class NoOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Segmenter:

@@ -216,6 +216,11 @@ class Gemini(Segmenter):
             kw["image_config"] = types.ImageConfig(aspect_ratio=gen["aspect_ratio"])
         return types.GenerateContentConfig(**kw)
 
+    def _request(self, sample: Sample, prompt: str) -> tuple[np.ndarray, dict, str]:
+        """What is sent for a sample (pixels, generation settings) and its cache key."""
+        pixels, gen = self._sent_image(sample.image), self._generation(sample)
+        return pixels, gen, self._key(pixels, prompt, gen)
+
     def _key(self, pixels: np.ndarray, prompt: str, gen: dict) -> str:
         """Content key: the sent pixels (hashed with their shape) stand for the image bytes."""
         o = self.options
@@ -237,8 +242,8 @@ class Gemini(Segmenter):
         cost = 0.0
         prompt = self._prompt()
         for s in samples:
-            pixels = self._sent_image(s.image)
-            if not self.context.refresh and self.cache.get(self._key(pixels, prompt, self._generation(s))):
+            pixels, _, key = self._request(s, prompt)
+            if not self.context.refresh and self.cache.get(key):
                 cached += 1
                 continue
             calls += 1
@@ -256,8 +261,7 @@ class Gemini(Segmenter):
         prompt = self._prompt()
         futures = []
         for s in samples:
-            pixels, gen = self._sent_image(s.image), self._generation(s)
-            key = self._key(pixels, prompt, gen)
+            pixels, gen, key = self._request(s, prompt)
             hit = None if self.context.refresh else self.cache.get(key)
             if hit is not None:  # answered from the cache here, without touching the event loop
                 f: concurrent.futures.Future = concurrent.futures.Future()
@@ -266,7 +270,8 @@ class Gemini(Segmenter):
                 continue
             # encoding is CPU work: do it on this thread, not on the event loop
             png = self._png(pixels)
-            futures.append(asyncio.run_coroutine_threadsafe(self._one(s, png, gen, prompt, key), loop))
+            size = (pixels.shape[1], pixels.shape[0])
+            futures.append(asyncio.run_coroutine_threadsafe(self._one(s, png, size, gen, prompt, key), loop))
         self._outstanding.update(futures)
         return futures
 
@@ -344,12 +349,12 @@ class Gemini(Segmenter):
         if slot > now:
             await asyncio.sleep(slot - now)
 
-    async def _one(self, sample: Sample, png: bytes, gen: dict, prompt: str, key: str) -> Prediction:
+    async def _one(self, sample: Sample, png: bytes, size: tuple[int, int], gen: dict, prompt: str,
+                   key: str) -> Prediction:
         from google.genai import errors, types
 
         o = self.options
         h, w = sample.image.shape[:2]
-        size = Image.open(io.BytesIO(png)).size
         worst = self._cost(int(self._est_input_tokens(size, prompt) * 1.5),
                            o.max_output_tokens + max(o.thinking_budget or 0, 0))
         client = self._client_for_calls()
