@@ -71,7 +71,7 @@ def main() -> None:
                                 (int(last),))["n"][0]
                 hits = st.query("SELECT COUNT(*) n FROM api_calls WHERE run_id = ? AND outcome = 'cache_hit'",
                                 (int(last),))["n"][0]
-            print(f"cached rerun (--force): {took:.1f}s, {made} API calls, {hits} answers from the cache")
+            print(f"cached rerun (--force): {took:.1f}s, {made} API calls, {hits} answers from the archive")
     finally:
         server.stdin.close()
         server.wait(timeout=30)

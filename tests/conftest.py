@@ -119,3 +119,40 @@ def polyp_config(tmp_path: Path, kvasir: Path) -> Path:
 @pytest.fixture
 def store_path(tmp_path: Path) -> Path:
     return tmp_path / "runs" / "omniseg.sqlite"
+
+
+# -- API models against the fake Gemini server --------------------------------------------------
+API_KEY = "omniseg-test-key-not-real-0123456789abcd"  # shaped like no real key
+DOCUMENTED = ('Give the segmentation masks for {target}. Output a JSON list of segmentation masks where each entry '
+              'contains the 2D bounding box in the key "box_2d", the segmentation mask in key "mask", and the text '
+              'label in the key "label".')
+
+
+@pytest.fixture
+def api_key(monkeypatch):
+    """A fake key in GEMINI_API_KEY, no GOOGLE_API_KEY, and loopback outside any proxy."""
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    monkeypatch.setenv("GEMINI_API_KEY", API_KEY)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    return API_KEY
+
+
+def gemini_yaml(tmp_path: Path, root: Path, url: str, split: str = "all", name: str = "gem", **options) -> Path:
+    """A polyp config with one gemini model ``name`` pointed at ``url``."""
+    import json
+
+    opts = {"base_url": url, "target": "polyp", "backoff_s": 0.01, "max_in_flight": 8, "max_side": 256, **options}
+    models_yaml = f"  - name: {name}\n    kind: gemini\n    options: {json.dumps(opts)}\n"
+    path = write_config(tmp_path / f"{name}.yaml", "polyp", "kvasir-seg", root, models_yaml)
+    path.write_text(path.read_text().replace("split: all", f"split: {split}"))
+    return path
+
+
+def api_rows(st, model: str = "gem"):
+    """Prediction rows of one model with their Dice and parsed meta."""
+    import json
+
+    df = st.query("SELECT p.sample_id, p.status, p.reason, p.meta, c.dice FROM predictions p LEFT JOIN scores c"
+                  " USING (task, sample_id, model) WHERE p.model = ? ORDER BY sample_id", (model,))
+    df["meta"] = df["meta"].map(json.loads)
+    return df

@@ -3,11 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from test_curate import seeded_store
 
 from omniseg import report
 from omniseg.curate import curate
-
-from test_curate import seeded_store
 
 
 def test_summary_matches_a_hand_computation(store_path, tmp_path):
@@ -47,13 +46,13 @@ def test_full_report_folder_is_complete_consistent_and_deterministic(tmp_path, m
     import hashlib
     import json
 
+    from conftest import OTSU, make_kvasir, write_config
+
     from omniseg import config
     from omniseg.models.specialist import NetSpec, build_net, save_checkpoint
     from omniseg.runner import run
     from omniseg.store import Store
     from omniseg.testing.fake_gemini import FakeGemini
-
-    from conftest import OTSU, make_kvasir, write_config
 
     monkeypatch.setenv("GEMINI_API_KEY", "omniseg-report-test-key-not-real")
     torch.manual_seed(0)
@@ -86,9 +85,9 @@ def test_full_report_folder_is_complete_consistent_and_deterministic(tmp_path, m
     m = json.loads(paths["manifest"].read_text())
     t = m["tasks"]["polyp"]
     assert m["omniseg_version"] and m["packages"]["numpy"]
-    assert t["models"]["gem"]["signature"]["prompt_text"].startswith("Give the segmentation masks")
+    assert t["models"]["gem"]["signature"]["prompt_text"].startswith("Outline each {target}")
     assert len(t["models"]["unet"]["signature"]["checkpoint_sha256"]) == 64
-    assert t["reported_model_versions"]["gem"] == {"gemini-2.5-flash-fake-001": 12}
+    assert t["reported_model_versions"]["gem"] == {"gemini-3.5-flash": 12}
     assert t["api"]["gem"]["answered"] == 12 and t["api"]["gem"]["cost_usd"] > 0
     assert t["runs"][0]["split_fingerprint"] and t["configs"]
     md = paths["markdown"].read_text()

@@ -106,3 +106,14 @@ def test_empty_split_is_a_clear_error(polyp_config, store_path, tmp_path):
     cfg = config.load(polyp_config)
     with Store(store_path) as st, pytest.raises(OmnisegError, match="no samples in split"):
         run(cfg, st, progress=False, split="test", data_root=make_kvasir(tmp_path / "one", n=0))
+
+
+def test_models_marked_default_false_run_only_when_named(tmp_path, store_path):
+    root = make_kvasir(tmp_path / "k", n=3)
+    extra = "  - name: dark\n    kind: otsu\n    default: false\n    options: {foreground: dark}\n"
+    cfg = config.load(write_config(tmp_path / "c.yaml", "polyp", "kvasir-seg", root, OTSU + extra))
+    with Store(store_path) as st:
+        run(cfg, st, progress=False)
+        assert set(rows(st, "polyp")["model"]) == {"otsu"}
+        run(cfg, st, progress=False, model_names=["dark"])
+        assert sorted(set(rows(st, "polyp")["model"])) == ["dark", "otsu"]

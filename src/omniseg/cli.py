@@ -58,6 +58,16 @@ def friendly(fn):
     return wrapper
 
 
+def _existing_store(store: Optional[Path]):
+    """The store at the given (or default) path; an error naming the path when there is none."""
+    from .store import Store
+
+    path = _store_path(store)
+    if not path.is_file():
+        raise OmnisegError(f"{path}: no store there; run `omniseg run --task <task>` first, or pass --store")
+    return Store(path)
+
+
 def _split_names(values: Optional[list[str]]) -> Optional[list[str]]:
     if not values:
         return None
@@ -106,12 +116,19 @@ def run(
         api = st.query("SELECT model, SUM(outcome = 'answered') AS answered, SUM(outcome = 'error') AS errors,"
                        " SUM(outcome = 'cache_hit') AS cached, SUM(cost_usd) AS cost FROM api_calls"
                        " WHERE run_id = ? GROUP BY model", (s.run_id,))
+        versions = st.query("SELECT c.model, c.model_version, COUNT(*) n, json_extract(m.signature, '$.options.model')"
+                            " AS asked FROM api_calls c JOIN models m ON m.task = c.task AND m.model = c.model"
+                            " WHERE c.run_id = ? AND c.model_version IS NOT NULL GROUP BY 1, 2", (s.run_id,))
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(s.statuses.items())) or "nothing new"
     typer.echo(f"{s.task} [{s.split}]: {s.samples} samples x {s.pairs // max(s.samples, 1)} models = {s.pairs} pairs; "
                f"{s.skipped} already done; this run: {statuses} ({s.seconds:.1f}s). Store: {_store_path(store)}")
     for r in api.itertuples():
         typer.echo(f"  {r.model}: {int(r.answered)} API answers, {int(r.errors)} errors retried or final, "
-                   f"{int(r.cached)} from the cache; cost {r.cost:.4f} USD")
+                   f"{int(r.cached)} from the archive; cost {r.cost:.4f} USD")
+    for r in versions.itertuples():
+        if r.asked and not str(r.model_version).startswith(r.asked):
+            typer.secho(f"warning: {r.model} asked for {r.asked} but {r.n} answer(s) came from {r.model_version}: "
+                        "the API routes a retired model to another one (docs/omnimodels.md)", fg="yellow", err=True)
 
 
 @app.command()
@@ -257,6 +274,8 @@ def list_plugins() -> None:
     typer.echo("datasets:    " + ", ".join(datasets.names()))
     typer.echo("model kinds: " + ", ".join(models.names()))
 
+
+from . import cli_api  # noqa: E402,F401  (registers redecode, probe and models on app)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -35,6 +35,7 @@ class ModelConfig(_Strict):
     name: str = Field(description="unique name of this model in the task; used in the store and reports")
     kind: str = Field(description="registered model kind, e.g. otsu, frangi, human, unet, gemini")
     options: dict[str, Any] = Field(default_factory=dict, description="options of the kind, validated by it")
+    default: bool = Field(True, description="run it when --models is not given (false: only when named)")
 
     @field_validator("name")
     @classmethod

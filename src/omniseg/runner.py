@@ -50,7 +50,7 @@ def open_dataset(cfg: TaskConfig, data_root: str | Path | None = None) -> datase
 
 
 def select_models(cfg: TaskConfig, names: list[str] | None) -> list[Segmenter]:
-    chosen = [cfg.model(n) for n in names] if names else list(cfg.models)
+    chosen = [cfg.model(n) for n in names] if names else [m for m in cfg.models if m.default]
     return [models.build(m) for m in chosen]
 
 
@@ -68,7 +68,7 @@ def _check_signatures(store: Store, task: str, segs: list[Segmenter], force: boo
         store.set_model(task, m.name, m.kind, m.signature(), m.signature_hash())
 
 
-def _score(cfg: TaskConfig, sample, pred: Prediction) -> tuple[Prediction, dict | None]:
+def score_prediction(cfg: TaskConfig, sample, pred: Prediction) -> tuple[Prediction, dict | None]:
     """Scores of a prediction; failures are scored as empty predictions, never dropped."""
     if pred.status == "unavailable":
         return pred, None
@@ -200,7 +200,7 @@ def _write(cfg, store, run_id, results, summary) -> None:
         if sample is None:  # the sample could not be read: a row without a score
             store.record(run_id, cfg.task, sample_id, model, status=pred.status, reason=pred.reason)
         else:
-            pred, scores = _score(cfg, sample, pred)
+            pred, scores = score_prediction(cfg, sample, pred)
             store.record(run_id, cfg.task, sample_id, model, status=pred.status, reason=pred.reason,
                          mask=pred.mask if pred.status == "ok" else None, prob=pred.prob, scores=scores,
                          elapsed_s=pred.meta.pop("elapsed_s", each), meta=pred.meta, calls=pred.calls)

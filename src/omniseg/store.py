@@ -182,6 +182,20 @@ class Store:
         os.replace(tmp, dest)
         return rel.as_posix()
 
+    def _write_mask(self, task: str, model: str, sample_id: str, mask: np.ndarray) -> str:
+        return self._write_atomic(
+            self.mask_file(task, model, sample_id),
+            lambda p: Image.fromarray(mask.astype(bool)).save(p, format="PNG", compress_level=1),
+        )
+
+    def _put_scores(self, task: str, sample_id: str, model: str, scores: dict | None) -> None:
+        self.db.execute("DELETE FROM scores WHERE task=? AND sample_id=? AND model=?", (task, sample_id, model))
+        if scores is not None:
+            self.db.execute(
+                f"INSERT INTO scores VALUES (?,?,?,{','.join('?' * len(SCORE_COLUMNS))})",
+                (task, sample_id, model, *[scores.get(c) for c in SCORE_COLUMNS]),
+            )
+
     def record(self, run_id: int, task: str, sample_id: str, model: str, *, status: str, reason: str = "",
                mask: np.ndarray | None = None, prob: np.ndarray | None = None, scores: dict | None = None,
                elapsed_s: float | None = None, meta: dict | None = None, calls: list[dict] | None = None) -> None:
@@ -190,10 +204,7 @@ class Store:
         h = w = None
         if mask is not None:
             h, w = mask.shape
-            mask_path = self._write_atomic(
-                self.mask_file(task, model, sample_id),
-                lambda p: Image.fromarray(mask.astype(bool)).save(p, format="PNG", compress_level=1),
-            )
+            mask_path = self._write_mask(task, model, sample_id, mask)
         if prob is not None:
             q = np.clip(np.rint(prob * 255), 0, 255).astype(np.uint8)  # 8-bit: 1/255 steps are plenty
             prob_path = self._write_atomic(
@@ -206,13 +217,24 @@ class Store:
                 (task, sample_id, model, run_id, status, reason, mask_path, prob_path, h, w, elapsed_s, time.time(),
                  json.dumps(meta or {}, sort_keys=True, default=str)),
             )
-            self.db.execute("DELETE FROM scores WHERE task=? AND sample_id=? AND model=?", (task, sample_id, model))
-            if scores is not None:
-                self.db.execute(
-                    f"INSERT INTO scores VALUES (?,?,?,{','.join('?' * len(SCORE_COLUMNS))})",
-                    (task, sample_id, model, *[scores.get(c) for c in SCORE_COLUMNS]),
-                )
+            self._put_scores(task, sample_id, model, scores)
             self.add_calls(run_id, task, sample_id, model, calls or [])
+
+    def rewrite(self, task: str, sample_id: str, model: str, *, status: str, reason: str, mask: np.ndarray | None,
+                scores: dict | None, meta: dict) -> None:
+        """Replace a pair's outcome after decoding its kept answer again (``omniseg redecode``).
+
+        The run, creation time, timing and API calls of the row stay: no new call was made.
+        """
+        mask_path = self._write_mask(task, model, sample_id, mask) if mask is not None else None
+        h, w = mask.shape if mask is not None else (None, None)
+        with self.transaction():
+            self.db.execute(
+                "UPDATE predictions SET status=?, reason=?, mask_path=?, height=?, width=?, meta=?"
+                " WHERE task=? AND sample_id=? AND model=?",
+                (status, reason, mask_path, h, w, json.dumps(meta, sort_keys=True, default=str), task, sample_id, model),
+            )
+            self._put_scores(task, sample_id, model, scores)
 
     def add_calls(self, run_id: int, task: str, sample_id: str, model: str, calls: list[dict]) -> None:
         """API calls behind one prediction (successes, retried errors and cache hits alike)."""

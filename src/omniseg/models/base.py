@@ -61,6 +61,9 @@ class Segmenter:
 
     #: samples per predict_batch call the model works best with (None: the run's --batch-size)
     preferred_batch: int | None = None
+    #: signature keys left out of the hash: they are recorded per row and can be brought up to date
+    #: without redoing the pair (e.g. an API model's decoder version, see `omniseg redecode`)
+    unhashed: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str, options: BaseModel | None = None):
         self.name = name
@@ -82,7 +85,8 @@ class Segmenter:
         return {"kind": self.kind, "version": self.version, "options": self.options.model_dump(mode="json")}
 
     def signature_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.signature(), sort_keys=True).encode()).hexdigest()[:16]
+        sig = {k: v for k, v in self.signature().items() if k not in self.unhashed}
+        return hashlib.sha256(json.dumps(sig, sort_keys=True).encode()).hexdigest()[:16]
 
     def predict(self, sample: Sample) -> Prediction:
         raise NotImplementedError

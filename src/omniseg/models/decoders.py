@@ -1,9 +1,8 @@
-"""Turn an omnimodel's answer into a boolean mask, robust to what models really return.
+"""Pieces that turn one answer form into a boolean mask: PNG crops, polygons, mask images.
 
-Pure functions. Each returns a :class:`Decoded` with a status from :data:`STATUSES`; the
-model records it, and any status but 'ok' is scored as an empty prediction (never dropped).
-Bump :data:`DECODER_VERSION` whenever a decoder would turn the same answer into another mask:
-it is part of the response-cache key and of the model's signature.
+Pure functions. :mod:`omniseg.models.answers` detects which form an answer takes and calls these;
+each returns a :class:`Decoded` with a status from :data:`STATUSES`. Any status but 'ok' is
+scored as an empty prediction (never dropped).
 """
 
 from __future__ import annotations
@@ -16,17 +15,18 @@ import re
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
-DECODER_VERSION = "1"
 THRESHOLD = 127  # the docs' text says 127 (their code used 128): grey > 127 is foreground
 
 STATUSES = {
     "ok": "a mask was decoded (an empty list is a valid empty prediction); notes say what was repaired",
     "unparseable": "no JSON could be read from the answer (prose, broken or truncated before any complete object)",
-    "invalid_answer": "JSON was read but no entry held a usable mask (no mask key, inverted boxes, bad PNGs)",
+    "invalid_answer": "the answer's form was recognised but no entry held a usable mask (boxes without masks, "
+                      "inverted boxes, bad PNGs, polygons under 3 points)",
+    "unknown_form": "JSON in none of the known answer forms; the reason quotes the answer's start",
     "unsupported_format": "the mask came as <seg_..> tokens, which have no public decoder",
-    "no_image": "an image answer was expected but the response held no image",
+    "no_image": "an image answer was expected but the response held no image (and no other usable form)",
     "aspect_mismatch": "the returned mask image has another aspect ratio than the input or the one requested",
 }
 
@@ -38,10 +38,11 @@ class Decoded:
     reason: str = ""
     notes: list[str] = field(default_factory=list)
     instances: int = 0
+    form: str = ""  # the answer form that was detected (omniseg.models.answers.FORMS)
 
     @classmethod
-    def fail(cls, status: str, reason: str, notes: list[str] | None = None) -> "Decoded":
-        return cls(None, status, reason, notes or [])
+    def fail(cls, status: str, reason: str, notes: list[str] | None = None, form: str = "") -> "Decoded":
+        return cls(None, status, reason, notes or [], form=form)
 
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)(?:```|$)", re.S)
@@ -92,20 +93,8 @@ def parse_json(text: str) -> tuple[object, list[str]]:
     return items, [f"truncated answer: kept {len(items)} complete object(s)"]
 
 
-def _entries(value: object) -> list:
-    """The list of entries, whether bare or wrapped ({"masks": [...]}, {"boxes": [...]}, one object)."""
-    if isinstance(value, list):
-        return value
-    if isinstance(value, dict):
-        for key in ("masks", "boxes", "segmentation_masks", "objects", "polygons", "results"):
-            if isinstance(value.get(key), list):
-                return value[key]
-        return [value]
-    return []
-
-
-def _box(entry: dict, h: int, w: int, notes: list[str]) -> tuple[int, int, int, int] | None:
-    box = entry.get("box_2d") or entry.get("box")
+def box_pixels(box: object, h: int, w: int, notes: list[str]) -> tuple[int, int, int, int] | None:
+    """``box_2d`` ([y0, x0, y1, x1] in 0..1000) as pixel bounds, or None (with a note) when unusable."""
     if not (isinstance(box, (list, tuple)) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
         notes.append("entry without a valid box_2d skipped")
         return None
@@ -124,84 +113,49 @@ def _box(entry: dict, h: int, w: int, notes: list[str]) -> tuple[int, int, int, 
     return py0, px0, py1, px1
 
 
-def decode_json_masks(text: str, h: int, w: int, threshold: int = THRESHOLD) -> Decoded:
-    """Gemini 2.5 native segmentation: ``[{"box_2d": [y0,x0,y1,x1], "mask": "data:image/png;base64,..."}]``."""
+def paste_crop(mask: np.ndarray, box: object, png: str, threshold: int, notes: list[str]) -> bool:
+    """Paste one PNG probability crop into ``mask`` at its box; False (with a note) when unusable."""
+    h, w = mask.shape
+    bounds = box_pixels(box, h, w, notes)
+    if bounds is None:
+        return False
+    y0, x0, y1, x1 = bounds
     try:
-        value, notes = parse_json(text)
-    except ValueError as e:
-        return Decoded.fail("unparseable", str(e))
-    entries = _entries(value)
-    if not entries:
-        return Decoded(np.zeros((h, w), bool), notes=notes + ["no objects found"])
-    mask = np.zeros((h, w), bool)
-    used = 0
-    for e in entries:
-        if not isinstance(e, dict):
-            notes.append("non-object entry skipped")
-            continue
-        m = e.get("mask")
-        if isinstance(m, str) and "<seg_" in m:
-            return Decoded.fail("unsupported_format", "mask given as <seg_..> tokens", notes)
-        if not isinstance(m, str) or not m:
-            notes.append("entry without a mask skipped")
-            continue
-        box = _box(e, h, w, notes)
-        if box is None:
-            continue
-        y0, x0, y1, x1 = box
-        try:
-            png = base64.b64decode(m.split(",", 1)[1] if m.startswith("data:") else m, validate=False)
-            crop = Image.open(io.BytesIO(png)).convert("L")
-        except (binascii.Error, OSError, ValueError, IndexError):
-            notes.append("undecodable mask PNG skipped")
-            continue
-        crop = crop.resize((x1 - x0, y1 - y0), Image.BILINEAR)  # the PNG's size is undocumented
-        mask[y0:y1, x0:x1] |= np.asarray(crop) > threshold
-        used += 1
-    if used == 0:
-        return Decoded.fail("invalid_answer", f"none of {len(entries)} entries held a usable mask", notes)
-    return Decoded(mask, notes=notes, instances=used)
+        data = base64.b64decode(png.split(",", 1)[1] if png.startswith("data:") else png, validate=False)
+        crop = Image.open(io.BytesIO(data)).convert("L")
+    except (binascii.Error, OSError, ValueError, IndexError):
+        notes.append("undecodable mask PNG skipped")
+        return False
+    crop = crop.resize((x1 - x0, y1 - y0), Image.BILINEAR)  # the PNG's size is undocumented
+    mask[y0:y1, x0:x1] |= np.asarray(crop) > threshold
+    return True
 
 
-def _points(entry: object) -> list | None:
-    if isinstance(entry, dict):
-        for key in ("points", "polygon", "vertices", "coordinates"):
-            if key in entry:
-                return entry[key]
-        return None
-    return entry if isinstance(entry, list) else None
+def is_point(p: object) -> bool:
+    return isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                                for v in p)
 
 
-def decode_polygons(text: str, h: int, w: int) -> Decoded:
-    """Polygons as ``[[x, y], ...]`` in 0..1000 (bare, as objects with "points", or under {"boxes": [...]})."""
-    try:
-        value, notes = parse_json(text)
-    except ValueError as e:
-        return Decoded.fail("unparseable", str(e))
-    entries = _entries(value)
-    if entries and all(isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(v, (int, float)) for v in p)
-                       for p in entries):
-        entries = [entries]  # one bare polygon
-    if not entries:
-        return Decoded(np.zeros((h, w), bool), notes=notes + ["no objects found"])
-    canvas = Image.new("1", (w, h), 0)
-    draw = ImageDraw.Draw(canvas)
-    used = 0
-    for e in entries:
-        pts = _points(e)
-        try:
-            xy = [(min(max(float(x), 0), 1000) / 1000 * w, min(max(float(y), 0), 1000) / 1000 * h) for x, y in pts]
-        except (TypeError, ValueError):
-            notes.append("entry without valid points skipped")
-            continue
-        if len(xy) < 3:
-            notes.append("polygon with fewer than 3 points skipped")
-            continue
-        draw.polygon(xy, fill=1)
-        used += 1
-    if used == 0:
-        return Decoded.fail("invalid_answer", f"none of {len(entries)} entries was a usable polygon", notes)
-    return Decoded(np.asarray(canvas, dtype=bool), notes=notes, instances=used)
+def draw_polygon(mask: np.ndarray, points: list, point_order: str, notes: list[str]) -> bool:
+    """Fill one polygon of 0..1000 points into ``mask``; False (with a note) when it has under 3 usable points.
+
+    A point at normalized x lies at x / 1000 * w in pixel-edge coordinates, i.e. at x / 1000 * w - 0.5
+    in pixel-index coordinates; a pixel is filled when its centre is inside the polygon.
+    """
+    from skimage.draw import polygon
+
+    if not isinstance(points, (list, tuple)) or not all(is_point(p) for p in points):
+        notes.append("entry without valid points skipped")
+        return False
+    if len(points) < 3:
+        notes.append("polygon with fewer than 3 points skipped")
+        return False
+    h, w = mask.shape
+    pts = np.clip(np.asarray(points, dtype=float), 0, 1000)
+    xs, ys = (pts[:, 0], pts[:, 1]) if point_order == "xy" else (pts[:, 1], pts[:, 0])
+    rr, cc = polygon(ys / 1000 * h - 0.5, xs / 1000 * w - 0.5, (h, w))
+    mask[rr, cc] = True
+    return True
 
 
 def decode_image_mask(data: bytes | None, h: int, w: int, requested_aspect: float | None = None,
@@ -211,20 +165,20 @@ def decode_image_mask(data: bytes | None, h: int, w: int, requested_aspect: floa
     The published output sizes miss their nominal ratios by up to 3% (5:4 is 1152x896), hence ``tolerance``.
     """
     if not data:
-        return Decoded.fail("no_image", "the response held no image")
+        return Decoded.fail("no_image", "the response held no image", form="image")
     try:
         img = Image.open(io.BytesIO(data)).convert("L")
     except OSError as e:
-        return Decoded.fail("no_image", f"the returned image cannot be read: {e}")
+        return Decoded.fail("no_image", f"the returned image cannot be read: {e}", form="image")
     aspect = img.width / img.height
     fits = [a for a in (w / h, requested_aspect) if a]
     if not any(abs(aspect / a - 1) <= tolerance for a in fits):
         return Decoded.fail("aspect_mismatch",
                             f"returned {img.width}x{img.height} (aspect {aspect:.3f}) for a {w}x{h} input"
-                            + (f" asked at aspect {requested_aspect:.3f}" if requested_aspect else ""))
+                            + (f" asked at aspect {requested_aspect:.3f}" if requested_aspect else ""), form="image")
     notes = [] if (img.width, img.height) == (w, h) else [f"resized from {img.width}x{img.height}"]
     grey = np.asarray(img.resize((w, h), Image.BILINEAR))
-    return Decoded(grey > threshold, notes=notes, instances=1)
+    return Decoded(grey > threshold, notes=notes, instances=1, form="image")
 
 
 #: aspect ratios an image-output model can return (output sizes are fixed per ratio)

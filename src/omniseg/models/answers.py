@@ -1,0 +1,167 @@
+"""Which form an omnimodel's answer takes, detected from the answer itself, and the mask it holds.
+
+A model's configured ``mode`` chooses the prompt and the generation settings; it does not decide
+how the answer is read, because models drift: Gemini 3.5 Flash answers the documented 2.5
+segmentation prompt with polygons under ``"mask"``, 2.5 Flash often answers with ``<seg_N>``
+tokens, a 2.5 model retired by Google is answered by a 3.x one. :func:`decode_answer` recognises
+every form in :data:`FORMS` and records the one it decoded (and the point order it assumed).
+
+Bump :data:`DECODER_VERSION` whenever the same answer would decode to another mask or status:
+each row records the version that decoded it, and ``omniseg redecode`` brings older rows up to
+date from the kept raw answers without an API call.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from .base import Prediction
+from .decoders import (
+    THRESHOLD,
+    Decoded,
+    decode_image_mask,
+    draw_polygon,
+    is_point,
+    parse_json,
+    paste_crop,
+)
+
+if TYPE_CHECKING:
+    from .api_types import Reply
+
+DECODER_VERSION = "2"
+
+FORMS = {
+    "png-crops": "entries with box_2d ([y0, x0, y1, x1], 0..1000) and a PNG probability crop under mask (Gemini 2.5)",
+    "polygon/<key>": "entries whose <key> (mask, points, polygon, vertices, ...) holds [[x, y], ...] in 0..1000 "
+                     "(Gemini 3.x, Robotics-ER: under mask for the documented prompt); bare, per entry or wrapped",
+    "polygon/bare": "a list of [x, y] points, or a list of such lists",
+    "seg-tokens": "<seg_N> mask tokens: no public decoder, never guessed (status unsupported_format)",
+    "image": "a mask picture in an image part (image-output models)",
+    "empty": "an empty list: the model found nothing (a valid empty prediction)",
+    "boxes": "boxes without masks (status invalid_answer)",
+    "prose": "no JSON at all (status unparseable)",
+    "unknown": "JSON in none of these forms (status unknown_form)",
+}
+
+#: keys under which an entry may hold its polygon, in the order they are looked for
+POLYGON_KEYS = ("mask", "points", "polygon", "polygons", "vertices", "coordinates", "contour", "outline")
+#: keys under which a list of entries may be wrapped ({"boxes": [...]} and the like)
+WRAPPERS = ("masks", "boxes", "segmentation_masks", "objects", "polygons", "results", "predictions", "detections",
+            "items")
+
+
+def head(text: str, n: int = 80) -> str:
+    """The first ``n`` characters of an answer, on one line, for reasons and the probe table."""
+    flat = " ".join(text.split())
+    return repr(flat[:n] + ("…" if len(flat) > n else ""))
+
+
+def _entries(value: object) -> list | None:
+    """The list of entries, whether bare, wrapped or a single object; None when no form applies."""
+    if isinstance(value, list):
+        return [value] if value and all(is_point(p) for p in value) else value
+    if isinstance(value, dict):
+        for key in WRAPPERS:
+            if isinstance(value.get(key), list):
+                return _entries(value[key])
+        return [value]
+    return None
+
+
+def _polygons(entry: object) -> tuple[str, list] | None:
+    """(form, [polygon, ...]) when the entry holds polygons."""
+    if isinstance(entry, list):
+        if entry and all(is_point(p) for p in entry):
+            return "polygon/bare", [entry]
+        if entry and all(isinstance(p, list) and p and all(is_point(q) for q in p) for p in entry):
+            return "polygon/bare", list(entry)
+        return None
+    if not isinstance(entry, dict):
+        return None
+    for key in POLYGON_KEYS:
+        v = entry.get(key)
+        if isinstance(v, list) and v:
+            if all(isinstance(p, list) and p and all(is_point(q) for q in p) for p in v):
+                return f"polygon/{key}", list(v)  # several rings under one key
+            return f"polygon/{key}", [v]
+    return None
+
+
+def decode_answer(text: str, image: bytes | None, h: int, w: int, *, threshold: int = THRESHOLD,
+                  point_order: str = "xy", expect_image: bool = False,
+                  requested_aspect: float | None = None) -> Decoded:
+    """Detect the answer's form and decode it into an ``h`` x ``w`` mask (or a failure status)."""
+    if image is not None:
+        return decode_image_mask(image, h, w, requested_aspect, threshold)
+    if "<seg_" in text:
+        return Decoded.fail("unsupported_format", f"mask given as <seg_..> tokens: {head(text)}", form="seg-tokens")
+    try:
+        value, notes = parse_json(text)
+    except ValueError as e:
+        if expect_image:
+            return Decoded.fail("no_image", f"the response held no image, and its text is no mask: {head(text)}",
+                                form="prose")
+        return Decoded.fail("unparseable", f"{e}: {head(text)}", form="prose")
+    entries = _entries(value)
+    if entries is None:
+        return Decoded.fail("unknown_form", f"JSON in no known answer form: {head(text)}", form="unknown")
+    if not entries:
+        return Decoded(np.zeros((h, w), bool), notes=notes + ["no objects found"], form="empty")
+    mask = np.zeros((h, w), bool)
+    forms: set[str] = set()
+    used = 0
+    for e in entries:
+        crop = e.get("mask") if isinstance(e, dict) else None
+        if isinstance(crop, str):
+            forms.add("png-crops")
+            used += paste_crop(mask, e.get("box_2d", e.get("box")), crop, threshold, notes)
+            continue
+        poly = _polygons(e)
+        if poly is not None:
+            forms.add(poly[0])
+            used += sum(draw_polygon(mask, p, point_order, notes) for p in poly[1])
+            continue
+        if isinstance(e, dict) and ("box_2d" in e or "box" in e):
+            forms.add("boxes")
+            notes.append("entry without a mask skipped")
+        else:
+            notes.append("entry in no known form skipped")
+    form = "+".join(sorted(forms)) or "unknown"
+    if used == 0:
+        if not forms:
+            return Decoded.fail("unknown_form", f"JSON in no known answer form: {head(text)}", notes, form=form)
+        what = "boxes without masks" if forms == {"boxes"} else f"none of {len(entries)} entries held a usable mask"
+        return Decoded.fail("invalid_answer", f"{what}: {head(text)}", notes, form=form)
+    return Decoded(mask, notes=notes, instances=used, form=form)
+
+
+def to_prediction(reply: "Reply", h: int, w: int, *, threshold: int = THRESHOLD, point_order: str = "xy",
+                  expect_image: bool = False, requested_aspect: float | None = None,
+                  redact: Callable[[str], str] = str) -> Prediction:
+    """A provider's reply as a prediction: blocks and empty candidates first, then the detected form.
+
+    ``meta`` records what the API and the decoder said (docs/outputs.md); ``meta["tokens"]`` is
+    the reply's usage, for the caller to book and remove.
+    """
+    meta: dict[str, Any] = {"model_version": reply.model_version, "response_id": reply.response_id,
+                            "finish_reason": reply.finish, "decoder_version": DECODER_VERSION, "tokens": reply.tokens}
+    if reply.blocked:
+        return Prediction.failed(reply.blocked, status="blocked", **meta)
+    if not reply.has_candidates:
+        return Prediction.failed("the response has no candidates", status="api_error", **meta)
+    if not reply.text and reply.image is None and reply.finish not in ("STOP", "MAX_TOKENS", ""):
+        return Prediction.failed(f"no answer: finish reason {reply.finish}", status="blocked", **meta)
+    d = decode_answer(reply.text, reply.image, h, w, threshold=threshold, point_order=point_order,
+                      expect_image=expect_image, requested_aspect=requested_aspect)
+    meta.update(answer_form=d.form, notes=d.notes, instances=d.instances,
+                answer_head=head(reply.text, 60) if reply.text else "")
+    if "polygon" in d.form:
+        meta["point_order"] = point_order
+    if reply.finish == "MAX_TOKENS":
+        meta["notes"] = d.notes + ["answer cut at the output-token cap"]
+    if d.status != "ok":
+        return Prediction(mask=None, status=d.status, reason=redact(d.reason), meta=meta)
+    return Prediction(mask=d.mask, reason="; ".join(d.notes), meta=meta)

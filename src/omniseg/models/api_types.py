@@ -1,0 +1,100 @@
+"""The pieces of the API layer a provider fills in: shared options, a read reply, a classified failure.
+
+Kept apart from the scheduling in :mod:`.remote` so that a provider module and the tests can use
+them without the event-loop machinery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..cache import FILE_NAME
+from . import decoders
+
+
+class Price(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    input_per_mtok: float = Field(0.30, ge=0, description="USD per million input tokens")
+    output_per_mtok: float = Field(2.50, ge=0, description="USD per million output tokens (thinking included)")
+
+
+class RemoteOptions(BaseModel):
+    """Options every API-backed model takes; a provider adds its own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    model: str = Field(description="model name sent to the API; the version the API reports is recorded per call")
+    base_url: str | None = Field(None, description="API endpoint; None is the provider's (tests point it at a local fake)")
+    mode: Literal["json-mask", "polygon", "image-mask"] | None = Field(
+        None, description="which prompt and generation settings to use (not how the answer is read: that is detected)")
+    target: str = Field("the target", description="what to segment, substituted for {target} in the prompt")
+    prompt: str = Field("default", description="name of the prompt variant to use")
+    prompts: dict[str, str] = Field(default_factory=dict, description="named prompt templates; 'default' is the mode's")
+    max_output_tokens: int = Field(8192, ge=1)
+    seed: int | None = 0
+    max_side: int | None = Field(1024, ge=64, description="downscale longer sides to this before sending (None: as is)")
+    max_in_flight: int = Field(16, ge=1, description="requests in flight at once")
+    rpm: float | None = Field(None, gt=0, description="client-side requests-per-minute limit (None: no limit)")
+    max_retries: int = Field(6, ge=0)
+    backoff_s: float = Field(1.0, gt=0, description="first retry delay; doubles each attempt (full jitter)")
+    backoff_max_s: float = Field(60.0, gt=0)
+    timeout_s: float = Field(120.0, gt=0, description="per-request timeout")
+    threshold: int = Field(decoders.THRESHOLD, ge=0, le=254, description="grey level above which a mask pixel is foreground")
+    point_order: Literal["xy", "yx"] = Field("xy", description="order of polygon points ([x, y] as Gemini 3.x answers)")
+    price: Price = Price()
+    cache: Path | None = Field(None, description=f"answer archive file; default {FILE_NAME} beside the store")
+
+    @model_validator(mode="after")
+    def _prompt_exists(self):
+        if self.prompt != "default" and self.prompt not in self.prompts:
+            raise ValueError(f"prompt {self.prompt!r} is not among the prompts given ({', '.join(self.prompts) or 'none'})")
+        return self
+
+
+@dataclass
+class Reply:
+    """A provider's answer, read into the pieces decoding needs."""
+
+    text: str = ""
+    image: bytes | None = None
+    finish: str = ""
+    blocked: str | None = None  # why the prompt or the answer was refused
+    has_candidates: bool = True
+    model_version: str | None = None
+    response_id: str | None = None
+    tokens: dict[str, int] = field(default_factory=lambda: {"prompt_tokens": 0, "output_tokens": 0, "thoughts_tokens": 0})
+
+
+@dataclass
+class Failure:
+    """One failed attempt, classified by the provider."""
+
+    code: int | None  # HTTP status, None for transport failures
+    text: str  # already redacted
+    retryable: bool
+    per_day: bool = False  # a daily quota: retrying cannot help today
+    delay: float | None = None  # the server's requested retry delay
+
+
+def redact(text: str, variables: tuple[str, ...]) -> str:
+    """``text`` with any configured API key (and anything shaped like a Google key) masked."""
+    for var in variables:
+        key = os.environ.get(var)
+        if key:
+            text = text.replace(key, "[redacted]")
+    return re.sub(r"AIza[0-9A-Za-z_\-]{10,}", "[redacted]", text)
+
+
+def transport_error(e: BaseException) -> bool:
+    """Timeouts, refused or dropped connections: worth retrying."""
+    if isinstance(e, (asyncio.TimeoutError, TimeoutError, ConnectionError)):
+        return True
+    return any(c.__name__ in ("TransportError", "TimeoutException", "NetworkError", "RemoteProtocolError",
+                              "ProtocolError", "ConnectError", "ReadError")
+               for c in type(e).__mro__)

@@ -1,0 +1,340 @@
+"""The API layer every remote omnimodel shares: what makes its calls trustworthy.
+
+Requests run concurrently on one event loop (a background thread, for the whole run) under a
+cap on requests in flight and a requests-per-minute limit; 408/429/5xx, timeouts and dropped
+connections are retried with exponential backoff and full jitter, honouring the server's delay;
+a per-day quota or the ``--max-cost`` budget stops the run cleanly. Every answer is kept in the
+answer archive (:mod:`omniseg.cache`) before it is decoded, so a rerun or ``omniseg redecode``
+never pays for it again. Every text that could carry the API key passes through :func:`redact`.
+
+A provider (:mod:`.gemini`) subclasses :class:`RemoteSegmenter` and only builds its request and
+reads its response into a :class:`Reply`; answer-form detection is the shared
+:func:`omniseg.models.answers.decode_answer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import io
+import math
+import os
+import random
+import threading
+import time
+from typing import Any, ClassVar
+
+import numpy as np
+from PIL import Image
+
+from ..cache import FILE_NAME, AnswerArchive, cache_key
+from ..datasets.base import Sample
+from ..errors import OmnisegError
+from . import answers, decoders
+from .api_types import Failure, Price, RemoteOptions, Reply, redact, transport_error  # noqa: F401 (re-exported)
+from .base import Prediction, Segmenter
+
+
+class RemoteSegmenter(Segmenter):
+    """Scheduling, retries, budget, archive and decoding for API-backed models."""
+
+    Options = RemoteOptions
+    key_variables: ClassVar[tuple[str, ...]] = ()
+    default_prompts: ClassVar[dict[str, str]] = {}
+    unhashed = ("decoder_version",)  # rows record it; `omniseg redecode` updates them
+
+    def __init__(self, name: str, options: RemoteOptions | None = None):
+        super().__init__(name, options)
+        o = self.options
+        self.preferred_batch = max(16, 2 * o.max_in_flight)  # the runner keeps one chunk submitted ahead
+        self._next_slot = 0.0
+        self.spent = 0.0  # USD on calls this run (actual plus reserved for calls in flight)
+        self._archive: AnswerArchive | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._client_obj = None
+        self._outstanding: set[concurrent.futures.Future] = set()
+
+    # -- provider hooks -----------------------------------------------------------------------
+    def _make_client(self, key: str | None):
+        raise NotImplementedError
+
+    async def _call(self, client, png: bytes, prompt: str, gen: dict) -> str:
+        """Send one request; the raw response body (JSON text)."""
+        raise NotImplementedError
+
+    async def _aclose(self, client) -> None:
+        pass
+
+    def _generation(self, sample: Sample) -> dict[str, Any]:
+        """The generation settings sent for a sample (part of the archive key)."""
+        raise NotImplementedError
+
+    def _read(self, raw: str) -> Reply:
+        raise NotImplementedError
+
+    def _failure(self, err: BaseException) -> Failure:
+        raise NotImplementedError
+
+    # -- identity -----------------------------------------------------------------------------
+    def template(self) -> str:
+        o = self.options
+        return o.prompts.get(o.prompt) or self.default_prompts[o.mode]
+
+    def signature(self) -> dict[str, Any]:
+        sig = super().signature()
+        for k in ("max_in_flight", "rpm", "max_retries", "backoff_s", "backoff_max_s", "timeout_s", "price", "cache", "base_url"):
+            sig["options"].pop(k, None)  # how and where it is called does not change the answer
+        sig["prompt_text"] = self.template()
+        sig["decoder_version"] = answers.DECODER_VERSION
+        return sig
+
+    def redact(self, text: str) -> str:
+        return redact(text, self.key_variables)
+
+    def api_key(self) -> str | None:
+        return next((os.environ[v] for v in self.key_variables if os.environ.get(v)), None)
+
+    @property
+    def archive(self) -> AnswerArchive:
+        if self._archive is None:
+            self._archive = AnswerArchive(self.options.cache or self.context.store_root / FILE_NAME)
+        return self._archive
+
+    # -- request pieces -----------------------------------------------------------------------
+    def _sent_image(self, image: np.ndarray) -> np.ndarray:
+        """The pixels that are sent: the image, its longer side capped at ``max_side``."""
+        m = self.options.max_side
+        h, w = image.shape[:2]
+        if m and max(h, w) > m:
+            s = m / max(h, w)
+            img = Image.fromarray(image).resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR)
+            return np.asarray(img)
+        return image
+
+    @staticmethod
+    def _png(pixels: np.ndarray) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format="PNG")  # lossless: the model sees exactly the keyed pixels
+        return buf.getvalue()
+
+    def _prompt(self) -> str:
+        return self.template().format(target=self.options.target)
+
+    def _request(self, sample: Sample, prompt: str) -> tuple[np.ndarray, dict, str]:
+        """What is sent for a sample (pixels, generation settings) and its archive key."""
+        pixels, gen = self._sent_image(sample.image), self._generation(sample)
+        return pixels, gen, self._key(pixels, prompt, gen)
+
+    def _key(self, pixels: np.ndarray, prompt: str, gen: dict) -> str:
+        """Content key of the answer: the sent pixels (hashed with their shape) stand for the image bytes."""
+        o = self.options
+        image = hashlib.sha256(str(pixels.shape).encode() + np.ascontiguousarray(pixels).tobytes()).hexdigest()
+        return cache_key(model=o.model, api_version=getattr(o, "api_version", None), mode=o.mode, prompt=prompt,
+                         image=image, generation=gen)
+
+    @staticmethod
+    def _est_input_tokens(png_size: tuple[int, int], prompt: str) -> int:
+        w, h = png_size
+        tiles = 1 if max(w, h) <= 384 else math.ceil(w / 768) * math.ceil(h / 768)
+        return 258 * tiles + len(prompt) // 3 + 16
+
+    def _typical_output_tokens(self) -> int:
+        return 1290 if self.options.mode == "image-mask" else min(self.options.max_output_tokens, 1000)
+
+    def _cost(self, prompt_tokens: int, output_tokens: int) -> float:
+        p = self.options.price
+        return (prompt_tokens * p.input_per_mtok + output_tokens * p.output_per_mtok) / 1e6
+
+    def _worst_cost(self, size: tuple[int, int], prompt: str) -> float:
+        return self._cost(int(self._est_input_tokens(size, prompt) * 1.5), self.options.max_output_tokens)
+
+    def estimate(self, samples: list[Sample]) -> dict[str, Any]:
+        calls = cached = 0
+        cost = 0.0
+        prompt = self._prompt()
+        for s in samples:
+            pixels, _, key = self._request(s, prompt)
+            if not self.context.refresh and self.archive.get(key) is not None:
+                cached += 1
+                continue
+            calls += 1
+            size = (pixels.shape[1], pixels.shape[0])
+            cost += self._cost(self._est_input_tokens(size, prompt), self._typical_output_tokens())
+        return {"calls": calls, "cached": cached, "cost_usd": cost}
+
+    # -- running ------------------------------------------------------------------------------
+    # One event loop in a background thread serves the whole run, so that the cap on requests in
+    # flight stays filled across the runner's chunks (it submits chunk k+1 before collecting chunk k).
+    def submit(self, samples: list[Sample]) -> list[concurrent.futures.Future]:
+        loop = self._event_loop()
+        prompt = self._prompt()
+        futures = []
+        for s in samples:
+            pixels, gen, key = self._request(s, prompt)
+            hit = None if self.context.refresh else self.archive.get(key)
+            if hit is not None:  # answered from the archive here, without touching the event loop
+                f: concurrent.futures.Future = concurrent.futures.Future()
+                f.set_result(self._from_archive(hit, key, s))
+                futures.append(f)
+                continue
+            png = self._png(pixels)  # CPU work: on this thread, not on the event loop
+            size = (pixels.shape[1], pixels.shape[0])
+            futures.append(asyncio.run_coroutine_threadsafe(self._one(s, png, size, gen, prompt, key), loop))
+        self._outstanding.update(futures)
+        return futures
+
+    def collect(self, handle: list[concurrent.futures.Future]) -> list[Prediction]:
+        try:
+            return [f.result() for f in handle]
+        finally:
+            self._outstanding.difference_update(handle)
+
+    def predict_batch(self, samples: list[Sample]) -> list[Prediction]:
+        return self.collect(self.submit(samples))
+
+    def predict(self, sample: Sample) -> Prediction:
+        return self.predict_batch([sample])[0]
+
+    def redecode(self, raw: str, sample: Sample) -> Prediction:
+        """A kept raw answer decoded again with today's decoders (no API call)."""
+        h, w = sample.image.shape[:2]
+        return self._decode_raw(raw, h, w, self._generation(sample))
+
+    def _from_archive(self, raw: str, key: str, sample: Sample) -> Prediction:
+        pred = self.redecode(raw, sample)
+        pred.meta.update(cache_hit=True, cache_key=key)
+        version = pred.meta.get("model_version")
+        pred.calls = [{"attempt": 0, "outcome": "cache_hit", "http_status": None, "latency_s": 0.0, "cost_usd": 0.0,
+                       "cache_key": key, "model_version": version, **pred.meta.pop("tokens", {})}]
+        return pred
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(target=self._loop.run_forever, name=f"api-{self.name}", daemon=True)
+            self._thread.start()
+            self._sem = asyncio.Semaphore(self.options.max_in_flight)
+        return self._loop
+
+    def _client(self):
+        """The SDK client, made on first need (a run answered from the archive needs no key)."""
+        if self._client_obj is None:
+            key = self.api_key()
+            if self.key_variables and not key:
+                raise OmnisegError(f"model {self.name!r} needs an API key: set {' or '.join(self.key_variables)}")
+            self._client_obj = self._make_client(key)
+        return self._client_obj
+
+    def close(self) -> None:
+        if self._outstanding:  # let calls in flight land in the archive (a stopped run), but do not wait long
+            concurrent.futures.wait(list(self._outstanding), timeout=self.options.timeout_s)
+            self._outstanding.clear()
+        if self._loop is not None:
+            client, self._client_obj = self._client_obj, None
+
+            async def shutdown() -> None:  # cancel what is left and let it unwind: no task dies pending
+                tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                if client is not None:
+                    await self._aclose(client)
+
+            try:
+                asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=10)
+            except (concurrent.futures.TimeoutError, RuntimeError):
+                pass
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            self._loop.close()
+            self._loop = None
+        if self._archive is not None:
+            self._archive.close()
+            self._archive = None
+
+    async def _rate_slot(self) -> None:
+        if not self.options.rpm:
+            return
+        now = time.monotonic()
+        slot = max(now, self._next_slot)
+        self._next_slot = slot + 60.0 / self.options.rpm
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+    async def _one(self, sample: Sample, png: bytes, size: tuple[int, int], gen: dict, prompt: str,
+                   key: str) -> Prediction:
+        o = self.options
+        h, w = sample.image.shape[:2]
+        worst = self._worst_cost(size, prompt)
+        client = self._client()
+        calls: list[dict] = []
+
+        def stopped() -> Prediction:
+            pred = Prediction.failed(self.stop_reason, status="skipped")
+            pred.calls = calls
+            return pred
+
+        for attempt in range(1, o.max_retries + 2):
+            await self._rate_slot()
+            async with self._sem:
+                if self.stop_reason:  # another request hit the daily quota or the budget meanwhile
+                    return stopped()
+                # The budget holds the worst case of every call in flight until it settles.
+                if self.context.max_cost is not None and self.spent + worst > self.context.max_cost:
+                    self.stop_reason = (f"stopped before exceeding --max-cost {self.context.max_cost:.4f} USD "
+                                        f"(spent {self.spent:.4f}); rerun with a larger budget to continue")
+                    return stopped()
+                self.spent += worst
+                t0 = time.monotonic()
+                try:
+                    raw = await asyncio.wait_for(self._call(client, png, prompt, gen), timeout=o.timeout_s)
+                    err = None
+                except Exception as e:  # API errors, timeouts, transport failures, anything unexpected
+                    raw, err = None, e
+                latency = time.monotonic() - t0
+                self.spent -= worst
+            if err is None:
+                break
+            fail = self._failure(err)
+            calls.append({"attempt": attempt, "outcome": "error", "http_status": fail.code, "latency_s": latency,
+                          "cost_usd": 0.0, "cache_key": key, "error": fail.text[:300]})
+            if fail.per_day:
+                self.stop_reason = ("the daily request quota is used up (it resets at midnight Pacific); "
+                                    "rerun the same command then to continue")
+                return stopped()
+            if not fail.retryable or attempt > o.max_retries:
+                pred = Prediction.failed(f"{fail.text} (after {attempt} attempt(s))", status="api_error")
+                pred.calls = calls
+                return pred
+            backoff = random.uniform(0, min(o.backoff_max_s, o.backoff_s * 2 ** (attempt - 1)))
+            await asyncio.sleep(max(backoff, fail.delay or 0.0))
+        pred = self._decode_raw(raw, h, w, gen)
+        tok = pred.meta.pop("tokens", {})
+        cost = self._cost(tok.get("prompt_tokens", 0), tok.get("output_tokens", 0) + tok.get("thoughts_tokens", 0))
+        self.spent += cost
+        calls.append({"attempt": attempt, "outcome": "answered", "http_status": 200, "latency_s": latency,
+                      "cost_usd": cost, "cache_key": key, "model_version": pred.meta.get("model_version"), **tok})
+        # kept before the row that uses it is written: decoded or not, it is never paid for twice
+        self.archive.put(key, o.model, pred.meta.get("model_version"), raw)
+        pred.calls = calls
+        pred.meta.update(cache_hit=False, cache_key=key, attempts=len(calls),
+                         elapsed_s=sum(c["latency_s"] for c in calls))
+        return pred
+
+    def _decode_raw(self, raw: str, h: int, w: int, gen: dict) -> Prediction:
+        try:
+            reply = self._read(raw)
+        except Exception as e:  # a body shaped like nothing the provider knows: a row, never a crash
+            pred = Prediction.failed(self.redact(f"cannot read the response: {type(e).__name__}: {e}"),
+                                     status="invalid_answer", decoder_version=answers.DECODER_VERSION)
+            return pred
+        return self._decode(reply, h, w, gen)
+
+    def _decode(self, reply: Reply, h: int, w: int, gen: dict) -> Prediction:
+        o = self.options
+        return answers.to_prediction(reply, h, w, threshold=o.threshold, point_order=o.point_order,
+                                     expect_image=o.mode == "image-mask",
+                                     requested_aspect=decoders.ASPECT_RATIOS.get(gen.get("aspect_ratio", "")),
+                                     redact=self.redact)
