@@ -9,13 +9,15 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from omniseg.cli import app
 
-from conftest import OTSU, make_kvasir, write_config
+from conftest import OTSU, REPO, make_kvasir, write_config
 
 runner = CliRunner()
 
@@ -68,7 +70,11 @@ def test_unknown_task_model_and_config_key(tmp_path, polyp_config, store_path, m
 
 def test_curate_before_any_run_and_by_unknown_model(tmp_path, polyp_config, store_path):
     r = invoke("curate", "--store", store_path)
-    assert r.exit_code == 2 and "has no results yet" in r.output
+    assert r.exit_code == 2 and f"{store_path}: no store there" in r.output
+    assert not store_path.parent.exists()  # defect 7: a mistyped --store created folders and a database
+    r = invoke("report", "--store", store_path, "--out", tmp_path / "rep")
+    assert r.exit_code == 2 and f"{store_path}: no store there" in r.output
+    assert not store_path.parent.exists() and not (tmp_path / "rep").exists()
     invoke("run", "--config", polyp_config, "--store", store_path, "-q")
     r = invoke("curate", "--by", "unet", "--store", store_path)
     assert r.exit_code == 2 and "no scores of model 'unet'" in r.output and "models with scores: otsu" in r.output
@@ -122,3 +128,69 @@ def test_sigkill_part_way_then_rerun_gives_every_pair_once(tmp_path):
     assert len(pairs) == 2 * n and all(c == 1 for *_, c in pairs)
     assert scored == 2 * n
     assert statuses == ["running", "finished"]  # the killed run is visible as never finished
+
+
+def test_quiet_wrong_answers_are_now_errors_or_warnings(tmp_path, polyp_config, store_path):
+    """Hardening defect 10: each of these used to exit 0 or be ignored without a word."""
+    invoke("run", "--config", polyp_config, "--store", store_path, "-q")
+    r = invoke("report", "--task", "polp", "--store", store_path, "--out", tmp_path / "rep")
+    assert r.exit_code == 2 and "unknown task 'polp'" in r.output and "did you mean 'polyp'" in r.output
+    assert not (tmp_path / "rep").exists()
+    r = invoke("run", "--config", polyp_config, "--store", store_path, "--models", ",")
+    assert r.exit_code == 2 and "names no model" in r.output
+    empty = tmp_path / "empty"
+    (empty / "images").mkdir(parents=True)
+    (empty / "masks").mkdir()
+    r = invoke("data", "verify", "--config", polyp_config, "--data-root", empty, "-q")
+    assert r.exit_code == 1 and "no samples found" in r.output
+    r = invoke("train", "--config", polyp_config, "--max-minutes", "0", "--out", tmp_path / "u.pt", "-q")
+    assert r.exit_code == 2 and "--max-minutes" in r.output and "greater than 0" in r.output
+
+
+def test_upper_case_suffixes_and_masks_that_are_not_black_and_white(tmp_path, store_path):
+    """Hardening defect 10: .JPG files were ignored, and an RGB or grey-127 mask became an empty
+    reference without a word; now found, and warned about by `data verify` and `run`."""
+    root = make_kvasir(tmp_path / "k", n=4)
+    for folder in ("images", "masks"):
+        (root / folder / "case000.jpg").rename(root / folder / "case000.JPG")
+    m = np.zeros((64, 80), np.uint8)
+    m[10:40, 20:60] = 127  # a grey object: binarized at 128, it vanishes
+    Image.fromarray(m).save(root / "masks" / "case001.jpg", quality=100)
+    rgb = np.zeros((64, 80, 3), np.uint8)
+    rgb[10:40, 20:60] = (200, 0, 0)  # a red object: grey level 60
+    Image.fromarray(rgb).save(root / "masks" / "case002.jpg", quality=100)
+    cfg = write_config(tmp_path / "c.yaml", "polyp", "kvasir-seg", root, OTSU)
+    r = invoke("data", "verify", "--config", cfg, "-q")
+    assert r.exit_code == 0, r.output
+    assert "4 samples, 0 with problems, 2 warnings" in r.output
+    assert "case001: warning: mask case001.jpg is not black-and-white" in r.output
+    assert "case002: warning: mask case002.jpg is in colour" in r.output
+    r = invoke("run", "--config", cfg, "--store", store_path, "-q")
+    assert r.exit_code == 0 and "4 samples" in r.output
+    assert "warning: 2 reference mask(s) read with a warning" in r.output and "data verify" in r.output
+
+
+def test_version_names_the_release_and_the_commit():
+    from omniseg import __version__
+
+    r = invoke("--version")
+    assert r.exit_code == 0 and r.output.startswith(f"omniseg {__version__}")
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    if commit:  # a git checkout: the commit is named, as in the manifest
+        assert f"(git {commit}" in r.output
+
+
+def test_progress_in_a_log_file_is_whole_lines(tmp_path):
+    """Hardening defect 14: written to a file, tqdm's carriage-return updates became one line per refresh."""
+    root = make_kvasir(tmp_path / "k", n=30)
+    cfg = write_config(tmp_path / "c.yaml", "polyp", "kvasir-seg", root, OTSU)
+    log = tmp_path / "log.txt"
+    with open(log, "w") as f:
+        done = subprocess.run([sys.executable, "-m", "omniseg.cli", "run", "--config", str(cfg), "--store",
+                               str(tmp_path / "s.sqlite"), "--batch-size", "4"], stderr=f, stdout=subprocess.PIPE,
+                              text=True, timeout=120)
+    assert done.returncode == 0
+    text = log.read_text()
+    assert "\r" not in text and text.endswith("\n")
+    lines = [ln for ln in text.splitlines() if ln.startswith("polyp [all]")]
+    assert 1 <= len(lines) <= 4 and "30/30" in lines[-1]  # the first line, maybe one every 10 s, the last

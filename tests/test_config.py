@@ -81,3 +81,19 @@ def test_model_lookup_by_name(polyp_config):
     assert cfg.model("otsu").kind == "otsu"
     with pytest.raises(ConfigError, match=r"unknown model 'otsuu'.*did you mean 'otsu'"):
         cfg.model("otsuu")
+
+
+def test_a_config_that_is_not_utf8_is_one_message(tmp_path):
+    """Hardening defect 9: a UnicodeDecodeError traceback."""
+    p = tmp_path / "latin1.yaml"
+    p.write_bytes("task: polyp\ndescription: p\xf3lipos\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.yaml: not UTF-8 text \(byte 26: .*save it as UTF-8"):
+        config.load(p)
+
+
+def test_a_misspelt_device_is_refused_on_load(tmp_path):
+    """Hardening defect 9: `device: gpu0` reached torch as a RuntimeError traceback."""
+    models = "  - name: unet\n    kind: unet\n    options: {checkpoint: x.pt, device: gpu0}\n"
+    p = write_config(tmp_path / "c.yaml", "polyp", "kvasir-seg", tmp_path, models)
+    with pytest.raises(ConfigError, match=r"c.yaml: key 'models.0.options.device': String should match pattern"):
+        config.load(p)

@@ -41,7 +41,40 @@ def test_too_few_cases_never_overlap(store_path):
 
 def test_only_the_chosen_split_is_ranked(store_path):
     st = seeded_store(store_path, {"a": 0.2, "b": 0.8})
+    assert curate(st, "t", 1)["split"] == "test"  # only test cases were scored
     st.add_samples("t", [("z", "train", None, {})])
     st.record(1, "t", "z", "ref", status="ok", scores={"dice": 1.0, "iou": 1.0})
-    assert [r["sample_id"] for r in curate(st, "t", 1)["easiest"]] == ["b"]
-    assert [r["sample_id"] for r in curate(st, "t", 1, split="all")["easiest"]] == ["z"]
+    assert [r["sample_id"] for r in curate(st, "t", 1, split="test")["easiest"]] == ["b"]
+
+
+def test_default_split_is_what_was_scored_and_config_keys_are_read(store_path):
+    """Defect 8: `run --split all` then curate took the config's split; curation.extremes/metric were ignored."""
+    st = seeded_store(store_path, {"a": 0.2, "b": 0.8, "c": 0.5, "d": 0.1})
+    st.add_samples("t", [("z", "train", None, {}), ("y", "train", None, {})])
+    for sid, v in (("z", 1.0), ("y", 0.05)):
+        st.record(1, "t", sid, "ref", status="ok", scores={"dice": v, "iou": 1 - v})
+    lists = curate(st, "t")  # the recorded config says split test: the scores say train and test
+    assert lists["split"] == "all" and [r["sample_id"] for r in lists["easiest"]][:1] == ["z"]
+    assert len(lists["easiest"]) == 3  # default 50, capped at half of the 6 cases
+    cfg = {"split": "test", "curation": {"reference": "ref", "extremes": 2, "metric": "iou"}, "models": [{"name": "ref"}]}
+    st.start_run("t", "all", ["ref"], cfg, "h2", None)
+    lists = curate(st, "t")
+    assert len(lists["easiest"]) == 2 and lists["easiest"][0]["metric"] == "iou"
+    assert lists["easiest"][0]["sample_id"] == "y"  # iou 0.95
+    assert len(curate(st, "t", 1, metric="dice")["easiest"]) == 1  # flags win over the config
+
+
+def test_one_scored_case_is_an_error_and_keeps_the_stored_subsets(store_path):
+    """Defect 4: an IndexError traceback, and the stored subsets were deleted."""
+    import pytest
+
+    from omniseg.errors import OmnisegError
+
+    st = seeded_store(store_path, {"a": 0.2, "b": 0.8, "c": 0.4, "d": 0.6})
+    curate(st, "t", 1)
+    before = st.query("SELECT * FROM subsets").values.tolist()
+    st.delete_model("t", "ref")
+    st.record(1, "t", "a", "ref", status="ok", scores={"dice": 0.3, "iou": 0.2})
+    with pytest.raises(OmnisegError, match="only 1 scored case .* at least 2 are needed .* unchanged"):
+        curate(st, "t", 1)
+    assert st.query("SELECT * FROM subsets").values.tolist() == before

@@ -92,3 +92,32 @@ def test_full_report_folder_is_complete_consistent_and_deterministic(tmp_path, m
     assert t["runs"][0]["split_fingerprint"] and t["configs"]
     md = paths["markdown"].read_text()
     assert "![polyp routing](figures/polyp_routing.png)" in md and "Wilcoxon" in md
+
+
+def test_report_for_a_model_whose_calls_all_failed(tmp_path, api_key):
+    """Hardening defect 1: `report` crashed (TypeError in manifest.py) when a Gemini model had only failed
+    calls (endpoint down, revoked key): no report.md, no manifest."""
+    import json
+    import socket
+
+    from typer.testing import CliRunner
+
+    from omniseg.cli import app
+
+    from conftest import gemini_yaml, make_kvasir
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    root = make_kvasir(tmp_path / "k", n=4)
+    cfg = gemini_yaml(tmp_path, root, dead, max_retries=1, timeout_s=5)
+    store = tmp_path / "s.sqlite"
+    r = CliRunner().invoke(app, ["run", "--config", str(cfg), "--store", str(store), "--limit", "2", "-q"])
+    assert r.exit_code == 0 and "api_error 2" in r.output, r.output
+    r = CliRunner().invoke(app, ["report", "--store", str(store), "--out", str(tmp_path / "rep"), "--split", "all"])
+    assert r.exit_code == 0, r.output
+    summary = pd.read_csv(tmp_path / "rep" / "summary.csv").set_index("subset")
+    assert summary.loc["all", "failure_rate"] == 1.0 and summary.loc["all", "dice_mean"] == 0.0
+    api = json.loads((tmp_path / "rep" / "manifest.json").read_text())["tasks"]["polyp"]["api"]["gem"]
+    assert api["errors"] == 4 and api["answered"] == 0 and api["prompt_tokens"] is None and api["cost_usd"] == 0.0
+    assert "| all | gem | 2 | 0.000 ± 0.000 |" in (tmp_path / "rep" / "report.md").read_text()

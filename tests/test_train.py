@@ -62,12 +62,14 @@ def test_interrupted_training_resumes_where_it_stopped(tmp_path, monkeypatch):
         train(cfg, tc, open_dataset(cfg), tmp_path / "u.pt", device="cpu", progress=False)
     assert [r["epoch"] for r in log_rows(tmp_path / "u.pt")] == ["1"]
     monkeypatch.setattr(train_mod, "_validate", real)
-    res = train(cfg, tc, open_dataset(cfg), tmp_path / "u.pt", device="cpu", progress=False)
-    assert res.epochs == 3
-    assert [r["epoch"] for r in log_rows(tmp_path / "u.pt")] == ["1", "2", "3"]
     other = tc.model_copy(update={"lr": 0.5})
     with pytest.raises(Exception, match="another training configuration"):
         train(cfg, other, open_dataset(cfg), tmp_path / "u.pt", device="cpu", progress=False)
+    res = train(cfg, tc, open_dataset(cfg), tmp_path / "u.pt", device="cpu", progress=False)
+    assert res.epochs == 3
+    assert [r["epoch"] for r in log_rows(tmp_path / "u.pt")] == ["1", "2", "3"]
+    # defect 11: a finished training left its (large) resume file beside the checkpoint
+    assert (tmp_path / "u.pt").is_file() and not (tmp_path / "u.pt.resume").exists()
 
 
 def test_a_time_budget_stops_between_epochs(tmp_path):

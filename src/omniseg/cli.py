@@ -21,6 +21,22 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 data_app = typer.Typer(help="Check and download datasets.", no_args_is_help=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+        from .manifest import git_commit
+
+        commit = git_commit()
+        typer.echo(f"omniseg {__version__}" + (f" (git {commit})" if commit else ""))
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="print the version and the git commit of the source, then exit")) -> None:
+    """Benchmark general-purpose omnimodels against specialist networks on medical image segmentation."""
 app.add_typer(data_app, name="data")
 
 STORE_HELP = "SQLite store (the source of truth); default $OMNISEG_STORE or runs/omniseg.sqlite"
@@ -68,10 +84,26 @@ def _existing_store(store: Optional[Path]):
     return Store(path)
 
 
+def _retry_statuses(text: str) -> tuple[str, ...]:
+    from .models.base import STATUSES
+    from .models.decoders import STATUSES as DECODED
+
+    known = (set(STATUSES) | set(DECODED)) - {"ok"}
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    bad = [n for n in names if n not in known]
+    if bad or not names:
+        raise OmnisegError(f"--retry-status {text!r}: expected failure statuses among {', '.join(sorted(known))}")
+    return names
+
+
 def _split_names(values: Optional[list[str]]) -> Optional[list[str]]:
+    """--models a,b (or repeated): the names; None when the option was not given."""
     if not values:
         return None
-    return [n.strip() for v in values for n in v.split(",") if n.strip()]
+    names = [n.strip() for v in values for n in v.split(",") if n.strip()]
+    if not names:
+        raise OmnisegError(f"--models {','.join(values)!r} names no model; leave it out to run the config's models")
+    return names
 
 
 @app.command()
@@ -89,6 +121,8 @@ def run(
     refresh: bool = typer.Option(False, "--refresh", help="ask the API again instead of using cached answers"),
     max_cost: Optional[float] = typer.Option(None, "--max-cost", min=0, help="stop before API calls would cost more than this many USD"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the API calls and estimated cost; call nothing, write nothing"),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="also redo pairs whose status is a failure listed by --retry-status (a plain rerun skips every recorded pair)"),
+    retry_status: str = typer.Option("api_error", "--retry-status", help="comma-separated statuses --retry-failed redoes (answers come from the archive unless --refresh)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ) -> None:
     """Predict and score every (sample, model) pair of a task; resumes where a previous run stopped."""
@@ -100,10 +134,17 @@ def run(
     if split is not None and split not in ("train", "test", "all"):
         raise OmnisegError(f"--split must be train, test or all, not {split!r}")
     cfg = config_mod.find(task, config)
+    retry = _retry_statuses(retry_status) if retry_failed else ()
+    path = _store_path(store)
     if dry_run:
-        with Store(_store_path(store)) as st:
-            est = estimate(cfg, st, model_names=_split_names(models), split=split, limit=limit, force=force,
-                           data_root=data_root, refresh=refresh, progress=not quiet)
+        st = Store(path, readonly=True) if path.is_file() else None
+        try:
+            est = estimate(cfg, st, store_root=path.parent, model_names=_split_names(models), split=split,
+                           limit=limit, force=force, data_root=data_root, refresh=refresh, progress=not quiet,
+                           retry=retry)
+        finally:
+            if st is not None:
+                st.close()
         for name, e in est.items():
             typer.echo(f"{name}: {e['pairs']} pairs to do; {e['calls']} API calls, {e['cached']} answers cached; "
                        f"estimated cost {e['cost_usd']:.4f} USD")
@@ -112,8 +153,9 @@ def run(
     with Store(_store_path(store)) as st:
         s = run_task(cfg, st, model_names=_split_names(models), split=split, limit=limit, force=force,
                      data_root=data_root, batch_size=batch_size, progress=not quiet, argv=sys.argv[1:],
-                     refresh=refresh, max_cost=max_cost)
-        api = st.query("SELECT model, SUM(outcome = 'answered') AS answered, SUM(outcome = 'error') AS errors,"
+                     refresh=refresh, max_cost=max_cost, retry=retry)
+        api = st.query("SELECT model, SUM(outcome = 'answered') AS answered, SUM(outcome = 'recovered') AS recovered,"
+                       " SUM(outcome = 'error') AS errors,"
                        " SUM(outcome = 'cache_hit') AS cached, SUM(cost_usd) AS cost FROM api_calls"
                        " WHERE run_id = ? GROUP BY model", (s.run_id,))
         versions = st.query("SELECT c.model, c.model_version, COUNT(*) n, json_extract(m.signature, '$.options.model')"
@@ -124,7 +166,8 @@ def run(
                f"{s.skipped} already done; this run: {statuses} ({s.seconds:.1f}s). Store: {_store_path(store)}")
     for r in api.itertuples():
         typer.echo(f"  {r.model}: {int(r.answered)} API answers, {int(r.errors)} errors retried or final, "
-                   f"{int(r.cached)} from the archive; cost {r.cost:.4f} USD")
+                   f"{int(r.cached)} from the archive; cost {r.cost:.4f} USD"
+                   + (f" ({int(r.recovered)} answers of an interrupted run booked now)" if r.recovered else ""))
     for r in versions.itertuples():
         if r.asked and not str(r.model_version).startswith(r.asked):
             typer.secho(f"warning: {r.model} asked for {r.asked} but {r.n} answer(s) came from {r.model_version}: "
@@ -135,25 +178,30 @@ def run(
 @friendly
 def curate(
     task: Optional[str] = typer.Option(None, "--task", "-t", help="task to curate (default: every task in the store)"),
-    extremes: int = typer.Option(50, "--extremes", "-n", min=1, help="how many easiest and how many hardest cases"),
+    extremes: Optional[int] = typer.Option(None, "--extremes", "-n", min=1, help="how many easiest and how many hardest cases (default: the config's curation.extremes, else 50)"),
     by: Optional[str] = typer.Option(None, "--by", help="reference model whose score ranks the cases (default: the config's curation.reference)"),
-    metric: str = typer.Option("dice", help="dice or iou"),
-    split: Optional[str] = typer.Option(None, help="train, test or all (default: the split of the task's last run)"),
+    metric: Optional[str] = typer.Option(None, help="dice or iou (default: the config's curation.metric, else dice)"),
+    split: Optional[str] = typer.Option(None, help="train, test or all (default: the split(s) the reference model was scored on)"),
     store: Optional[Path] = StoreOpt,
 ) -> None:
     """Pick the N easiest and N hardest cases by the reference model's per-image score."""
     from .curate import curate as curate_task
-    from .store import Store
 
-    with Store(_store_path(store)) as st:
+    if split is not None and split not in ("train", "test", "all"):
+        raise OmnisegError(f"--split must be train, test or all, not {split!r}")
+    with _existing_store(store) as st:
         tasks = [task] if task else st.tasks()
         if not tasks:
             raise OmnisegError(f"{st.path} has no results yet: run `omniseg run --task <task>` first")
+        if task and task not in st.tasks():
+            from .errors import unknown_name
+
+            raise OmnisegError(f"{st.path}: " + unknown_name("task", task, st.tasks()))
         for t in tasks:
             lists = curate_task(st, t, extremes, reference=by, metric=metric, split=split)
             e, h = lists["easiest"], lists["hardest"]
-            ref = e[0]["reference"] if e else by
-            typer.echo(f"{t}: {len(e)} easiest + {len(h)} hardest by {ref} {metric} "
+            ref, used = e[0]["reference"], e[0]["metric"]
+            typer.echo(f"{t}: {len(e)} easiest + {len(h)} hardest by {ref} {used} on split {lists['split']} "
                        f"(easiest {e[-1]['value']:.3f}..{e[0]['value']:.3f}, hardest {h[0]['value']:.3f}..{h[-1]['value']:.3f})")
 
 
@@ -172,13 +220,16 @@ def report(
     """Write the report folder: report.md (figures embedded), per-image, summary, comparison and routing
     CSVs, figures/ and manifest.json, all from the store."""
     from . import report as report_mod
-    from .store import Store
 
     if split not in ("train", "test", "all"):
         raise OmnisegError(f"--split must be train, test or all, not {split!r}")
-    with Store(_store_path(store)) as st:
+    with _existing_store(store) as st:
         if not st.tasks():
             raise OmnisegError(f"{st.path} has no results yet: run `omniseg run --task <task>` first")
+        if task and task not in st.tasks():
+            from .errors import unknown_name
+
+            raise OmnisegError(f"{st.path}: " + unknown_name("task", task, st.tasks()))
         paths = report_mod.write(st, out, task=task, split=split, figures=figures, k=cases,
                                  specialist=specialist, omnimodel=omnimodel)
     for kind, p in paths.items():
@@ -200,6 +251,8 @@ def train(
 ) -> None:
     """Train the task's specialist (the config's `train:` recipe) and keep the best checkpoint by validation Dice."""
     from . import config as config_mod
+    from pydantic import ValidationError
+
     from .config import TrainConfig
     from .runner import open_dataset
     from .train import train as train_task
@@ -207,7 +260,10 @@ def train(
     cfg = config_mod.find(task, config)
     tc = cfg.train or TrainConfig()
     updates = {k: v for k, v in (("epochs", epochs), ("max_minutes", max_minutes)) if v is not None}
-    tc = tc.model_copy(update=updates)
+    try:  # validated like the config itself: --max-minutes 0 is an error, not a run
+        tc = TrainConfig.model_validate({**tc.model_dump(), **updates})
+    except ValidationError as e:
+        raise OmnisegError("; ".join(f"--{str(x['loc'][0]).replace('_', '-')}: {x['msg']}" for x in e.errors())) from None
     target = out or cfg.model(tc.model).options.get("checkpoint")
     if target is None:
         raise OmnisegError(f"{cfg.source}: key 'models' entry {tc.model!r} has no options.checkpoint; pass --out")
@@ -231,10 +287,12 @@ def data_verify(
 
     cfg = config_mod.find(task, config)
     ds = open_dataset(cfg, data_root)
-    n, problems = ds.verify(progress=not quiet)
+    n, problems, warned = ds.verify(progress=not quiet)
     for sid, why in problems:
         typer.echo(f"{sid}: {why}")
-    typer.echo(f"{ds.name} at {ds.root}: {n} samples, {len(problems)} with problems")
+    for sid, why in warned:
+        typer.echo(f"{sid}: warning: {why}")
+    typer.echo(f"{ds.name} at {ds.root}: {n} samples, {len(problems)} with problems, {len(warned)} warnings")
     if problems:
         raise typer.Exit(1)
 

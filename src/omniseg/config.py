@@ -21,6 +21,13 @@ from .models.specialist import NetSpec
 Split = Literal["train", "test", "all"]
 
 
+def safe_name(v: str) -> str:
+    """Task and model names name folders and files: letters, digits, '-', '_', '.', not starting with '.'."""
+    if not v or v[0] == "." or not all(ch.isalnum() or ch in "-_." for ch in v):
+        raise ValueError("use letters, digits, '-', '_' or '.', not starting with '.' (it names folders and files)")
+    return v
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -40,9 +47,7 @@ class ModelConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, v: str) -> str:
-        if not v or not all(ch.isalnum() or ch in "-_." for ch in v):
-            raise ValueError("use letters, digits, '-', '_' or '.' (it names folders and columns)")
-        return v
+        return safe_name(v)
 
 
 class CurationConfig(_Strict):
@@ -77,6 +82,11 @@ class TrainConfig(_Strict):
 
 class TaskConfig(_Strict):
     task: str
+
+    @field_validator("task")
+    @classmethod
+    def _safe_task(cls, v: str) -> str:
+        return safe_name(v)
     description: str = ""
     dataset: DatasetConfig
     split: Split = "test"
@@ -129,7 +139,10 @@ def load(path: str | Path) -> TaskConfig:
     if not path.is_file():
         raise ConfigError(f"{path}: configuration file not found")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r}); "
+                          "save it as UTF-8") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):

@@ -20,15 +20,26 @@ def default_reference(store: Store, task: str) -> str:
     return cfg["curation"]["reference"] or cfg["models"][0]["name"]
 
 
-def curate(store: Store, task: str, extremes: int, *, reference: str | None = None, metric: str = "dice",
-           split: str | None = None) -> dict[str, list[dict]]:
+def scored_split(store: Store, task: str, reference: str) -> str:
+    """The split the reference model's scores cover: 'train', 'test', or 'all' when both."""
+    splits = store.query("SELECT DISTINCT s.split FROM scores c JOIN samples s ON s.task = c.task AND"
+                         " s.sample_id = c.sample_id WHERE c.task = ? AND c.model = ?", (task, reference))["split"]
+    return splits.iloc[0] if len(splits) == 1 else "all"
+
+
+def curate(store: Store, task: str, extremes: int | None = None, *, reference: str | None = None,
+           metric: str | None = None, split: str | None = None) -> dict[str, list[dict]]:
+    """Rank and store the easiest and hardest cases; arguments left None come from the task's
+    recorded ``curation`` block (then the defaults: 50, dice), the split from what was scored."""
+    recorded = (store.last_config(task) or {}).get("curation") or {}
+    extremes = extremes if extremes is not None else recorded.get("extremes", 50)
+    metric = metric or recorded.get("metric") or "dice"
     if metric not in ("dice", "iou"):
         raise OmnisegError(f"--metric must be dice or iou, not {metric!r}")
     if extremes < 1:
         raise OmnisegError("--extremes must be at least 1")
     reference = reference or default_reference(store, task)
-    if split is None:
-        split = (store.last_config(task) or {}).get("split", "test")
+    split = split or scored_split(store, task, reference)
     where = "" if split == "all" else "AND s.split = ?"
     params = (task, reference) + (() if split == "all" else (split,))
     df = store.query(
@@ -43,6 +54,9 @@ def curate(store: Store, task: str, extremes: int, *, reference: str | None = No
             f" (models with scores: {', '.join(known) or 'none'}); run `omniseg run --task {task} --models {reference}`"
         )
     n = min(extremes, len(df) // 2)
+    if n == 0:
+        raise OmnisegError(f"{task}: only {len(df)} scored case of {reference!r} on split {split!r}; at least 2 are "
+                           "needed for an easiest and a hardest case (the stored subsets are unchanged)")
     if n < extremes:
         warnings.warn(
             f"{task}: only {len(df)} scored cases on split {split!r}; taking {n} easiest and {n} hardest instead of {extremes}",
@@ -55,5 +69,6 @@ def curate(store: Store, task: str, extremes: int, *, reference: str | None = No
         for rank, r in enumerate(part.itertuples(index=False), start=1):
             rows.append({"subset": subset, "rank": rank, "sample_id": r.sample_id, "split": r.split,
                          "reference": reference, "metric": metric, "value": float(r.value)})
-    store.set_subsets(task, rows)
-    return {"easiest": [r for r in rows if r["subset"] == "easiest"], "hardest": [r for r in rows if r["subset"] == "hardest"]}
+    store.set_subsets(task, rows)  # last, in one transaction: a failure above leaves the old lists
+    return {"easiest": [r for r in rows if r["subset"] == "easiest"], "hardest": [r for r in rows if r["subset"] == "hardest"],
+            "split": split}

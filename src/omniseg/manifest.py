@@ -40,6 +40,11 @@ def git_commit() -> str | None:
     return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
+def _number(v, kind):
+    """A SQL sum as a JSON number; None when nothing was summed (e.g. a model whose calls all failed)."""
+    return None if v is None or v != v else kind(v)
+
+
 def build(store: Store, tasks: list[str], split: str) -> dict:
     from . import __version__
 
@@ -53,7 +58,8 @@ def build(store: Store, tasks: list[str], split: str) -> dict:
         versions = store.query("SELECT model, model_version, COUNT(*) n FROM api_calls WHERE task = ? AND"
                                " model_version IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2", (task,))
         api = store.query(
-            "SELECT model, COUNT(*) AS calls, SUM(outcome = 'answered') AS answered, SUM(outcome = 'error') AS errors,"
+            "SELECT model, COUNT(*) AS calls, SUM(outcome = 'answered') AS answered, SUM(outcome = 'recovered') AS recovered,"
+            " SUM(outcome = 'error') AS errors,"
             " SUM(outcome = 'cache_hit') AS cache_hits, SUM(CASE WHEN outcome != 'cache_hit' THEN prompt_tokens END)"
             " AS prompt_tokens, SUM(CASE WHEN outcome != 'cache_hit' THEN output_tokens END) AS output_tokens,"
             " SUM(CASE WHEN outcome != 'cache_hit' THEN thoughts_tokens END) AS thoughts_tokens,"
@@ -70,7 +76,7 @@ def build(store: Store, tasks: list[str], split: str) -> dict:
                        for r in models.itertuples()},
             "reported_model_versions": {m: dict(zip(g["model_version"], g["n"].astype(int)))
                                         for m, g in versions.groupby("model")},
-            "api": {r.model: {k: (None if v != v else (int(v) if k not in ("cost_usd",) else float(v)))
+            "api": {r.model: {k: _number(v, float if k == "cost_usd" else int)
                               for k, v in r._asdict().items() if k not in ("Index", "model")}
                     for r in api.itertuples()},
             "subsets": [{k: (int(v) if k == "n" else v) for k, v in r._asdict().items() if k != "Index"}

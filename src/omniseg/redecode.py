@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
+from .progress import bar as progress_bar
 
 from . import models
 from .config import TaskConfig
@@ -96,7 +96,7 @@ def _one_model(store: Store, task: str, name: str, data_root, everything: bool, 
     ds = open_dataset(cfg, data_root)
     refs = {r.id: r for r in ds.refs("all")}
     try:
-        for sample_id, old, meta in tqdm(todo, desc=f"redecode {task}/{name}", unit="row", disable=not progress):
+        for sample_id, old, meta in progress_bar(todo, desc=f"redecode {task}/{name}", unit="row", disable=not progress):
             key = meta.get("cache_key")
             raw = seg.archive.get(key) if key else None
             if raw is None or sample_id not in refs:

@@ -18,7 +18,7 @@ import pandas as pd
 
 from . import manifest, routing, stats
 from .metrics import SCORE_COLUMNS
-from .store import Store
+from .store import Store, file_name
 
 PER_IMAGE_COLUMNS = ["task", "split", "sample_id", "model", "status", "reason", "easiest_rank", "hardest_rank",
                      *SCORE_COLUMNS, "confidence", "elapsed_s", "mask_path"]
@@ -242,9 +242,10 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
             md += ["", f"Routing: `{spec}` recorded no confidence (no probability map), so no routing curve."]
         if figures:
             figdir.mkdir(exist_ok=True)
+            stem = file_name(t)  # a task name from the store never reaches a path unchecked
             md += ["", "### Figures", ""]
             bp = g.assign(subset_all=True, subset_easiest=g["easiest_rank"].notna(), subset_hardest=g["hardest_rank"].notna())
-            p = fig.boxplots(bp, models, figdir / f"{t}_boxplots.png", f"{t}: Dice per image")
+            p = fig.boxplots(bp, models, figdir / f"{stem}_boxplots.png", f"{t}: Dice per image")
             md.append(f"![{t} box plots](figures/{p.name})")
             x, y = (spec, omni) if spec and omni else (tuple(models[:2]) if len(models) >= 2 else (None, None))
             if x and y:
@@ -252,17 +253,17 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
                 ranks = g.drop_duplicates("sample_id").set_index("sample_id")
                 subset = np.where(ranks.loc[wide.index, "easiest_rank"].notna(), "easiest",
                                   np.where(ranks.loc[wide.index, "hardest_rank"].notna(), "hardest", "other"))
-                p = fig.paired_scatter(wide.assign(subset=subset), x, y, figdir / f"{t}_scatter.png",
+                p = fig.paired_scatter(wide.assign(subset=subset), x, y, figdir / f"{stem}_scatter.png",
                                        f"{t}: {x} against {y}, per image")
                 md.append(f"![{t} paired scatter](figures/{p.name})")
             if curve is not None:
-                p = fig.routing_plot(curve, spec, omni, figdir / f"{t}_routing.png", f"{t}: complementary routing")
+                p = fig.routing_plot(curve, spec, omni, figdir / f"{stem}_routing.png", f"{t}: complementary routing")
                 md.append(f"![{t} routing](figures/{p.name})")
             rows = _montage_rows(store, t, g, models, k)
             if isinstance(rows, str):
                 md.append(f"(case montage skipped: {rows})")
             else:
-                p = fig.montage(rows, models, figdir / f"{t}_cases.png",
+                p = fig.montage(rows, models, figdir / f"{stem}_cases.png",
                                 f"{t}: {k} easiest and {k} hardest cases (green outline: ground truth)")
                 md.append(f"![{t} easiest and hardest cases](figures/{p.name})")
         md.append("")

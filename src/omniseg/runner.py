@@ -8,13 +8,14 @@ model, a model that fails gets an 'error' row scored as an empty prediction.
 from __future__ import annotations
 
 import time
+import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from .progress import bar as progress_bar
 
 from . import datasets, metrics, models
 from .config import TaskConfig
@@ -22,6 +23,12 @@ from .datasets.base import SampleRef, split_fingerprint
 from .errors import OmnisegError, SampleError
 from .models.base import Prediction, RunContext, Segmenter
 from .store import Store
+
+
+#: statuses `omniseg run --retry-failed` redoes by default: the API call failed without an answer
+#: (after its retries, or with an error such as 403); answers that were read but failed to decode are
+#: better re-read with `omniseg redecode`, or asked again with --retry-status S --refresh
+RETRY_DEFAULT = ("api_error",)
 
 
 class RunStopped(OmnisegError):
@@ -82,7 +89,11 @@ def score_prediction(cfg: TaskConfig, sample, pred: Prediction) -> tuple[Predict
 def run(cfg: TaskConfig, store: Store, *, model_names: list[str] | None = None, split: str | None = None,
         limit: int | None = None, force: bool = False, data_root: str | Path | None = None,
         batch_size: int | None = None, progress: bool = True, argv: list[str] | None = None,
-        refresh: bool = False, max_cost: float | None = None) -> RunSummary:
+        refresh: bool = False, max_cost: float | None = None, retry: tuple[str, ...] = ()) -> RunSummary:
+    """Predict and record every (sample, model) pair of the split not yet in the store.
+
+    ``retry`` lists statuses whose pairs are done again (``--retry-failed``); ``force`` redoes all.
+    """
     split = split or cfg.split
     ds = open_dataset(cfg, data_root)
     refs: list[SampleRef] = ds.refs(split)
@@ -102,7 +113,7 @@ def run(cfg: TaskConfig, store: Store, *, model_names: list[str] | None = None, 
     run_id = store.start_run(cfg.task, split, [m.name for m in segs], recorded, cfg.fingerprint(),
                              split_fingerprint(refs), argv)
     summary = RunSummary(cfg.task, split, run_id, samples=len(refs), pairs=len(refs) * len(segs))
-    done = set() if force else store.done_pairs(cfg.task)
+    done = set() if force else store.done_pairs(cfg.task, redo=retry)
     chunks = []
     for start in range(0, len(refs), batch_size):
         chunk = refs[start:start + batch_size]
@@ -111,27 +122,34 @@ def run(cfg: TaskConfig, store: Store, *, model_names: list[str] | None = None, 
         chunks.append((chunk, todo))
     t0 = time.perf_counter()
     status = "interrupted"
-    bar = tqdm(total=len(refs), desc=f"{cfg.task} [{split}]", unit="img", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(refs), desc=f"{cfg.task} [{split}]", unit="img", disable=not progress)
     # One thread reads the next chunk's files and another scores and writes the last chunk's results
     # while the models work on this one (decoding, encoding, numpy and SQLite release the GIL).
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omniseg-load")
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omniseg-write")
     written = None
+    current = nxt = None
+    noted: list = []  # samples whose files came with a warning
+
+    def prepare(loaded_broken, todo):
+        noted.extend(s for s in loaded_broken[0].values() if s.notes)
+        return _prepare(segs, *loaded_broken, todo)
+
     try:
         work = [(c, t) for c, t in chunks if any(t.values())]
         bar.update(len(refs) - sum(len(c) for c, _ in work))
         # Pipeline: chunk k+1 is read and submitted to the models before chunk k is collected.
-        nxt = _prepare(segs, *_load(ds, *work[0]), work[0][1]) if work else None
+        nxt = prepare(_load(ds, *work[0]), work[0][1]) if work else None
         pending = pool.submit(_load, ds, *work[1]) if len(work) > 1 else None
         for k, (chunk, todo) in enumerate(work):
-            current = nxt
+            current, nxt = nxt, None  # chunks submitted but not yet handed to the writer
             if pending is not None:
-                nxt = _prepare(segs, *pending.result(), work[k + 1][1])
+                nxt = prepare(pending.result(), work[k + 1][1])
                 pending = pool.submit(_load, ds, *work[k + 2]) if k + 2 < len(work) else None
             results = _run_chunk(segs, todo, current)
             if written is not None:
                 written.result()  # at most one chunk waits to be written; a write error surfaces here
-            written = writer.submit(_write, cfg, store, run_id, results, summary)
+            written, current = writer.submit(_write, cfg, store, run_id, results, summary), None
             bar.update(len(chunk))
             bar.set_postfix(dict(summary.statuses), refresh=False)
             stops = [f"{m.name}: {m.stop_reason}" for m in segs if m.stop_reason]
@@ -142,6 +160,15 @@ def run(cfg: TaskConfig, store: Store, *, model_names: list[str] | None = None, 
         if written is not None:
             written.result()
         status = "finished"
+        _warn_about_files(noted)
+    except KeyboardInterrupt:
+        # answers already received (and paid for) become rows before the process exits
+        if written is not None:
+            written.result()
+        for prepared in (current, nxt):
+            if prepared is not None:
+                _write(cfg, store, run_id, _received(segs, prepared), summary)
+        raise
     finally:
         writer.shutdown(wait=True)  # whatever was predicted is written before the run is closed
         pool.shutdown(wait=True, cancel_futures=True)
@@ -164,6 +191,14 @@ def _load(ds, chunk: list[SampleRef], todo: dict[str, list[SampleRef]]):
             except SampleError as e:
                 broken[r.id] = str(e)
     return loaded, broken
+
+
+def _warn_about_files(samples) -> None:
+    """One warning for the run about references that may not be what they seem (see `data verify`)."""
+    noted = [s for s in samples if s.notes]
+    if noted:
+        warnings.warn(f"{len(noted)} reference mask(s) read with a warning, e.g. {noted[0].id}: {noted[0].notes[0]}; "
+                      "`omniseg data verify` lists them all", stacklevel=2)
 
 
 def _prepare(segs, loaded, broken, todo):
@@ -194,6 +229,20 @@ def _run_chunk(segs, todo, prepared) -> list[tuple]:
     return results
 
 
+def _received(segs, prepared) -> list[tuple]:
+    """The predictions of a submitted chunk that have already arrived (API answers, on interrupt)."""
+    _, handles = prepared
+    out = []
+    for m in segs:
+        samples, handle, _ = handles[m.name]
+        if not samples or handle is samples:  # nothing submitted, or a local model (nothing paid)
+            continue
+        for s, f in zip(samples, handle):
+            if f.done() and not f.cancelled() and f.exception() is None and f.result().status != "skipped":
+                out.append((m.name, s.id, s, f.result(), None))
+    return out
+
+
 def _write(cfg, store, run_id, results, summary) -> None:
     """Score and record a chunk's predictions (on the writer thread), one transaction per pair."""
     for model, sample_id, sample, pred, each in results:
@@ -207,20 +256,25 @@ def _write(cfg, store, run_id, results, summary) -> None:
         summary.statuses[pred.status] += 1
 
 
-def dry_run(cfg: TaskConfig, store: Store, *, model_names: list[str] | None = None, split: str | None = None,
-            limit: int | None = None, force: bool = False, data_root: str | Path | None = None,
-            refresh: bool = False, progress: bool = True) -> dict[str, dict]:
-    """Per model: pairs to do, API calls they would make, answers already cached, estimated USD. Writes nothing."""
+def dry_run(cfg: TaskConfig, store: Store | None, *, store_root: Path, model_names: list[str] | None = None,
+            split: str | None = None, limit: int | None = None, force: bool = False,
+            data_root: str | Path | None = None, refresh: bool = False, progress: bool = True,
+            retry: tuple[str, ...] = ()) -> dict[str, dict]:
+    """Per model: pairs to do, API calls they would make, answers already archived, estimated USD.
+
+    Creates and writes nothing: ``store`` is a read-only store or None when there is none yet, and
+    the answer archive beside ``store_root`` is only read.
+    """
     ds = open_dataset(cfg, data_root)
     refs = ds.refs(split or cfg.split)[:limit]
     segs = select_models(cfg, model_names)
-    done = set() if force else store.done_pairs(cfg.task)
+    done = set() if force or store is None else store.done_pairs(cfg.task, redo=retry)
     out = {}
     for m in segs:
-        m.bind(RunContext(store_root=store.root, refresh=refresh))
+        m.bind(RunContext(store_root=store_root, refresh=refresh, look_only=True))
         todo = [r for r in refs if (r.id, m.name) not in done]
         est = {"pairs": len(todo), "calls": 0, "cached": 0, "cost_usd": 0.0}
-        for start in tqdm(range(0, len(todo), 64), desc=f"estimate {m.name}", disable=not progress):
+        for start in progress_bar(range(0, len(todo), 64), desc=f"estimate {m.name}", disable=not progress):
             loaded, _ = _load(ds, todo[start:start + 64], {m.name: todo[start:start + 64]})
             e = m.estimate(list(loaded.values()))
             for k in ("calls", "cached", "cost_usd"):

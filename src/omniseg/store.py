@@ -9,6 +9,7 @@ docs/outputs.md documents every table and column.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -19,6 +20,7 @@ from typing import Any, Iterable
 import numpy as np
 from PIL import Image
 
+from .cache import readonly_uri
 from .errors import OmnisegError
 from .metrics import SCORE_COLUMNS
 
@@ -72,32 +74,62 @@ CREATE TABLE IF NOT EXISTS subsets (
 """
 
 
-def _safe(part: str) -> str:
-    """A file-name-safe rendering of an id (ids keep their spaces and brackets elsewhere)."""
-    return "".join(ch if ch.isalnum() or ch in "-_.() " else "_" for ch in part)
+def file_name(part: str) -> str:
+    """A file-name-safe rendering of an id, distinct for distinct ids.
+
+    Ids keep their spaces and brackets (``benign (12)``); any other character is replaced, and then
+    a short hash of the original id is appended, so ``x;1``, ``x:1`` and ``x_1`` get three files.
+    A leading dot is replaced too: no name can be ``.`` or ``..`` or hidden.
+    """
+    name = "".join(ch if ch.isalnum() or ch in "-_.() " else "_" for ch in part)
+    if name.startswith("."):
+        name = "_" + name[1:]
+    if name != part or not name:
+        name += "~" + hashlib.sha256(part.encode()).hexdigest()[:8]
+    return name
 
 
 class Store:
     """One SQLite database plus the mask files beside it."""
 
-    def __init__(self, path: str | Path = DEFAULT_PATH):
+    def __init__(self, path: str | Path = DEFAULT_PATH, readonly: bool = False):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.readonly = readonly
+        if readonly and not self.path.is_file():
+            raise OmnisegError(f"{self.path}: no store there; run `omniseg run --task <task>` first, or pass --store")
         try:
-            # The runner writes from one background thread while the main thread predicts; the two
-            # never use the connection at the same time (the main thread waits for the writer).
-            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            if readonly:  # for looking only (--dry-run): nothing is created or changed
+                self.db = sqlite3.connect(readonly_uri(self.path), uri=True, timeout=30,
+                                          isolation_level=None, check_same_thread=False)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                # The runner writes from one background thread while the main thread predicts; the two
+                # never use the connection at the same time (the main thread waits for the writer).
+                self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             self.db.row_factory = sqlite3.Row
-            self.db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode survives a killed process; FULL would also survive power loss.
-            self.db.execute("PRAGMA synchronous=NORMAL")
+            self._check_integrity()
+            if not readonly:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                # NORMAL in WAL mode survives a killed process; FULL would also survive power loss.
+                self.db.execute("PRAGMA synchronous=NORMAL")
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, SCHEMA_VERSION):
                 raise OmnisegError(f"{self.path}: store schema {version} is not {SCHEMA_VERSION}; use a new --store")
-            self.db.executescript(_SCHEMA)
-            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if not readonly:
+                self.db.executescript(_SCHEMA)
+                self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as e:
-            raise OmnisegError(f"{self.path}: not a usable omniseg store ({e})") from None
+            what = "the store is corrupted" if "malformed" in str(e) else "not a usable omniseg store"
+            raise OmnisegError(f"{self.path}: {what} ({e}); pass another --store, or move this file away to start "
+                               "a new one") from None
+
+    def _check_integrity(self) -> None:
+        """A damaged database is named as such instead of failing later in a query (or reading as empty)."""
+        problems = [r[0] for r in self.db.execute("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:
+            first = " ".join(problems[0].replace("*** in database main ***", "").split())[:120]
+            raise OmnisegError(f"{self.path}: the store is corrupted ({first}); restore a copy, or salvage its rows "
+                               f"with `sqlite3 {self.path} .recover`, or move it away to start a new one")
 
     @property
     def root(self) -> Path:
@@ -159,8 +191,10 @@ class Store:
                 [(task, sid, split, problem, json.dumps(meta, sort_keys=True, default=str)) for sid, split, problem, meta in rows],
             )
 
-    def done_pairs(self, task: str) -> set[tuple[str, str]]:
-        return {(r[0], r[1]) for r in self.db.execute("SELECT sample_id, model FROM predictions WHERE task=?", (task,))}
+    def done_pairs(self, task: str, redo: tuple[str, ...] = ()) -> set[tuple[str, str]]:
+        """(sample, model) pairs with a row, except rows whose status is in ``redo``."""
+        rows = self.db.execute("SELECT sample_id, model, status FROM predictions WHERE task=?", (task,))
+        return {(r[0], r[1]) for r in rows if r[2] not in redo}
 
     def delete_model(self, task: str, model: str) -> None:
         with self.transaction():
@@ -172,14 +206,21 @@ class Store:
         return _Transaction(self.db)
 
     def mask_file(self, task: str, model: str, sample_id: str, suffix: str = ".png") -> Path:
-        return Path("masks") / _safe(task) / _safe(model) / (_safe(sample_id) + suffix)
+        return Path("masks") / file_name(task) / file_name(model) / (file_name(sample_id) + suffix)
 
     def _write_atomic(self, rel: Path, write) -> str:
         dest = self.root / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not dest.resolve().is_relative_to(self.root.resolve()):  # never outside the store's folder
+            raise OmnisegError(f"refusing to write {dest}: it is outside the store folder {self.root}")
         tmp = dest.with_name(dest.name + f".{os.getpid()}.tmp")
-        write(tmp)
-        os.replace(tmp, dest)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            write(tmp)
+            os.replace(tmp, dest)
+        except OSError as e:
+            tmp.unlink(missing_ok=True) if tmp.parent.is_dir() else None
+            raise OmnisegError(f"cannot write {dest}: {e.strerror or e}; free disk space or make {dest.parent} "
+                               "writable, then rerun the same command to resume (finished pairs are kept)") from None
         return rel.as_posix()
 
     def _write_mask(self, task: str, model: str, sample_id: str, mask: np.ndarray) -> str:
@@ -237,8 +278,19 @@ class Store:
             self._put_scores(task, sample_id, model, scores)
 
     def add_calls(self, run_id: int, task: str, sample_id: str, model: str, calls: list[dict]) -> None:
-        """API calls behind one prediction (successes, retried errors and cache hits alike)."""
+        """API calls behind one prediction (successes, retried errors and cache hits alike).
+
+        A cache hit carries the ``booking`` of the call that once paid for its answer. If no row
+        ever booked that answer (the run that received it was interrupted before recording it), it
+        is booked now as 'recovered', once: the cost of every answer received reaches the store.
+        """
         now = time.time()
+        calls = list(calls)
+        for c in [c for c in calls if c.get("booking") and c.get("cache_key")]:
+            booked = self.db.execute("SELECT 1 FROM api_calls WHERE cache_key = ? AND outcome IN ('answered', 'recovered')"
+                                     " LIMIT 1", (c["cache_key"],)).fetchone()
+            if not booked:
+                calls.insert(0, {**c["booking"], "outcome": "recovered", "cache_key": c["cache_key"]})
         self.db.executemany(
             "INSERT INTO api_calls (task, sample_id, model, run_id, attempt, outcome, http_status, error, latency_s,"
             " prompt_tokens, output_tokens, thoughts_tokens, cost_usd, model_version, cache_key, created_at)"
@@ -269,15 +321,32 @@ class Store:
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception; a full disk or a read-only file is one message."""
 
     def __init__(self, db: sqlite3.Connection):
         self.db = db
 
     def __enter__(self):
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            raise self._unwritable(e) from None
         return self.db
 
-    def __exit__(self, exc_type, *rest):
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            try:
+                self.db.execute("COMMIT")
+                return False
+            except sqlite3.OperationalError as e:
+                exc = e
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.OperationalError):
+            raise self._unwritable(exc) from None
         return False
+
+    def _unwritable(self, e: sqlite3.OperationalError) -> OmnisegError:
+        path = self.db.execute("PRAGMA database_list").fetchone()[2]
+        return OmnisegError(f"cannot write the store {path}: {e}; free disk space or make it writable, then rerun "
+                            "the same command to resume (finished pairs are kept)")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
+from .progress import bar as progress_bar
 
 from .config import TaskConfig, TrainConfig
 from .datasets.base import Sample, split_fingerprint
@@ -114,7 +114,7 @@ def train(task: TaskConfig, cfg: TrainConfig, dataset, checkpoint: Path, *, devi
     if not refs:
         raise OmnisegError(f"{task.task}: the training split is empty under {dataset.root}")
     fit, val, skipped = [], [], []
-    for r in tqdm(refs, desc="load training split", unit="img", disable=not progress):
+    for r in progress_bar(refs, desc="load training split", unit="img", disable=not progress):
         try:
             pair = _prepare(dataset.load(r), spec)
         except SampleError as e:
@@ -150,7 +150,7 @@ def train(task: TaskConfig, cfg: TrainConfig, dataset, checkpoint: Path, *, devi
     fit_x = [p[0] for p in fit]
     fit_y = [p[1] for p in fit]
     stopped = "epochs"
-    bar = tqdm(total=cfg.epochs, initial=start_epoch, desc=f"train {task.task}", unit="epoch", disable=not progress)
+    bar = progress_bar(total=cfg.epochs, initial=start_epoch, desc=f"train {task.task}", unit="epoch", disable=not progress)
     epochs_done = start_epoch
     for epoch in range(start_epoch, cfg.epochs):
         if cfg.max_minutes and epoch > 0 and elapsed + elapsed / epoch > cfg.max_minutes:
@@ -207,6 +207,7 @@ def train(task: TaskConfig, cfg: TrainConfig, dataset, checkpoint: Path, *, devi
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", val_dice=f"{val_dice:.3f}", best=f"{best:.3f}")
     bar.close()
+    state_path.unlink(missing_ok=True)  # finished normally: the checkpoint is what remains (a rerun starts anew)
     return TrainResult(checkpoint, epochs_done, best, elapsed, device, stopped)
 
 

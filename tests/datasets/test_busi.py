@@ -33,7 +33,7 @@ def test_normal_cases_excluded_by_default_and_includable(tmp_path):
 def test_mask_without_image_is_a_problem(tmp_path):
     root = make_busi(tmp_path / "b")
     (root / "malignant" / "malignant (2).png").unlink()
-    _, problems = datasets.get("busi")(root).verify(progress=False)
+    _, problems, _ = datasets.get("busi")(root).verify(progress=False)
     assert problems == [("malignant (2)", "mask malignant/malignant (2)_mask.png has no image malignant/malignant (2).png")]
 
 

@@ -24,7 +24,7 @@ def test_official_split_fov_roi_and_second_annotator(tmp_path):
 def test_missing_fov_is_reported(tmp_path):
     root = make_drive(tmp_path / "DRIVE")
     (root / "test" / "mask" / "02_test_mask.gif").unlink()
-    _, problems = datasets.get("drive")(root).verify(progress=False)
+    _, problems, _ = datasets.get("drive")(root).verify(progress=False)
     assert problems == [("02_test", "missing fov test/mask/02_test_mask.gif")]
 
 

@@ -28,7 +28,7 @@ def test_broken_samples_are_reported_not_fatal(tmp_path):
     (root / "images" / "case001.jpg").write_bytes(b"not a jpeg")  # corrupt image
     Image.new("RGB", (10, 10)).save(root / "masks" / "case002.jpg")  # mask of another size
     ds = datasets.get("kvasir-seg")(root)
-    n, problems = ds.verify(progress=False)
+    n, problems, _ = ds.verify(progress=False)
     assert n == 4
     why = dict(problems)
     assert set(why) == {"case000", "case001", "case002"}

@@ -43,5 +43,31 @@ def test_human_reference_needs_the_annotation():
 
 
 def test_unknown_kind_lists_the_known_ones():
-    with pytest.raises(KeyError, match="known: frangi, gemini, human, otsu, unet .did you mean .unet"):
+    with pytest.raises(KeyError, match="known: ellipse, frangi, gemini, human, otsu, unet .did you mean .unet"):
         models.get("unet2")
+
+
+def test_otsu_ignores_an_endoscope_frame():
+    """Hardening defect 13: on Kvasir-SEG 92% of Otsu masks scored 0 because the black frame set the threshold."""
+    rng = np.random.default_rng(5)
+    m = blob_mask(120, 150, rng)
+    img = lesion_image(m, rng, bright=True)
+    yy, xx = np.mgrid[:120, :150]
+    frame = ((yy - 60) / 66) ** 2 + ((xx - 75) / 82) ** 2 > 1  # black corners, as an endoscope's
+    img[frame] = 0
+    img[30:34, 40:44] = 255  # a specular highlight
+    s = Sample("x", img, m)
+    new = build("otsu", foreground="bright").predict(s)
+    old = build("otsu", foreground="bright", frame=False, highlights=False, opening=0, centre_weight=0,
+                drop_border=True).predict(s)
+    assert metrics.dice(metrics.confusion(new.mask, m)) > 0.85
+    assert metrics.dice(metrics.confusion(old.mask, m)) < 0.5  # the defect, reproduced
+
+
+def test_centre_ellipse_ignores_the_pixels():
+    e = build("ellipse", radius=0.25)
+    a = e.predict(Sample("x", np.zeros((40, 80, 3), np.uint8), np.zeros((40, 80), bool))).mask
+    b = e.predict(Sample("y", np.full((40, 80, 3), 200, np.uint8), np.zeros((40, 80), bool))).mask
+    assert np.array_equal(a, b) and a[20, 40] and not a[0, 0]
+    assert abs(a.sum() - np.pi * 10 * 20) < 0.05 * np.pi * 10 * 20  # semi-axes 0.25 x 40 and 0.25 x 80
+    assert np.array_equal(a, a[::-1]) and np.array_equal(a, a[:, ::-1])  # centred

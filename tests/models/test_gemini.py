@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -168,14 +169,14 @@ def test_max_cost_stops_before_the_budget_and_dry_run_estimates(tmp_path):
     with fg.FakeGemini() as srv:
         cfg = gemini_config(tmp_path, srv.url, n=10, max_in_flight=1, max_output_tokens=2000)
         with Store(tmp_path / "s.sqlite") as st:
-            est = dry_run(cfg, st, progress=False)["gem"]
+            est = dry_run(cfg, st, store_root=st.root, progress=False)["gem"]
             assert est["pairs"] == 10 and est["calls"] == 10 and est["cached"] == 0 and est["cost_usd"] > 0
             assert len(srv.log) == 0 and len(st.query("SELECT * FROM predictions")) == 0
             with pytest.raises(OmnisegError, match="max-cost"):
                 run(cfg, st, progress=False, max_cost=0.025, batch_size=10)
             spent = st.query("SELECT SUM(cost_usd) c FROM api_calls")["c"][0]
             assert 0 < spent <= 0.025 and 0 < len(srv.log) < 10
-            est = dry_run(cfg, st, progress=False, force=True)["gem"]
+            est = dry_run(cfg, st, store_root=st.root, progress=False, force=True)["gem"]
             assert est["cached"] == len(srv.log) and est["calls"] == 10 - len(srv.log)
 
 
@@ -317,3 +318,107 @@ def test_cli_dry_run_then_run_reports_calls_and_cost(tmp_path):
         r = CliRunner().invoke(app, ["run", "--config", str(cfg), "--store", str(store), "-q", "--force"])
         assert "gem: 0 API answers, 0 errors retried or final, 4 from the archive; cost 0.0000 USD" in r.output
         assert len(srv.log) == 4
+
+
+def test_ctrl_c_books_every_answer_received_and_exits_quietly(tmp_path):
+    """Hardening defect 5: answers paid for were archived but not booked, so the rerun booked them as
+    free cache hits and the manifest under-reported cost; 13 'Task was destroyed' lines at exit."""
+    root = make_kvasir(tmp_path / "k", n=60)
+    with fg.FakeGemini(fg.chaos(0, 0, 0, delay=0.15)) as srv:
+        cfg = _gemini_yaml(tmp_path, srv.url, root)
+        store = tmp_path / "s.sqlite"
+        cmd = [sys.executable, "-m", "omniseg.cli", "run", "--config", str(cfg), "--store", str(store), "-q",
+               "--batch-size", "16"]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while len([e for e in srv.log if e["kind"] == "ok"]) < 20 and time.time() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, err
+        assert "Task was destroyed" not in err and "Traceback" not in err, err
+        assert err.strip().splitlines() == ["interrupted: finished pairs are saved; rerun the same command to resume"]
+        served_before = len(srv.log)
+        with sqlite3.connect(store) as db:
+            rows_at_exit = db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+            booked_at_exit = db.execute("SELECT COUNT(*) FROM api_calls WHERE outcome = 'answered'").fetchone()[0]
+        assert 0 < rows_at_exit < 60 and booked_at_exit == rows_at_exit  # every answer received became a row
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        from omniseg import report
+        from omniseg.store import Store
+
+        with Store(store) as st:
+            report.write(st, tmp_path / "rep", split="all", figures=False)
+    with sqlite3.connect(store) as db:
+        booked = db.execute("SELECT cache_key FROM api_calls WHERE outcome IN ('answered', 'recovered')").fetchall()
+        pairs = db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+    with sqlite3.connect(tmp_path / "answers.sqlite") as db:
+        kept = {k for (k,) in db.execute("SELECT key FROM answers")}
+    answers_served = len([e for e in srv.log if e["kind"] == "ok"])
+    print(f"interrupted after {served_before} answers ({rows_at_exit} rows, {booked_at_exit} booked at exit); "
+          f"after the rerun {answers_served} answers served, {len(booked)} booked, {len(kept)} kept")
+    assert pairs == 60 and len(kept) == 60
+    assert sorted(k for (k,) in booked) == sorted(kept)  # each answer booked exactly once
+    assert answers_served == 60  # and none was asked for twice
+    manifest = json.loads((tmp_path / "rep" / "manifest.json").read_text())
+    one = fg.usage()  # every fake answer costs the same
+    cost = (one["promptTokenCount"] * 1.50 + one["candidatesTokenCount"] * 9.00) / 1e6
+    assert manifest["tasks"]["polyp"]["api"]["gem"]["cost_usd"] == pytest.approx(60 * cost, rel=1e-6)
+
+
+def test_a_plain_rerun_skips_failed_pairs_and_retry_failed_asks_again(tmp_path):
+    """Hardening defect 6: failed pairs were never asked again, while the docs said they were."""
+    from typer.testing import CliRunner
+
+    from omniseg.cli import app
+
+    state = {"down": True}
+
+    def behave(req):
+        return fg.error(503, "UNAVAILABLE") if state["down"] and req.image_sha < "8" else fg.good_answer(req)
+
+    root = make_kvasir(tmp_path / "k", n=12)
+    with fg.FakeGemini(behave) as srv:
+        cfg = _gemini_yaml(tmp_path, srv.url, root)
+        cfg.write_text(cfg.read_text().replace("max_side: 128}", "max_side: 128, max_retries: 1}"))
+        store = tmp_path / "s.sqlite"
+        base = ["run", "--config", str(cfg), "--store", str(store), "-q"]
+        assert CliRunner().invoke(app, base).exit_code == 0
+        with sqlite3.connect(store) as db:
+            failed = {r[0] for r in db.execute("SELECT sample_id FROM predictions WHERE status = 'api_error'")}
+        assert 0 < len(failed) < 12
+        state["down"] = False
+        n = len(srv.log)
+        r = CliRunner().invoke(app, base)
+        assert "12 already done" in r.output and len(srv.log) == n  # a plain rerun asks nothing
+        r = CliRunner().invoke(app, base + ["--retry-failed"])
+        assert r.exit_code == 0, r.output
+        assert f"{12 - len(failed)} already done; this run: ok {len(failed)}" in r.output
+        assert len(srv.log) == n + len(failed)
+        r = CliRunner().invoke(app, base + ["--retry-failed", "--retry-status", "okay"])
+        assert r.exit_code == 2 and "expected failure statuses" in r.output
+    with sqlite3.connect(store) as db:
+        assert db.execute("SELECT COUNT(*), SUM(status = 'ok') FROM predictions").fetchone() == (12, 12)
+
+
+def test_dry_run_creates_and_writes_nothing(tmp_path):
+    """Hardening defect 7: --dry-run said 'nothing called or written' but created the store and the cache."""
+    from typer.testing import CliRunner
+
+    from omniseg.cli import app
+
+    root = make_kvasir(tmp_path / "k", n=3)
+    with fg.FakeGemini() as srv:
+        cfg = _gemini_yaml(tmp_path, srv.url, root)
+        store = tmp_path / "runs" / "s.sqlite"
+        r = CliRunner().invoke(app, ["run", "--config", str(cfg), "--store", str(store), "--dry-run", "-q"])
+        assert r.exit_code == 0 and "3 API calls" in r.output
+        assert not (tmp_path / "runs").exists() and len(srv.log) == 0
+        CliRunner().invoke(app, ["run", "--config", str(cfg), "--store", str(store), "-q"])
+        before = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*") if p.is_file()}
+        r = CliRunner().invoke(app, ["run", "--config", str(cfg), "--store", str(store), "--dry-run", "-q", "--force"])
+        assert "0 API calls, 3 answers cached" in r.output
+        after = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*") if p.is_file()}
+        assert after == before

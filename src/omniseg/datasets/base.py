@@ -29,6 +29,7 @@ class Sample:
     roi: np.ndarray | None = None  # bool HxW; metrics are counted inside it
     meta: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()  # warnings about the files (a mask that is not black-and-white)
 
 
 @dataclass(frozen=True)
@@ -101,18 +102,25 @@ class Dataset:
         refs = sorted(self._refs(), key=lambda r: r.id)
         return refs if split == "all" else [r for r in refs if r.split == split]
 
-    def verify(self, progress: bool = True) -> tuple[int, list[tuple[str, str]]]:
-        """Read every sample; return (samples checked, [(id, problem)]) without stopping at the first."""
-        from tqdm import tqdm
+    def verify(self, progress: bool = True) -> tuple[int, list[tuple[str, str]], list[tuple[str, str]]]:
+        """Read every sample: (samples checked, [(id, problem)], [(id, warning)]), never stopping at the first.
+
+        No samples at all is a problem too: a folder of the right shape with nothing usable in it.
+        """
+        from ..progress import bar
 
         refs = self.refs("all")
-        problems = []
-        for ref in tqdm(refs, desc=f"verify {self.name}", unit="img", disable=not progress):
+        problems, warned = [], []
+        if not refs:
+            problems.append(("(dataset)", f"no samples found under {self.root}; expected layout:\n{self.layout}"))
+        for ref in bar(refs, desc=f"verify {self.name}", unit="img", disable=not progress):
             try:
-                self.load(ref)
+                sample = self.load(ref)
             except SampleError as e:
                 problems.append((ref.id, str(e)))
-        return len(refs), problems
+                continue
+            warned.extend((ref.id, n) for n in sample.notes)
+        return len(refs), problems, warned
 
 
 def split_of(dataset: str, sample_id: str, group: str = "") -> str:
@@ -169,15 +177,43 @@ def read_rgb(path: Path) -> np.ndarray:
         raise SampleError(f"unreadable image {path}: {e}") from None
 
 
-def read_mask(path: Path, threshold: int = 128) -> np.ndarray:
-    """A grey-level mask binarized at ``threshold`` (JPEG masks carry compression noise at edges)."""
+def files_with(folder: Path, *suffixes: str) -> list[Path]:
+    """Files in ``folder`` whose suffix is one of ``suffixes``, in any letter case (.jpg, .JPG, .Jpg)."""
+    if not folder.is_dir():
+        return []
+    wanted = {s.lower() for s in suffixes}
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in wanted and p.is_file())
+
+
+#: share of a mask's pixels that may be coloured or mid-grey before it is reported as not black-and-white
+#: (the real Kvasir-SEG and BUSI masks have none, JPEG edge noise included)
+MASK_GREY_TOLERANCE = 0.005
+
+
+def read_mask(path: Path, threshold: int = 128, notes: list[str] | None = None) -> np.ndarray:
+    """A grey-level mask binarized at ``threshold`` (JPEG masks carry compression noise at edges).
+
+    A mask that is not black-and-white (coloured, or with grey regions) binarizes to a reference
+    that may be empty or speckled: it is read as such, and a warning is appended to ``notes``.
+    """
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("L")) >= threshold
+            rgb = np.asarray(im.convert("RGB"))
     except FileNotFoundError:
         raise SampleError(f"missing file {path}") from None
     except Exception as e:
         raise SampleError(f"unreadable mask {path}: {e}") from None
+    grey = np.asarray(Image.fromarray(rgb).convert("L"))
+    if notes is not None:
+        coloured = float(((rgb.max(axis=2).astype(np.int16) - rgb.min(axis=2)) > 32).mean())
+        mid = float(((grey > 32) & (grey < 223)).mean())
+        if coloured > MASK_GREY_TOLERANCE:
+            notes.append(f"mask {path.name} is in colour ({coloured:.1%} of pixels): read by grey level >= {threshold}, "
+                         "so a dark-coloured object becomes background; save masks as black and white")
+        elif mid > MASK_GREY_TOLERANCE:
+            notes.append(f"mask {path.name} is not black-and-white ({mid:.1%} of pixels are grey): binarized at "
+                         f"grey level {threshold}; save masks as 0 and 255")
+    return grey >= threshold
 
 
 def same_size(sample_id: str, image: np.ndarray, **masks: tuple[Path, np.ndarray]) -> None:

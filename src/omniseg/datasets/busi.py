@@ -8,7 +8,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import SampleError
-from .base import Dataset, FetchSpec, Sample, SampleRef, read_mask, read_rgb, same_size, split_of
+from .base import Dataset, FetchSpec, Sample, SampleRef, files_with, read_mask, read_rgb, same_size, split_of
 
 CLASSES = ("benign", "malignant", "normal")
 _MASK = re.compile(r"^(?P<id>.+)_mask(?:_(?P<n>\d+))?$")
@@ -46,7 +46,7 @@ class Busi(Dataset):
         refs = []
         for cls in self._classes():
             images, masks = {}, {}
-            for p in (self.root / cls).glob("*.png"):
+            for p in files_with(self.root / cls, ".png"):
                 m = _MASK.match(p.stem)
                 if m:
                     masks.setdefault(m["id"], []).append(p)
@@ -67,8 +67,9 @@ class Busi(Dataset):
             raise SampleError(ref.problem)
         image = read_rgb(ref.files["image"])
         mask = np.zeros(image.shape[:2], dtype=bool)
+        notes: list[str] = []
         for p in ref.files["masks"]:
-            m = read_mask(p)
+            m = read_mask(p, notes=notes)
             same_size(ref.id, image, mask=(p, m))
             mask |= m
-        return Sample(ref.id, image, mask, meta={"split": ref.split, **ref.meta})
+        return Sample(ref.id, image, mask, meta={"split": ref.split, **ref.meta}, notes=tuple(notes))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import SampleError
-from .base import Dataset, Sample, SampleRef, read_mask, read_rgb, same_size
+from .base import Dataset, Sample, SampleRef, files_with, read_mask, read_rgb, same_size
 
 _FOLDERS = {"train": "training", "test": "test"}
 
@@ -31,7 +31,7 @@ class Drive(Dataset):
         refs = []
         for split, folder in _FOLDERS.items():
             base = self.root / folder
-            for img in sorted((base / "images").glob("*.tif")):
+            for img in files_with(base / "images", ".tif", ".tiff"):
                 sid = img.stem  # e.g. 21_training, 01_test
                 nn = sid.split("_")[0]
                 files = {
@@ -52,7 +52,8 @@ class Drive(Dataset):
         if ref.problem:
             raise SampleError(ref.problem)
         image = read_rgb(ref.files["image"])
-        mask = read_mask(ref.files["mask"])
+        notes: list[str] = []
+        mask = read_mask(ref.files["mask"], notes=notes)
         fov = read_mask(ref.files["fov"])
         same_size(ref.id, image, mask=(ref.files["mask"], mask), fov=(ref.files["fov"], fov))
         extra = {}
@@ -61,4 +62,4 @@ class Drive(Dataset):
             h = read_mask(human)
             same_size(ref.id, image, human=(human, h))
             extra["human"] = h
-        return Sample(ref.id, image, mask, roi=fov, meta={"split": ref.split}, extra=extra)
+        return Sample(ref.id, image, mask, roi=fov, meta={"split": ref.split}, extra=extra, notes=tuple(notes))

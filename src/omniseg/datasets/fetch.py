@@ -10,7 +10,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from tqdm import tqdm
+from ..progress import bar as progress_bar
 
 from ..errors import OmnisegError
 from .base import FetchSpec
@@ -23,7 +23,7 @@ def download(url: str, dest: Path, progress: bool = True, chunk: int = 1 << 20) 
     try:
         with urllib.request.urlopen(url, timeout=60) as resp, open(tmp, "wb") as f:
             total = int(resp.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {dest.name}", disable=not progress) as bar:
+            with progress_bar(total=total, unit="B", unit_scale=True, desc=f"download {dest.name}", disable=not progress) as bar:
                 while block := resp.read(chunk):
                     f.write(block)
                     digest.update(block)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import SampleError
-from .base import Dataset, FetchSpec, Sample, SampleRef, read_mask, read_rgb, same_size, split_of
+from .base import Dataset, FetchSpec, Sample, SampleRef, files_with, read_mask, read_rgb, same_size, split_of
 
 
 class KvasirSeg(Dataset):
@@ -23,15 +23,15 @@ class KvasirSeg(Dataset):
         return [d + "/" for d in ("images", "masks") if not (self.root / d).is_dir()]
 
     def _refs(self) -> list[SampleRef]:
-        images = {p.stem: p for p in (self.root / "images").glob("*.jpg")}
-        masks = {p.stem: p for p in (self.root / "masks").glob("*.jpg")}
+        images = {p.stem: p for p in files_with(self.root / "images", ".jpg", ".jpeg")}
+        masks = {p.stem: p for p in files_with(self.root / "masks", ".jpg", ".jpeg")}
         refs = []
         for sid in sorted(images.keys() | masks.keys()):
             problem = None
             if sid not in masks:
-                problem = f"missing mask masks/{sid}.jpg for images/{sid}.jpg"
+                problem = f"missing mask masks/{sid}.jpg for images/{images[sid].name}"
             elif sid not in images:
-                problem = f"mask masks/{sid}.jpg has no image images/{sid}.jpg"
+                problem = f"mask masks/{masks[sid].name} has no image images/{sid}.jpg"
             refs.append(
                 SampleRef(sid, split_of(self.name, sid), {"image": images.get(sid), "mask": masks.get(sid)}, problem=problem)
             )
@@ -41,6 +41,7 @@ class KvasirSeg(Dataset):
         if ref.problem:
             raise SampleError(ref.problem)
         image = read_rgb(ref.files["image"])
-        mask = read_mask(ref.files["mask"])
+        notes: list[str] = []
+        mask = read_mask(ref.files["mask"], notes=notes)
         same_size(ref.id, image, mask=(ref.files["mask"], mask))
-        return Sample(ref.id, image, mask, meta={"split": ref.split})
+        return Sample(ref.id, image, mask, meta={"split": ref.split}, notes=tuple(notes))

@@ -10,6 +10,7 @@ REGISTRY = Registry(
     {
         "otsu": "omniseg.models.baselines:OtsuBaseline",
         "frangi": "omniseg.models.baselines:FrangiBaseline",
+        "ellipse": "omniseg.models.baselines:CentreEllipse",
         "human": "omniseg.models.human:HumanReference",
         "unet": "omniseg.models.specialist:Specialist",
         "gemini": "omniseg.models.gemini:Gemini",

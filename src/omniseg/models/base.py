@@ -33,6 +33,7 @@ class RunContext:
     store_root: Path = Path("runs")
     refresh: bool = False  # bypass the response cache (answers are still written to it)
     max_cost: float | None = None  # USD this run may spend on API calls
+    look_only: bool = False  # --dry-run: read what exists (the answer archive), create and write nothing
 
 
 

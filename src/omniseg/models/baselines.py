@@ -1,7 +1,10 @@
 """Training-free reference models: a zero-shot floor for every table that is not an omnimodel.
 
-* ``otsu``: grey-level Otsu threshold, the brighter or darker class, largest connected
-  component not touching the border, holes filled (polyps are brighter; ultrasound tumours darker).
+* ``otsu``: grey-level Otsu threshold inside the field of view (a dark frame and specular
+  highlights left out), the brighter or darker class, the largest component near the centre,
+  holes filled (polyps are brighter; ultrasound tumours darker).
+* ``ellipse``: a centred ellipse covering a fixed share of the image: no look at the pixels at all,
+  it measures how much a table owes to where datasets put their targets.
 * ``frangi``: Frangi vesselness of the inverted green channel inside the field of view,
   keeping the most vessel-like share of field-of-view pixels.
 """
@@ -22,27 +25,66 @@ class OtsuOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     foreground: Literal["bright", "dark"] = Field("bright", description="which Otsu class is the target")
     sigma: float = Field(2.0, ge=0, description="Gaussian smoothing before thresholding, in pixels")
-    drop_border: bool = Field(True, description="ignore components that touch the image border")
+    frame: bool = Field(True, description="leave out a dark frame joined to the image border (an endoscope's black "
+                                          "corners, an ultrasound fan's surround): it neither sets the threshold nor is target")
+    highlights: bool = Field(True, description="leave specular highlights (bright, unsaturated) out of the threshold")
+    opening: int = Field(3, ge=0, description="binary opening iterations that cut thin bridges between regions")
+    centre_weight: float = Field(0.25, ge=0, description="pick the component by size x exp(-(d / w)^2), d its centre's "
+                                                         "distance from the image centre (a share of the size); 0: the largest")
+    drop_border: bool = Field(False, description="ignore components that touch the image border")
+
+
+def dark_frame(image: np.ndarray, level: float = 30.0, margin: int = 5) -> np.ndarray:
+    """Dark pixels connected to the image border (and ``margin`` pixels around them)."""
+    dark = image.astype(np.float32).mean(axis=2) < level
+    labels, _ = ndimage.label(dark)
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    frame = np.isin(labels, border[border > 0])
+    return ndimage.binary_dilation(frame, iterations=margin) if margin and frame.any() else frame
 
 
 class OtsuBaseline(Segmenter):
+    """Otsu threshold inside the field of view.
+
+    Thresholding the whole Kvasir-SEG image split the black frame from the tissue, so the "bright"
+    class was all tissue, which touched the border and was dropped: 89% of images scored 0 (mean
+    Dice 0.04 on 100 training images). Inside the field of view, with highlights left out of the
+    threshold: 0.38 (docs/metrics.md has the measurement).
+    """
+
     kind = "otsu"
+    version = "2"
     Options = OtsuOptions
 
     def predict(self, sample: Sample) -> Prediction:
         from skimage.filters import threshold_otsu
 
-        grey = sample.image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        if self.options.sigma:
-            grey = ndimage.gaussian_filter(grey, self.options.sigma)
-        if np.ptp(grey) == 0:
-            return Prediction(mask=np.zeros(grey.shape, bool), meta={"note": "constant image"})
-        t = threshold_otsu(grey)
-        fg = grey > t if self.options.foreground == "bright" else grey <= t
+        o = self.options
+        img = sample.image
+        grey = img.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        if o.sigma:
+            grey = ndimage.gaussian_filter(grey, o.sigma)
+        inside = ~dark_frame(img) if o.frame else np.ones(grey.shape, bool)
+        if sample.roi is not None:
+            inside &= sample.roi
+        valid = inside.copy()
+        if o.highlights:
+            hi, lo = img.max(axis=2).astype(np.float32), img.min(axis=2).astype(np.float32)
+            specular = (hi > 0.85 * 255) & ((hi - lo) < 0.25 * np.maximum(hi, 1))
+            valid &= ~ndimage.binary_dilation(specular, iterations=3)
+        if valid.sum() < 2 or np.ptp(grey[valid]) == 0:
+            return Prediction(mask=np.zeros(grey.shape, bool), meta={"note": "nothing to threshold"})
+        t = threshold_otsu(grey[valid])
+        fg = (grey > t if o.foreground == "bright" else grey <= t) & inside
+        if o.opening:
+            fg = ndimage.binary_opening(fg, iterations=o.opening)
+        return Prediction(mask=self._component(fg), meta={"threshold": float(t)})
+
+    def _component(self, fg: np.ndarray) -> np.ndarray:
         labels, n = ndimage.label(fg)
         if n == 0:
-            return Prediction(mask=fg, meta={"threshold": float(t)})
-        sizes = np.bincount(labels.ravel(), minlength=n + 1)
+            return fg
+        sizes = np.bincount(labels.ravel(), minlength=n + 1).astype(float)
         sizes[0] = 0
         if self.options.drop_border:
             border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
@@ -50,8 +92,12 @@ class OtsuBaseline(Segmenter):
             kept[border] = 0
             if kept.any():  # fall back to all components when every one touches the border
                 sizes = kept
-        mask = ndimage.binary_fill_holes(labels == int(np.argmax(sizes)))
-        return Prediction(mask=mask, meta={"threshold": float(t)})
+        if self.options.centre_weight:
+            h, w = fg.shape
+            centres = ndimage.center_of_mass(fg, labels, range(1, n + 1))
+            d = np.array([np.hypot(cy / h - 0.5, cx / w - 0.5) for cy, cx in centres])
+            sizes[1:] *= np.exp(-((d / self.options.centre_weight) ** 2))
+        return ndimage.binary_fill_holes(labels == int(np.argmax(sizes)))
 
 
 class FrangiOptions(BaseModel):
@@ -78,3 +124,21 @@ class FrangiBaseline(Segmenter):
         t = np.quantile(v[inner], 1 - self.options.fraction)
         mask = (v > t) & inner
         return Prediction(mask=mask, prob=(v / v.max()).astype(np.float32) if v.max() > 0 else None, meta={"threshold": float(t)})
+
+
+class EllipseOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    radius: float = Field(0.28, gt=0, le=0.71, description="semi-axes as a share of the image's height and width")
+
+
+class CentreEllipse(Segmenter):
+    """A centred ellipse, whatever the image: the score any model gets for free from where targets sit."""
+
+    kind = "ellipse"
+    Options = EllipseOptions
+
+    def predict(self, sample: Sample) -> Prediction:
+        h, w = sample.mask.shape
+        yy, xx = np.mgrid[:h, :w]
+        r = self.options.radius
+        return Prediction(mask=((yy + 0.5 - h / 2) / (r * h)) ** 2 + ((xx + 0.5 - w / 2) / (r * w)) ** 2 <= 1)

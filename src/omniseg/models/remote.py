@@ -97,10 +97,18 @@ class RemoteSegmenter(Segmenter):
         return next((os.environ[v] for v in self.key_variables if os.environ.get(v)), None)
 
     @property
-    def archive(self) -> AnswerArchive:
+    def archive(self) -> AnswerArchive | None:
+        """The answer archive; None when only looking (--dry-run) and there is none yet."""
         if self._archive is None:
-            self._archive = AnswerArchive(self.options.cache or self.context.store_root / FILE_NAME)
+            path = self.options.cache or self.context.store_root / FILE_NAME
+            if self.context.look_only and not path.is_file():
+                return None
+            self._archive = AnswerArchive(path, readonly=self.context.look_only)
         return self._archive
+
+    def _kept(self, key: str) -> str | None:
+        archive = self.archive
+        return archive.get(key) if archive is not None else None
 
     # -- request pieces -----------------------------------------------------------------------
     def _sent_image(self, image: np.ndarray) -> np.ndarray:
@@ -156,7 +164,7 @@ class RemoteSegmenter(Segmenter):
         prompt = self._prompt()
         for s in samples:
             pixels, _, key = self._request(s, prompt)
-            if not self.context.refresh and self.archive.get(key) is not None:
+            if not self.context.refresh and self._kept(key) is not None:
                 cached += 1
                 continue
             calls += 1
@@ -173,10 +181,10 @@ class RemoteSegmenter(Segmenter):
         futures = []
         for s in samples:
             pixels, gen, key = self._request(s, prompt)
-            hit = None if self.context.refresh else self.archive.get(key)
+            hit = None if self.context.refresh or self.archive is None else self.archive.get_with_call(key)
             if hit is not None:  # answered from the archive here, without touching the event loop
                 f: concurrent.futures.Future = concurrent.futures.Future()
-                f.set_result(self._from_archive(hit, key, s))
+                f.set_result(self._from_archive(*hit, key, s))
                 futures.append(f)
                 continue
             png = self._png(pixels)  # CPU work: on this thread, not on the event loop
@@ -202,12 +210,13 @@ class RemoteSegmenter(Segmenter):
         h, w = sample.image.shape[:2]
         return self._decode_raw(raw, h, w, self._generation(sample))
 
-    def _from_archive(self, raw: str, key: str, sample: Sample) -> Prediction:
+    def _from_archive(self, raw: str, booking: dict, key: str, sample: Sample) -> Prediction:
         pred = self.redecode(raw, sample)
         pred.meta.update(cache_hit=True, cache_key=key)
         version = pred.meta.get("model_version")
         pred.calls = [{"attempt": 0, "outcome": "cache_hit", "http_status": None, "latency_s": 0.0, "cost_usd": 0.0,
-                       "cache_key": key, "model_version": version, **pred.meta.pop("tokens", {})}]
+                       "cache_key": key, "model_version": version, "booking": booking,
+                       **pred.meta.pop("tokens", {})}]
         return pred
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
@@ -317,7 +326,7 @@ class RemoteSegmenter(Segmenter):
         calls.append({"attempt": attempt, "outcome": "answered", "http_status": 200, "latency_s": latency,
                       "cost_usd": cost, "cache_key": key, "model_version": pred.meta.get("model_version"), **tok})
         # kept before the row that uses it is written: decoded or not, it is never paid for twice
-        self.archive.put(key, o.model, pred.meta.get("model_version"), raw)
+        self.archive.put(key, o.model, pred.meta.get("model_version"), raw, call=calls[-1])
         pred.calls = calls
         pred.meta.update(cache_hit=False, cache_key=key, attempts=len(calls),
                          elapsed_s=sum(c["latency_s"] for c in calls))

@@ -118,13 +118,25 @@ def load_checkpoint(path: str | Path, fallback: NetSpec | None = None, device: s
     return net, spec, info
 
 
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
+
+
 def pick_device(device: str) -> str:
+    """The torch device to use; one message for a misspelt one or a GPU that is not there."""
+    import re
+
     import torch
 
+    if not re.fullmatch(DEVICE_PATTERN, device):
+        raise CheckpointError(f"device {device!r} is not one of auto, cpu, cuda, cuda:N, mps")
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise CheckpointError(f"device {device!r} asked for, but torch sees no CUDA device")
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        raise CheckpointError(f"device {device!r} asked for, but torch sees {torch.cuda.device_count()} CUDA device(s)")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise CheckpointError("device 'mps' asked for, but torch sees no Apple GPU")
     return device
 
 
@@ -179,7 +191,7 @@ def confidence(prob: np.ndarray, floor: float = 0.1) -> float:
 
 class SpecialistOptions(NetSpec):
     checkpoint: Path = Field(description="checkpoint file (omniseg's, or a plain smp state_dict with arch/encoder set here)")
-    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N")
+    device: str = Field("auto", pattern=f"^({DEVICE_PATTERN})$", description="auto (CUDA when present), cpu, cuda, cuda:N, mps")
     batch_size: int = Field(8, ge=1, description="images per forward pass")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
     threshold: float | None = Field(None, gt=0, lt=1, description="override the checkpoint's threshold")  # type: ignore[assignment]

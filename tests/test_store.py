@@ -1,0 +1,130 @@
+"""omniseg.store: one file per sample whatever its id, no path outside the store, damage named as such."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from omniseg import config
+from omniseg.cli import app
+from omniseg.errors import ConfigError, OmnisegError
+from omniseg.store import Store
+
+from conftest import OTSU, REPO, make_kvasir, write_config
+
+
+def test_ids_differing_only_in_punctuation_get_their_own_mask_files(tmp_path):
+    """Hardening defect 2: x;1, x:1 and x_1 shared masks/.../x_1.png, which held one of them."""
+    st = Store(tmp_path / "s.sqlite")
+    masks = {}
+    for i, sid in enumerate(["x;1", "x:1", "x_1", "x/1", ".."]):
+        m = np.zeros((4, 5), bool)
+        m[0, i] = True
+        masks[sid] = m
+        st.record(1, "t", sid, "m", status="ok", mask=m)
+    rows = st.query("SELECT sample_id, mask_path FROM predictions")
+    assert rows["mask_path"].is_unique
+    for sid, path in zip(rows["sample_id"], rows["mask_path"]):
+        assert (st.root / path).resolve().is_relative_to((st.root / "masks").resolve())
+        assert np.array_equal(np.asarray(Image.open(st.root / path)) > 0, masks[sid]), sid
+    assert st.query("SELECT mask_path FROM predictions WHERE sample_id = 'x_1'")["mask_path"][0].endswith("/x_1.png")
+
+
+def test_names_cannot_reach_outside_the_store_or_the_report(tmp_path):
+    """Hardening defect 3: a model named '..' with task '..' wrote masks outside the store folder,
+    and a task '../../evil' made `report` write a figure outside --out."""
+    root = make_kvasir(tmp_path / "k", n=2)
+    for task, model in (("..", "otsu"), ("../../evil", "otsu"), ("polyp", ".."), ("polyp", ".hidden")):
+        path = write_config(tmp_path / "c.yaml", task, "kvasir-seg", root, OTSU.replace("name: otsu", f"name: '{model}'"))
+        with pytest.raises(ConfigError, match="not starting with '.'|letters, digits"):
+            config.load(path)
+    st = Store(tmp_path / "runs" / "s.sqlite")
+    st.record(1, "..", "a", "..", status="ok", mask=np.ones((3, 3), bool))  # a store written by other means
+    assert all(p.resolve().is_relative_to((tmp_path / "runs").resolve()) for p in tmp_path.rglob("*.png"))
+    with pytest.raises(OmnisegError, match="outside the store folder"):
+        st._write_atomic(__import__("pathlib").Path("..") / "x.png", lambda p: p.write_bytes(b""))
+    run_id = st.start_run("../../evil", "test", ["m"], {"dataset": {"name": "kvasir-seg", "root": str(root)}}, "h", None)
+    st.add_samples("../../evil", [("a", "test", None, {})])
+    st.record(run_id, "../../evil", "a", "m", status="ok", mask=np.ones((3, 3), bool), scores={"dice": 1.0, "iou": 1.0})
+    st.close()
+    r = CliRunner().invoke(app, ["report", "--store", str(tmp_path / "runs" / "s.sqlite"), "--out", str(tmp_path / "a" / "b" / "rep")])
+    assert r.exit_code == 0, r.output
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and "evil" in p.name]
+    assert written and all(p.resolve().is_relative_to((tmp_path / "a" / "b" / "rep").resolve()) for p in written)
+
+
+def _corrupt_interior(path):
+    data = bytearray(path.read_bytes())
+    page = 4096
+    assert len(data) > 6 * page
+    for off in range(2 * page, len(data) - page, page):  # leave the header page alone
+        data[off + 8: off + 600] = b"\xa5" * 592
+    path.write_bytes(bytes(data))
+
+
+def test_a_corrupted_store_is_named_as_such(tmp_path, polyp_config):
+    """Hardening defect 9: interior damage gave a pandas DatabaseError in `report`, and `run` said 'nothing new'."""
+    root = make_kvasir(tmp_path / "k", n=40)
+    cfg = write_config(tmp_path / "c.yaml", "polyp", "kvasir-seg", root, OTSU)
+    store = tmp_path / "s.sqlite"
+    r = CliRunner().invoke(app, ["run", "--config", str(cfg), "--store", str(store), "-q"])
+    assert r.exit_code == 0, r.output
+    with Store(store) as st:  # enough rows for several pages, all checkpointed into the main file
+        st.db.executemany("INSERT INTO samples VALUES ('polyp', ?, 'test', NULL, ?)",
+                          [(f"pad{i:05d}", "x" * 200) for i in range(400)])
+        st.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    _corrupt_interior(store)
+    for args in (["report", "--store", str(store), "--out", str(tmp_path / "rep")],
+                 ["run", "--config", str(cfg), "--store", str(store), "-q"],
+                 ["curate", "--store", str(store)]):
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 2, (args, r.output)
+        assert "corrupted" in r.output and str(store) in r.output and r.output.count("\n") == 1, r.output
+
+
+def test_a_full_disk_or_a_blocked_folder_is_one_message_and_resumable(tmp_path, monkeypatch):
+    """Hardening defect 9: a read-only masks/ folder or a full disk during `run` gave an OSError traceback."""
+    root = make_kvasir(tmp_path / "k", n=6)
+    cfg = write_config(tmp_path / "c.yaml", "polyp", "kvasir-seg", root, OTSU)
+    store = tmp_path / "runs" / "s.sqlite"
+    (tmp_path / "runs" / "masks").mkdir(parents=True)
+    (tmp_path / "runs" / "masks" / "polyp").write_text("a file where a folder should be")
+    r = CliRunner().invoke(app, ["run", "--config", str(cfg), "--store", str(store), "-q"])
+    assert r.exit_code == 2 and "cannot write" in r.output and "masks/polyp" in r.output, r.output
+    assert "Traceback" not in r.output
+    (tmp_path / "runs" / "masks" / "polyp").unlink()
+    real_save = Image.Image.save
+    calls = {"n": 0}
+
+    def disk_full(self, fp, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise OSError(28, "No space left on device")
+        return real_save(self, fp, *a, **kw)
+
+    monkeypatch.setattr(Image.Image, "save", disk_full)
+    r = CliRunner().invoke(app, ["run", "--config", str(cfg), "--store", str(store), "-q"])
+    assert r.exit_code == 2 and "No space left on device" in r.output and "rerun the same command" in r.output, r.output
+    monkeypatch.setattr(Image.Image, "save", real_save)
+    with Store(store) as st:
+        done = len(st.query("SELECT * FROM predictions"))
+    assert done == 3  # the pairs written before the disk filled are kept
+    r = CliRunner().invoke(app, ["run", "--config", str(cfg), "--store", str(store), "-q"])
+    assert r.exit_code == 0 and "3 already done" in r.output, r.output
+
+
+def test_probability_maps_are_the_documented_8_bit_pngs(tmp_path):
+    """Hardening defect 11: docs/outputs.md promised `.prob.npz` float16 maps; the code writes 8-bit PNGs."""
+    st = Store(tmp_path / "s.sqlite")
+    prob = np.linspace(0, 1, 20, dtype=np.float32).reshape(4, 5)
+    st.record(1, "t", "a", "m", status="ok", mask=prob > 0.5, prob=prob)
+    path = st.query("SELECT prob_path FROM predictions")["prob_path"][0]
+    stored = np.asarray(Image.open(st.root / path))
+    assert path.endswith(".prob.png") and stored.dtype == np.uint8
+    assert np.abs(stored / 255 - prob).max() <= 0.5 / 255 + 1e-6
+    docs = (REPO / "docs" / "outputs.md").read_text()
+    assert ".prob.png" in docs and ".npz" not in docs
+    readme = (REPO / "README.md").read_text()
+    assert "pays for nothing twice" not in readme and "still on the wire" in readme  # what the kill test measured
