@@ -156,3 +156,33 @@ def api_rows(st, model: str = "gem"):
                   " USING (task, sample_id, model) WHERE p.model = ? ORDER BY sample_id", (model,))
     df["meta"] = df["meta"].map(json.loads)
     return df
+
+
+# -- a kill that lands inside a chunk -------------------------------------------------------------
+_KILL_AFTER_WRITES = """
+import os, signal, sys
+from omniseg import store
+real = store.Store.record
+writes = {"n": 0}
+def record(self, *a, **kw):
+    real(self, *a, **kw)
+    writes["n"] += 1
+    if writes["n"] == int(os.environ["OMNISEG_TEST_KILL_AFTER"]):
+        os.kill(os.getpid(), signal.SIGKILL)  # between two writes of one chunk
+store.Store.record = record
+from omniseg.cli import app
+sys.argv = ["omniseg"] + sys.argv[1:]
+app()
+"""
+
+
+def run_killed_after_writes(args: list[str], writes: int, timeout: float = 300):
+    """`omniseg <args>` in a subprocess that SIGKILLs itself right after its ``writes``-th pair is recorded
+    (the fault is injected from the test: the product has no such hook)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMNISEG_TEST_KILL_AFTER": str(writes), "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-c", _KILL_AFTER_WRITES, *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=timeout)

@@ -194,3 +194,33 @@ def test_progress_in_a_log_file_is_whole_lines(tmp_path):
     assert "\r" not in text and text.endswith("\n")
     lines = [ln for ln in text.splitlines() if ln.startswith("polyp [all]")]
     assert 1 <= len(lines) <= 4 and "30/30" in lines[-1]  # the first line, maybe one every 10 s, the last
+
+
+def test_a_kill_between_two_writes_of_one_chunk_loses_and_repeats_nothing(tmp_path):
+    """The kill lands inside a chunk (after 13 of its 16 writes), so the rows at the kill are a part of
+    one chunk; the rerun must add exactly the others and leave the earlier rows as they were."""
+    from conftest import run_killed_after_writes
+
+    n = 40
+    root = make_kvasir(tmp_path / "k", n=n)
+    models = OTSU + "  - name: dark\n    kind: otsu\n    options: {foreground: dark}\n"
+    cfg = write_config(tmp_path / "c.yaml", "polyp", "kvasir-seg", root, models)
+    store = tmp_path / "s.sqlite"
+    args = ["run", "--config", cfg, "--store", store, "-q", "--batch-size", "8"]
+    killed = run_killed_after_writes(args, 13)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    with sqlite3.connect(store) as db:
+        per_model = dict(db.execute("SELECT model, COUNT(*) FROM predictions GROUP BY model").fetchall())
+        earlier = db.execute("SELECT sample_id, model, run_id, created_at FROM predictions ORDER BY 1, 2").fetchall()
+    assert per_model == {"otsu": 8, "dark": 5}  # one chunk of 8 samples: all of the first model, 5 of the second
+    done = subprocess.run([sys.executable, "-m", "omniseg.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "13 already done; this run: ok 67" in done.stdout
+    with sqlite3.connect(store) as db:
+        per_model = dict(db.execute("SELECT model, COUNT(*) FROM predictions GROUP BY model").fetchall())
+        kept = db.execute("SELECT sample_id, model, run_id, created_at FROM predictions WHERE run_id = 1"
+                          " ORDER BY 1, 2").fetchall()
+        scored = db.execute("SELECT COUNT(*) FROM scores").fetchone()[0]
+    assert per_model == {"otsu": n, "dark": n} and scored == 2 * n
+    assert kept == earlier  # the rows written before the kill were not redone

@@ -9,10 +9,15 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+import torch
+
 from omniseg import metrics
 
-torch = pytest.importorskip("torch")
-monai_metrics = pytest.importorskip("monai.metrics")
+
+@pytest.fixture(scope="module")
+def monai_metrics():
+    """MONAI is the oracle of two tests and a test extra, not a dependency: only they may skip without it."""
+    return pytest.importorskip("monai.metrics")
 
 
 def random_pairs(n: int, seed: int = 0):
@@ -35,7 +40,7 @@ def random_pairs(n: int, seed: int = 0):
         yield pred, ref
 
 
-def monai_scores(pred: np.ndarray, ref: np.ndarray) -> tuple[float, float, float]:
+def monai_scores(monai_metrics, pred: np.ndarray, ref: np.ndarray) -> tuple[float, float, float]:
     yp = torch.from_numpy(pred)[None, None].float()
     yr = torch.from_numpy(ref)[None, None].float()
     with warnings.catch_warnings():
@@ -46,11 +51,11 @@ def monai_scores(pred: np.ndarray, ref: np.ndarray) -> tuple[float, float, float
     return float(d), float(i), float(h)
 
 
-def test_dice_iou_match_monai_to_1e6_and_hd95_within_a_pixel():
+def test_dice_iou_match_monai_to_1e6_and_hd95_within_a_pixel(monai_metrics):
     n = 0
     for pred, ref in random_pairs(60):
         ours = metrics.score(pred, ref)
-        d, i, h = monai_scores(pred, ref)
+        d, i, h = monai_scores(monai_metrics, pred, ref)
         assert ours["dice"] == pytest.approx(d, abs=1e-6)
         assert ours["iou"] == pytest.approx(i, abs=1e-6)
         assert abs(ours["hd95"] - h) <= 1.0
@@ -58,12 +63,12 @@ def test_dice_iou_match_monai_to_1e6_and_hd95_within_a_pixel():
     assert n == 60
 
 
-def test_dice_iou_match_monai_on_empty_cases_with_ignore_empty_false():
+def test_dice_iou_match_monai_on_empty_cases_with_ignore_empty_false(monai_metrics):
     z = np.zeros((20, 20), bool)
     one = z.copy()
     one[5:9, 5:9] = True
     for pred, ref in ((z, z), (z, one), (one, z)):
-        d, i, _ = monai_scores(pred, ref)
+        d, i, _ = monai_scores(monai_metrics, pred, ref)
         ours = metrics.score(pred, ref)
         assert (ours["dice"], ours["iou"]) == pytest.approx((d, i))
 
@@ -136,3 +141,14 @@ def test_cldice_is_one_for_identical_vessels_and_lower_for_broken_ones():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match="shape"):
         metrics.score(np.zeros((4, 4), bool), np.zeros((4, 5), bool))
+
+
+def test_cldice_is_the_harmonic_mean_of_topology_precision_and_sensitivity():
+    """One-pixel lines are their own skeletons: pred = the reference line plus a second, longer one.
+    Tprec = 20 / 50, Tsens = 20 / 20, so clDice = 2 * 0.4 * 1 / 1.4 (an arithmetic mean would be 0.7)."""
+    ref = np.zeros((40, 60), bool)
+    ref[10, 10:30] = True
+    pred = ref.copy()
+    pred[30, 10:40] = True
+    assert metrics.cldice(pred, ref) == pytest.approx(2 * 0.4 / 1.4, abs=1e-9)
+    assert metrics.cldice(ref, pred) == pytest.approx(2 * 0.4 / 1.4, abs=1e-9)  # symmetric

@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -41,9 +46,9 @@ def test_summary_matches_a_hand_computation(store_path, tmp_path):
 
 def test_full_report_folder_is_complete_consistent_and_deterministic(tmp_path, monkeypatch):
     """Specialist (a tiny U-Net), omnimodel (fake Gemini) and a baseline through run, curate and report."""
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("google.genai")
     import hashlib
+
+    import torch
     import json
 
     from conftest import OTSU, make_kvasir, write_config
@@ -72,6 +77,15 @@ def test_full_report_folder_is_complete_consistent_and_deterministic(tmp_path, m
             report.write(st, tmp_path / "rep", split="all", k=2)
             second = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "rep").rglob("*") if p.is_file()}
     assert first == second  # regenerated from the same store: byte for byte
+    # ... and in another process, with another string-hash seed, seconds later (no clock, no set order)
+    time.sleep(1.1)
+    code = ("import sys; from omniseg import report; from omniseg.store import Store; "
+            "report.write(Store(sys.argv[1]), sys.argv[2], split='all', k=2)")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "runs" / "s.sqlite"), str(tmp_path / "rep2")],
+                          env={**os.environ, "PYTHONHASHSEED": "4242"}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    third = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "rep2").rglob("*") if p.is_file()}
+    assert third == first
     names = set(first)
     for f in ("report.md", "per_image.csv", "summary.csv", "comparisons.csv", "routing.csv", "manifest.json",
               "polyp_boxplots.png", "polyp_scatter.png", "polyp_routing.png", "polyp_cases.png"):

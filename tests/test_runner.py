@@ -117,3 +117,20 @@ def test_models_marked_default_false_run_only_when_named(tmp_path, store_path):
         assert set(rows(st, "polyp")["model"]) == {"otsu"}
         run(cfg, st, progress=False, model_names=["dark"])
         assert sorted(set(rows(st, "polyp")["model"])) == ["dark", "otsu"]
+
+
+def test_a_model_added_to_an_existing_store_gets_every_pair(tmp_path, store_path):
+    """Exactly once means per (sample, model): a pair done by another model is not done for this one."""
+    root = make_kvasir(tmp_path / "k", n=5)
+    first = config.load(write_config(tmp_path / "a.yaml", "polyp", "kvasir-seg", root, OTSU))
+    extra = "  - name: dark\n    kind: otsu\n    options: {foreground: dark}\n"
+    both = config.load(write_config(tmp_path / "b.yaml", "polyp", "kvasir-seg", root, OTSU + extra))
+    with Store(store_path) as st:
+        run(first, st, progress=False)
+        before = st.query("SELECT sample_id, run_id, created_at FROM predictions WHERE model = 'otsu' ORDER BY 1")
+        s = run(both, st, progress=False)
+        df = rows(st, "polyp")
+        after = st.query("SELECT sample_id, run_id, created_at FROM predictions WHERE model = 'otsu' ORDER BY 1")
+    assert s.skipped == 5 and s.statuses == {"ok": 5}
+    assert (df.groupby("model").size() == 5).all() and set(df["model"]) == {"otsu", "dark"}
+    assert before.equals(after)  # the first model's rows are untouched

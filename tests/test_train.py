@@ -6,15 +6,13 @@ import csv
 
 import pytest
 
-pytest.importorskip("segmentation_models_pytorch")
+from omniseg import config
+from omniseg.config import TrainConfig
+from omniseg.models.specialist import NetSpec, load_checkpoint
+from omniseg.runner import open_dataset
+from omniseg.train import train
 
-from omniseg import config  # noqa: E402
-from omniseg.config import TrainConfig  # noqa: E402
-from omniseg.models.specialist import NetSpec, load_checkpoint  # noqa: E402
-from omniseg.runner import open_dataset  # noqa: E402
-from omniseg.train import train  # noqa: E402
-
-from conftest import make_kvasir, write_config  # noqa: E402
+from conftest import make_kvasir, write_config
 
 TINY = NetSpec(encoder="resnet18", input_size=64)
 
@@ -91,3 +89,18 @@ def test_full_resolution_training_on_random_crops(tmp_path):
     assert res.epochs == 1
     _, spec, info = load_checkpoint(tmp_path / "v.pt")
     assert spec.resize == "pad" and info["val_images"] >= 1
+
+
+def test_the_checkpoint_is_the_best_epoch_of_the_log(tmp_path, monkeypatch):
+    """The saved weights are those of the epoch with the highest validation Dice, not the last epoch's."""
+    import omniseg.train as train_mod
+
+    cfg = unet_config(tmp_path)
+    scripted = iter([0.21, 0.64, 0.43])
+    monkeypatch.setattr(train_mod, "_validate", lambda *a, **k: next(scripted))
+    train(cfg, TrainConfig(net=TINY, epochs=3, batch_size=4), open_dataset(cfg), tmp_path / "u.pt", device="cpu",
+          progress=False)
+    log = log_rows(tmp_path / "u.pt")
+    best = max(log, key=lambda r: float(r["val_dice"]))
+    _, _, info = load_checkpoint(tmp_path / "u.pt")
+    assert int(best["epoch"]) == 2 and info["epoch"] == 2 and info["val_dice"] == pytest.approx(0.64)

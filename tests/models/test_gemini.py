@@ -12,17 +12,17 @@ import sys
 import time
 from pathlib import Path
 
+import google.genai  # noqa: F401  (a hard dependency: a broken install fails here, never skips)
+import numpy as np
 import pytest
 
-pytest.importorskip("google.genai")
+from omniseg import config
+from omniseg.errors import OmnisegError
+from omniseg.runner import dry_run, run
+from omniseg.store import Store
+from omniseg.testing import fake_gemini as fg
 
-from conftest import KVASIR_REAL, make_kvasir, write_config  # noqa: E402
-
-from omniseg import config  # noqa: E402
-from omniseg.errors import OmnisegError  # noqa: E402
-from omniseg.runner import dry_run, run  # noqa: E402
-from omniseg.store import Store  # noqa: E402
-from omniseg.testing import fake_gemini as fg  # noqa: E402
+from conftest import KVASIR_REAL, make_kvasir, write_config
 
 KEY = "omniseg-test-key-not-real-0123456789abcd"
 
@@ -64,10 +64,14 @@ def test_each_mode_decodes_masks(tmp_path, mode):
 
 
 def test_retry_info_is_honoured_and_retries_are_bounded(tmp_path):
+    failing: list[str] = []  # the first two images the server sees stay unavailable, whatever their bytes
+
     def behave(req):
         if req.attempt == 1:
+            if len(failing) < 2:
+                failing.append(req.image_sha)
             return fg.error(429, "RESOURCE_EXHAUSTED", retry_delay="0.4s")
-        return fg.error(503, "UNAVAILABLE") if "0" in req.image_sha[:1] else fg.good_answer(req)
+        return fg.error(503, "UNAVAILABLE") if req.image_sha in failing else fg.good_answer(req)
 
     with fg.FakeGemini(behave) as srv:
         cfg = gemini_config(tmp_path, srv.url, n=6, max_retries=3)
@@ -82,8 +86,9 @@ def test_retry_info_is_honoured_and_retries_are_bounded(tmp_path):
         assert len(log) <= 4  # 1 + max_retries
         assert log[1]["start"] - log[0]["end"] >= 0.39  # waited the server's RetryInfo delay
     failed = df[df["status"] != "ok"]
-    assert set(failed["status"]) <= {"api_error"}
+    assert len(failed) == 2 and set(failed["status"]) == {"api_error"}
     assert all("503" in r and "after 4 attempt(s)" in r for r in failed["reason"])
+    assert all(len(by_image[sha]) == 4 for sha in failing)
     assert failed["dice"].eq(0).all()  # scored as empty predictions
     assert len(calls) == len(srv.log)
 
@@ -422,3 +427,87 @@ def test_dry_run_creates_and_writes_nothing(tmp_path):
         assert "0 API calls, 3 answers cached" in r.output
         after = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*") if p.is_file()}
         assert after == before
+
+
+def test_archive_key_follows_every_part_that_changes_the_answer_and_nothing_else(tmp_path, monkeypatch):
+    """Each part of the key changed in turn asks again; the API key or the decoding changed alone does not."""
+    root = make_kvasir(tmp_path / "k", n=3)
+    archive = tmp_path / "answers.sqlite"
+    base = {"cache": str(archive), "model": "gemini-3.5-flash", "mode": "polygon", "max_side": 96}
+    with fg.FakeGemini() as srv:
+        def asked(**change) -> int:
+            before = len(srv.log)
+            cfg = gemini_config(tmp_path, srv.url, root=root, **{**base, **change})
+            with Store(tmp_path / "s.sqlite") as st:
+                run(cfg, st, progress=False, force=True)
+            return len(srv.log) - before
+
+        assert asked() == 3
+        assert asked() == 0  # the same question is answered from the archive
+        for change in ({"prompt": "v2", "prompts": {"v2": "Outline {target} as polygons, please."}},
+                       {"model": "gemini-3.5-flash-lite"}, {"api_version": "v1"}, {"mode": "json-mask"},
+                       {"max_side": 64}, {"max_output_tokens": 999}, {"seed": 7}, {"thinking_level": "low"},
+                       {"media_resolution": "high"}, {"target": "the lesion"}):
+            assert asked(**change) == 3, change
+        assert asked(threshold=200, point_order="yx") == 0  # decoding is not part of the question
+        monkeypatch.setenv("GEMINI_API_KEY", "another-test-key-not-real-987654321")
+        assert asked() == 0  # nor is the API key
+
+
+def test_the_in_flight_cap_and_the_rpm_limit_hold_at_the_server(tmp_path):
+    """What the server saw: never more requests at once than max_in_flight, never faster than rpm."""
+    def slow(req):
+        r = fg.good_answer(req)
+        r.delay = 0.3
+        return r
+
+    with fg.FakeGemini(slow) as srv:
+        cfg = gemini_config(tmp_path / "a", srv.url, n=12, max_in_flight=3)
+        with Store(tmp_path / "a" / "s.sqlite") as st:
+            run(cfg, st, progress=False)
+    assert srv.max_in_flight == 3  # reached, never passed
+    with fg.FakeGemini() as srv:
+        cfg = gemini_config(tmp_path / "b", srv.url, n=10, max_in_flight=8, rpm=300)
+        with Store(tmp_path / "b" / "s.sqlite") as st:
+            run(cfg, st, progress=False)
+    starts = sorted(e["start"] for e in srv.log)
+    gaps = np.diff(starts)
+    observed = (len(starts) - 1) / (starts[-1] - starts[0]) * 60
+    assert gaps.min() >= 0.2 - 0.03 and 300 * 0.7 <= observed <= 300 * 1.03, (gaps, observed)
+
+
+def test_a_kill_between_two_writes_of_one_chunk_books_each_answer_once(tmp_path):
+    """Kill after the 11th pair of a 16-pair chunk: the 11 rows stay as they were, every other pair is
+    done by the rerun, no recorded answer is asked again, and every kept answer is booked exactly once."""
+    from conftest import run_killed_after_writes
+
+    root = make_kvasir(tmp_path / "k", n=40)
+    with fg.FakeGemini(fg.chaos(0.1, 0.05, 0.0, delay=0.02)) as srv:
+        cfg = _gemini_yaml(tmp_path, srv.url, root)
+        store = tmp_path / "s.sqlite"
+        args = ["run", "--config", cfg, "--store", store, "-q", "--batch-size", "16"]
+        killed = run_killed_after_writes(args, 11)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        with sqlite3.connect(store) as db:
+            earlier = db.execute("SELECT sample_id, run_id, created_at FROM predictions ORDER BY 1").fetchall()
+            keys_at_kill = {k for (k,) in db.execute("SELECT json_extract(meta, '$.cache_key') FROM predictions")}
+        assert len(earlier) == 11
+        with sqlite3.connect(tmp_path / "answers.sqlite") as db:
+            archived_at_kill = {k for (k,) in db.execute("SELECT key FROM answers")}
+        served_at_kill = len(srv.log)
+        done = subprocess.run([sys.executable, "-m", "omniseg.cli", *map(str, args)], capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr
+    with sqlite3.connect(store) as db:
+        kept_rows = db.execute("SELECT sample_id, run_id, created_at FROM predictions WHERE run_id = 1 ORDER BY 1").fetchall()
+        total = db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+        booked = db.execute("SELECT cache_key, COUNT(*) FROM api_calls WHERE outcome IN ('answered', 'recovered')"
+                            " GROUP BY 1").fetchall()
+    with sqlite3.connect(tmp_path / "answers.sqlite") as db:
+        archived = {k for (k,) in db.execute("SELECT key FROM answers")}
+    assert total == 40 and kept_rows == earlier
+    assert {k for k, _ in booked} == archived and all(c == 1 for _, c in booked)
+    answered_after = [e for e in srv.log[served_at_kill:] if e["kind"] == "ok"]
+    # an answer received before the kill is never asked for again (those on the wire at the kill may be)
+    assert keys_at_kill <= archived_at_kill and len(archived) == 40
+    assert len(answered_after) == 40 - len(archived_at_kill), (len(answered_after), len(archived_at_kill))

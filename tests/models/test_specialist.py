@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import segmentation_models_pytorch  # noqa: F401  (a hard dependency: a broken install fails here, never skips)
+import torch
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("segmentation_models_pytorch")
+from omniseg import models
+from omniseg.config import ModelConfig
+from omniseg.datasets.base import Sample
+from omniseg.errors import CheckpointError
+from omniseg.models.specialist import NetSpec, build_net, save_checkpoint
 
-from omniseg import models  # noqa: E402
-from omniseg.config import ModelConfig  # noqa: E402
-from omniseg.datasets.base import Sample  # noqa: E402
-from omniseg.errors import CheckpointError  # noqa: E402
-from omniseg.models.specialist import NetSpec, build_net, save_checkpoint  # noqa: E402
-
-from conftest import blob_mask, lesion_image  # noqa: E402
+from conftest import blob_mask, lesion_image
 
 SPEC = NetSpec(encoder="resnet18", input_size=64)
 
