@@ -182,9 +182,16 @@ def curate(
     by: Optional[str] = typer.Option(None, "--by", help="reference model whose score ranks the cases (default: the config's curation.reference)"),
     metric: Optional[str] = typer.Option(None, help="dice or iou (default: the config's curation.metric, else dice)"),
     split: Optional[str] = typer.Option(None, help="train, test or all (default: the split(s) the reference model was scored on)"),
+    control: Optional[str] = typer.Option(None, "--control", help="a second specialist (another seed) that picks its own lists too: the selection-bias controls (default: curation.control)"),
+    strata: Optional[bool] = typer.Option(None, "--strata/--no-strata", help="also store lesion-size and contrast quartiles read from the images (default: curation.strata)"),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="dataset folder for --strata, overriding the recorded root"),
     store: Optional[Path] = StoreOpt,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ) -> None:
-    """Pick the N easiest and N hardest cases by the reference model's per-image score."""
+    """Pick the N easiest and N hardest cases by the reference model's per-image score.
+
+    The study's controls for the selection bias this brings (docs/study.md): --control picks lists by a
+    second specialist, --strata by lesion size and contrast; `omniseg report` tests the claims with each."""
     from .curate import curate as curate_task
 
     if split is not None and split not in ("train", "test", "all"):
@@ -198,11 +205,15 @@ def curate(
 
             raise OmnisegError(f"{st.path}: " + unknown_name("task", task, st.tasks()))
         for t in tasks:
-            lists = curate_task(st, t, extremes, reference=by, metric=metric, split=split)
+            lists = curate_task(st, t, extremes, reference=by, metric=metric, split=split, control=control,
+                                strata=strata, data_root=data_root, progress=not quiet)
             e, h = lists["easiest"], lists["hardest"]
             ref, used = e[0]["reference"], e[0]["metric"]
             typer.echo(f"{t}: {len(e)} easiest + {len(h)} hardest by {ref} {used} on split {lists['split']} "
                        f"(easiest {e[-1]['value']:.3f}..{e[0]['value']:.3f}, hardest {h[0]['value']:.3f}..{h[-1]['value']:.3f})")
+            extra = sorted(k for k in lists if k not in ("easiest", "hardest", "split"))
+            if extra:
+                typer.echo(f"{t}: controls stored: " + ", ".join(f"{k} ({len(lists[k])})" for k in extra))
 
 
 @app.command()
@@ -247,6 +258,8 @@ def train(
     out: Optional[Path] = typer.Option(None, help="checkpoint file (default: the unet model's options.checkpoint)"),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="continue an interrupted training run"),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="dataset folder, overriding dataset.root"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="the models entry (kind unet) to train (default: train.model)"),
+    seed: Optional[int] = typer.Option(None, help="override train.seed: a second specialist for the study's controls (docs/study.md)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Train the task's specialist (the config's `train:` recipe) and keep the best checkpoint by validation Dice."""
@@ -259,12 +272,16 @@ def train(
 
     cfg = config_mod.find(task, config)
     tc = cfg.train or TrainConfig()
-    updates = {k: v for k, v in (("epochs", epochs), ("max_minutes", max_minutes)) if v is not None}
+    updates = {k: v for k, v in (("epochs", epochs), ("max_minutes", max_minutes), ("model", model), ("seed", seed))
+               if v is not None}
     try:  # validated like the config itself: --max-minutes 0 is an error, not a run
         tc = TrainConfig.model_validate({**tc.model_dump(), **updates})
     except ValidationError as e:
         raise OmnisegError("; ".join(f"--{str(x['loc'][0]).replace('_', '-')}: {x['msg']}" for x in e.errors())) from None
-    target = out or cfg.model(tc.model).options.get("checkpoint")
+    entry = cfg.model(tc.model)
+    if entry.kind != "unet":
+        raise OmnisegError(f"{cfg.source}: model {tc.model!r} is of kind {entry.kind!r}; `train` trains a unet entry")
+    target = out or entry.options.get("checkpoint")
     if target is None:
         raise OmnisegError(f"{cfg.source}: key 'models' entry {tc.model!r} has no options.checkpoint; pass --out")
     res = train_task(cfg, tc, open_dataset(cfg, data_root), Path(target), device=device, progress=not quiet,

@@ -54,6 +54,9 @@ class CurationConfig(_Strict):
     reference: str | None = Field(None, description="model whose score ranks the cases; default: the first model")
     metric: Literal["dice", "iou"] = "dice"
     extremes: int = Field(50, ge=1, description="how many easiest and how many hardest cases")
+    control: str | None = Field(None, description="a second specialist (another seed) that also picks easiest and "
+                                                  "hardest cases: the selection-bias controls of docs/study.md")
+    strata: bool = Field(False, description="also stratify by lesion size and contrast read from the images")
 
 
 class MetricsConfig(_Strict):
@@ -155,10 +158,10 @@ def load(path: str | Path) -> TaskConfig:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"{path}: key 'models': model names must be unique, repeated: {', '.join(dupes)}")
-    if cfg.curation.reference is not None and cfg.curation.reference not in names:
-        raise ConfigError(
-            f"{path}: key 'curation.reference': " + unknown_name("model", cfg.curation.reference, names)
-        )
+    for key in ("reference", "control"):
+        value = getattr(cfg.curation, key)
+        if value is not None and value not in names:
+            raise ConfigError(f"{path}: key 'curation.{key}': " + unknown_name("model", value, names))
     if cfg.train is not None:
         kinds = {m.name: m.kind for m in cfg.models}
         if kinds.get(cfg.train.model) != "unet":

@@ -126,3 +126,28 @@ def routing_plot(curve: pd.DataFrame, specialist: str, omnimodel: str, path: Pat
     fig.savefig(path, dpi=110, metadata=_META)
     plt.close(fig)
     return path
+
+
+def dice_vs_size(df: pd.DataFrame, models: list[str], path: Path, title: str, bins: int = 8) -> Path:
+    """Dice per image against the reference lesion's share of the image (log scale), per model, with the
+    mean Dice in equal-count bins of lesion size drawn as a line: difficulty read from the image."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    colours = plt.get_cmap("tab10")
+    edges = np.quantile(df["lesion_share"], np.linspace(0, 1, bins + 1))
+    for i, m in enumerate(models):
+        part = df[df["model"] == m]
+        ax.scatter(part["lesion_share"], part["dice"], s=5, alpha=0.25, color=colours(i))
+        idx = np.clip(np.searchsorted(edges, part["lesion_share"], side="right") - 1, 0, bins - 1)
+        means = part.groupby(idx).agg(x=("lesion_share", "median"), y=("dice", "mean"))
+        ax.plot(means["x"], means["y"], marker="o", ms=3, color=colours(i), label=m)
+    ax.set_xscale("log")
+    ax.set_xlabel("reference lesion, share of the image (log)")
+    ax.set_ylabel("Dice")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata=_META)
+    plt.close(fig)
+    return path

@@ -66,6 +66,8 @@ def build(store: Store, tasks: list[str], split: str) -> dict:
             " ROUND(SUM(cost_usd), 6) AS cost_usd FROM api_calls WHERE task = ? GROUP BY model ORDER BY model", (task,))
         subsets = store.query("SELECT subset, reference, metric, split, COUNT(*) n FROM subsets WHERE task = ?"
                               " GROUP BY 1, 2, 3, 4 ORDER BY 1", (task,))
+        # the models the report compares: a subset chosen by one of them is selected on its own score
+        compared = set(store.query("SELECT DISTINCT model FROM predictions WHERE task = ?", (task,))["model"])
         doc["tasks"][task] = {
             "runs": [{"run_id": int(r.run_id), "split": r.split, "models": json.loads(r.models), "status": r.status,
                       "config_hash": r.config_hash, "split_fingerprint": r.split_fingerprint,
@@ -79,7 +81,8 @@ def build(store: Store, tasks: list[str], split: str) -> dict:
             "api": {r.model: {k: _number(v, float if k == "cost_usd" else int)
                               for k, v in r._asdict().items() if k not in ("Index", "model")}
                     for r in api.itertuples()},
-            "subsets": [{k: (int(v) if k == "n" else v) for k, v in r._asdict().items() if k != "Index"}
+            "subsets": [{**{k: (int(v) if k == "n" else v) for k, v in r._asdict().items() if k != "Index"},
+                         "chosen_by": r.reference, "chosen_by_is_compared": r.reference in compared}
                         for r in subsets.itertuples()],
         }
     return doc

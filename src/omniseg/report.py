@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import manifest, routing, stats
+from . import findings, manifest, routing, stats
 from .metrics import SCORE_COLUMNS
 from .store import Store, file_name
 
@@ -109,7 +109,8 @@ def compare(df: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
 def _roles(store: Store, task: str, models: list[str], specialist: str | None, omnimodel: str | None):
     """The specialist (the curation reference) and the omnimodel (the first model of kind gemini)."""
     if specialist is None:
-        ref = store.query("SELECT DISTINCT reference FROM subsets WHERE task = ?", (task,))["reference"].tolist()
+        ref = store.query("SELECT DISTINCT reference FROM subsets WHERE task = ? AND subset = 'easiest'",
+                          (task,))["reference"].tolist()
         cfg = store.last_config(task) or {}
         specialist = (ref[0] if ref else None) or (cfg.get("curation") or {}).get("reference")
     if omnimodel is None:
@@ -203,7 +204,7 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
           "Comparisons are paired on the images both models scored: mean difference (A − B) with its bootstrap "
           "interval, Wilcoxon signed-rank p-value, and wins/ties/losses of A. `manifest.json` says what produced "
           "every number.", ""]
-    routes = []
+    routes, claim_tables = [], []
     figdir = out / "figures"
     for t in tasks:
         g = df[df["task"] == t]
@@ -240,9 +241,14 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
             md.append(f"| best oracle (better model per image) | | {curve['oracle_dice'].max():.3f} |")
         elif spec and omni:
             md += ["", f"Routing: `{spec}` recorded no confidence (no probability map), so no routing curve."]
+        stem = file_name(t)  # a task name from the store never reaches a path unchecked
         if figures:
             figdir.mkdir(exist_ok=True)
-            stem = file_name(t)  # a task name from the store never reaches a path unchecked
+        lines, table = findings.section(store, t, g, spec, omni, figdir if figures else None, stem)
+        md += lines
+        if table is not None:
+            claim_tables.append(table)
+        if figures:
             md += ["", "### Figures", ""]
             bp = g.assign(subset_all=True, subset_easiest=g["easiest_rank"].notna(), subset_hardest=g["hardest_rank"].notna())
             p = fig.boxplots(bp, models, figdir / f"{stem}_boxplots.png", f"{t}: Dice per image")
@@ -267,6 +273,9 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
                                 f"{t}: {k} easiest and {k} hardest cases (green outline: ground truth)")
                 md.append(f"![{t} easiest and hardest cases](figures/{p.name})")
         md.append("")
+    if claim_tables:
+        paths["claims"] = out / "claims.csv"
+        pd.concat(claim_tables).to_csv(paths["claims"], index=False, float_format="%.6g")
     if routes:
         paths["routing"] = out / "routing.csv"
         pd.concat(routes).to_csv(paths["routing"], index=False, float_format="%.6f")

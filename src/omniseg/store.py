@@ -65,6 +65,10 @@ CREATE TABLE IF NOT EXISTS api_calls (
     latency_s REAL, prompt_tokens INTEGER, output_tokens INTEGER, thoughts_tokens INTEGER,
     cost_usd REAL NOT NULL DEFAULT 0, model_version TEXT, cache_key TEXT, created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS difficulty (
+    task TEXT NOT NULL, sample_id TEXT NOT NULL, lesion_share REAL, contrast REAL,
+    PRIMARY KEY (task, sample_id)
+);
 CREATE TABLE IF NOT EXISTS subsets (
     task TEXT NOT NULL, subset TEXT NOT NULL, rank INTEGER NOT NULL,
     sample_id TEXT NOT NULL, split TEXT NOT NULL, reference TEXT NOT NULL,
@@ -312,6 +316,14 @@ class Store:
                 [(task, r["subset"], r["rank"], r["sample_id"], r["split"], r["reference"], r["metric"], r["value"], now)
                  for r in rows],
             )
+
+    def set_difficulty(self, task: str, values: dict[str, dict[str, float]]) -> None:
+        """Image-based difficulty per sample (omniseg.difficulty), replaced as a whole per task."""
+        with self.transaction():
+            self.db.execute("DELETE FROM difficulty WHERE task=?", (task,))
+            self.db.executemany("INSERT INTO difficulty VALUES (?,?,?,?)",
+                                [(task, sid, v["lesion_share"], None if v["contrast"] != v["contrast"] else v["contrast"])
+                                 for sid, v in values.items()])
 
     # -- reading ------------------------------------------------------------------------------
     def query(self, sql: str, params: tuple = ()):

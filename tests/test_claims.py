@@ -1,0 +1,117 @@
+"""omniseg.claims: the study's claims on synthetic per-image scores whose truth is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from omniseg import claims
+
+N, EXTREMES, SIMS, RESAMPLES = 200, 50, 200, 2000
+
+
+def picks(score: np.ndarray, k: int = EXTREMES) -> tuple[list[int], list[int]]:
+    """Easiest and hardest k by a model's score (ties by index), as curate does."""
+    order = np.lexsort((np.arange(len(score)), -score))
+    return list(order[:k]), list(np.lexsort((np.arange(len(score)), score))[:k])
+
+
+def simulate(rng, omni_better_on_small: bool):
+    size = rng.uniform(0.01, 0.4, N)
+    if omni_better_on_small:  # specialists grow with lesion size; the omnimodel is flatter: better on small
+        mu_s, mu_o = 0.45 + 1.2 * size, 0.60 + 0.6 * size
+    else:  # one truth, three equally noisy copies
+        mu_s = mu_o = rng.uniform(0.3, 0.95, N)
+    noisy = lambda mu: np.clip(mu + rng.normal(0, 0.1, N), 0, 1)  # noqa: E731
+    return size, noisy(mu_s), noisy(mu_s), noisy(mu_o)
+
+
+def change(s, o, easy, hard):
+    return claims.gap_change((s - o)[easy], (s - o)[hard], n_resamples=RESAMPLES)
+
+
+def test_identical_models_show_a_raw_gap_change_that_the_null_correction_removes():
+    """(a) Three copies of one model: selecting by S makes S look better on its easiest and worse on its
+    hardest cases (regression to the mean); S2 - O on the same cases has no such effect."""
+    rng = np.random.default_rng(0)
+    raw_excludes = corrected_covers = 0
+    raw_est = []
+    for _ in range(SIMS):
+        _, s, s2, o = simulate(rng, omni_better_on_small=False)
+        easy, hard = picks(s)
+        raw = change(s, o, easy, hard)
+        corrected = change(s2, o, easy, hard)  # raw - selection alone, exactly
+        selection = change(s, s2, easy, hard)
+        assert corrected["estimate"] == pytest.approx(raw["estimate"] - selection["estimate"], abs=1e-12)
+        raw_est.append(raw["estimate"])
+        raw_excludes += raw["ci_low"] > 0
+        corrected_covers += corrected["ci_low"] <= 0 <= corrected["ci_high"]
+    print(f"\nraw gap change {np.mean(raw_est):.3f} (interval excludes 0 in {raw_excludes}/{SIMS}); "
+          f"null-corrected interval covers 0 in {corrected_covers}/{SIMS}")
+    assert raw_excludes >= 0.95 * SIMS  # clearly non-zero although no model is better anywhere
+    assert corrected_covers >= 0.90 * SIMS  # nominal 95%; 200 simulations leave about 1.5% of noise
+
+
+def test_an_omnimodel_truly_better_on_small_lesions_is_detected_after_the_correction():
+    """(b) At n=200 the null-corrected gap change excludes 0 in at least 95% of 200 simulated datasets,
+    and so does the image-based (lesion size) stratum comparison."""
+    rng = np.random.default_rng(1)
+    detected = by_size = 0
+    for _ in range(SIMS):
+        size, s, s2, o = simulate(rng, omni_better_on_small=True)
+        easy, hard = picks(s)
+        detected += change(s2, o, easy, hard)["ci_low"] > 0
+        q = np.argsort(size)
+        by_size += change(s, o, list(q[-N // 4:]), list(q[:N // 4]))["ci_low"] > 0
+    print(f"\nnull-corrected effect detected in {detected}/{SIMS}; by lesion size in {by_size}/{SIMS}")
+    assert detected >= 0.95 * SIMS and by_size >= 0.95 * SIMS
+
+
+def test_verdicts_follow_the_interval():
+    """(c)"""
+    assert claims.verdict(0.01, 0.2, 50) == "supported"
+    assert claims.verdict(-0.2, -0.01, 50) == "not supported (the opposite holds)"
+    assert claims.verdict(-0.1, 0.1, 50) == "inconclusive at n=50"
+    assert claims.verdict(0.0, 0.1, 7) == "inconclusive at n=7"  # an interval touching 0 does not exclude it
+    assert claims.verdict(-0.2, -0.01, 50, direction=-1) == "supported"
+    assert claims.verdict(np.nan, np.nan, 0) == "not tested (no data)"
+
+
+def test_intervals_and_p_values_agree_with_scipy():
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(0.1, 0.2, 40), rng.normal(0.0, 0.2, 35)
+    ours = claims.gap_change(a, b, n_resamples=9999, seed=3)
+    ref = stats.permutation_test((a, b), lambda x, y: np.mean(x) - np.mean(y), permutation_type="independent",
+                                 n_resamples=9999, alternative="two-sided", random_state=4)
+    assert ours["estimate"] == pytest.approx(a.mean() - b.mean())
+    assert ours["p_value"] == pytest.approx(ref.pvalue, abs=0.02)
+    d = rng.normal(0.05, 0.2, 60)
+    g = claims.gap(d, n_resamples=9999, seed=5)
+    boot = stats.bootstrap((d,), np.mean, n_resamples=9999, method="percentile", random_state=6).confidence_interval
+    assert (g["ci_low"], g["ci_high"]) == pytest.approx((boot.low, boot.high), abs=0.01)
+    flip = stats.permutation_test((d,), np.mean, permutation_type="samples", n_resamples=9999, random_state=7)
+    assert g["p_value"] == pytest.approx(flip.pvalue, abs=0.02)
+
+
+def test_findings_table_lays_the_analyses_side_by_side():
+    rng = np.random.default_rng(3)
+    size, s, s2, o = simulate(rng, omni_better_on_small=True)
+    ids = [f"i{k:03d}" for k in range(N)]
+    wide = pd.DataFrame({"s1": s, "s2": s2, "omni": o}, index=ids)
+    e, h = picks(s)
+    e2, h2 = picks(s2)
+    q = np.argsort(size)
+    subsets = {"easiest": [ids[i] for i in e], "hardest": [ids[i] for i in h],
+               "easiest@s2": [ids[i] for i in e2], "hardest@s2": [ids[i] for i in h2],
+               "lesion-large": [ids[i] for i in q[-50:]], "lesion-small": [ids[i] for i in q[:50]]}
+    t = claims.findings(wide, subsets, task="polyp", specialist="s1", omnimodel="omni", second="s2", n_resamples=500)
+    assert list(t.columns) == claims.CLAIM_COLUMNS
+    analyses = t[t["claim"] == "hardest"].set_index("analysis")
+    assert list(analyses.index) == ["raw", "independent reference", "selection alone", "null-corrected", "lesion size"]
+    assert analyses.loc["selection alone", "omnimodel"] == "s2" and analyses.loc["independent reference", "selected_by"] == "s2"
+    assert analyses.loc["null-corrected", "estimate"] == pytest.approx(
+        analyses.loc["raw", "estimate"] - analyses.loc["selection alone", "estimate"], abs=1e-12)
+    assert claims.headline(t, "hardest")["analysis"] == "null-corrected"
+    assert claims.headline(t, "hardest")["verdict"] == "supported"
