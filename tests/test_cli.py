@@ -55,9 +55,10 @@ def test_missing_data_root_is_one_message(tmp_path, store_path):
 
 
 def test_unknown_task_model_and_config_key(tmp_path, polyp_config, store_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # no configs/ here
-    r = invoke("run", "--task", "polyp", "--store", store_path)
-    assert r.exit_code == 2 and "unknown task 'polyp'" in r.output and "no file configs/polyp.yaml" in r.output
+    monkeypatch.chdir(tmp_path)  # no configs/ here: the built-in tasks still count
+    r = invoke("run", "--task", "polpy", "--store", store_path)
+    assert r.exit_code == 2 and "unknown task 'polpy'" in r.output and "did you mean 'polyp'" in r.output
+    assert "omniseg init NAME" in r.output
     r = invoke("run", "--config", polyp_config, "--models", "otsuu", "--store", store_path)
     assert r.exit_code == 2 and "unknown model 'otsuu'" in r.output and "did you mean 'otsu'" in r.output
     bad = tmp_path / "bad.yaml"

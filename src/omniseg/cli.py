@@ -290,67 +290,23 @@ def train(
                f"best validation Dice {res.best_val_dice:.4f}; checkpoint {res.checkpoint}")
 
 
-@data_app.command("verify")
-@friendly
-def data_verify(
-    task: Optional[str] = TaskOpt,
-    config: Optional[Path] = ConfigOpt,
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="dataset folder, overriding dataset.root"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
-) -> None:
-    """Read every sample of a task's dataset and list every problem (exit 1 if any)."""
-    from . import config as config_mod
-    from .runner import open_dataset
-
-    cfg = config_mod.find(task, config)
-    ds = open_dataset(cfg, data_root)
-    n, problems, warned = ds.verify(progress=not quiet)
-    for sid, why in problems:
-        typer.echo(f"{sid}: {why}")
-    for sid, why in warned:
-        typer.echo(f"{sid}: warning: {why}")
-    typer.echo(f"{ds.name} at {ds.root}: {n} samples, {len(problems)} with problems, {len(warned)} warnings")
-    if problems:
-        raise typer.Exit(1)
-
-
-@data_app.command("fetch")
-@friendly
-def data_fetch(
-    task: str = typer.Argument(..., help="polyp (Kvasir-SEG), breast (BUSI) or vessel (DRIVE: explains how to get it)"),
-    dest: Path = typer.Option(Path("data"), help="folder that receives the dataset"),
-    url: Optional[str] = typer.Option(None, help="download from this address instead of the publisher's"),
-    force: bool = typer.Option(False, "--force", help="download again even if the folder exists"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
-) -> None:
-    """Download a public dataset from its publisher, unpack it and verify the file counts."""
-    from . import datasets
-    from .datasets.fetch import fetch
-
-    by_task = {datasets.get(n).task: datasets.get(n) for n in datasets.names()}
-    if task not in by_task:
-        from .errors import unknown_name
-
-        raise OmnisegError(unknown_name("task", task, list(by_task)))
-    cls = by_task[task]
-    if cls.fetch is None:
-        typer.echo(f"{cls.name}: {cls.obtain}.\nExpected layout:\n{cls.layout}")
-        raise typer.Exit(1)
-    root = fetch(cls.fetch, dest, url=url, progress=not quiet, force=force)
-    typer.echo(f"{cls.name} ready at {root}\n{cls.fetch.note}")
-
-
 @app.command("list")
 @friendly
 def list_plugins() -> None:
-    """List the registered datasets and model kinds."""
+    """List the tasks (and which file configures each), the registered datasets and model kinds."""
     from . import datasets, models
+    from .config import builtin_dir, task_files
 
+    builtin = builtin_dir().resolve()
+    typer.echo("tasks:")
+    for name, path in task_files().items():
+        where = "built-in" if path.resolve().parent == builtin else "this folder's configs/"
+        typer.echo(f"  {name:12s} {path}  ({where})")
     typer.echo("datasets:    " + ", ".join(datasets.names()))
     typer.echo("model kinds: " + ", ".join(models.names()))
 
 
-from . import cli_api  # noqa: E402,F401  (registers redecode, probe and models on app)
+from . import cli_api, cli_data  # noqa: E402,F401  (register redecode, probe, models; data verify/fetch, init)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -194,6 +194,23 @@ def _validate_plugins(path: Path, cfg: TaskConfig) -> None:
             raise ConfigError(format_validation(path, e, ("models", i, "options"))) from None
 
 
+def builtin_dir() -> Path:
+    """The task configurations that ship inside the package (polyp, breast, vessel)."""
+    from importlib import resources
+
+    return Path(str(resources.files("omniseg") / "configs"))
+
+
+def task_files(config_dir: str | Path = "configs") -> dict[str, Path]:
+    """Task name -> configuration file: the built-in ones, overridden by ``<config_dir>/*.yaml`` in the
+    working directory (so `--task polyp` works from any folder, and a local copy wins)."""
+    files = {p.stem: p for p in sorted(builtin_dir().glob("*.yaml"))}
+    local = Path(config_dir)
+    if local.is_dir():
+        files.update({p.stem: p for p in sorted(local.glob("*.yaml"))})
+    return files
+
+
 def find(task: str | None, config: str | Path | None, config_dir: str | Path = "configs") -> TaskConfig:
     """Resolve ``--task``/``--config`` to a loaded configuration."""
     if config is not None:
@@ -203,10 +220,8 @@ def find(task: str | None, config: str | Path | None, config_dir: str | Path = "
         return cfg
     if task is None:
         raise ConfigError("name a task with --task (or a file with --config)")
-    config_dir = Path(config_dir)
-    path = config_dir / f"{task}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in config_dir.glob("*.yaml")) if config_dir.is_dir() else []
-        hint = "" if known else f" (no folder {config_dir}/ here: run from the project root or pass --config)"
-        raise ConfigError(unknown_name("task", task, known) + f": no file {path}{hint}")
-    return load(path)
+    files = task_files(config_dir)
+    if task not in files:
+        raise ConfigError(unknown_name("task", task, list(files)) + f": no {Path(config_dir) / (task + '.yaml')} here "
+                          "and no built-in task of that name (`omniseg init NAME` writes one for your own data)")
+    return load(files[task])

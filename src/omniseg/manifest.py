@@ -40,6 +40,28 @@ def git_commit() -> str | None:
     return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
+def _evaluation(signature: dict, task: str, runs) -> dict:
+    """For a trained model: the data it learnt from against this task's, and a note when they differ
+    (a checkpoint evaluated on another dataset, e.g. trained on Kvasir-SEG and run on CVC-ClinicDB)."""
+    trained = signature.get("trained_on")
+    if not trained or runs.empty:
+        return {}
+    finished = [r for r in runs.itertuples() if json.loads(r.summary or "{}").get("train_split_fingerprint")]
+    last = finished[-1] if finished else runs.iloc[-1]
+    dataset = json.loads(last.config)["dataset"]["name"]
+    fingerprint = json.loads(last.summary or "{}").get("train_split_fingerprint")
+    same = trained.get("dataset") == dataset and trained.get("split_fingerprint") == fingerprint
+    out = {"evaluation": {"trained_on": trained, "evaluated_on": {"task": task, "dataset": dataset,
+                                                                 "train_split_fingerprint": fingerprint},
+                          "same_training_data": same}}
+    if not same:
+        out["evaluation"]["note"] = (f"evaluated on data it was not trained on: the checkpoint learnt from "
+                                     f"{trained.get('dataset')} (task {trained.get('task')}, training split "
+                                     f"{trained.get('split_fingerprint')}), this task's training split is "
+                                     f"{dataset} {fingerprint}")
+    return out
+
+
 def _number(v, kind):
     """A SQL sum as a JSON number; None when nothing was summed (e.g. a model whose calls all failed)."""
     return None if v is None or v != v else kind(v)
@@ -74,7 +96,8 @@ def build(store: Store, tasks: list[str], split: str) -> dict:
                       "omniseg_version": r.omniseg_version, "argv": json.loads(r.argv or "[]"),
                       "summary": json.loads(r.summary or "{}")} for r in runs.itertuples()],
             "configs": {r.config_hash: json.loads(r.config) for r in runs.itertuples()},
-            "models": {r.model: {"kind": r.kind, "signature_hash": r.signature_hash, "signature": json.loads(r.signature)}
+            "models": {r.model: {"kind": r.kind, "signature_hash": r.signature_hash, "signature": json.loads(r.signature),
+                                 **_evaluation(json.loads(r.signature), task, runs)}
                        for r in models.itertuples()},
             "reported_model_versions": {m: dict(zip(g["model_version"], g["n"].astype(int)))
                                         for m, g in versions.groupby("model")},

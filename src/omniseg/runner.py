@@ -45,10 +45,12 @@ class RunSummary:
     skipped: int = 0
     statuses: Counter = field(default_factory=Counter)
     seconds: float = 0.0
+    train_split_fingerprint: str | None = None  # of the task's training split: does a checkpoint know this data?
 
     def as_dict(self) -> dict:
         return {"samples": self.samples, "pairs": self.pairs, "skipped": self.skipped,
-                "statuses": dict(self.statuses), "seconds": round(self.seconds, 2)}
+                "statuses": dict(self.statuses), "seconds": round(self.seconds, 2),
+                "train_split_fingerprint": self.train_split_fingerprint}
 
 
 def open_dataset(cfg: TaskConfig, data_root: str | Path | None = None) -> datasets.Dataset:
@@ -112,7 +114,8 @@ def run(cfg: TaskConfig, store: Store, *, model_names: list[str] | None = None, 
     recorded["dataset"]["root"] = str(ds.root.resolve())  # where the data really was (--data-root included)
     run_id = store.start_run(cfg.task, split, [m.name for m in segs], recorded, cfg.fingerprint(),
                              split_fingerprint(refs), argv)
-    summary = RunSummary(cfg.task, split, run_id, samples=len(refs), pairs=len(refs) * len(segs))
+    summary = RunSummary(cfg.task, split, run_id, samples=len(refs), pairs=len(refs) * len(segs),
+                         train_split_fingerprint=split_fingerprint(ds.refs("train")))
     done = set() if force else store.done_pairs(cfg.task, redo=retry)
     chunks = []
     for start in range(0, len(refs), batch_size):

@@ -11,6 +11,7 @@ REGISTRY = Registry(
         "kvasir-seg": "omniseg.datasets.kvasir:KvasirSeg",
         "drive": "omniseg.datasets.drive:Drive",
         "busi": "omniseg.datasets.busi:Busi",
+        "folder": "omniseg.datasets.folder:FolderDataset",
     },
 )
 get = REGISTRY.get

@@ -203,6 +203,7 @@ class Specialist(Segmenter):
     kind = "unet"
     version = "1"
     Options = SpecialistOptions
+    unhashed = ("trained_on",)  # follows from the checkpoint, whose sha256 is hashed
 
     def __init__(self, name: str, options: SpecialistOptions | None = None):
         super().__init__(name, options)
@@ -226,6 +227,9 @@ class Specialist(Segmenter):
         sig["options"].pop("threads", None)
         sig["checkpoint_sha256"] = self.info["sha256"]
         sig["threshold"] = self.threshold
+        # what the network learnt from, for the manifest's cross-dataset note (None for a plain state_dict)
+        sig["trained_on"] = ({k: self.info.get(k) for k in ("task", "dataset", "split_fingerprint")}
+                             if self.info.get("split_fingerprint") else None)
         return sig
 
     def probabilities(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -1,0 +1,246 @@
+"""The `folder` dataset and `omniseg init` on each layout of docs/datasets.md, built here in temporary folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from PIL import Image
+from typer.testing import CliRunner
+
+from omniseg import config
+from omniseg.cli import app
+from omniseg.datasets.folder import FolderDataset
+
+from conftest import blob_mask, lesion_image, make_kvasir
+
+cli = CliRunner()
+
+
+def _save(path, arr):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() in (".tif", ".tiff"):
+        tifffile.imwrite(path, arr)
+    else:
+        Image.fromarray(arr).save(path)
+
+
+def cvc_clinicdb(root, n=8):
+    """TIFF images in Original/, TIFF masks in 'Ground Truth/' (a space), same stems."""
+    rng = np.random.default_rng(0)
+    for i in range(1, n + 1):
+        m = blob_mask(60, 72, rng)
+        _save(root / "Original" / f"{i}.tif", lesion_image(m, rng))
+        _save(root / "Ground Truth" / f"{i}.tif", (m * 255).astype(np.uint8))
+    return root / "Original", root / "Ground Truth"
+
+
+def etis(root, n=8):
+    """Upper-case .PNG images; masks named p<id>.TIF."""
+    rng = np.random.default_rng(1)
+    for i in range(1, n + 1):
+        m = blob_mask(64, 64, rng)
+        _save(root / "images" / f"{i}.PNG", lesion_image(m, rng))
+        _save(root / "GroundTruth" / f"p{i}.TIF", (m * 255).astype(np.uint8))
+    return root / "images", root / "GroundTruth"
+
+
+def isic(root, n=8):
+    """ISIC 2018: ISIC_<n>.jpg images, ISIC_<n>_segmentation.png masks."""
+    rng = np.random.default_rng(2)
+    for i in range(n):
+        m = blob_mask(60, 80, rng)
+        Image.fromarray(lesion_image(m, rng, bright=False)).save(_mk(root / "ISIC2018_Task1-2_Training_Input" / f"ISIC_{i:07d}.jpg"), quality=95)
+        _save(root / "ISIC2018_Task1_Training_GroundTruth" / f"ISIC_{i:07d}_segmentation.png", (m * 255).astype(np.uint8))
+    return root / "ISIC2018_Task1-2_Training_Input", root / "ISIC2018_Task1_Training_GroundTruth"
+
+
+def _mk(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def several_masks(root, n=6):
+    """BUSI-like: <id>_mask.png and, for some images, <id>_mask_1.png in a masks folder."""
+    rng = np.random.default_rng(3)
+    for i in range(n):
+        m = blob_mask(50, 60, rng)
+        _save(root / "img" / f"case {i}.png", lesion_image(m, rng))
+        _save(root / "gt" / f"case {i}_mask.png", (m * 255).astype(np.uint8))
+        if i % 2 == 0:
+            extra = np.zeros_like(m)
+            extra[2:8, 2:8] = True
+            _save(root / "gt" / f"case {i}_mask_1.png", (extra * 255).astype(np.uint8))
+    return root / "img", root / "gt"
+
+
+def label_images(root, n=8):
+    """One label image per image: 0 background, 1 lesion, 2 a second structure."""
+    rng = np.random.default_rng(4)
+    for i in range(n):
+        m = blob_mask(48, 48, rng)
+        lab = m.astype(np.uint8)
+        lab[40:46, 2:10] = 2
+        _save(root / "images" / f"s{i}.png", lesion_image(m, rng))
+        _save(root / "labels" / f"s{i}.png", lab)
+    return root / "images", root / "labels"
+
+
+def sixteen_bit(root, n=8):
+    """16-bit greyscale TIFF images (12 bits used) and 0/65535 16-bit TIFF masks; one multi-page file."""
+    rng = np.random.default_rng(5)
+    for i in range(n):
+        m = blob_mask(50, 50, rng)
+        img = (lesion_image(m, rng)[..., 0].astype(np.uint16) * 16)
+        if i == 0:
+            tifffile.imwrite(_mk(root / "im" / f"{i}.tiff"), np.stack([img, img // 2]))  # two pages: the first counts
+        else:
+            _save(root / "im" / f"{i}.tiff", img)
+        _save(root / "mk" / f"{i}.tiff", m.astype(np.uint16) * 65535)
+    return root / "im", root / "mk"
+
+
+LAYOUTS = {"cvc-clinicdb": (cvc_clinicdb, "{id}", {"threshold": 128}),
+           "etis": (etis, "p{id}", {"threshold": 128}),
+           "isic": (isic, "{id}_segmentation", {"threshold": 128}),
+           "several": (several_masks, "{id}_mask*", {"threshold": 128}),
+           "labels": (label_images, "{id}", {"labels": [1, 2]}),
+           "sixteen": (sixteen_bit, "{id}", {"threshold": 128})}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_init_verify_run_report_on_each_layout(tmp_path, layout):
+    make, pattern, foreground = LAYOUTS[layout]
+    images, masks = make(tmp_path / "data")
+    cfgs = tmp_path / "configs"
+    r = cli.invoke(app, ["init", "mine", "--images", str(images), "--masks", str(masks), "--config-dir", str(cfgs),
+                         "--split", "test"])
+    assert r.exit_code == 0, r.output
+    assert f"named {pattern!r}" in r.output and "data verify:" in r.output and "0 with problems" in r.output, r.output
+    cfg = config.load(cfgs / "mine.yaml")
+    opts = cfg.dataset.options
+    assert opts["mask_pattern"] == pattern and {k: opts[k] for k in foreground} == foreground
+    r = cli.invoke(app, ["data", "verify", "--config", str(cfgs / "mine.yaml"), "-q"])
+    assert r.exit_code == 0 and "0 with problems" in r.output, r.output
+    store = tmp_path / "s.sqlite"
+    r = cli.invoke(app, ["run", "--config", str(cfgs / "mine.yaml"), "--models", "otsu", "--store", str(store), "-q"])
+    assert r.exit_code == 0 and "sample_error" not in r.output, r.output
+    r = cli.invoke(app, ["report", "--store", str(store), "--out", str(tmp_path / "rep"), "--no-figures"])
+    assert r.exit_code == 0, r.output
+    per_image = pd.read_csv(tmp_path / "rep" / "per_image.csv")
+    assert len(per_image) == len(list(images.iterdir())) and (per_image["status"] == "ok").all()
+    assert (per_image["ref_px"] > 0).all()  # every reference was read as a lesion, not as empty
+
+
+def test_the_masks_are_read_as_drawn(tmp_path):
+    """Unions of several masks, chosen label values, 16-bit images scaled, the first page of a multi-page TIFF."""
+    images, masks = several_masks(tmp_path / "a")
+    ds = FolderDataset(tmp_path / "a", {"images": "img", "masks": "gt", "mask_pattern": "{id}_mask*"})
+    s = ds.load(next(r for r in ds.refs() if r.id == "case 0"))
+    assert s.mask[2:8, 2:8].all()  # the second mask is united in
+    images, masks = label_images(tmp_path / "b")
+    only2 = FolderDataset(tmp_path / "b", {"masks": "labels", "labels": [2]})
+    s = only2.load(only2.refs()[0])
+    assert s.mask.sum() == 6 * 8 and s.mask[40:46, 2:10].all()
+    images, masks = sixteen_bit(tmp_path / "c")
+    ds = FolderDataset(tmp_path / "c", {"images": "im", "masks": "mk"})
+    first = ds.load(ds.refs()[0])
+    assert first.image.dtype == np.uint8 and first.image.shape == (50, 50, 3)
+    assert first.image.max() == 255 and first.mask.any()
+
+
+def test_bad_input_is_one_message_or_a_sample_error_row(tmp_path):
+    images, masks = isic(tmp_path / "d", n=5)
+    root = tmp_path / "d"
+    opts = {"images": images.name, "masks": masks.name}
+    with pytest.raises(Exception, match=r"mask_pattern '\{id\}_seg' matches no file .* for any of the 5 images"):
+        FolderDataset(root, {**opts, "mask_pattern": "{id}_seg"}).refs()
+    (masks / "ISIC_0000001_segmentation.png").unlink()  # an image without a mask
+    big = np.zeros((30, 30), np.uint8)
+    _save(masks / "ISIC_0000002_segmentation_b.png", big)  # a second mask of another size
+    ds = FolderDataset(root, {**opts, "mask_pattern": "{id}_segmentation*"})
+    n, problems, _ = ds.verify(progress=False)
+    why = dict(problems)
+    assert n == 5 and set(why) == {"ISIC_0000001", "ISIC_0000002"}
+    assert "no mask for" in why["ISIC_0000001"] and "is 30x30 but the image is 80x60" in why["ISIC_0000002"]
+    images, masks = label_images(tmp_path / "e", n=3)
+    ds = FolderDataset(tmp_path / "e", {"masks": "labels", "labels": [1, 7]})
+    _, problems, _ = ds.verify(progress=False)
+    assert problems == [("(dataset)", f"label value(s) [7] appear in no mask under {tmp_path / 'e' / 'labels'}; "
+                                      "check `labels` (`omniseg init` lists the values it found)")]
+    cfgs = tmp_path / "configs"
+    r = cli.invoke(app, ["init", "bad", "--images", str(tmp_path / "nope"), "--masks", str(masks), "--config-dir", str(cfgs)])
+    assert r.exit_code == 2 and "--images" in r.output and "not a folder" in r.output
+
+
+def test_a_split_file_and_its_unlisted_ids(tmp_path):
+    images, masks = cvc_clinicdb(tmp_path / "f", n=4)
+    (tmp_path / "f" / "split.csv").write_text("id,split\n1,train\n2,test\n3,test\n")
+    ds = FolderDataset(tmp_path / "f", {"images": "Original", "masks": "Ground Truth", "split": "split.csv"})
+    refs = {r.id: r for r in ds.refs()}
+    assert refs["1"].split == "train" and refs["2"].split == "test"
+    assert refs["4"].problem == "4 is not listed in the split file split.csv"
+
+
+def test_builtin_tasks_work_from_any_folder(tmp_path):
+    """`omniseg run --task polyp` from a folder with no configs/: the configurations ship in the package."""
+    root = make_kvasir(tmp_path / "Kvasir-SEG", n=4)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    done = subprocess.run([sys.executable, "-m", "omniseg.cli", "run", "--task", "polyp", "--data-root", str(root),
+                           "--models", "otsu", "--split", "all", "-q"], cwd=work, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "polyp [all]: 4 samples x 1 models" in done.stdout and (work / "runs" / "omniseg.sqlite").is_file()
+    listing = subprocess.run([sys.executable, "-m", "omniseg.cli", "list"], cwd=work, capture_output=True, text=True)
+    assert "polyp" in listing.stdout and "(built-in)" in listing.stdout
+    (work / "configs").mkdir()
+    (work / "configs" / "polyp.yaml").write_text((config.builtin_dir() / "polyp.yaml").read_text()
+                                                  .replace("description: Colonoscopy", "description: My colonoscopy"))
+    listing = subprocess.run([sys.executable, "-m", "omniseg.cli", "list"], cwd=work, capture_output=True, text=True)
+    assert "configs/polyp.yaml  (this folder's configs/)" in listing.stdout
+
+
+def test_a_checkpoint_run_on_another_dataset_is_noted_in_the_manifest(tmp_path):
+    """Cross-dataset: a specialist trained on a Kvasir-SEG-shaped task, evaluated on a folder task."""
+    from omniseg.config import TrainConfig
+    from omniseg.models.specialist import NetSpec
+    from omniseg.runner import open_dataset
+    from omniseg.train import train
+
+    from conftest import write_config
+
+    kv = make_kvasir(tmp_path / "kv", n=24)
+    unet = f"  - name: unet\n    kind: unet\n    options: {{checkpoint: {tmp_path / 'u.pt'}, device: cpu}}\n"
+    home = config.load(write_config(tmp_path / "home.yaml", "polyp", "kvasir-seg", kv, unet))
+    train(home, TrainConfig(net=NetSpec(input_size=64), epochs=1, batch_size=4), open_dataset(home), tmp_path / "u.pt",
+          device="cpu", progress=False)
+    images, masks = cvc_clinicdb(tmp_path / "cvc", n=4)
+    cfgs = tmp_path / "configs"
+    r = cli.invoke(app, ["init", "cvc", "--images", str(images), "--masks", str(masks), "--config-dir", str(cfgs),
+                         "--split", "test"])
+    assert r.exit_code == 0, r.output
+    import yaml
+
+    doc = yaml.safe_load((cfgs / "cvc.yaml").read_text())
+    doc["models"].insert(0, {"name": "unet", "kind": "unet", "options": {"checkpoint": str(tmp_path / "u.pt"), "device": "cpu"}})
+    (cfgs / "cvc.yaml").write_text(yaml.safe_dump(doc))
+    store = tmp_path / "s.sqlite"
+    for cfg in (tmp_path / "home.yaml", cfgs / "cvc.yaml"):
+        r = cli.invoke(app, ["run", "--config", str(cfg), "--models", "unet", "--store", str(store), "-q"])
+        assert r.exit_code == 0, r.output
+    r = cli.invoke(app, ["report", "--store", str(store), "--out", str(tmp_path / "rep"), "--split", "all", "--no-figures"])
+    assert r.exit_code == 0, r.output
+    tasks = json.loads((tmp_path / "rep" / "manifest.json").read_text())["tasks"]
+    home_eval = tasks["polyp"]["models"]["unet"]["evaluation"]
+    away_eval = tasks["cvc"]["models"]["unet"]["evaluation"]
+    assert home_eval["same_training_data"] is True and "note" not in home_eval
+    assert away_eval["same_training_data"] is False and away_eval["trained_on"]["dataset"] == "kvasir-seg"
+    assert "evaluated on data it was not trained on" in away_eval["note"] and away_eval["evaluated_on"]["dataset"] == "folder"
