@@ -35,8 +35,17 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                      help="print the version and the git commit of the source, then exit")) -> None:
+                                      help="print the version and the git commit of the source, then exit"),
+         plugin: Optional[list[Path]] = typer.Option(None, "--plugin", help="an extension module to load (dataset kinds, model kinds, metrics); repeatable")) -> None:
     """Benchmark general-purpose omnimodels against specialist networks on medical image segmentation."""
+    from . import plugins
+
+    for p in plugin or []:
+        try:
+            plugins.load_path(p)
+        except ValueError as e:
+            typer.secho(f"error: --plugin {e}", fg="red", err=True)
+            raise typer.Exit(2) from None
 app.add_typer(data_app, name="data")
 
 STORE_HELP = "SQLite store (the source of truth); default $OMNISEG_STORE or runs/omniseg.sqlite"
@@ -247,53 +256,10 @@ def report(
         typer.echo(f"{kind:10s} {p}")
 
 
-@app.command()
-@friendly
-def train(
-    task: Optional[str] = TaskOpt,
-    config: Optional[Path] = ConfigOpt,
-    device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda, cuda:N"),
-    epochs: Optional[int] = typer.Option(None, min=1, help="override train.epochs"),
-    max_minutes: Optional[float] = typer.Option(None, help="override train.max_minutes (the schedule fits the budget)"),
-    out: Optional[Path] = typer.Option(None, help="checkpoint file (default: the unet model's options.checkpoint)"),
-    resume: bool = typer.Option(True, "--resume/--no-resume", help="continue an interrupted training run"),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="dataset folder, overriding dataset.root"),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="the models entry (kind unet) to train (default: train.model)"),
-    seed: Optional[int] = typer.Option(None, help="override train.seed: a second specialist for the study's controls (docs/study.md)"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
-) -> None:
-    """Train the task's specialist (the config's `train:` recipe) and keep the best checkpoint by validation Dice."""
-    from . import config as config_mod
-    from pydantic import ValidationError
-
-    from .config import TrainConfig
-    from .runner import open_dataset
-    from .train import train as train_task
-
-    cfg = config_mod.find(task, config)
-    tc = cfg.train or TrainConfig()
-    updates = {k: v for k, v in (("epochs", epochs), ("max_minutes", max_minutes), ("model", model), ("seed", seed))
-               if v is not None}
-    try:  # validated like the config itself: --max-minutes 0 is an error, not a run
-        tc = TrainConfig.model_validate({**tc.model_dump(), **updates})
-    except ValidationError as e:
-        raise OmnisegError("; ".join(f"--{str(x['loc'][0]).replace('_', '-')}: {x['msg']}" for x in e.errors())) from None
-    entry = cfg.model(tc.model)
-    if entry.kind != "unet":
-        raise OmnisegError(f"{cfg.source}: model {tc.model!r} is of kind {entry.kind!r}; `train` trains a unet entry")
-    target = out or entry.options.get("checkpoint")
-    if target is None:
-        raise OmnisegError(f"{cfg.source}: key 'models' entry {tc.model!r} has no options.checkpoint; pass --out")
-    res = train_task(cfg, tc, open_dataset(cfg, data_root), Path(target), device=device, progress=not quiet,
-                     resume=resume)
-    typer.echo(f"{cfg.task}: {res.epochs} epochs on {res.device} in {res.minutes:.1f} min (stopped by {res.stopped}); "
-               f"best validation Dice {res.best_val_dice:.4f}; checkpoint {res.checkpoint}")
-
-
 @app.command("list")
 @friendly
 def list_plugins() -> None:
-    """List the tasks (and which file configures each), the registered datasets and model kinds."""
+    """List the tasks (and which file configures each), the datasets, model kinds and metrics (and where each comes from)."""
     from . import datasets, models
     from .config import builtin_dir, task_files
 
@@ -302,11 +268,25 @@ def list_plugins() -> None:
     for name, path in task_files().items():
         where = "built-in" if path.resolve().parent == builtin else "this folder's configs/"
         typer.echo(f"  {name:12s} {path}  ({where})")
-    typer.echo("datasets:    " + ", ".join(datasets.names()))
-    typer.echo("model kinds: " + ", ".join(models.names()))
+    from . import metrics, plugins
+    from .models.base import ROLES
+
+    for title, reg, describe in (("datasets", datasets.REGISTRY, lambda c: ""),
+                                 ("model kinds", models.REGISTRY, lambda c: f"role {c.role}"),
+                                 ("metrics", metrics.REGISTRY, lambda m: m.description + (" (opt-in)" if m.opt_in else ""))):
+        typer.echo(f"{title}:")
+        for name in reg.names():
+            try:
+                what = describe(reg.get(name))
+            except Exception as e:  # a broken entry is shown, not fatal
+                what = f"cannot load: {type(e).__name__}: {e}"
+            typer.echo(f"  {name:12s} {what:44s} {reg.origin(name)}")
+    typer.echo("roles: " + "; ".join(f"{r}: {d}" for r, d in ROLES.items()))
+    for origin, error in plugins.FAILURES:
+        typer.secho(f"extension not loaded: {origin}: {error}", fg="yellow")
 
 
-from . import cli_api, cli_data  # noqa: E402,F401  (register redecode, probe, models; data verify/fetch, init)
+from . import cli_api, cli_data, cli_train  # noqa: E402,F401  (register redecode, probe, models; init, data; train)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -93,7 +93,7 @@ def list_api_models(
         except (yaml.YAMLError, UnicodeDecodeError):
             continue
         for m in raw.get("models") or []:
-            if isinstance(m, dict) and m.get("kind") == "gemini":
+            if isinstance(m, dict) and _is_gemini(m.get("kind")):
                 name = (m.get("options") or {}).get("model", GeminiOptions.model_fields["model"].default)
                 used.setdefault(name, []).append(f"{path.stem}:{m.get('name')}")
     names = reachable_models(GeminiOptions(base_url=base_url, api_version=api_version))
@@ -102,3 +102,13 @@ def list_api_models(
     for name in sorted(set(used) - set(names)):
         typer.secho(f"! {name:40s} {', '.join(used[name])}: used by a configuration but not reachable with this key",
                     fg="yellow")
+
+
+def _is_gemini(kind) -> bool:
+    from . import models
+    from .models.gemini import Gemini
+
+    try:
+        return isinstance(kind, str) and issubclass(models.get(kind), Gemini)
+    except KeyError:
+        return False

@@ -43,6 +43,8 @@ class ModelConfig(_Strict):
     kind: str = Field(description="registered model kind, e.g. otsu, frangi, human, unet, gemini")
     options: dict[str, Any] = Field(default_factory=dict, description="options of the kind, validated by it")
     default: bool = Field(True, description="run it when --models is not given (false: only when named)")
+    role: Literal["specialist", "omnimodel", "floor", "human"] | None = Field(
+        None, description="what the model is in the comparison; default: its kind's (omniseg.models.base.ROLES)")
 
     @field_validator("name")
     @classmethod
@@ -51,7 +53,7 @@ class ModelConfig(_Strict):
 
 
 class CurationConfig(_Strict):
-    reference: str | None = Field(None, description="model whose score ranks the cases; default: the first model")
+    reference: str | None = Field(None, description="model whose score ranks the cases; default: the first specialist")
     metric: Literal["dice", "iou"] = "dice"
     extremes: int = Field(50, ge=1, description="how many easiest and how many hardest cases")
     control: str | None = Field(None, description="a second specialist (another seed) that also picks easiest and "
@@ -61,12 +63,13 @@ class CurationConfig(_Strict):
 
 class MetricsConfig(_Strict):
     cldice: bool = Field(False, description="compute centreline Dice (for tubular structures such as vessels)")
+    include: list[str] = Field(default_factory=list, description="opt-in metrics to compute as well (`omniseg list` names them)")
 
 
 class TrainConfig(_Strict):
     """The `train:` block of a task configuration."""
 
-    model: str = Field("unet", description="the models entry (kind unet) whose checkpoint this trains")
+    model: str = Field("unet", description="the models entry (of a trainable kind: unet) whose checkpoint this trains")
     net: NetSpec = NetSpec()
     encoder_weights: str | None = Field(None, description="None trains from scratch; 'imagenet' needs internet once")
     epochs: int = Field(40, ge=1)
@@ -97,6 +100,8 @@ class TaskConfig(_Strict):
     metrics: MetricsConfig = MetricsConfig()
     curation: CurationConfig = CurationConfig()
     train: TrainConfig | None = Field(None, description="the specialist recipe for `omniseg train`")
+    plugins: list[str] = Field(default_factory=list, description="extension modules (dataset kinds, model kinds, "
+                                                                 "metrics), paths relative to this file (omniseg.plugins)")
 
     # Filled by load(); not a YAML key.
     source: Path | None = Field(None, exclude=True)
@@ -109,7 +114,12 @@ class TaskConfig(_Strict):
 
     @property
     def reference(self) -> str:
-        return self.curation.reference or self.models[0].name
+        """The curation reference: the configured one, else the first specialist, else the first model."""
+        from .models import role_of
+
+        if self.curation.reference:
+            return self.curation.reference
+        return next((m.name for m in self.models if role_of(m.kind, m.role) == "specialist"), self.models[0].name)
 
     def fingerprint(self) -> str:
         """sha256 of the validated configuration, recorded with every run."""
@@ -150,6 +160,7 @@ def load(path: str | Path) -> TaskConfig:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level, got {type(raw).__name__}")
+    raw = _load_plugins(path, raw)
     try:
         cfg = TaskConfig.model_validate(raw)
     except ValidationError as e:
@@ -162,18 +173,44 @@ def load(path: str | Path) -> TaskConfig:
         value = getattr(cfg.curation, key)
         if value is not None and value not in names:
             raise ConfigError(f"{path}: key 'curation.{key}': " + unknown_name("model", value, names))
-    if cfg.train is not None:
-        kinds = {m.name: m.kind for m in cfg.models}
-        if kinds.get(cfg.train.model) != "unet":
-            raise ConfigError(f"{path}: key 'train.model': expected the name of a models entry of kind 'unet', "
-                              f"got {cfg.train.model!r} (entries: {', '.join(f'{n} ({k})' for n, k in kinds.items())})")
     _validate_plugins(path, cfg)
+    if cfg.train is not None:
+        from . import models
+
+        kinds = {m.name: m.kind for m in cfg.models}
+        if cfg.train.model not in kinds or not models.get(kinds[cfg.train.model]).trainable:
+            raise ConfigError(f"{path}: key 'train.model': expected the name of a models entry of a trainable kind, "
+                              f"got {cfg.train.model!r} (entries: {', '.join(f'{n} ({k})' for n, k in kinds.items())})")
     return cfg.model_copy(update={"source": path})
+
+
+def _load_plugins(path: Path, raw: dict) -> dict:
+    """Load the extension modules a configuration names (before its kinds are checked); store them absolute."""
+    from . import plugins
+
+    listed = raw.get("plugins") or []
+    if not isinstance(listed, list):
+        raise ConfigError(f"{path}: key 'plugins': expected a list of module paths")
+    absolute = []
+    for i, p in enumerate(listed):
+        full = (path.parent / str(p)).resolve()
+        try:
+            plugins.load_path(full)
+        except ValueError as e:
+            raise ConfigError(f"{path}: key 'plugins.{i}': {e}") from None
+        absolute.append(str(full))
+    return {**raw, "plugins": absolute} if listed else raw
 
 
 def _validate_plugins(path: Path, cfg: TaskConfig) -> None:
     """Check dataset and model names and their options against the registries."""
-    from . import datasets, models
+    from . import datasets, metrics, models
+
+    for i, name in enumerate(cfg.metrics.include):
+        try:
+            metrics.REGISTRY.get(name)
+        except KeyError as e:
+            raise ConfigError(f"{path}: key 'metrics.include.{i}': {e.args[0]}") from None
 
     try:
         ds_cls = datasets.get(cfg.dataset.name)

@@ -26,7 +26,11 @@ def default_reference(store: Store, task: str) -> str:
     cfg = store.last_config(task)
     if cfg is None:
         raise OmnisegError(f"no runs of task {task!r} in {store.path}: run `omniseg run --task {task}` first")
-    return cfg["curation"]["reference"] or cfg["models"][0]["name"]
+    if cfg["curation"]["reference"]:
+        return cfg["curation"]["reference"]
+    roles = store.roles(task)  # else the first specialist, else the first model
+    names = [m["name"] for m in cfg["models"]]
+    return next((n for n in names if roles.get(n) == "specialist"), names[0])
 
 
 def scored_split(store: Store, task: str, reference: str) -> str:

@@ -35,17 +35,31 @@ def _p(p: float) -> str:
     return "–" if pd.isna(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
 
 
-def section(store: Store, task: str, g: pd.DataFrame, specialist: str | None, omnimodel: str | None,
+def section(store: Store, task: str, g: pd.DataFrame, specialist: str | None, omnimodels: list[str],
             figdir: Path | None, stem: str) -> tuple[list[str], pd.DataFrame | None]:
-    """Markdown lines of the task's Findings and its claims table (None without a specialist and an omnimodel)."""
+    """Markdown lines of the task's Findings (the claims for each omnimodel, then Dice by lesion size) and
+    its claims table (None without a specialist and an omnimodel)."""
     md = ["", "### Findings", ""]
-    if not specialist or not omnimodel:
-        md.append("No claims tested: a specialist (the curation reference) and an omnimodel are needed "
-                  "(`omniseg report --omnimodel MODEL`).")
-        return md, None
+    omnimodels = [o for o in omnimodels if o != specialist]
+    if not specialist or not omnimodels:
+        md.append("No claims tested: a specialist (the curation reference) and an omnimodel (a model of role "
+                  "`omnimodel`, or `omniseg report --omnimodel MODEL`) are needed.")
+        return md + _by_size(g, figdir, stem), None
     ids, chosen = subsets_of(store, task)
     second = second_specialist(chosen)
     wide = g.pivot(index="sample_id", columns="model", values="dice")
+    tables = []
+    for omni in omnimodels:
+        lines, table = _claims_md(task, wide, ids, specialist, omni, second)
+        md += lines
+        tables.append(table)
+    md += _by_size(g, figdir, stem)
+    return md, pd.concat(tables, ignore_index=True)
+
+
+def _claims_md(task: str, wide: pd.DataFrame, ids: dict, specialist: str, omnimodel: str,
+               second: str | None) -> tuple[list[str], pd.DataFrame]:
+    md = []
     table = claims.findings(wide, ids, task=task, specialist=specialist, omnimodel=omnimodel, second=second,
                             claims=tuple(claims.CLAIMS))
     md.append(f"Specialist `{specialist}` (it picked the easiest and hardest cases), omnimodel `{omnimodel}`"
@@ -72,8 +86,7 @@ def section(store: Store, task: str, g: pd.DataFrame, specialist: str | None, om
            "minus the gap on the hardest (positive: the gap shrinks on hard cases). `selection alone` puts the "
            "second specialist in the omnimodel's place; `null-corrected` = raw − selection alone. `lesion size` "
            "and `contrast` compare the largest / highest-contrast quarter with the smallest / lowest, chosen "
-           "from the images."]
-    md += _by_size(g, figdir, stem)
+           "from the images.", ""]
     return md, table
 
 

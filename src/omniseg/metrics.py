@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Callable, Literal
 
 import numpy as np
 from scipy.spatial import cKDTree
+
+from ._registry import Registry
 
 
 @dataclass(frozen=True)
@@ -154,26 +157,58 @@ def cldice(pred: np.ndarray, ref: np.ndarray, roi: np.ndarray | None = None) -> 
     return 0.0 if tprec + tsens == 0 else 2 * tprec * tsens / (tprec + tsens)
 
 
-#: Columns of a score row, in order; docs/outputs.md describes each.
-SCORE_COLUMNS = (
-    "tp", "fp", "fn", "tn", "pred_px", "ref_px",
-    "dice", "iou", "precision", "recall", "specificity", "hd95", "cldice",
-)
+@dataclass(frozen=True)
+class Metric:
+    """A per-image metric: one pure function and its place in the tables.
+
+    ``fn(pred, ref, roi, counts) -> float``: boolean masks of one image, the region of interest (or
+    None) and their :class:`Counts`. ``summary`` says how summary.csv aggregates it (``<name>_mean`` or
+    ``<name>_median``); an ``opt_in`` metric is computed only for tasks that name it in
+    ``metrics.include``. Registering one (a line in :data:`REGISTRY`, or an extension: omniseg.plugins)
+    is all it takes: the store adds its column, per_image.csv and summary.csv carry it.
+    """
+
+    name: str
+    fn: Callable[[np.ndarray, np.ndarray, np.ndarray | None, Counts], float]
+    description: str
+    summary: Literal["mean", "median"] = "mean"
+    opt_in: bool = False
 
 
-def score(pred: np.ndarray, ref: np.ndarray, roi: np.ndarray | None = None, *, with_cldice: bool = False) -> dict:
-    """The full per-image metric set as a flat dict keyed by :data:`SCORE_COLUMNS`."""
+DICE = Metric("dice", lambda p, r, roi, c: dice(c), "2TP / (2TP + FP + FN); both empty: 1")
+IOU = Metric("iou", lambda p, r, roi, c: iou(c), "TP / (TP + FP + FN); both empty: 1")
+PRECISION = Metric("precision", lambda p, r, roi, c: precision(c), "TP / (TP + FP)")
+RECALL = Metric("recall", lambda p, r, roi, c: recall(c), "TP / (TP + FN), the sensitivity")
+SPECIFICITY = Metric("specificity", lambda p, r, roi, c: specificity(c), "TN / (TN + FP)")
+HD95 = Metric("hd95", lambda p, r, roi, c: hd95(p, r, roi), "95th-percentile Hausdorff distance in pixels",
+              summary="median")
+CLDICE = Metric("cldice", lambda p, r, roi, c: cldice(p, r, roi), "centreline Dice, for tubular structures",
+                opt_in=True)
+
+REGISTRY = Registry("metric", {m: f"omniseg.metrics:{m.upper()}" for m in
+                               ("dice", "iou", "precision", "recall", "specificity", "hd95", "cldice")})
+
+#: Count columns of a score row; the metric columns follow (see :func:`active`).
+COUNT_COLUMNS = ("tp", "fp", "fn", "tn", "pred_px", "ref_px")
+#: The columns a new store starts with (extensions' metrics add theirs when first recorded).
+SCORE_COLUMNS = COUNT_COLUMNS + ("dice", "iou", "precision", "recall", "specificity", "hd95", "cldice")
+
+
+def active(include: tuple[str, ...] | list[str] = ()) -> list[Metric]:
+    """The metrics computed for a task: every registered one but the opt-in ones it does not include."""
+    out = [REGISTRY.get(n) for n in REGISTRY.ordered()]
+    return [m for m in out if not m.opt_in or m.name in include]
+
+
+def score(pred: np.ndarray, ref: np.ndarray, roi: np.ndarray | None = None, *, with_cldice: bool = False,
+          include: tuple[str, ...] | list[str] = ()) -> dict:
+    """Counts and every active metric of one image, as a flat dict (docs/outputs.md)."""
     c = confusion(pred, ref, roi)
-    row = asdict(c)
-    row.update(
-        pred_px=c.pred_px,
-        ref_px=c.ref_px,
-        dice=dice(c),
-        iou=iou(c),
-        precision=precision(c),
-        recall=recall(c),
-        specificity=specificity(c),
-        hd95=hd95(pred, ref, roi),
-        cldice=cldice(pred, ref, roi) if with_cldice else None,
-    )
+    row: dict = asdict(c)
+    row.update(pred_px=c.pred_px, ref_px=c.ref_px)
+    wanted = tuple(include) + (("cldice",) if with_cldice else ())
+    for m in active(wanted):
+        row[m.name] = float(m.fn(pred, ref, roi, c))
+    if not with_cldice and "cldice" not in wanted:
+        row["cldice"] = None  # the column exists in every store; NULL unless the task asks for it
     return row

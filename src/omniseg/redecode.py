@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .progress import bar as progress_bar
 
-from . import models
+from . import models, plugins
 from .config import TaskConfig
 from .errors import OmnisegError
 from .models.answers import DECODER_VERSION
@@ -44,6 +44,7 @@ def _recorded(store: Store, task: str, model: str) -> TaskConfig | None:
     for raw in runs["config"]:
         cfg = json.loads(raw)
         if any(m["name"] == model for m in cfg.get("models", [])):
+            plugins.load_recorded(cfg)
             return TaskConfig.model_validate(cfg)
     return None
 
@@ -111,7 +112,7 @@ def _one_model(store: Store, task: str, name: str, data_root, everything: bool, 
                           mask=pred.mask if pred.status == "ok" else None, scores=scores, meta=new_meta)
             res.rewritten += 1
             res.transitions[(old, pred.status)] += 1
-        store.set_model(task, name, seg.kind, seg.signature(), seg.signature_hash())
+        store.set_model(task, name, seg.kind, seg.signature(), seg.signature_hash(), seg.role)
     finally:
         seg.close()
     return res

@@ -20,11 +20,14 @@ from . import findings, manifest, routing, stats
 from .metrics import SCORE_COLUMNS
 from .store import Store, file_name
 
+#: per_image.csv: these, with the store's score columns (counts, then one per metric) before the last three
 PER_IMAGE_COLUMNS = ["task", "split", "sample_id", "model", "status", "reason", "easiest_rank", "hardest_rank",
                      *SCORE_COLUMNS, "confidence", "elapsed_s", "mask_path"]
+#: summary.csv: these, then `<metric>_mean` (or `_median`) for every other metric column with values
 SUMMARY_COLUMNS = ["task", "subset", "model", "n", "failures", "failure_rate",
                    "dice_mean", "dice_std", "dice_median", "dice_ci_low", "dice_ci_high",
                    "iou_mean", "iou_std", "iou_median", "precision_mean", "recall_mean", "hd95_median", "not_scored"]
+_SUMMARIZED = {"dice", "iou", "precision", "recall", "hd95"}
 COMPARISON_COLUMNS = ["task", "subset", "model_a", "model_b", "n", "mean_diff", "diff_ci_low", "diff_ci_high",
                       "p_wilcoxon", "wins", "ties", "losses"]
 SUBSETS = ("all", "easiest", "hardest")
@@ -32,6 +35,7 @@ ROUTING_SHARES = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)
 
 
 def per_image(store: Store, task: str | None = None, split: str = "test") -> pd.DataFrame:
+    score_cols = store.score_columns()
     cond, params = [], []
     if task:
         cond.append("p.task = ?")
@@ -43,7 +47,7 @@ def per_image(store: Store, task: str | None = None, split: str = "test") -> pd.
     df = store.query(
         f"""SELECT p.task, s.split, p.sample_id, p.model, p.status, p.reason,
                    e.rank AS easiest_rank, h.rank AS hardest_rank,
-                   {", ".join("c." + c for c in SCORE_COLUMNS)},
+                   {", ".join("c." + c for c in score_cols)},
                    json_extract(p.meta, '$.confidence') AS confidence, p.elapsed_s, p.mask_path
             FROM predictions p
             JOIN samples s ON s.task = p.task AND s.sample_id = p.sample_id
@@ -56,7 +60,8 @@ def per_image(store: Store, task: str | None = None, split: str = "test") -> pd.
     )
     for col in ("easiest_rank", "hardest_rank"):
         df[col] = df[col].astype("Int64")
-    return df[PER_IMAGE_COLUMNS]
+    head, tail = PER_IMAGE_COLUMNS[:8], PER_IMAGE_COLUMNS[-3:]
+    return df[head + score_cols + tail]
 
 
 def _subset(df: pd.DataFrame, subset: str) -> pd.DataFrame:
@@ -65,6 +70,7 @@ def _subset(df: pd.DataFrame, subset: str) -> pd.DataFrame:
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
     """task x subset x model statistics of a per-image frame (std with ddof=1; 95% percentile bootstrap)."""
+    extra = _extra_metrics(df)
     rows = []
     for (task, model), g in df.groupby(["task", "model"], sort=True):
         for subset in SUBSETS:
@@ -82,11 +88,29 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
                 "iou_mean": scored["iou"].mean(), "iou_std": scored["iou"].std(), "iou_median": scored["iou"].median(),
                 "precision_mean": scored["precision"].mean(), "recall_mean": scored["recall"].mean(),
                 "hd95_median": scored["hd95"].median(), "not_scored": len(part) - len(scored),
+                **{f"{m}_{how}": getattr(scored[m], how)() for m, how in extra},
             })
-    out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS + [f"{m}_{how}" for m, how in extra])
     order = {s: i for i, s in enumerate(SUBSETS)}
     return out.sort_values(["task", "subset", "model"], key=lambda c: c.map(order) if c.name == "subset" else c,
                            kind="stable").reset_index(drop=True)
+
+
+def _extra_metrics(df: pd.DataFrame) -> list[tuple[str, str]]:
+    """(metric, mean|median) for the metric columns with values beyond the ones summarized in full."""
+    from . import metrics
+
+    start, stop = PER_IMAGE_COLUMNS.index("ref_px") + 1, len(df.columns) - 3
+    out = []
+    for col in df.columns[start:stop]:
+        if col in _SUMMARIZED or df[col].isna().all():
+            continue
+        try:
+            how = metrics.REGISTRY.get(col).summary
+        except KeyError:  # a column an extension added, its module not loaded now
+            how = "mean"
+        out.append((col, how))
+    return out
 
 
 def compare(df: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
@@ -107,16 +131,16 @@ def compare(df: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
 
 
 def _roles(store: Store, task: str, models: list[str], specialist: str | None, omnimodel: str | None):
-    """The specialist (the curation reference) and the omnimodel (the first model of kind gemini)."""
-    if specialist is None:
-        ref = store.query("SELECT DISTINCT reference FROM subsets WHERE task = ? AND subset = 'easiest'",
-                          (task,))["reference"].tolist()
-        cfg = store.last_config(task) or {}
-        specialist = (ref[0] if ref else None) or (cfg.get("curation") or {}).get("reference")
-    if omnimodel is None:
-        kinds = store.query("SELECT model FROM models WHERE task = ? AND kind = 'gemini' ORDER BY model", (task,))
-        omnimodel = next((m for m in kinds["model"] if m in models), None)
-    return (specialist if specialist in models else None), (omnimodel if omnimodel in models else None)
+    """Specialists and omnimodels by role (``--specialist``/``--omnimodel`` name one each instead), and the
+    reference: the model that picked the cases (else the config's curation reference, else the first specialist)."""
+    roles = store.roles(task)
+    specs = [specialist] if specialist else [m for m in models if roles.get(m) == "specialist"]
+    omnis = [omnimodel] if omnimodel else [m for m in models if roles.get(m) == "omnimodel"]
+    picked = store.query("SELECT DISTINCT reference FROM subsets WHERE task = ? AND subset = 'easiest'",
+                         (task,))["reference"].tolist()
+    configured = ((store.last_config(task) or {}).get("curation") or {}).get("reference")
+    reference = specialist or next((m for m in picked + [configured] + specs if m in models), None)
+    return [m for m in specs if m in models], [m for m in omnis if m in models], reference
 
 
 def route(df: pd.DataFrame, specialist: str, omnimodel: str) -> pd.DataFrame | None:
@@ -126,6 +150,18 @@ def route(df: pd.DataFrame, specialist: str, omnimodel: str) -> pd.DataFrame | N
     if wide.empty or conf.isna().all():
         return None
     return routing.curve(wide.index.to_numpy(), wide[specialist], wide[omnimodel], conf.fillna(0.0))
+
+
+def _routing_md(curve: pd.DataFrame, spec: str, omni: str) -> list[str]:
+    n = int(curve["n_sent"].iloc[-1])
+    md = ["", f"Complementary routing: images go to `{omni}` when `{spec}` is least confident "
+          f"(n = {n}); the oracle sends the k images where `{omni}` gains most.", "",
+          "| % sent | hybrid Dice | oracle Dice |", "|---:|---:|---:|"]
+    for share in ROUTING_SHARES:
+        row = curve.iloc[int(round(share * n))]
+        md.append(f"| {share:.0%} | {row.hybrid_dice:.3f} | {row.oracle_dice:.3f} |")
+    md.append(f"| best oracle (better model per image) | | {curve['oracle_dice'].max():.3f} |")
+    return md
 
 
 def _fmt(mean: float, std: float) -> str:
@@ -224,27 +260,24 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
             for r in cmp_t.itertuples(index=False):
                 md.append(f"| {r.subset} | {r.model_a} − {r.model_b} | {r.n} | {r.mean_diff:+.3f} | "
                           f"{_ci(r.diff_ci_low, r.diff_ci_high)} | {_p(r.p_wilcoxon)} | {r.wins} / {r.ties} / {r.losses} |")
-        spec, omni = _roles(store, t, models, specialist, omnimodel)
-        curve = route(g, spec, omni) if spec and omni else None
-        if curve is not None:
+        specs, omnis, ref = _roles(store, t, models, specialist, omnimodel)
+        pairs = [(sp, om) for sp in specs for om in omnis if sp != om]
+        curves = {}
+        for sp, om in pairs:
+            curve = route(g, sp, om)
+            if curve is None:
+                md += ["", f"Routing: `{sp}` recorded no confidence (no probability map), so no routing curve to `{om}`."]
+                continue
             curve.insert(0, "task", t)
-            curve.insert(1, "specialist", spec)
-            curve.insert(2, "omnimodel", omni)
+            curve.insert(1, "specialist", sp)
+            curve.insert(2, "omnimodel", om)
             routes.append(curve)
-            n = int(curve["n_sent"].iloc[-1])
-            md += ["", f"Complementary routing: images go to `{omni}` when `{spec}` is least confident "
-                   f"(n = {n}); the oracle sends the k images where `{omni}` gains most.", "",
-                   "| % sent | hybrid Dice | oracle Dice |", "|---:|---:|---:|"]
-            for share in ROUTING_SHARES:
-                row = curve.iloc[int(round(share * n))]
-                md.append(f"| {share:.0%} | {row.hybrid_dice:.3f} | {row.oracle_dice:.3f} |")
-            md.append(f"| best oracle (better model per image) | | {curve['oracle_dice'].max():.3f} |")
-        elif spec and omni:
-            md += ["", f"Routing: `{spec}` recorded no confidence (no probability map), so no routing curve."]
+            curves[(sp, om)] = curve
+            md += _routing_md(curve, sp, om)
         stem = file_name(t)  # a task name from the store never reaches a path unchecked
         if figures:
             figdir.mkdir(exist_ok=True)
-        lines, table = findings.section(store, t, g, spec, omni, figdir if figures else None, stem)
+        lines, table = findings.section(store, t, g, ref, omnis, figdir if figures else None, stem)
         md += lines
         if table is not None:
             claim_tables.append(table)
@@ -253,17 +286,18 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
             bp = g.assign(subset_all=True, subset_easiest=g["easiest_rank"].notna(), subset_hardest=g["hardest_rank"].notna())
             p = fig.boxplots(bp, models, figdir / f"{stem}_boxplots.png", f"{t}: Dice per image")
             md.append(f"![{t} box plots](figures/{p.name})")
-            x, y = (spec, omni) if spec and omni else (tuple(models[:2]) if len(models) >= 2 else (None, None))
-            if x and y:
+            against = [(ref, om) for om in omnis if ref and om != ref] or ([tuple(models[:2])] if len(models) >= 2 else [])
+            for x, y in against:
                 wide = g.pivot(index="sample_id", columns="model", values="dice")[[x, y]].dropna()
                 ranks = g.drop_duplicates("sample_id").set_index("sample_id")
                 subset = np.where(ranks.loc[wide.index, "easiest_rank"].notna(), "easiest",
                                   np.where(ranks.loc[wide.index, "hardest_rank"].notna(), "hardest", "other"))
-                p = fig.paired_scatter(wide.assign(subset=subset), x, y, figdir / f"{stem}_scatter.png",
-                                       f"{t}: {x} against {y}, per image")
+                name = f"{stem}_scatter.png" if len(against) == 1 else f"{stem}_scatter_{file_name(y)}.png"
+                p = fig.paired_scatter(wide.assign(subset=subset), x, y, figdir / name, f"{t}: {x} against {y}, per image")
                 md.append(f"![{t} paired scatter](figures/{p.name})")
-            if curve is not None:
-                p = fig.routing_plot(curve, spec, omni, figdir / f"{stem}_routing.png", f"{t}: complementary routing")
+            for (sp, om), curve in curves.items():
+                name = f"{stem}_routing.png" if len(curves) == 1 else f"{stem}_routing_{file_name(sp)}_{file_name(om)}.png"
+                p = fig.routing_plot(curve, sp, om, figdir / name, f"{t}: complementary routing")
                 md.append(f"![{t} routing](figures/{p.name})")
             rows = _montage_rows(store, t, g, models, k)
             if isinstance(rows, str):

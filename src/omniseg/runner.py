@@ -74,7 +74,7 @@ def _check_signatures(store: Store, task: str, segs: list[Segmenter], force: boo
                     "rerun with --force to redo them all, or give the new settings another model name"
                 )
             store.delete_model(task, m.name)
-        store.set_model(task, m.name, m.kind, m.signature(), m.signature_hash())
+        store.set_model(task, m.name, m.kind, m.signature(), m.signature_hash(), m.role)
 
 
 def score_prediction(cfg: TaskConfig, sample, pred: Prediction) -> tuple[Prediction, dict | None]:
@@ -85,7 +85,8 @@ def score_prediction(cfg: TaskConfig, sample, pred: Prediction) -> tuple[Predict
         got = None if pred.mask is None else pred.mask.shape
         pred = Prediction.failed(f"model returned a mask of shape {got}, expected {sample.mask.shape}")
     used = pred.mask if pred.status == "ok" else np.zeros_like(sample.mask)
-    return pred, metrics.score(used.astype(bool), sample.mask, sample.roi, with_cldice=cfg.metrics.cldice)
+    return pred, metrics.score(used.astype(bool), sample.mask, sample.roi, with_cldice=cfg.metrics.cldice,
+                               include=cfg.metrics.include)
 
 
 def run(cfg: TaskConfig, store: Store, *, model_names: list[str] | None = None, split: str | None = None,

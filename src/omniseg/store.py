@@ -9,9 +9,9 @@ docs/outputs.md documents every table and column.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -20,79 +20,11 @@ from typing import Any, Iterable
 import numpy as np
 from PIL import Image
 
+from ._schema import SCHEMA, SCHEMA_VERSION, Transaction, file_name
 from .cache import readonly_uri
 from .errors import OmnisegError
-from .metrics import SCORE_COLUMNS
 
 DEFAULT_PATH = Path("runs") / "omniseg.sqlite"
-SCHEMA_VERSION = 1
-
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS runs (
-    run_id INTEGER PRIMARY KEY AUTOINCREMENT,
-    task TEXT NOT NULL, split TEXT NOT NULL, models TEXT NOT NULL,
-    started_at REAL NOT NULL, finished_at REAL, status TEXT NOT NULL,
-    config TEXT NOT NULL, config_hash TEXT NOT NULL, split_fingerprint TEXT,
-    omniseg_version TEXT NOT NULL, argv TEXT, summary TEXT
-);
-CREATE TABLE IF NOT EXISTS models (
-    task TEXT NOT NULL, model TEXT NOT NULL, kind TEXT NOT NULL,
-    signature TEXT NOT NULL, signature_hash TEXT NOT NULL,
-    PRIMARY KEY (task, model)
-);
-CREATE TABLE IF NOT EXISTS samples (
-    task TEXT NOT NULL, sample_id TEXT NOT NULL, split TEXT NOT NULL,
-    problem TEXT, meta TEXT,
-    PRIMARY KEY (task, sample_id)
-);
-CREATE TABLE IF NOT EXISTS predictions (
-    task TEXT NOT NULL, sample_id TEXT NOT NULL, model TEXT NOT NULL,
-    run_id INTEGER NOT NULL REFERENCES runs(run_id),
-    status TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
-    mask_path TEXT, prob_path TEXT, height INTEGER, width INTEGER,
-    elapsed_s REAL, created_at REAL NOT NULL, meta TEXT,
-    PRIMARY KEY (task, sample_id, model)
-);
-CREATE TABLE IF NOT EXISTS scores (
-    task TEXT NOT NULL, sample_id TEXT NOT NULL, model TEXT NOT NULL,
-    {", ".join(f"{c} {'INTEGER' if c in ('tp', 'fp', 'fn', 'tn', 'pred_px', 'ref_px') else 'REAL'}" for c in SCORE_COLUMNS)},
-    PRIMARY KEY (task, sample_id, model)
-);
-CREATE TABLE IF NOT EXISTS api_calls (
-    call_id INTEGER PRIMARY KEY AUTOINCREMENT,
-    task TEXT NOT NULL, sample_id TEXT NOT NULL, model TEXT NOT NULL, run_id INTEGER NOT NULL,
-    attempt INTEGER NOT NULL, outcome TEXT NOT NULL, http_status INTEGER, error TEXT,
-    latency_s REAL, prompt_tokens INTEGER, output_tokens INTEGER, thoughts_tokens INTEGER,
-    cost_usd REAL NOT NULL DEFAULT 0, model_version TEXT, cache_key TEXT, created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS difficulty (
-    task TEXT NOT NULL, sample_id TEXT NOT NULL, lesion_share REAL, contrast REAL,
-    PRIMARY KEY (task, sample_id)
-);
-CREATE TABLE IF NOT EXISTS subsets (
-    task TEXT NOT NULL, subset TEXT NOT NULL, rank INTEGER NOT NULL,
-    sample_id TEXT NOT NULL, split TEXT NOT NULL, reference TEXT NOT NULL,
-    metric TEXT NOT NULL, value REAL NOT NULL, created_at REAL NOT NULL,
-    PRIMARY KEY (task, subset, rank)
-);
-"""
-
-
-def file_name(part: str) -> str:
-    """A file-name-safe rendering of an id, distinct for distinct ids.
-
-    Ids keep their spaces and brackets (``benign (12)``); any other character is replaced, and then
-    a short hash of the original id is appended, so ``x;1``, ``x:1`` and ``x_1`` get three files.
-    A leading dot is replaced too: no name can be ``.`` or ``..`` or hidden.
-    """
-    name = "".join(ch if ch.isalnum() or ch in "-_.() " else "_" for ch in part)
-    if name.startswith("."):
-        name = "_" + name[1:]
-    if name != part or not name:
-        name += "~" + hashlib.sha256(part.encode()).hexdigest()[:8]
-    return name
-
-
 class Store:
     """One SQLite database plus the mask files beside it."""
 
@@ -117,15 +49,25 @@ class Store:
                 # NORMAL in WAL mode survives a killed process; FULL would also survive power loss.
                 self.db.execute("PRAGMA synchronous=NORMAL")
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
-                raise OmnisegError(f"{self.path}: store schema {version} is not {SCHEMA_VERSION}; use a new --store")
+            if version not in (0, 1, SCHEMA_VERSION):
+                raise OmnisegError(f"{self.path}: store schema {version} is newer than this omniseg's "
+                                   f"({SCHEMA_VERSION}); upgrade omniseg or use a new --store")
             if not readonly:
-                self.db.executescript(_SCHEMA)
+                self.db.executescript(SCHEMA)
+                self._migrate()
                 self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as e:
             what = "the store is corrupted" if "malformed" in str(e) else "not a usable omniseg store"
             raise OmnisegError(f"{self.path}: {what} ({e}); pass another --store, or move this file away to start "
                                "a new one") from None
+
+    def _columns(self, table: str) -> list[str]:
+        return [r[1] for r in self.db.execute(f"PRAGMA table_info({table})")]
+
+    def _migrate(self) -> None:
+        """Bring a store written by an older omniseg up to this schema (columns are only ever added)."""
+        if "role" not in self._columns("models"):  # schema 1
+            self.db.execute("ALTER TABLE models ADD COLUMN role TEXT")
 
     def _check_integrity(self) -> None:
         """A damaged database is named as such instead of failing later in a query (or reading as empty)."""
@@ -179,12 +121,20 @@ class Store:
         row = self.db.execute("SELECT signature_hash FROM models WHERE task=? AND model=?", (task, model)).fetchone()
         return row[0] if row else None
 
-    def set_model(self, task: str, model: str, kind: str, signature: dict, signature_hash: str) -> None:
+    def set_model(self, task: str, model: str, kind: str, signature: dict, signature_hash: str,
+                  role: str | None = None) -> None:
         self.db.execute(
-            "INSERT INTO models VALUES (?,?,?,?,?) ON CONFLICT(task, model) DO UPDATE SET kind=excluded.kind,"
-            " signature=excluded.signature, signature_hash=excluded.signature_hash",
-            (task, model, kind, json.dumps(signature, sort_keys=True), signature_hash),
+            "INSERT INTO models VALUES (?,?,?,?,?,?) ON CONFLICT(task, model) DO UPDATE SET kind=excluded.kind,"
+            " signature=excluded.signature, signature_hash=excluded.signature_hash, role=excluded.role",
+            (task, model, kind, json.dumps(signature, sort_keys=True), signature_hash, role),
         )
+
+    def roles(self, task: str) -> dict[str, str]:
+        """Model -> role for a task (a store written before roles were recorded: the kind's role)."""
+        from .models import role_of
+
+        rows = self.db.execute("SELECT model, kind, role FROM models WHERE task = ?", (task,)).fetchall()
+        return {r[0]: role_of(r[1], r[2]) for r in rows}
 
     def add_samples(self, task: str, rows: Iterable[tuple[str, str, str | None, dict]]) -> None:
         """(sample_id, split, problem, meta) for every sample a run was asked to cover."""
@@ -207,7 +157,7 @@ class Store:
 
     # -- predictions --------------------------------------------------------------------------
     def transaction(self):
-        return _Transaction(self.db)
+        return Transaction(self.db)
 
     def mask_file(self, task: str, model: str, sample_id: str, suffix: str = ".png") -> Path:
         return Path("masks") / file_name(task) / file_name(model) / (file_name(sample_id) + suffix)
@@ -233,13 +183,24 @@ class Store:
             lambda p: Image.fromarray(mask.astype(bool)).save(p, format="PNG", compress_level=1),
         )
 
+    def score_columns(self) -> list[str]:
+        """The score columns this store has: counts, then metrics in the order they were added."""
+        return [c for c in self._columns("scores") if c not in ("task", "sample_id", "model")]
+
     def _put_scores(self, task: str, sample_id: str, model: str, scores: dict | None) -> None:
         self.db.execute("DELETE FROM scores WHERE task=? AND sample_id=? AND model=?", (task, sample_id, model))
-        if scores is not None:
-            self.db.execute(
-                f"INSERT INTO scores VALUES (?,?,?,{','.join('?' * len(SCORE_COLUMNS))})",
-                (task, sample_id, model, *[scores.get(c) for c in SCORE_COLUMNS]),
-            )
+        if scores is None:
+            return
+        known = set(self.score_columns())
+        for name in [c for c in scores if c not in known]:
+            # a metric registered after the store was made (a plugin): its column is added, once
+            if not re.fullmatch(r"[a-z][a-z0-9_]{0,40}", name):
+                raise OmnisegError(f"metric name {name!r}: use lower-case letters, digits and '_' (a store column)")
+            self.db.execute(f"ALTER TABLE scores ADD COLUMN {name} REAL")
+        names = list(scores)
+        self.db.execute(f"INSERT INTO scores (task, sample_id, model, {', '.join(names)}) VALUES "
+                        f"(?,?,?,{','.join('?' * len(names))})", (task, sample_id, model, *[scores[c] for c in names]))
+
 
     def record(self, run_id: int, task: str, sample_id: str, model: str, *, status: str, reason: str = "",
                mask: np.ndarray | None = None, prob: np.ndarray | None = None, scores: dict | None = None,
@@ -330,35 +291,3 @@ class Store:
         import pandas as pd
 
         return pd.read_sql_query(sql, self.db, params=params)
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception; a full disk or a read-only file is one message."""
-
-    def __init__(self, db: sqlite3.Connection):
-        self.db = db
-
-    def __enter__(self):
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as e:
-            raise self._unwritable(e) from None
-        return self.db
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            try:
-                self.db.execute("COMMIT")
-                return False
-            except sqlite3.OperationalError as e:
-                exc = e
-        if self.db.in_transaction:
-            self.db.execute("ROLLBACK")
-        if isinstance(exc, sqlite3.OperationalError):
-            raise self._unwritable(exc) from None
-        return False
-
-    def _unwritable(self, e: sqlite3.OperationalError) -> OmnisegError:
-        path = self.db.execute("PRAGMA database_list").fetchone()[2]
-        return OmnisegError(f"cannot write the store {path}: {e}; free disk space or make it writable, then rerun "
-                            "the same command to resume (finished pairs are kept)")

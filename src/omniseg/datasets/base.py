@@ -10,9 +10,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, ConfigDict
 
 from ..errors import DataMissingError, SampleError
+from ..options import NoOptions, Options
 
 #: Share of each dataset (or class) held out for testing where no official split exists.
 TEST_FRACTION = 0.2
@@ -54,10 +54,6 @@ class FetchSpec:
     note: str = ""
 
 
-class NoOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 class Dataset:
     """Base class of dataset adapters: subclasses list samples and read one."""
 
@@ -66,7 +62,7 @@ class Dataset:
     layout: ClassVar[str]  # the expected folder layout, shown when it is missing
     fetch: ClassVar[FetchSpec | None] = None
     obtain: ClassVar[str] = ""  # how to get the data when it cannot be fetched
-    Options: ClassVar[type[BaseModel]] = NoOptions
+    Options: ClassVar[type[Options]] = NoOptions  # the adapter's options (omniseg.options)
 
     def __init__(self, root: str | Path, options: dict | None = None):
         self.root = Path(root)
@@ -74,9 +70,18 @@ class Dataset:
 
     # -- to implement -------------------------------------------------------------------------
     def _refs(self) -> list[SampleRef]:
+        """Every sample on disk, without reading it (ids unique; the split decided here).
+
+        A sample whose layout is already broken (a mask without its image) is listed with ``problem``
+        set, never left out: it becomes a 'sample_error' row. Raise :class:`DataMissingError` when
+        nothing usable is there at all (it names the layout and how to get the data).
+        """
         raise NotImplementedError
 
     def load(self, ref: SampleRef) -> Sample:
+        """Read one sample. For a broken one (unreadable file, missing mask, size mismatch) raise
+        :class:`SampleError` naming the file and what is wrong: the run records it and goes on. Any
+        other exception is a bug. Warnings about readable but suspicious files go in ``Sample.notes``."""
         raise NotImplementedError
 
     def _missing(self) -> list[str]:

@@ -5,17 +5,17 @@ from __future__ import annotations
 import re
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ..errors import SampleError
+from ..options import Options
 from .base import Dataset, FetchSpec, Sample, SampleRef, files_with, read_mask, read_rgb, same_size, split_of
 
 CLASSES = ("benign", "malignant", "normal")
 _MASK = re.compile(r"^(?P<id>.+)_mask(?:_(?P<n>\d+))?$")
 
 
-class BusiOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class BusiOptions(Options):
     include_normal: bool = Field(False, description="include 'normal' cases (empty masks); off for tumour segmentation")
 
 

@@ -19,16 +19,16 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ..errors import DataMissingError, SampleError
+from ..options import Options
 from .base import MASK_GREY_TOLERANCE, Dataset, Sample, SampleRef, files_with, same_size, split_of
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
 
 
-class FolderOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class FolderOptions(Options):
     images: str = Field("images", description="folder of images, relative to the dataset root")
     masks: str = Field("masks", description="folder of masks, relative to the dataset root (may be the images folder)")
     mask_pattern: str = Field("{id}", description="stem of an image's mask: {id} is the image's stem, * matches "

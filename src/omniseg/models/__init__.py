@@ -21,9 +21,21 @@ names = REGISTRY.names
 
 
 def build(cfg) -> Segmenter:
-    """A ready segmenter from a :class:`~omniseg.config.ModelConfig`."""
+    """A ready segmenter from a :class:`~omniseg.config.ModelConfig`, carrying the entry's role."""
     cls = get(cfg.kind)
-    return cls(cfg.name, cls.Options.model_validate(cfg.options))
+    seg = cls(cfg.name, cls.Options.model_validate(cfg.options))
+    seg.role = getattr(cfg, "role", None) or cls.role
+    return seg
+
+
+def role_of(kind: str, configured: str | None = None) -> str:
+    """The role of a model entry: the configured one, else its kind's (floor for a kind not loaded)."""
+    if configured:
+        return configured
+    try:
+        return get(kind).role
+    except KeyError:
+        return "floor"
 
 
 __all__ = ["Prediction", "Segmenter", "REGISTRY", "get", "names", "build"]

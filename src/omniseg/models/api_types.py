@@ -7,28 +7,32 @@ them without the event-loop machinery.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import io
+import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import numpy as np
+from PIL import Image
+from pydantic import Field, model_validator
 
 from ..cache import FILE_NAME
+from ..options import Options
 from . import decoders
 
 
-class Price(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Price(Options):
     input_per_mtok: float = Field(0.30, ge=0, description="USD per million input tokens")
     output_per_mtok: float = Field(2.50, ge=0, description="USD per million output tokens (thinking included)")
 
 
-class RemoteOptions(BaseModel):
+class RemoteOptions(Options):
     """Options every API-backed model takes; a provider adds its own."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     model: str = Field(description="model name sent to the API; the version the API reports is recorded per call")
     base_url: str | None = Field(None, description="API endpoint; None is the provider's (tests point it at a local fake)")
     mode: Literal["json-mask", "polygon", "image-mask"] | None = Field(
@@ -98,3 +102,31 @@ def transport_error(e: BaseException) -> bool:
     return any(c.__name__ in ("TransportError", "TimeoutException", "NetworkError", "RemoteProtocolError",
                               "ProtocolError", "ConnectError", "ReadError")
                for c in type(e).__mro__)
+
+
+def sent_pixels(image: np.ndarray, max_side: int | None) -> np.ndarray:
+    """The pixels that are sent: the image, its longer side capped at ``max_side``."""
+    h, w = image.shape[:2]
+    if max_side and max(h, w) > max_side:
+        s = max_side / max(h, w)
+        img = Image.fromarray(image).resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR)
+        return np.asarray(img)
+    return image
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")  # lossless: the model sees exactly the keyed pixels
+    return buf.getvalue()
+
+
+def pixels_digest(pixels: np.ndarray) -> str:
+    """The sent pixels (hashed with their shape) stand for the image bytes in the archive key."""
+    return hashlib.sha256(str(pixels.shape).encode() + np.ascontiguousarray(pixels).tobytes()).hexdigest()
+
+
+def estimate_input_tokens(png_size: tuple[int, int], prompt: str) -> int:
+    """Gemini's published rule: 258 tokens per image up to 384 px a side, else per 768 x 768 tile."""
+    w, h = png_size
+    tiles = 1 if max(w, h) <= 384 else math.ceil(w / 768) * math.ceil(h / 768)
+    return 258 * tiles + len(prompt) // 3 + 16

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel
-
-from ..datasets.base import NoOptions, Sample
+from ..datasets.base import Sample
+from ..options import NoOptions, Options
 
 #: Outcome of one (sample, model) pair; docs/outputs.md explains each.
 STATUSES = {
@@ -53,12 +52,24 @@ class Prediction:
         return cls(mask=None, status=status, reason=reason, meta=meta)
 
 
+#: What a model is in the comparison; reports, curation, routing and figures select models by role,
+#: never by kind name. A kind declares its default; a config entry may override it (``role:``).
+ROLES = {
+    "specialist": "a network trained for the task: picks the easiest and hardest cases, routes to omnimodels",
+    "omnimodel": "a general-purpose model asked zero-shot (an API model)",
+    "floor": "a training-free reference: what any model should beat",
+    "human": "a second human annotation: the human-versus-human row",
+}
+
+
 class Segmenter:
-    """Turns samples into predictions. Subclasses set ``kind``, ``version``, ``Options`` and ``predict``."""
+    """Turns samples into predictions. Subclasses set ``kind``, ``role``, ``version``, ``Options`` and ``predict``."""
 
     kind: ClassVar[str]
+    role: ClassVar[str] = "floor"  # the default role of the kind (ROLES); an instance may carry another
+    trainable: ClassVar[bool] = False  # `omniseg train` can train it (its options name a checkpoint)
     version: ClassVar[str] = "1"  # bump when the same options would give different masks
-    Options: ClassVar[type[BaseModel]] = NoOptions
+    Options: ClassVar[type[Options]] = NoOptions  # the kind's options (omniseg.options)
 
     #: samples per predict_batch call the model works best with (None: the run's --batch-size)
     preferred_batch: int | None = None
@@ -66,7 +77,7 @@ class Segmenter:
     #: without redoing the pair (e.g. an API model's decoder version, see `omniseg redecode`)
     unhashed: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, name: str, options: BaseModel | None = None):
+    def __init__(self, name: str, options: Options | None = None):
         self.name = name
         self.options = options if options is not None else self.Options()
         self.context = RunContext()

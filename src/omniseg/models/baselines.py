@@ -14,15 +14,15 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from scipy import ndimage
 
 from ..datasets.base import Sample
+from ..options import Options
 from .base import Prediction, Segmenter
 
 
-class OtsuOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class OtsuOptions(Options):
     foreground: Literal["bright", "dark"] = Field("bright", description="which Otsu class is the target")
     sigma: float = Field(2.0, ge=0, description="Gaussian smoothing before thresholding, in pixels")
     frame: bool = Field(True, description="leave out a dark frame joined to the image border (an endoscope's black "
@@ -100,8 +100,7 @@ class OtsuBaseline(Segmenter):
         return ndimage.binary_fill_holes(labels == int(np.argmax(sizes)))
 
 
-class FrangiOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class FrangiOptions(Options):
     sigmas: tuple[float, ...] = Field((1.0, 1.5, 2.0, 2.5, 3.0), description="vessel scales in pixels")
     fraction: float = Field(0.12, gt=0, lt=1, description="share of field-of-view pixels labelled vessel")
     fov_erosion: int = Field(6, ge=0, description="pixels trimmed off the field of view's rim (its edge looks like a vessel)")
@@ -126,8 +125,7 @@ class FrangiBaseline(Segmenter):
         return Prediction(mask=mask, prob=(v / v.max()).astype(np.float32) if v.max() > 0 else None, meta={"threshold": float(t)})
 
 
-class EllipseOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class EllipseOptions(Options):
     radius: float = Field(0.28, gt=0, le=0.71, description="semi-axes as a share of the image's height and width")
 
 

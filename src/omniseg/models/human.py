@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ..datasets.base import Sample
+from ..options import Options
 from .base import Prediction, Segmenter
 
 
-class HumanOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class HumanOptions(Options):
     annotation: str = Field("human", description="which extra reference of the sample to return")
 
 
 class HumanReference(Segmenter):
     kind = "human"
+    role = "human"
     Options = HumanOptions
 
     def predict(self, sample: Sample) -> Prediction:

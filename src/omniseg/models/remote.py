@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import hashlib
-import io
-import math
 import os
 import random
 import threading
@@ -26,13 +23,13 @@ import time
 from typing import Any, ClassVar
 
 import numpy as np
-from PIL import Image
 
 from ..cache import FILE_NAME, AnswerArchive, cache_key
 from ..datasets.base import Sample
 from ..errors import OmnisegError
 from . import answers, decoders
-from .api_types import Failure, Price, RemoteOptions, Reply, redact, transport_error  # noqa: F401 (re-exported)
+from .api_types import (Failure, Price, RemoteOptions, Reply, estimate_input_tokens, pixels_digest,  # noqa: F401
+                        png_bytes, redact, sent_pixels, transport_error)  # Price, redact, transport_error: re-exported
 from .base import Prediction, Segmenter
 
 
@@ -40,6 +37,7 @@ class RemoteSegmenter(Segmenter):
     """Scheduling, retries, budget, archive and decoding for API-backed models."""
 
     Options = RemoteOptions
+    role = "omnimodel"
     key_variables: ClassVar[tuple[str, ...]] = ()
     default_prompts: ClassVar[dict[str, str]] = {}
     unhashed = ("decoder_version",)  # rows record it; `omniseg redecode` updates them
@@ -112,20 +110,10 @@ class RemoteSegmenter(Segmenter):
 
     # -- request pieces -----------------------------------------------------------------------
     def _sent_image(self, image: np.ndarray) -> np.ndarray:
-        """The pixels that are sent: the image, its longer side capped at ``max_side``."""
-        m = self.options.max_side
-        h, w = image.shape[:2]
-        if m and max(h, w) > m:
-            s = m / max(h, w)
-            img = Image.fromarray(image).resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR)
-            return np.asarray(img)
-        return image
+        return sent_pixels(image, self.options.max_side)
 
-    @staticmethod
-    def _png(pixels: np.ndarray) -> bytes:
-        buf = io.BytesIO()
-        Image.fromarray(pixels).save(buf, format="PNG")  # lossless: the model sees exactly the keyed pixels
-        return buf.getvalue()
+    _png = staticmethod(png_bytes)
+    _est_input_tokens = staticmethod(estimate_input_tokens)
 
     def _prompt(self) -> str:
         return self.template().format(target=self.options.target)
@@ -138,15 +126,8 @@ class RemoteSegmenter(Segmenter):
     def _key(self, pixels: np.ndarray, prompt: str, gen: dict) -> str:
         """Content key of the answer: the sent pixels (hashed with their shape) stand for the image bytes."""
         o = self.options
-        image = hashlib.sha256(str(pixels.shape).encode() + np.ascontiguousarray(pixels).tobytes()).hexdigest()
         return cache_key(model=o.model, api_version=getattr(o, "api_version", None), mode=o.mode, prompt=prompt,
-                         image=image, generation=gen)
-
-    @staticmethod
-    def _est_input_tokens(png_size: tuple[int, int], prompt: str) -> int:
-        w, h = png_size
-        tiles = 1 if max(w, h) <= 384 else math.ceil(w / 768) * math.ceil(h / 768)
-        return 258 * tiles + len(prompt) // 3 + 16
+                         image=pixels_digest(pixels), generation=gen)
 
     def _typical_output_tokens(self) -> int:
         return 1290 if self.options.mode == "image-mask" else min(self.options.max_output_tokens, 1000)

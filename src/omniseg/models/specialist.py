@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ..datasets.base import Sample
 from ..errors import CheckpointError
+from ..options import Options
 from .base import Prediction, Segmenter
 
 FORMAT = "omniseg-specialist/1"
@@ -26,10 +27,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 Resize = Literal["resize", "pad"]
 
 
-class NetSpec(BaseModel):
+class NetSpec(Options):
     """How to build the network and feed it: stored in every checkpoint."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     arch: str = Field("Unet", description="smp architecture: Unet, UnetPlusPlus, FPN, DeepLabV3Plus, ...")
     encoder: str = Field("resnet18", description="smp encoder name")
     input_size: int = Field(256, ge=32, description="side of the square network input (resize policy)")
@@ -201,6 +201,8 @@ class Specialist(Segmenter):
     """A trained network: batched inference, resize or pad and back, probability map kept."""
 
     kind = "unet"
+    role = "specialist"
+    trainable = True
     version = "1"
     Options = SpecialistOptions
     unhashed = ("trained_on",)  # follows from the checkpoint, whose sha256 is hashed
