@@ -186,3 +186,53 @@ def run_killed_after_writes(args: list[str], writes: int, timeout: float = 300):
     env = {**os.environ, "OMNISEG_TEST_KILL_AFTER": str(writes), "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-c", _KILL_AFTER_WRITES, *map(str, args)], env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+# -- a SIGKILL from outside, part-way through an API run ---------------------------------------------
+def sigkill_then_rerun(args: list, store: Path, rows: int = 16, settle: float = 0.1):
+    """`omniseg <args>` in a subprocess, SIGKILLed once ``rows`` pairs are in the store (plus ``settle`` seconds,
+    so some calls of the next chunk land), then run again to the end.
+    Returns (rows at the kill, monotonic kill time, the rerun's CompletedProcess)."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-m", "omniseg.cli", *map(str, args)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def count() -> int:
+        try:
+            with sqlite3.connect(store, timeout=5) as db:
+                return db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+        except sqlite3.OperationalError:  # not created yet
+            return 0
+
+    deadline = time.time() + 60
+    while count() < rows and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    time.sleep(settle)
+    proc.send_signal(signal.SIGKILL)
+    t_kill = time.monotonic()
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stdout.read().decode()
+    at_kill = count()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return at_kill, t_kill, done
+
+
+def answers_asked_again(log: list[dict]) -> tuple[dict[str, float], list[float]]:
+    """From a fake server's log: the first good answer's end time per image, and the end times of the
+    first answers of images that were answered well again."""
+    first_ok: dict[str, float] = {}
+    repeated = []
+    for e in log:
+        if e["kind"] == "ok":
+            if e["image_sha"] in first_ok:
+                repeated.append(first_ok[e["image_sha"]])
+            first_ok.setdefault(e["image_sha"], e["end"])
+    return first_ok, repeated

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -99,28 +97,11 @@ def test_sigkill_part_way_then_rerun_gives_every_pair_once(tmp_path):
     models = OTSU + "  - name: dark\n    kind: otsu\n    options: {foreground: dark}\n"
     cfg = write_config(tmp_path / "c.yaml", "polyp", "kvasir-seg", root, models)
     store = tmp_path / "s.sqlite"
-    cmd = [sys.executable, "-m", "omniseg.cli", "run", "--config", str(cfg), "--store", str(store), "-q", "--batch-size", "2"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    from conftest import sigkill_then_rerun
 
-    def count() -> int:
-        try:
-            with sqlite3.connect(store, timeout=5) as db:
-                return db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
-        except sqlite3.OperationalError:  # the table does not exist yet
-            return 0
-
-    deadline = time.time() + 60
-    while count() < 20 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    at_kill = count()
-    assert proc.returncode == -signal.SIGKILL, proc.stdout.read().decode()
+    at_kill, _, done = sigkill_then_rerun(["run", "--config", cfg, "--store", store, "-q", "--batch-size", "2"], store,
+                                          rows=20, settle=0.0)
     assert 0 < at_kill < 2 * n, f"the kill did not land part-way ({at_kill} rows)"
-
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
     assert f"{at_kill} already done" in done.stdout
     with sqlite3.connect(store) as db:
         pairs = db.execute("SELECT sample_id, model, COUNT(*) FROM predictions GROUP BY 1, 2").fetchall()

@@ -20,9 +20,10 @@ from . import findings, manifest, routing, stats
 from .metrics import SCORE_COLUMNS
 from .store import Store, file_name
 
-#: per_image.csv: these, with the store's score columns (counts, then one per metric) before the last three
+#: per_image.csv: these, with the store's score columns (counts, then one per metric) before the last four
 PER_IMAGE_COLUMNS = ["task", "split", "sample_id", "model", "status", "reason", "easiest_rank", "hardest_rank",
-                     *SCORE_COLUMNS, "confidence", "elapsed_s", "mask_path"]
+                     *SCORE_COLUMNS, "answer_form", "confidence", "elapsed_s", "mask_path"]
+_TAIL = 4  # the columns after the scores
 #: summary.csv: these, then `<metric>_mean` (or `_median`) for every other metric column with values
 SUMMARY_COLUMNS = ["task", "subset", "model", "n", "failures", "failure_rate",
                    "dice_mean", "dice_std", "dice_median", "dice_ci_low", "dice_ci_high",
@@ -48,6 +49,7 @@ def per_image(store: Store, task: str | None = None, split: str = "test") -> pd.
         f"""SELECT p.task, s.split, p.sample_id, p.model, p.status, p.reason,
                    e.rank AS easiest_rank, h.rank AS hardest_rank,
                    {", ".join("c." + c for c in score_cols)},
+                   json_extract(p.meta, '$.answer_form') AS answer_form,
                    json_extract(p.meta, '$.confidence') AS confidence, p.elapsed_s, p.mask_path
             FROM predictions p
             JOIN samples s ON s.task = p.task AND s.sample_id = p.sample_id
@@ -60,7 +62,7 @@ def per_image(store: Store, task: str | None = None, split: str = "test") -> pd.
     )
     for col in ("easiest_rank", "hardest_rank"):
         df[col] = df[col].astype("Int64")
-    head, tail = PER_IMAGE_COLUMNS[:8], PER_IMAGE_COLUMNS[-3:]
+    head, tail = PER_IMAGE_COLUMNS[:8], PER_IMAGE_COLUMNS[-_TAIL:]
     return df[head + score_cols + tail]
 
 
@@ -100,7 +102,7 @@ def _extra_metrics(df: pd.DataFrame) -> list[tuple[str, str]]:
     """(metric, mean|median) for the metric columns with values beyond the ones summarized in full."""
     from . import metrics
 
-    start, stop = PER_IMAGE_COLUMNS.index("ref_px") + 1, len(df.columns) - 3
+    start, stop = PER_IMAGE_COLUMNS.index("ref_px") + 1, len(df.columns) - _TAIL
     out = []
     for col in df.columns[start:stop]:
         if col in _SUMMARIZED or df[col].isna().all():

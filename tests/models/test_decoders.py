@@ -76,6 +76,17 @@ def test_polygon_points_are_x_y_and_fill_pixels_whose_centre_is_inside():
     assert yx.form == "polygon/points" and np.array_equal(yx.mask, blob(25, 75, 20, 120, 100, 200))
 
 
+def test_polygon_edges_between_pixel_centres():
+    # 100 x 200 image; y 104..596 of 1000 -> edges at 10.4 and 59.6: the centres 10.5 .. 59.5 are inside
+    # (rows 10..59); x 252..748 -> 50.4 .. 149.6: centres 50.5 .. 149.5 (columns 50..149)
+    poly = [[252, 104], [748, 104], [748, 596], [252, 596]]
+    out = dec(json.dumps([{"points": poly}]), 100, 200)
+    assert np.array_equal(out.mask, blob(10, 60, 50, 150, 100, 200))
+    # 0.6 of a pixel either side of the centres of rows 10 and 59: still those rows, no more
+    tight = [[252, 106], [748, 106], [748, 594], [252, 594]]
+    assert np.array_equal(dec(json.dumps([{"points": tight}]), 100, 200).mask, blob(11, 59, 50, 150, 100, 200))
+
+
 def test_polygon_coordinates_are_clipped_to_the_image():
     out = dec(json.dumps([[[-50, -50], [1200, -50], [1200, 1100], [-50, 1100]]]), 30, 40)
     assert out.form == "polygon/bare" and out.mask.all()
@@ -138,11 +149,33 @@ def test_inverted_and_out_of_range_boxes():
     assert dec(json.dumps([inverted])).status == "invalid_answer"
 
 
-def test_boxes_without_masks_and_bad_pngs():
+def test_boxes_without_masks_are_crude_masks_of_their_own_form():
+    # box_2d is [y0, x0, y1, x1]; bbox / bbox_2d / box are [x0, y0, x1, y1]; 50 x 200 image
+    for box in ({"box_2d": [100, 250, 500, 750]}, {"bbox": [250, 100, 750, 500]}, {"bbox_2d": [250, 100, 750, 500]}):
+        out = dec(json.dumps([{**box, "label": "polyp"}]), 50, 200)
+        assert out.status == "ok" and out.form == "box", box
+        assert np.array_equal(out.mask, blob(5, 25, 50, 150, 50, 200)), box
+    pixels = decode_answer(json.dumps([{"bbox_2d": [25, 2.5, 75, 12.5]}]), None, 50, 200, coords="pixels",
+                           sent_size=(100, 25))  # the image was sent at half size
+    assert np.array_equal(pixels.mask, blob(5, 25, 50, 150, 50, 200))
+
+
+def test_coordinate_conventions_give_the_same_mask():
+    """The same polygon in 0..1000, in 0..1 and in pixels of a half-size sent image."""
+    poly = [[250, 100], [750, 100], [750, 600], [250, 600]]
+    want = blob(10, 60, 50, 150, 100, 200)
+    norm1 = [[x / 1000, y / 1000] for x, y in poly]
+    pixels = [[x / 1000 * 100, y / 1000 * 50] for x, y in poly]
+    assert np.array_equal(dec(json.dumps([{"points": poly}]), 100, 200).mask, want)
+    assert np.array_equal(dec(json.dumps([{"points": norm1}]), 100, 200, coords="norm1").mask, want)
+    out = dec(json.dumps([{"points": pixels}]), 100, 200, coords="pixels", sent_size=(100, 50))
+    assert np.array_equal(out.mask, want) and out.form == "polygon/points"
+    yx = [[y, x] for x, y in pixels]
+    assert np.array_equal(dec(json.dumps([yx]), 100, 200, coords="pixels", sent_size=(100, 50), point_order="yx").mask, want)
+
+
+def test_bad_pngs_and_short_polygons():
     a = blob(20, 60, 30, 90)
-    no_mask = {"box_2d": entry(a)["box_2d"], "label": "polyp"}
-    out = dec(json.dumps([no_mask]))
-    assert out.status == "invalid_answer" and out.form == "boxes" and "boxes without masks" in out.reason
     bad_png = entry(a) | {"mask": "data:image/png;base64,bm90IGEgcG5n"}
     assert dec(json.dumps([bad_png, entry(a)])).instances == 1
     assert dec(json.dumps([{"mask": [[1, 2], [3, 4]]}])).status == "invalid_answer"  # under 3 points
@@ -207,3 +240,20 @@ def test_every_status_and_form_is_documented():
         assert f"`{s}`" in outputs, s
     for form in FORMS:
         assert f"`{form}`" in outputs, form
+
+
+def test_the_scanline_fill_agrees_with_scikit_image_on_random_polygons():
+    """fill_polygon (fast) against skimage.draw.polygon (the oracle): pixel centres inside, even-odd."""
+    from skimage.draw import polygon
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        h, w = int(rng.integers(20, 120)), int(rng.integers(20, 120))
+        n = int(rng.integers(3, 30))
+        xs, ys = rng.uniform(-5, w + 5, n), rng.uniform(-5, h + 5, n)  # self-intersecting, partly outside
+        ours = np.zeros((h, w), bool)
+        d.fill_polygon(ours, xs, ys)
+        theirs = np.zeros((h, w), bool)
+        rr, cc = polygon(ys - 0.5, xs - 0.5, (h, w))
+        theirs[rr, cc] = True
+        assert np.array_equal(ours, theirs)

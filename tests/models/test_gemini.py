@@ -232,43 +232,18 @@ def _gemini_yaml(tmp_path: Path, url: str, root: Path) -> Path:
 
 
 def test_sigkill_part_way_then_rerun_repeats_no_successful_call(tmp_path):
+    from conftest import answers_asked_again, sigkill_then_rerun
+
     root = make_kvasir(tmp_path / "k", n=60)
     with fg.FakeGemini(fg.chaos(0.1, 0.05, 0.0, delay=0.05)) as srv:
-        cfg = _gemini_yaml(tmp_path, srv.url, root)
         store = tmp_path / "s.sqlite"
-        cmd = [sys.executable, "-m", "omniseg.cli", "run", "--config", str(cfg), "--store", str(store), "-q",
-               "--batch-size", "16"]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-        def count():
-            try:
-                with sqlite3.connect(store, timeout=5) as db:
-                    return db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
-            except sqlite3.OperationalError:
-                return 0
-
-        deadline = time.time() + 60
-        while count() < 16 and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.01)
-        time.sleep(0.1)  # let some calls of the next chunk succeed before the kill
-        proc.send_signal(signal.SIGKILL)
-        t_kill = time.monotonic()
-        proc.wait()
-        at_kill = count()
-        assert 0 < at_kill < 60, f"the kill did not land part-way ({at_kill} rows)"
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr
+        args = ["run", "--config", _gemini_yaml(tmp_path, srv.url, root), "--store", store, "-q", "--batch-size", "16"]
+        at_kill, t_kill, _ = sigkill_then_rerun(args, store)
+    assert 0 < at_kill < 60, f"the kill did not land part-way ({at_kill} rows)"
     with sqlite3.connect(store) as db:
         pairs = db.execute("SELECT sample_id, COUNT(*) FROM predictions GROUP BY 1").fetchall()
     assert len(pairs) == 60 and all(c == 1 for _, c in pairs)
-    first_ok: dict[str, float] = {}
-    repeated = []
-    for e in srv.log:
-        if e["kind"] == "ok":
-            if e["image_sha"] in first_ok:
-                repeated.append(first_ok[e["image_sha"]])
-            first_ok.setdefault(e["image_sha"], e["end"])
+    first_ok, repeated = answers_asked_again(srv.log)
     assert len(first_ok) == 60
     # An answer can only be asked for again if it was still on the wire when the process died:
     # every answer the client had for longer than a moment was cached and is not paid for twice.

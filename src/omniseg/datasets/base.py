@@ -209,9 +209,10 @@ def read_mask(path: Path, threshold: int = 128, notes: list[str] | None = None) 
     except Exception as e:
         raise SampleError(f"unreadable mask {path}: {e}") from None
     grey = np.asarray(Image.fromarray(rgb).convert("L"))
-    if notes is not None:
-        coloured = float(((rgb.max(axis=2).astype(np.int16) - rgb.min(axis=2)) > 32).mean())
-        mid = float(((grey > 32) & (grey < 223)).mean())
+    if notes is not None:  # on every 4th pixel each way: a sixteenth of the work, the same verdict
+        few, g = rgb[::4, ::4], grey[::4, ::4]
+        coloured = float(((few.max(axis=2).astype(np.int16) - few.min(axis=2)) > 32).mean())
+        mid = float(((g > 32) & (g < 223)).mean())
         if coloured > MASK_GREY_TOLERANCE:
             notes.append(f"mask {path.name} is in colour ({coloured:.1%} of pixels): read by grey level >= {threshold}, "
                          "so a dark-coloured object becomes background; save masks as black and white")

@@ -14,6 +14,7 @@ REGISTRY = Registry(
         "human": "omniseg.models.human:HumanReference",
         "unet": "omniseg.models.specialist:Specialist",
         "gemini": "omniseg.models.gemini:Gemini",
+        "openai": "omniseg.models.openai:OpenAICompatible",
     },
 )
 get = REGISTRY.get

@@ -21,6 +21,7 @@ from .base import Prediction
 from .decoders import (
     THRESHOLD,
     Decoded,
+    box_pixels,
     decode_image_mask,
     draw_polygon,
     is_point,
@@ -31,7 +32,7 @@ from .decoders import (
 if TYPE_CHECKING:
     from .api_types import Reply
 
-DECODER_VERSION = "2"
+DECODER_VERSION = "3"  # 3: boxes decode as crude masks (form box); coordinate conventions
 
 FORMS = {
     "png-crops": "entries with box_2d ([y0, x0, y1, x1], 0..1000) and a PNG probability crop under mask (Gemini 2.5)",
@@ -41,13 +42,19 @@ FORMS = {
     "seg-tokens": "<seg_N> mask tokens: no public decoder, never guessed (status unsupported_format)",
     "image": "a mask picture in an image part (image-output models)",
     "empty": "an empty list: the model found nothing (a valid empty prediction)",
-    "boxes": "boxes without masks (status invalid_answer)",
+    "box": "boxes without masks, filled as crude masks (status ok; reports can separate them by form)",
     "prose": "no JSON at all (status unparseable)",
     "unknown": "JSON in none of these forms (status unknown_form)",
 }
 
 #: keys under which an entry may hold its polygon, in the order they are looked for
 POLYGON_KEYS = ("mask", "points", "polygon", "polygons", "vertices", "coordinates", "contour", "outline")
+#: keys under which an entry may hold a box without a mask: box_2d is [y0, x0, y1, x1] (Gemini), the others
+#: [x0, y0, x1, y1] (open vision-language models)
+BOX_KEYS = ("box_2d", "bbox_2d", "bbox", "box")
+#: coordinate conventions of points and boxes (a model's option, recorded with each row)
+COORDS = {"norm1000": "0..1000 of the image's width and height (Gemini)", "norm1": "0..1 of the image",
+          "pixels": "pixels of the image as it was sent"}
 #: keys under which a list of entries may be wrapped ({"boxes": [...]} and the like)
 WRAPPERS = ("masks", "boxes", "segmentation_masks", "objects", "polygons", "results", "predictions", "detections",
             "items")
@@ -90,10 +97,43 @@ def _polygons(entry: object) -> tuple[str, list] | None:
     return None
 
 
+def _scale(coords: str, sent_size: tuple[int, int] | None) -> tuple[float, float]:
+    """Factors that bring x and y of the given convention to 0..1000."""
+    if coords == "norm1":
+        return 1000.0, 1000.0
+    if coords == "pixels":
+        if not sent_size:
+            raise ValueError("pixel coordinates need the size of the image as sent")
+        return 1000.0 / sent_size[0], 1000.0 / sent_size[1]
+    return 1.0, 1.0
+
+
+def _to_1000(points: list, point_order: str, sx: float, sy: float) -> list:
+    """[x, y] points in 0..1000, whatever order and convention they came in (left as they are when invalid)."""
+    if not all(is_point(p) for p in points):
+        return points
+    xy = [(p[1], p[0]) if point_order == "yx" else (p[0], p[1]) for p in points]
+    return [[x * sx, y * sy] for x, y in xy]
+
+
+def _box_1000(entry: dict, sx: float, sy: float) -> list | None:
+    """An entry's box as [y0, x0, y1, x1] in 0..1000, or None."""
+    for key in BOX_KEYS:
+        v = entry.get(key)
+        if isinstance(v, (list, tuple)) and len(v) == 4 and all(isinstance(c, (int, float)) for c in v):
+            y0, x0, y1, x1 = v if key == "box_2d" else (v[1], v[0], v[3], v[2])
+            return [y0 * sy, x0 * sx, y1 * sy, x1 * sx]
+    return None
+
+
 def decode_answer(text: str, image: bytes | None, h: int, w: int, *, threshold: int = THRESHOLD,
-                  point_order: str = "xy", expect_image: bool = False,
-                  requested_aspect: float | None = None) -> Decoded:
-    """Detect the answer's form and decode it into an ``h`` x ``w`` mask (or a failure status)."""
+                  point_order: str = "xy", expect_image: bool = False, requested_aspect: float | None = None,
+                  coords: str = "norm1000", sent_size: tuple[int, int] | None = None) -> Decoded:
+    """Detect the answer's form and decode it into an ``h`` x ``w`` mask (or a failure status).
+
+    ``coords`` is the convention of points and boxes (:data:`COORDS`); ``sent_size`` the (width, height)
+    of the image as sent, for pixel coordinates.
+    """
     if image is not None:
         return decode_image_mask(image, h, w, requested_aspect, threshold)
     if "<seg_" in text:
@@ -113,6 +153,7 @@ def decode_answer(text: str, image: bytes | None, h: int, w: int, *, threshold: 
     mask = np.zeros((h, w), bool)
     forms: set[str] = set()
     used = 0
+    sx, sy = _scale(coords, sent_size)
     for e in entries:
         crop = e.get("mask") if isinstance(e, dict) else None
         if isinstance(crop, str):
@@ -122,25 +163,29 @@ def decode_answer(text: str, image: bytes | None, h: int, w: int, *, threshold: 
         poly = _polygons(e)
         if poly is not None:
             forms.add(poly[0])
-            used += sum(draw_polygon(mask, p, point_order, notes) for p in poly[1])
+            used += sum(draw_polygon(mask, _to_1000(p, point_order, sx, sy), notes) for p in poly[1])
             continue
-        if isinstance(e, dict) and ("box_2d" in e or "box" in e):
-            forms.add("boxes")
-            notes.append("entry without a mask skipped")
+        box = _box_1000(e, sx, sy) if isinstance(e, dict) else None
+        if box is not None:
+            forms.add("box")
+            bounds = box_pixels(box, h, w, notes)
+            if bounds is not None:
+                mask[bounds[0]:bounds[2], bounds[1]:bounds[3]] = True
+                used += 1
         else:
             notes.append("entry in no known form skipped")
     form = "+".join(sorted(forms)) or "unknown"
     if used == 0:
         if not forms:
             return Decoded.fail("unknown_form", f"JSON in no known answer form: {head(text)}", notes, form=form)
-        what = "boxes without masks" if forms == {"boxes"} else f"none of {len(entries)} entries held a usable mask"
-        return Decoded.fail("invalid_answer", f"{what}: {head(text)}", notes, form=form)
+        return Decoded.fail("invalid_answer", f"none of {len(entries)} entries held a usable mask: {head(text)}",
+                            notes, form=form)
     return Decoded(mask, notes=notes, instances=used, form=form)
 
 
 def to_prediction(reply: "Reply", h: int, w: int, *, threshold: int = THRESHOLD, point_order: str = "xy",
-                  expect_image: bool = False, requested_aspect: float | None = None,
-                  redact: Callable[[str], str] = str) -> Prediction:
+                  expect_image: bool = False, requested_aspect: float | None = None, coords: str = "norm1000",
+                  sent_size: tuple[int, int] | None = None, redact: Callable[[str], str] = str) -> Prediction:
     """A provider's reply as a prediction: blocks and empty candidates first, then the detected form.
 
     ``meta`` records what the API and the decoder said (docs/outputs.md); ``meta["tokens"]`` is
@@ -155,11 +200,13 @@ def to_prediction(reply: "Reply", h: int, w: int, *, threshold: int = THRESHOLD,
     if not reply.text and reply.image is None and reply.finish not in ("STOP", "MAX_TOKENS", ""):
         return Prediction.failed(f"no answer: finish reason {reply.finish}", status="blocked", **meta)
     d = decode_answer(reply.text, reply.image, h, w, threshold=threshold, point_order=point_order,
-                      expect_image=expect_image, requested_aspect=requested_aspect)
+                      expect_image=expect_image, requested_aspect=requested_aspect, coords=coords, sent_size=sent_size)
     meta.update(answer_form=d.form, notes=d.notes, instances=d.instances,
                 answer_head=head(reply.text, 60) if reply.text else "")
     if "polygon" in d.form:
         meta["point_order"] = point_order
+    if "polygon" in d.form or "box" in d.form.split("+"):
+        meta["coords"] = coords
     if reply.finish == "MAX_TOKENS":
         meta["notes"] = d.notes + ["answer cut at the output-token cap"]
     if d.status != "ok":

@@ -7,11 +7,13 @@ them without the event-loop machinery.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import io
 import math
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -104,14 +106,19 @@ def transport_error(e: BaseException) -> bool:
                for c in type(e).__mro__)
 
 
+def sent_size(h: int, w: int, max_side: int | None) -> tuple[int, int]:
+    """(width, height) of an h x w image as sent: its longer side capped at ``max_side``."""
+    if max_side and max(h, w) > max_side:
+        s = max_side / max(h, w)
+        return max(1, round(w * s)), max(1, round(h * s))
+    return w, h
+
+
 def sent_pixels(image: np.ndarray, max_side: int | None) -> np.ndarray:
     """The pixels that are sent: the image, its longer side capped at ``max_side``."""
     h, w = image.shape[:2]
-    if max_side and max(h, w) > max_side:
-        s = max_side / max(h, w)
-        img = Image.fromarray(image).resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR)
-        return np.asarray(img)
-    return image
+    size = sent_size(h, w, max_side)
+    return image if size == (w, h) else np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
@@ -130,3 +137,32 @@ def estimate_input_tokens(png_size: tuple[int, int], prompt: str) -> int:
     w, h = png_size
     tiles = 1 if max(w, h) <= 384 else math.ceil(w / 768) * math.ceil(h / 768)
     return 258 * tiles + len(prompt) // 3 + 16
+
+
+def start_loop(name: str) -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
+    """An event loop running in a daemon thread (one per API model and run)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name=name, daemon=True)
+    thread.start()
+    return loop, thread
+
+
+def stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread, last=None) -> None:
+    """Cancel what is left on the loop and let it unwind (no task dies pending), await ``last`` (closing the
+    client), then stop and close the loop."""
+
+    async def shutdown() -> None:
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if last is not None:
+            await last
+
+    try:
+        asyncio.run_coroutine_threadsafe(shutdown(), loop).result(timeout=10)
+    except (concurrent.futures.TimeoutError, RuntimeError):
+        pass
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=10)
+    loop.close()

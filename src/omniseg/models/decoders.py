@@ -22,8 +22,8 @@ THRESHOLD = 127  # the docs' text says 127 (their code used 128): grey > 127 is 
 STATUSES = {
     "ok": "a mask was decoded (an empty list is a valid empty prediction); notes say what was repaired",
     "unparseable": "no JSON could be read from the answer (prose, broken or truncated before any complete object)",
-    "invalid_answer": "the answer's form was recognised but no entry held a usable mask (boxes without masks, "
-                      "inverted boxes, bad PNGs, polygons under 3 points)",
+    "invalid_answer": "the answer's form was recognised but no entry held a usable mask (inverted boxes, "
+                      "bad PNGs, polygons under 3 points)",
     "unknown_form": "JSON in none of the known answer forms; the reason quotes the answer's start",
     "unsupported_format": "the mask came as <seg_..> tokens, which have no public decoder",
     "no_image": "an image answer was expected but the response held no image (and no other usable form)",
@@ -136,14 +136,12 @@ def is_point(p: object) -> bool:
                                                                 for v in p)
 
 
-def draw_polygon(mask: np.ndarray, points: list, point_order: str, notes: list[str]) -> bool:
-    """Fill one polygon of 0..1000 points into ``mask``; False (with a note) when it has under 3 usable points.
+def draw_polygon(mask: np.ndarray, points: list, notes: list[str]) -> bool:
+    """Fill one polygon of [x, y] points in 0..1000 into ``mask``; False (with a note) when it has under 3 usable points.
 
-    A point at normalized x lies at x / 1000 * w in pixel-edge coordinates, i.e. at x / 1000 * w - 0.5
-    in pixel-index coordinates; a pixel is filled when its centre is inside the polygon.
+    A point at normalized x lies at x / 1000 * w in pixel-edge coordinates; a pixel is filled when its
+    centre is inside the polygon (even-odd rule).
     """
-    from skimage.draw import polygon
-
     if not isinstance(points, (list, tuple)) or not all(is_point(p) for p in points):
         notes.append("entry without valid points skipped")
         return False
@@ -152,10 +150,36 @@ def draw_polygon(mask: np.ndarray, points: list, point_order: str, notes: list[s
         return False
     h, w = mask.shape
     pts = np.clip(np.asarray(points, dtype=float), 0, 1000)
-    xs, ys = (pts[:, 0], pts[:, 1]) if point_order == "xy" else (pts[:, 1], pts[:, 0])
-    rr, cc = polygon(ys / 1000 * h - 0.5, xs / 1000 * w - 0.5, (h, w))
-    mask[rr, cc] = True
+    fill_polygon(mask, pts[:, 0] / 1000 * w, pts[:, 1] / 1000 * h)
     return True
+
+
+def fill_polygon(mask: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> None:
+    """Set the pixels whose centre (c + 0.5, r + 0.5) is inside the polygon (pixel-edge coordinates).
+
+    A scanline fill, vectorized over rows and edges: for each row's centre line, the crossings with the
+    polygon's edges, sorted and paired (even-odd), mark the runs of centres between them.
+    """
+    h, w = mask.shape
+    top, bottom = max(int(np.floor(ys.min())), 0), min(int(np.ceil(ys.max())), h)
+    if bottom <= top:
+        return
+    y = (np.arange(top, bottom) + 0.5)[:, None]
+    x0, y0, x1, y1 = xs, ys, np.roll(xs, -1), np.roll(ys, -1)
+    crosses = ((y0 <= y) & (y < y1)) | ((y1 <= y) & (y < y0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        at = np.where(crosses, x0 + (y - y0) * (x1 - x0) / (y1 - y0), np.inf)
+    at.sort(axis=1)
+    k = int(crosses.sum(axis=1).max()) // 2 * 2
+    if k == 0:
+        return
+    starts = np.clip(np.ceil(at[:, 0:k:2] - 0.5), 0, w).astype(int)  # first centre at or right of the crossing
+    ends = np.clip(np.ceil(at[:, 1:k:2] - 0.5), 0, w).astype(int)
+    runs = np.zeros((bottom - top, w + 1), np.int32)
+    rows = np.broadcast_to(np.arange(bottom - top)[:, None], starts.shape)
+    np.add.at(runs, (rows, starts), 1)
+    np.add.at(runs, (rows, ends), -1)
+    mask[top:bottom] |= np.cumsum(runs[:, :w], axis=1) > 0
 
 
 def decode_image_mask(data: bytes | None, h: int, w: int, requested_aspect: float | None = None,

@@ -146,12 +146,14 @@ class Gemini(RemoteSegmenter):
         # the raw body, exactly as the API sent it, is what the archive keeps and the decoders read
         return types.GenerateContentConfig(should_return_http_response=True, **kw)
 
-    async def _call(self, client, png: bytes, prompt: str, gen: dict) -> str:
+    def _payload(self, png: bytes, prompt: str, gen: dict):
         from google.genai import types
 
-        contents = [types.Part.from_bytes(data=png, mime_type="image/png"), prompt]
-        resp = await client.aio.models.generate_content(model=self.options.model, contents=contents,
-                                                        config=self._config(gen))
+        return [types.Part.from_bytes(data=png, mime_type="image/png"), prompt], self._config(gen)
+
+    async def _call(self, client, payload) -> str:
+        contents, config = payload
+        resp = await client.aio.models.generate_content(model=self.options.model, contents=contents, config=config)
         return resp.sdk_http_response.body or "{}"
 
     async def _aclose(self, client) -> None:

@@ -29,7 +29,7 @@ from ..datasets.base import Sample
 from ..errors import OmnisegError
 from . import answers, decoders
 from .api_types import (Failure, Price, RemoteOptions, Reply, estimate_input_tokens, pixels_digest,  # noqa: F401
-                        png_bytes, redact, sent_pixels, transport_error)  # Price, redact, transport_error: re-exported
+                        png_bytes, redact, sent_pixels, sent_size, start_loop, stop_loop, transport_error)  # Price, redact, transport_error: re-exported
 from .base import Prediction, Segmenter
 
 
@@ -58,7 +58,11 @@ class RemoteSegmenter(Segmenter):
     def _make_client(self, key: str | None):
         raise NotImplementedError
 
-    async def _call(self, client, png: bytes, prompt: str, gen: dict) -> str:
+    def _payload(self, png: bytes, prompt: str, gen: dict) -> Any:
+        """The request, built before it waits for a slot (off the event loop: a slot is held only on the wire)."""
+        return png, prompt, gen
+
+    async def _call(self, client, payload: Any) -> str:
         """Send one request; the raw response body (JSON text)."""
         raise NotImplementedError
 
@@ -170,7 +174,8 @@ class RemoteSegmenter(Segmenter):
                 continue
             png = self._png(pixels)  # CPU work: on this thread, not on the event loop
             size = (pixels.shape[1], pixels.shape[0])
-            futures.append(asyncio.run_coroutine_threadsafe(self._one(s, png, size, gen, prompt, key), loop))
+            payload = self._payload(png, prompt, gen)
+            futures.append(asyncio.run_coroutine_threadsafe(self._one(s, payload, size, gen, prompt, key), loop))
         self._outstanding.update(futures)
         return futures
 
@@ -202,9 +207,7 @@ class RemoteSegmenter(Segmenter):
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-            self._thread = threading.Thread(target=self._loop.run_forever, name=f"api-{self.name}", daemon=True)
-            self._thread.start()
+            self._loop, self._thread = start_loop(f"api-{self.name}")
             self._sem = asyncio.Semaphore(self.options.max_in_flight)
         return self._loop
 
@@ -223,22 +226,7 @@ class RemoteSegmenter(Segmenter):
             self._outstanding.clear()
         if self._loop is not None:
             client, self._client_obj = self._client_obj, None
-
-            async def shutdown() -> None:  # cancel what is left and let it unwind: no task dies pending
-                tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-                for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                if client is not None:
-                    await self._aclose(client)
-
-            try:
-                asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=10)
-            except (concurrent.futures.TimeoutError, RuntimeError):
-                pass
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=10)
-            self._loop.close()
+            stop_loop(self._loop, self._thread, self._aclose(client) if client is not None else None)
             self._loop = None
         if self._archive is not None:
             self._archive.close()
@@ -253,7 +241,7 @@ class RemoteSegmenter(Segmenter):
         if slot > now:
             await asyncio.sleep(slot - now)
 
-    async def _one(self, sample: Sample, png: bytes, size: tuple[int, int], gen: dict, prompt: str,
+    async def _one(self, sample: Sample, payload: Any, size: tuple[int, int], gen: dict, prompt: str,
                    key: str) -> Prediction:
         o = self.options
         h, w = sample.image.shape[:2]
@@ -279,7 +267,7 @@ class RemoteSegmenter(Segmenter):
                 self.spent += worst
                 t0 = time.monotonic()
                 try:
-                    raw = await asyncio.wait_for(self._call(client, png, prompt, gen), timeout=o.timeout_s)
+                    raw = await asyncio.wait_for(self._call(client, payload), timeout=o.timeout_s)
                     err = None
                 except Exception as e:  # API errors, timeouts, transport failures, anything unexpected
                     raw, err = None, e
@@ -300,14 +288,17 @@ class RemoteSegmenter(Segmenter):
                 return pred
             backoff = random.uniform(0, min(o.backoff_max_s, o.backoff_s * 2 ** (attempt - 1)))
             await asyncio.sleep(max(backoff, fail.delay or 0.0))
-        pred = self._decode_raw(raw, h, w, gen)
+        # decoding and the archive's fsync run on worker threads: the loop keeps the slots filled meanwhile
+        loop = asyncio.get_running_loop()
+        pred = await loop.run_in_executor(None, self._decode_raw, raw, h, w, gen)
         tok = pred.meta.pop("tokens", {})
         cost = self._cost(tok.get("prompt_tokens", 0), tok.get("output_tokens", 0) + tok.get("thoughts_tokens", 0))
         self.spent += cost
         calls.append({"attempt": attempt, "outcome": "answered", "http_status": 200, "latency_s": latency,
                       "cost_usd": cost, "cache_key": key, "model_version": pred.meta.get("model_version"), **tok})
         # kept before the row that uses it is written: decoded or not, it is never paid for twice
-        self.archive.put(key, o.model, pred.meta.get("model_version"), raw, call=calls[-1])
+        await loop.run_in_executor(None, lambda: self.archive.put(key, o.model, pred.meta.get("model_version"), raw,
+                                                                  call=calls[-1]))
         pred.calls = calls
         pred.meta.update(cache_hit=False, cache_key=key, attempts=len(calls),
                          elapsed_s=sum(c["latency_s"] for c in calls))
@@ -327,4 +318,5 @@ class RemoteSegmenter(Segmenter):
         return answers.to_prediction(reply, h, w, threshold=o.threshold, point_order=o.point_order,
                                      expect_image=o.mode == "image-mask",
                                      requested_aspect=decoders.ASPECT_RATIOS.get(gen.get("aspect_ratio", "")),
+                                     coords=getattr(o, "coords", "norm1000"), sent_size=sent_size(h, w, o.max_side),
                                      redact=self.redact)

@@ -11,41 +11,12 @@ import base64
 import hashlib
 import io
 import json
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
 
-
-@dataclass
-class Request:
-    model: str
-    version: str
-    body: dict
-    image: np.ndarray | None  # decoded RGB of the first inline image
-    image_sha: str
-    prompt: str
-    attempt: int  # 1 for the first request with this content, 2 for its first retry, ...
-    api_key: str | None
-
-    @property
-    def generation(self) -> dict:
-        return self.body.get("generationConfig") or self.body.get("generation_config") or {}
-
-    @property
-    def wants_image(self) -> bool:
-        mods = self.generation.get("responseModalities") or self.generation.get("response_modalities") or []
-        return any(str(m).upper() == "IMAGE" for m in mods)
-
-
-@dataclass
-class Reply:
-    status: int = 200
-    body: dict = field(default_factory=dict)
-    delay: float = 0.0
-    kind: str = "ok"  # a label for the log: what the server chose to answer
-    drop: bool = False  # close the connection without answering
+from .fake_http import Reply, Request
 
 
 def _get(d: dict, *names: str):

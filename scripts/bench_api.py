@@ -1,13 +1,14 @@
-"""Gemini backend throughput against the ideal, and the cost of a cached rerun.
+"""API-model throughput against the ideal, per provider, and the cost of a cached rerun.
 
-Starts the fake Gemini server (omniseg.testing.fake_gemini) in its own process, answering every
-request after --latency seconds, then runs `omniseg run` for --images Kvasir-SEG images with the
-real google-genai client under each (in-flight cap, requests-per-minute limit) setting, and prints
-the achieved requests per second against the ideal min(cap / latency, rpm / 60). Finally it reruns
-the last setting with --force and reports its time and how many API calls it made (the cache
-should answer everything).
+For each provider (Gemini through the real google-genai client, an OpenAI-compatible endpoint through
+the `openai` kind), starts its fake server (omniseg.testing.fake_gemini / fake_openai) in its own
+process, answering every request after --latency seconds, runs `omniseg run` for --images Kvasir-SEG
+images under each (in-flight cap, requests-per-minute limit) setting, and prints the achieved requests
+per second against the ideal min(cap / latency, rpm / 60). Finally it reruns the last setting with
+--force and reports its time and how many API calls it made (the archive should answer everything).
 
-    python scripts/bench_gemini.py --root ../shared/data/kvasir-seg/Kvasir-SEG [--images 500] [--latency 1]
+    python scripts/bench_api.py --root ../shared/data/kvasir-seg/Kvasir-SEG [--images 500] [--latency 1] \
+        [--providers gemini,openai]
 """
 
 from __future__ import annotations
@@ -33,13 +34,29 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=500)
     ap.add_argument("--latency", type=float, default=1.0)
     ap.add_argument("--settings", default="32:1200,16:0", help="cap:rpm pairs (rpm 0 = no limit)")
+    ap.add_argument("--providers", default="gemini,openai", help="comma-separated: gemini, openai")
     args = ap.parse_args()
     os.environ.setdefault("GEMINI_API_KEY", "bench-key-not-real")
     os.environ["NO_PROXY"] = "127.0.0.1,localhost"
-    server = subprocess.Popen([sys.executable, "-m", "omniseg.testing.fake_gemini", "--delay", str(args.latency)],
+    for provider in args.providers.split(","):
+        bench(provider, args)
+
+
+# provider -> (fake server module, model entry given the server's url); the answer forms whose fakes cost
+# the least CPU (PNG crops, boxes): on 2 cores the fake server's work would otherwise be measured too
+KINDS = {
+    "gemini": ("omniseg.testing.fake_gemini", lambda url: f"kind: gemini\n    options: {{base_url: '{url}', target: polyp, mode: json-mask"),
+    "openai": ("omniseg.testing.fake_openai",
+               lambda url: f"kind: openai\n    options: {{base_url: '{url}/v1', model: bench-vlm, key_env: null, target: polyp, mode: box"),
+}
+
+
+def bench(provider: str, args) -> None:
+    module, entry = KINDS[provider]
+    server = subprocess.Popen([sys.executable, "-m", module, "--delay", str(args.latency)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     url = server.stdout.readline().strip()
-    print(f"fake server {url}, {args.latency:.1f}s per answer, {args.images} Kvasir-SEG images")
+    print(f"{provider}: fake server {url}, {args.latency:.1f}s per answer, {args.images} Kvasir-SEG images")
     try:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
@@ -49,10 +66,9 @@ def main() -> None:
                 cfg_path = tmp / f"bench{i}.yaml"
                 cfg_path.write_text(
                     f"task: polyp\ndataset: {{name: kvasir-seg, root: {args.root.resolve()}}}\nsplit: all\n"
-                    f"models:\n  - name: gem\n    kind: gemini\n    options: {{base_url: '{url}', target: polyp,"
-                    f" max_in_flight: {cap}{rpm_opt}, max_side: 256}}\n")
+                    f"models:\n  - name: api\n    {entry(url)}, max_in_flight: {cap}{rpm_opt}, max_side: 256}}\n")
                 cfg = config_mod.load(cfg_path)
-                store = tmp / f"setting{i}" / "s.sqlite"  # each setting its own store and response cache
+                store = tmp / f"setting{i}" / "s.sqlite"  # each setting its own store and answer archive
                 ideal = min(cap / args.latency, rpm / 60 if rpm else float("inf"))
                 with Store(store) as st:
                     t = time.perf_counter()
@@ -60,7 +76,7 @@ def main() -> None:
                     took = time.perf_counter() - t
                     calls = st.query("SELECT COUNT(*) n FROM api_calls WHERE outcome = 'answered'")["n"][0]
                 rate = calls / took
-                print(f"cap {cap:3d}, rpm {rpm or 'none':>5}: {calls} calls in {took:6.1f}s = {rate:6.2f} req/s;"
+                print(f"  cap {cap:3d}, rpm {rpm or 'none':>5}: {calls} calls in {took:6.1f}s = {rate:6.2f} req/s;"
                       f" ideal {ideal:6.2f}; ratio {rate / ideal:.3f}  ({dict(s.statuses)})")
             with Store(store) as st:
                 t = time.perf_counter()
@@ -71,7 +87,7 @@ def main() -> None:
                                 (int(last),))["n"][0]
                 hits = st.query("SELECT COUNT(*) n FROM api_calls WHERE run_id = ? AND outcome = 'cache_hit'",
                                 (int(last),))["n"][0]
-            print(f"cached rerun (--force): {took:.1f}s, {made} API calls, {hits} answers from the archive")
+            print(f"  cached rerun (--force): {took:.1f}s, {made} API calls, {hits} answers from the archive")
     finally:
         server.stdin.close()
         server.wait(timeout=30)

@@ -1,0 +1,204 @@
+"""The threaded HTTP server both fake providers share (fake_gemini, fake_openai), and its request record.
+
+A provider's fake parses its own wire format into a :class:`Request`; the server counts attempts per
+content, keeps requests in flight and their peak, delays, drops connections, logs every answer and
+sends the :class:`Reply` a ``behaviour`` chose. Tests read ``log``, ``kinds()`` and ``max_in_flight``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+
+@dataclass
+class Request:
+    model: str
+    version: str
+    body: dict
+    image: np.ndarray | None  # decoded RGB of the first image
+    image_sha: str
+    prompt: str
+    attempt: int  # 1 for the first request with this content, 2 for its first retry, ...
+    api_key: str | None
+
+    @property
+    def generation(self) -> dict:
+        return self.body.get("generationConfig") or self.body.get("generation_config") or {}
+
+    @property
+    def wants_image(self) -> bool:
+        mods = self.generation.get("responseModalities") or self.generation.get("response_modalities") or []
+        return any(str(m).upper() == "IMAGE" for m in mods)
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: dict = field(default_factory=dict)
+    delay: float = 0.0
+    kind: str = "ok"  # a label for the log: what the server chose to answer
+    drop: bool = False  # close the connection without answering
+    headers: dict = field(default_factory=dict)  # e.g. retry-after
+
+
+class ParseError(Exception):
+    """A request the fake answers with an error reply (bad path, unreadable image)."""
+
+    def __init__(self, reply: Reply):
+        self.reply = reply
+
+
+def decode_image(data: str) -> tuple[np.ndarray, bytes]:
+    """RGB pixels and raw bytes of base64 image data, either alphabet, padded or not."""
+    raw = base64.urlsafe_b64decode(data.replace("+", "-").replace("/", "_") + "=" * (-len(data) % 4))
+    return np.asarray(Image.open(io.BytesIO(raw)).convert("RGB")), raw
+
+
+class FakeServer:
+    """Use as a context manager; subclasses implement :meth:`parse` (and may answer GETs)."""
+
+    def __init__(self, behaviour: Callable[[Request], Reply], port: int = 0):
+        self.behaviour = behaviour
+        self.log: list[dict] = []
+        self.attempts: dict[str, int] = {}
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):  # quiet
+                pass
+
+            def do_POST(self):
+                fake._handle(self)
+
+            def do_GET(self):
+                fake.get(self)
+
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request, client_address):  # clients that hang up are part of the tests
+                import sys
+
+                if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+                    super().handle_error(request, client_address)
+
+        self.httpd = Server(("127.0.0.1", port), Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.request_queue_size = 256
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def kinds(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for e in self.log:
+            out[e["kind"]] = out.get(e["kind"], 0) + 1
+        return out
+
+    # -- for subclasses ---------------------------------------------------------------------------
+    def parse(self, h: BaseHTTPRequestHandler, body: dict) -> tuple[Request, bytes]:
+        """The request (attempt left 0) and the image bytes; raise :class:`ParseError` to answer an error."""
+        raise NotImplementedError
+
+    def finish(self, reply: Reply, req: Request) -> None:
+        """Last touches to a reply before it is sent (e.g. the model that answered)."""
+
+    def get(self, h: BaseHTTPRequestHandler) -> None:
+        self.send(h, Reply(404, {"error": {"code": 404, "message": f"no route {h.path}"}}, kind="http404"))
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def _handle(self, h: BaseHTTPRequestHandler) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        started = time.monotonic()
+        try:
+            raw = h.rfile.read(int(h.headers.get("Content-Length") or 0))
+            try:
+                req, image_bytes = self.parse(h, json.loads(raw or b"{}"))
+            except ParseError as e:
+                return self.send(h, e.reply)
+            except ValueError:
+                return self.send(h, Reply(400, {"error": {"code": 400, "message": "the body is not JSON"}}, kind="http400"))
+            sha = hashlib.sha256(image_bytes + req.prompt.encode()).hexdigest()
+            with self._lock:
+                self.attempts[sha] = self.attempts.get(sha, 0) + 1
+                req.attempt = self.attempts[sha]
+            reply = self.behaviour(req)
+            if reply.status == 200:
+                self.finish(reply, req)
+            if reply.delay:
+                time.sleep(reply.delay)
+            with self._lock:
+                self.log.append({"image_sha": req.image_sha, "attempt": req.attempt, "kind": reply.kind,
+                                 "status": reply.status, "model": req.model, "version": req.version,
+                                 "start": started, "end": time.monotonic()})
+            self.send(h, reply)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    @staticmethod
+    def send(h: BaseHTTPRequestHandler, reply: Reply) -> None:
+        if reply.drop:
+            h.close_connection = True
+            h.connection.close()
+            return
+        data = json.dumps(reply.body).encode()
+        h.send_response(reply.status)
+        h.send_header("Content-Type", "application/json; charset=UTF-8")
+        h.send_header("Content-Length", str(len(data)))
+        for k, v in reply.headers.items():
+            h.send_header(k, str(v))
+        h.end_headers()
+        h.wfile.write(data)
+
+
+def serve(server_cls, answers: Callable[[Request], Reply], doc: str, argv: list[str] | None = None,
+          live: Callable[[float], Callable[[Request], Reply]] | None = None) -> None:
+    """Command line of a fake server: answer after --delay seconds, print the URL, serve until stdin closes."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(description=doc)
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--delay", type=float, default=1.0, help="seconds before each answer")
+    if live is not None:
+        ap.add_argument("--live", action="store_true", help="answer as the live API does today, per model name")
+    args = ap.parse_args(argv)
+    chosen = live(args.delay) if getattr(args, "live", False) else None
+
+    def behave(req: Request) -> Reply:
+        if chosen is not None:
+            return chosen(req)
+        r = answers(req)
+        r.delay = args.delay
+        return r
+
+    with server_cls(behave, port=args.port) as srv:
+        print(srv.url, flush=True)
+        try:
+            sys.stdin.read()  # serve until the parent closes our stdin
+        except KeyboardInterrupt:
+            pass
