@@ -126,7 +126,7 @@ MUTANTS = [
       "src/omniseg/store.py", "return {(r[0], r[1]) for r in rows if r[2] not in redo}", "return {(r[0], r[1]) for r in rows}",
       GEM + "test_a_plain_rerun_skips_failed_pairs_and_retry_failed_asks_again"),
     m("late-booking-lost", "answers of an interrupted run never booked by the rerun",
-      "src/omniseg/store.py", "            if not booked:", "            if False:",
+      "src/omniseg/store.py", "            if booked:", "            if True:",
       GEM + "test_a_kill_between_two_writes_of_one_chunk_books_each_answer_once"),
     m("curate-ties", "curation ties broken by descending id",
       "src/omniseg/curate.py", 'easiest = df.sort_values(["value", "sample_id"], ascending=[False, True])',
@@ -162,6 +162,15 @@ MUTANTS = [
     m("report-failures-uncounted", "failures left out of the failure rate",
       "src/omniseg/report.py", 'fails = int((scored["status"] != "ok").sum())', 'fails = 0',
       T + "test_report.py::test_summary_matches_a_hand_computation"),
+    m("batch-full-price", "a batch job's answers booked at the online price",
+      "src/omniseg/models/gemini.py", "* self.options.price.batch_factor", "",
+      T + "test_batch.py::test_a_batch_run_writes_each_pair_once_at_half_the_online_price"),
+    m("batch-job-not-found", "a job whose create answer never arrived is not looked for (its work is submitted again)",
+      "src/omniseg/batch.py", 'name = jobs.find(row["display_name"])', "name = None",
+      T + "test_batch.py::test_a_killed_batch_run_finds_its_job_and_ends_with_every_pair_once"),
+    m("batch-errors-dropped", "a job's failed requests left to do instead of written as api_error rows",
+      "src/omniseg/batch.py", 'outcomes.append(("api_error", m.redact(', 'outcomes.append(("answered" and None, m.redact(',
+      T + "test_batch.py::test_failed_requests_of_a_job_become_rows_and_retry_sends_only_them"),
 ]
 
 

@@ -159,33 +159,44 @@ def api_rows(st, model: str = "gem"):
 
 
 # -- a kill that lands inside a chunk -------------------------------------------------------------
-_KILL_AFTER_WRITES = """
-import os, signal, sys
-from omniseg import store
-real = store.Store.record
-writes = {"n": 0}
-def record(self, *a, **kw):
-    real(self, *a, **kw)
-    writes["n"] += 1
-    if writes["n"] == int(os.environ["OMNISEG_TEST_KILL_AFTER"]):
-        os.kill(os.getpid(), signal.SIGKILL)  # between two writes of one chunk
-store.Store.record = record
+_KILL_AFTER_CALLS = """
+import importlib, os, signal, sys
+module, _, qualname = os.environ["OMNISEG_TEST_KILL_AT"].partition(":")
+owner = importlib.import_module(module)
+*path, attr = qualname.split(".")
+for p in path:
+    owner = getattr(owner, p)
+real = getattr(owner, attr)
+calls = {"n": 0}
+def patched(*a, **kw):
+    out = real(*a, **kw)
+    calls["n"] += 1
+    if calls["n"] == int(os.environ["OMNISEG_TEST_KILL_AFTER"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return out
+setattr(owner, attr, patched)
 from omniseg.cli import app
 sys.argv = ["omniseg"] + sys.argv[1:]
 app()
 """
 
 
-def run_killed_after_writes(args: list[str], writes: int, timeout: float = 300):
-    """`omniseg <args>` in a subprocess that SIGKILLs itself right after its ``writes``-th pair is recorded
-    (the fault is injected from the test: the product has no such hook)."""
+def run_killed_after_calls(args: list[str], target: str, calls: int, timeout: float = 300):
+    """`omniseg <args>` in a subprocess that SIGKILLs itself right after the ``calls``-th call of
+    ``target`` ("module:Class.method") returns (the fault is injected from the test: the product has no
+    such hook)."""
     import os
     import subprocess
     import sys
 
-    env = {**os.environ, "OMNISEG_TEST_KILL_AFTER": str(writes), "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-c", _KILL_AFTER_WRITES, *map(str, args)], env=env,
+    env = {**os.environ, "OMNISEG_TEST_KILL_AT": target, "OMNISEG_TEST_KILL_AFTER": str(calls), "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-c", _KILL_AFTER_CALLS, *map(str, args)], env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def run_killed_after_writes(args: list[str], writes: int, timeout: float = 300):
+    """`omniseg <args>` killed right after its ``writes``-th pair is recorded (between two writes of one chunk)."""
+    return run_killed_after_calls(args, "omniseg.store:Store.record", writes, timeout)
 
 
 # -- a SIGKILL from outside, part-way through an API run ---------------------------------------------

@@ -8,7 +8,7 @@ import sqlite3
 from .errors import OmnisegError
 from .metrics import SCORE_COLUMNS
 
-SCHEMA_VERSION = 2  # 2: models.role; score columns are added as metrics are registered (any version)
+SCHEMA_VERSION = 3  # 2: models.role; 3: batch_jobs, batch_requests; score columns are added as metrics are registered
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (
@@ -51,6 +51,16 @@ CREATE TABLE IF NOT EXISTS api_calls (
 CREATE TABLE IF NOT EXISTS difficulty (
     task TEXT NOT NULL, sample_id TEXT NOT NULL, lesion_share REAL, contrast REAL,
     PRIMARY KEY (task, sample_id)
+);
+CREATE TABLE IF NOT EXISTS batch_jobs (
+    job_key TEXT PRIMARY KEY, task TEXT NOT NULL, model TEXT NOT NULL, display_name TEXT NOT NULL,
+    name TEXT, input TEXT NOT NULL, input_file TEXT, state TEXT NOT NULL, requests INTEGER NOT NULL,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, collected_at REAL, message TEXT
+);
+CREATE TABLE IF NOT EXISTS batch_requests (
+    job_key TEXT NOT NULL REFERENCES batch_jobs(job_key), cache_key TEXT NOT NULL, sample_id TEXT NOT NULL,
+    status TEXT, error TEXT,
+    PRIMARY KEY (job_key, cache_key)
 );
 CREATE TABLE IF NOT EXISTS subsets (
     task TEXT NOT NULL, subset TEXT NOT NULL, rank INTEGER NOT NULL,

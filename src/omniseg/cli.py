@@ -132,12 +132,12 @@ def run(
     dry_run: bool = typer.Option(False, "--dry-run", help="print the API calls and estimated cost; call nothing, write nothing"),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="also redo pairs whose status is a failure listed by --retry-status (a plain rerun skips every recorded pair)"),
     retry_status: str = typer.Option("api_error", "--retry-status", help="comma-separated statuses --retry-failed redoes (answers come from the archive unless --refresh)"),
+    batch: bool = typer.Option(False, "--batch", help="send API models' pairs as batch jobs: half price, answered within 24 h; a killed run finds its job again (docs/omnimodels.md)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ) -> None:
     """Predict and score every (sample, model) pair of a task; resumes where a previous run stopped."""
     from . import config as config_mod
     from .runner import dry_run as estimate
-    from .runner import run as run_task
     from .store import Store
 
     if split is not None and split not in ("train", "test", "all"):
@@ -155,16 +155,25 @@ def run(
             if st is not None:
                 st.close()
         for name, e in est.items():
+            both = f" online, {e['batch_cost_usd']:.4f} USD as a batch job" if e.get("batch_cost_usd") is not None else ""
             typer.echo(f"{name}: {e['pairs']} pairs to do; {e['calls']} API calls, {e['cached']} answers cached; "
-                       f"estimated cost {e['cost_usd']:.4f} USD")
+                       f"estimated cost {e['cost_usd']:.4f} USD{both}")
         typer.echo(f"total estimated cost: {sum(e['cost_usd'] for e in est.values()):.4f} USD (dry run: nothing called or written)")
         return
-    with Store(_store_path(store)) as st:
-        s = run_task(cfg, st, model_names=_split_names(models), split=split, limit=limit, force=force,
-                     data_root=data_root, batch_size=batch_size, progress=not quiet, argv=sys.argv[1:],
-                     refresh=refresh, max_cost=max_cost, retry=retry)
+    run_and_tell(cfg, path, model_names=_split_names(models), split=split, limit=limit, force=force,
+                 data_root=data_root, batch_size=batch_size, progress=not quiet, argv=sys.argv[1:],
+                 refresh=refresh, max_cost=max_cost, retry=retry, batch=batch)
+
+
+def run_and_tell(cfg, path: Path, **kw) -> None:
+    """Run (runner.run) and print what the run did: statuses, API answers and cost, model drift."""
+    from .runner import run as run_task
+    from .store import Store
+
+    with Store(path) as st:
+        s = run_task(cfg, st, **kw)
         api = st.query("SELECT model, SUM(outcome = 'answered') AS answered, SUM(outcome = 'recovered') AS recovered,"
-                       " SUM(outcome = 'error') AS errors,"
+                       " SUM(outcome = 'error') AS errors, SUM(outcome = 'batch') AS batch,"
                        " SUM(outcome = 'cache_hit') AS cached, SUM(cost_usd) AS cost FROM api_calls"
                        " WHERE run_id = ? GROUP BY model", (s.run_id,))
         versions = st.query("SELECT c.model, c.model_version, COUNT(*) n, json_extract(m.signature, '$.options.model')"
@@ -172,15 +181,18 @@ def run(
                             " WHERE c.run_id = ? AND c.model_version IS NOT NULL GROUP BY 1, 2", (s.run_id,))
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(s.statuses.items())) or "nothing new"
     typer.echo(f"{s.task} [{s.split}]: {s.samples} samples x {s.pairs // max(s.samples, 1)} models = {s.pairs} pairs; "
-               f"{s.skipped} already done; this run: {statuses} ({s.seconds:.1f}s). Store: {_store_path(store)}")
+               f"{s.skipped} already done; this run: {statuses} ({s.seconds:.1f}s). Store: {path}")
     for r in api.itertuples():
         typer.echo(f"  {r.model}: {int(r.answered)} API answers, {int(r.errors)} errors retried or final, "
-                   f"{int(r.cached)} from the archive; cost {r.cost:.4f} USD"
+                   f"{int(r.cached)} from the archive" + (f", {int(r.batch)} batch-job answers" if r.batch else "")
+                   + f"; cost {r.cost:.4f} USD"
                    + (f" ({int(r.recovered)} answers of an interrupted run booked now)" if r.recovered else ""))
     for r in versions.itertuples():
         if r.asked and not str(r.model_version).startswith(r.asked):
             typer.secho(f"warning: {r.model} asked for {r.asked} but {r.n} answer(s) came from {r.model_version}: "
                         "the API routes a retired model to another one (docs/omnimodels.md)", fg="yellow", err=True)
+    for note in s.notes:
+        typer.secho(f"warning: {note}", fg="yellow", err=True)
 
 
 @app.command()
@@ -286,7 +298,7 @@ def list_plugins() -> None:
         typer.secho(f"extension not loaded: {origin}: {error}", fg="yellow")
 
 
-from . import cli_api, cli_data, cli_train  # noqa: E402,F401  (register redecode, probe, models; init, data; train)
+from . import cli_api, cli_batch, cli_data, cli_train  # noqa: E402,F401  (redecode, probe, models; batch; init, data; train)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

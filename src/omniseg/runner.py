@@ -46,6 +46,7 @@ class RunSummary:
     statuses: Counter = field(default_factory=Counter)
     seconds: float = 0.0
     train_split_fingerprint: str | None = None  # of the task's training split: does a checkpoint know this data?
+    notes: list[str] = field(default_factory=list)  # for the user: batch jobs that ended without every answer
 
     def as_dict(self) -> dict:
         return {"samples": self.samples, "pairs": self.pairs, "skipped": self.skipped,
@@ -92,10 +93,13 @@ def score_prediction(cfg: TaskConfig, sample, pred: Prediction) -> tuple[Predict
 def run(cfg: TaskConfig, store: Store, *, model_names: list[str] | None = None, split: str | None = None,
         limit: int | None = None, force: bool = False, data_root: str | Path | None = None,
         batch_size: int | None = None, progress: bool = True, argv: list[str] | None = None,
-        refresh: bool = False, max_cost: float | None = None, retry: tuple[str, ...] = ()) -> RunSummary:
+        refresh: bool = False, max_cost: float | None = None, retry: tuple[str, ...] = (),
+        batch: bool = False, submit: bool = True) -> RunSummary:
     """Predict and record every (sample, model) pair of the split not yet in the store.
 
     ``retry`` lists statuses whose pairs are done again (``--retry-failed``); ``force`` redoes all.
+    ``batch`` (or a model's ``batch: true``) sends an API model's pairs as batch jobs first
+    (:mod:`omniseg.batch`); ``submit=False`` only finishes the jobs already recorded (`batch wait`).
     """
     split = split or cfg.split
     ds = open_dataset(cfg, data_root)
@@ -111,13 +115,15 @@ def run(cfg: TaskConfig, store: Store, *, model_names: list[str] | None = None, 
     batch_size = batch_size or max([m.preferred_batch or 8 for m in segs])
 
     store.add_samples(cfg.task, [(r.id, r.split, r.problem, r.meta) for r in refs])
+    done = set() if force else store.done_pairs(cfg.task, redo=retry)
+    notes = _batch_stage(cfg, store, ds, segs, refs, done, batch=batch, submit=submit, retry=retry,
+                         max_cost=max_cost, progress=progress)
     recorded = cfg.model_dump(mode="json")
     recorded["dataset"]["root"] = str(ds.root.resolve())  # where the data really was (--data-root included)
     run_id = store.start_run(cfg.task, split, [m.name for m in segs], recorded, cfg.fingerprint(),
                              split_fingerprint(refs), argv)
     summary = RunSummary(cfg.task, split, run_id, samples=len(refs), pairs=len(refs) * len(segs),
-                         train_split_fingerprint=split_fingerprint(ds.refs("train")))
-    done = set() if force else store.done_pairs(cfg.task, redo=retry)
+                         train_split_fingerprint=split_fingerprint(ds.refs("train")), notes=notes)
     chunks = []
     for start in range(0, len(refs), batch_size):
         chunk = refs[start:start + batch_size]
@@ -181,7 +187,34 @@ def run(cfg: TaskConfig, store: Store, *, model_names: list[str] | None = None, 
         store.finish_run(run_id, status, summary.as_dict())
         for m in segs:
             m.close()
+    after = store.done_pairs(cfg.task) if any(m.context.answers_only for m in segs) else set()
+    left = sum(1 for m in segs if m.context.answers_only for r in refs if (r.id, m.name) not in after)
+    if left:
+        summary.notes.append(f"{left} pair(s) have no batch answer yet: rerun `omniseg run --batch` to submit them")
     return summary
+
+
+def _batch_stage(cfg, store, ds, segs, refs, done, *, batch, submit, retry, max_cost, progress) -> list[str]:
+    """Send each batch-capable model's pairs still to do as batch jobs and collect their answers; the
+    ordinary run then writes rows from the archive only (no online call) for those models."""
+    from . import batch as batch_mod
+
+    notes: list[str] = []
+    try:
+        for m in segs:
+            if not (batch_mod.supports(m) and (batch or getattr(m.options, "batch", False) or not submit)):
+                continue
+            todo = [r for r in refs if (r.id, m.name) not in done]
+            settled = batch_mod.settle(cfg.task, store, ds, m, todo, submit=submit, retry=retry, max_cost=max_cost,
+                                       progress=progress)
+            m.context.answers_only = True
+            m.context.batch_failures = settled.failures
+            notes.extend(settled.notes)
+    except BaseException:
+        for m in segs:
+            m.close()
+        raise
+    return notes
 
 
 def _load(ds, chunk: list[SampleRef], todo: dict[str, list[SampleRef]]):
@@ -283,6 +316,8 @@ def dry_run(cfg: TaskConfig, store: Store | None, *, store_root: Path, model_nam
             e = m.estimate(list(loaded.values()))
             for k in ("calls", "cached", "cost_usd"):
                 est[k] += e[k]
+        if callable(getattr(m, "batch_jobs", None)):  # the same requests as a batch job
+            est["batch_cost_usd"] = est["cost_usd"] * m.options.price.batch_factor
         m.close()
         out[m.name] = est
     return out

@@ -49,7 +49,7 @@ class Store:
                 # NORMAL in WAL mode survives a killed process; FULL would also survive power loss.
                 self.db.execute("PRAGMA synchronous=NORMAL")
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, 1, SCHEMA_VERSION):
+            if version not in (0, 1, 2, SCHEMA_VERSION):
                 raise OmnisegError(f"{self.path}: store schema {version} is newer than this omniseg's "
                                    f"({SCHEMA_VERSION}); upgrade omniseg or use a new --store")
             if not readonly:
@@ -247,14 +247,19 @@ class Store:
 
         A cache hit carries the ``booking`` of the call that once paid for its answer. If no row
         ever booked that answer (the run that received it was interrupted before recording it), it
-        is booked now as 'recovered', once: the cost of every answer received reaches the store.
+        is booked now as 'recovered', once: the cost of every answer received reaches the store. An answer
+        of a batch job (:mod:`omniseg.batch`) is booked as 'batch' by the first row that uses it.
         """
         now = time.time()
         calls = list(calls)
         for c in [c for c in calls if c.get("booking") and c.get("cache_key")]:
-            booked = self.db.execute("SELECT 1 FROM api_calls WHERE cache_key = ? AND outcome IN ('answered', 'recovered')"
-                                     " LIMIT 1", (c["cache_key"],)).fetchone()
-            if not booked:
+            booked = self.db.execute("SELECT 1 FROM api_calls WHERE cache_key = ? AND outcome IN ('answered', 'recovered',"
+                                     " 'batch') LIMIT 1", (c["cache_key"],)).fetchone()
+            if booked:
+                continue
+            if c["booking"].get("outcome") == "batch":  # a batch job's answer: booked as such by its first row
+                calls[calls.index(c)] = {**c["booking"], "cache_key": c["cache_key"]}
+            else:
                 calls.insert(0, {**c["booking"], "outcome": "recovered", "cache_key": c["cache_key"]})
         self.db.executemany(
             "INSERT INTO api_calls (task, sample_id, model, run_id, attempt, outcome, http_status, error, latency_s,"

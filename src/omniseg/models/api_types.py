@@ -30,6 +30,7 @@ from . import decoders
 class Price(Options):
     input_per_mtok: float = Field(0.30, ge=0, description="USD per million input tokens")
     output_per_mtok: float = Field(2.50, ge=0, description="USD per million output tokens (thinking included)")
+    batch_factor: float = Field(0.5, gt=0, le=1, description="price of a batch job's tokens relative to online ones")
 
 
 class RemoteOptions(Options):

@@ -33,6 +33,9 @@ class RunContext:
     refresh: bool = False  # bypass the response cache (answers are still written to it)
     max_cost: float | None = None  # USD this run may spend on API calls
     look_only: bool = False  # --dry-run: read what exists (the answer archive), create and write nothing
+    # --batch: answers come from the archive (a batch job put them there); nothing is called online.
+    answers_only: bool = False
+    batch_failures: dict = field(default_factory=dict)  # cache key -> (status, reason) of a job's failed request
 
 
 

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import warnings
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import Field, model_validator
 
 from ..datasets.base import Sample
@@ -52,6 +54,31 @@ DEFAULT_PROMPTS = {
 }
 
 
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
+def _rest_generation(gen: dict[str, Any]) -> dict[str, Any]:
+    """The generation settings as the REST API's ``generationConfig`` (a batch job's JSONL input)."""
+    out: dict[str, Any] = {}
+    for k, rest in (("temperature", "temperature"), ("max_output_tokens", "maxOutputTokens"), ("seed", "seed")):
+        if gen.get(k) is not None:
+            out[rest] = gen[k]
+    thinking = {}
+    if "thinking_budget" in gen:
+        thinking["thinkingBudget"] = gen["thinking_budget"]
+    if "thinking_level" in gen:
+        thinking["thinkingLevel"] = gen["thinking_level"].upper()
+    if thinking:
+        out["thinkingConfig"] = thinking
+    if "media_resolution" in gen:
+        out["mediaResolution"] = f"MEDIA_RESOLUTION_{gen['media_resolution'].upper()}"
+    if "response_modalities" in gen:
+        out["responseModalities"] = gen["response_modalities"]
+        out["imageConfig"] = {"aspectRatio": gen["aspect_ratio"], **({"imageSize": gen["image_size"]} if gen.get("image_size") else {})}
+    return out
+
+
 class GeminiOptions(RemoteOptions):
     model: str = Field("gemini-3.5-flash", description="model name sent to the API (docs/omnimodels.md lists today's)")
     api_version: str = Field("v1beta", description="REST API version, pinned (SDK defaults differ between releases)")
@@ -61,6 +88,15 @@ class GeminiOptions(RemoteOptions):
     media_resolution: Literal["low", "medium", "high"] | None = Field(None, description="Gemini 3: image tokens per image")
     image_size: Literal["0.5K", "1K", "2K", "4K"] | None = Field(None, description="image-output models: output size")
     price: Price = Field(None, description="USD per million tokens; default from docs/omnimodels.md for known models")
+    batch: bool = Field(False, description="send the pairs to do as batch jobs (half price, within 24 h); also `run --batch`")
+    batch_poll_s: float = Field(30.0, gt=0, description="seconds between polls of a batch job")
+    batch_input: Literal["auto", "inline", "file"] = Field(
+        "auto", description="auto: inline while the job is under batch_inline_mb, else a JSONL file via the Files API")
+    batch_inline_mb: float = Field(19.0, gt=0, le=20, description="largest inline job (the API takes up to 20 MB)")
+    vertexai: bool = Field(default_factory=lambda: _env_true("GOOGLE_GENAI_USE_VERTEXAI"),
+                           description="call Vertex AI with Application Default Credentials instead of an API key")
+    project: str | None = Field(None, description="Vertex AI: Google Cloud project (else GOOGLE_CLOUD_PROJECT, else ADC's)")
+    location: str | None = Field(None, description="Vertex AI: region (else GOOGLE_CLOUD_LOCATION, else 'global')")
 
     @model_validator(mode="before")
     @classmethod
@@ -72,11 +108,20 @@ class GeminiOptions(RemoteOptions):
         data = dict(data)
         if data.get("mode") is None:
             data["mode"] = entry.mode if entry else "json-mask"
+        if data.get("vertexai", _env_true("GOOGLE_GENAI_USE_VERTEXAI")) and "api_version" not in data:
+            data["api_version"] = "v1"  # Vertex AI serves v1 and v1beta1, not the Gemini API's v1beta
         if data.get("price") is None:
             known = entry and entry.input_per_mtok is not None
             data["price"] = ({"input_per_mtok": entry.input_per_mtok, "output_per_mtok": entry.output_per_mtok}
                              if known else {})
         return data
+
+    @model_validator(mode="after")
+    def _vertex(self):
+        if self.vertexai and self.batch:
+            raise ValueError("batch jobs on Vertex AI read and write Cloud Storage, which omniseg does not manage: "
+                             "use batch with an API key, or vertexai online (docs/omnimodels.md)")
+        return self
 
     @model_validator(mode="after")
     def _settings_the_model_takes(self):
@@ -121,6 +166,9 @@ class Gemini(RemoteSegmenter):
         thinking = max(self.options.thinking_budget or 0, 0)
         return self._cost(int(self._est_input_tokens(size, prompt) * 1.5), self.options.max_output_tokens + thinking)
 
+    def _needs_key(self) -> bool:
+        return not self.options.vertexai
+
     def _make_client(self, key: str | None):
         from google import genai
         from google.genai import types
@@ -128,10 +176,63 @@ class Gemini(RemoteSegmenter):
         o = self.options
         http = types.HttpOptions(base_url=o.base_url, api_version=o.api_version, timeout=int(o.timeout_s * 1000),
                                  retry_options=types.HttpRetryOptions(attempts=1))  # the API layer retries
+        if o.vertexai:
+            creds, project = self._vertex_credentials()
+            location = o.location or os.environ.get("GOOGLE_CLOUD_LOCATION") or "global"
+            return genai.Client(vertexai=True, project=project, location=location, credentials=creds, http_options=http)
         return genai.Client(api_key=key, http_options=http)
 
+    def _vertex_credentials(self):
+        """Application Default Credentials and the project, or one message naming what is missing."""
+        import google.auth
+        from google.auth.exceptions import DefaultCredentialsError
+
+        from ..errors import OmnisegError
+
+        project = self.options.project or os.environ.get("GOOGLE_CLOUD_PROJECT")
+        try:
+            creds, adc_project = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+        except DefaultCredentialsError as e:
+            missing = "no Application Default Credentials" + ("" if project else " and no Google Cloud project")
+            raise OmnisegError(
+                f"model {self.name!r} uses Vertex AI but found {missing} ({self.redact(str(e)).splitlines()[0][:200]}): "
+                "run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS to a key file"
+                + ("" if project else ", and set `project` on the model or GOOGLE_CLOUD_PROJECT")) from None
+        project = project or adc_project
+        if not project:
+            raise OmnisegError(f"model {self.name!r} uses Vertex AI but no Google Cloud project is known: set `project` "
+                               "on the model or GOOGLE_CLOUD_PROJECT (the credentials name none)")
+        return creds, project
+
+    # -- batch jobs (:mod:`omniseg.batch`) ------------------------------------------------------
+    def batch_jobs(self):
+        from .gemini_batch import GeminiJobs
+
+        if getattr(self, "_jobs", None) is None:
+            self._jobs = GeminiJobs(self._client(), self.options.model)
+        return self._jobs
+
+    def batch_request(self, sample: Sample, prompt: str) -> tuple[str, tuple, dict, np.ndarray]:
+        """What a batch job sends for a sample: its archive key, the inline request (for
+        :meth:`GeminiJobs.create_inline`), the JSONL line of a file job, and the sent pixels."""
+        from .gemini_batch import rest_request
+
+        pixels, gen, key = self._request(sample, prompt)
+        png = self._png(pixels)
+        line = {"key": key, "request": rest_request(png, prompt, _rest_generation(gen))}
+        return key, (key, png, prompt, self._config(gen, raw_body=False)), line, pixels
+
+    def keep_batch_answer(self, key: str, raw: str, job: str) -> None:
+        """A batch job's answer into the archive, with its booking at the batch price."""
+        reply = self._read(raw)
+        tok = reply.tokens
+        cost = self._cost(tok["prompt_tokens"], tok["output_tokens"] + tok["thoughts_tokens"]) * self.options.price.batch_factor
+        self.archive.put(key, self.options.model, reply.model_version, raw,
+                         call={"attempt": 1, "outcome": "batch", "http_status": 200, "latency_s": None,
+                               "cost_usd": cost, "model_version": reply.model_version, "job": job, **tok})
+
     @staticmethod
-    def _config(gen: dict[str, Any]):
+    def _config(gen: dict[str, Any], raw_body: bool = True):
         from google.genai import types
 
         kw: dict[str, Any] = {k: gen[k] for k in ("temperature", "max_output_tokens", "seed") if gen.get(k) is not None}
@@ -144,7 +245,7 @@ class Gemini(RemoteSegmenter):
             kw["response_modalities"] = gen["response_modalities"]
             kw["image_config"] = types.ImageConfig(aspect_ratio=gen["aspect_ratio"], image_size=gen.get("image_size"))
         # the raw body, exactly as the API sent it, is what the archive keeps and the decoders read
-        return types.GenerateContentConfig(should_return_http_response=True, **kw)
+        return types.GenerateContentConfig(should_return_http_response=raw_body or None, **kw)
 
     def _payload(self, png: bytes, prompt: str, gen: dict):
         from google.genai import types
@@ -168,7 +269,8 @@ class Gemini(RemoteSegmenter):
                       tokens={"prompt_tokens": get(usage, "promptTokenCount", "prompt_token_count") or 0,
                               "output_tokens": get(usage, "candidatesTokenCount", "candidates_token_count") or 0,
                               "thoughts_tokens": get(usage, "thoughtsTokenCount", "thoughts_token_count") or 0})
-        block = (get(d, "promptFeedback", "prompt_feedback") or {}).get("blockReason")
+        feedback = get(d, "promptFeedback", "prompt_feedback") or {}
+        block = get(feedback, "blockReason", "block_reason")
         if block:
             reply.blocked = f"prompt blocked: {block}"
             return reply

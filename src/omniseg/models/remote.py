@@ -58,6 +58,10 @@ class RemoteSegmenter(Segmenter):
     def _make_client(self, key: str | None):
         raise NotImplementedError
 
+    def _needs_key(self) -> bool:
+        """False where the provider authenticates otherwise (Gemini on Vertex AI: Application Default Credentials)."""
+        return True
+
     def _payload(self, png: bytes, prompt: str, gen: dict) -> Any:
         """The request, built before it waits for a slot (off the event loop: a slot is held only on the wire)."""
         return png, prompt, gen
@@ -86,7 +90,8 @@ class RemoteSegmenter(Segmenter):
 
     def signature(self) -> dict[str, Any]:
         sig = super().signature()
-        for k in ("max_in_flight", "rpm", "max_retries", "backoff_s", "backoff_max_s", "timeout_s", "price", "cache", "base_url"):
+        for k in ("max_in_flight", "rpm", "max_retries", "backoff_s", "backoff_max_s", "timeout_s", "price", "cache", "base_url",
+                  "batch", "batch_poll_s", "batch_input", "batch_inline_mb", "vertexai", "project", "location"):
             sig["options"].pop(k, None)  # how and where it is called does not change the answer
         sig["prompt_text"] = self.template()
         sig["decoder_version"] = answers.DECODER_VERSION
@@ -166,10 +171,11 @@ class RemoteSegmenter(Segmenter):
         futures = []
         for s in samples:
             pixels, gen, key = self._request(s, prompt)
-            hit = None if self.context.refresh or self.archive is None else self.archive.get_with_call(key)
-            if hit is not None:  # answered from the archive here, without touching the event loop
+            fresh = self.context.refresh and not self.context.answers_only  # --batch has just refreshed the archive
+            hit = None if fresh or self.archive is None else self.archive.get_with_call(key)
+            if hit is not None or self.context.answers_only:  # no call: from the archive, or --batch's verdict
                 f: concurrent.futures.Future = concurrent.futures.Future()
-                f.set_result(self._from_archive(*hit, key, s))
+                f.set_result(self._from_archive(*hit, key, s) if hit is not None else self._batch_verdict(key))
                 futures.append(f)
                 continue
             png = self._png(pixels)  # CPU work: on this thread, not on the event loop
@@ -198,11 +204,20 @@ class RemoteSegmenter(Segmenter):
 
     def _from_archive(self, raw: str, booking: dict, key: str, sample: Sample) -> Prediction:
         pred = self.redecode(raw, sample)
-        pred.meta.update(cache_hit=True, cache_key=key)
+        pred.meta.update(cache_hit=True, cache_key=key, **({"batch_job": booking["job"]} if booking.get("job") else {}))
         version = pred.meta.get("model_version")
         pred.calls = [{"attempt": 0, "outcome": "cache_hit", "http_status": None, "latency_s": 0.0, "cost_usd": 0.0,
                        "cache_key": key, "model_version": version, "booking": booking,
                        **pred.meta.pop("tokens", {})}]
+        return pred
+
+    def _batch_verdict(self, key: str) -> Prediction:
+        """A pair without an archived answer in a --batch run: its job's error, or left to do (not written)."""
+        if key not in self.context.batch_failures:
+            return Prediction.failed("no batch answer yet", status="skipped")
+        status, reason = self.context.batch_failures[key]
+        pred = Prediction.failed(reason, status=status, cache_key=key)
+        pred.calls = [{"attempt": 1, "outcome": "error", "cache_key": key, "error": reason[:300]}]
         return pred
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
@@ -215,7 +230,7 @@ class RemoteSegmenter(Segmenter):
         """The SDK client, made on first need (a run answered from the archive needs no key)."""
         if self._client_obj is None:
             key = self.api_key()
-            if self.key_variables and not key:
+            if self.key_variables and not key and self._needs_key():
                 raise OmnisegError(f"model {self.name!r} needs an API key: set {' or '.join(self.key_variables)}")
             self._client_obj = self._make_client(key)
         return self._client_obj

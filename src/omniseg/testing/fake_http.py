@@ -84,10 +84,14 @@ class FakeServer:
                 pass
 
             def do_POST(self):
-                fake._handle(self)
+                if not fake.post(self):
+                    fake._handle(self)
 
             def do_GET(self):
                 fake.get(self)
+
+            def do_DELETE(self):
+                fake.delete(self)
 
         class Server(ThreadingHTTPServer):
             def handle_error(self, request, client_address):  # clients that hang up are part of the tests
@@ -127,7 +131,31 @@ class FakeServer:
     def get(self, h: BaseHTTPRequestHandler) -> None:
         self.send(h, Reply(404, {"error": {"code": 404, "message": f"no route {h.path}"}}, kind="http404"))
 
+    def post(self, h: BaseHTTPRequestHandler) -> bool:
+        """Answer a POST that is not a model request (batch jobs, uploads); False to handle it as one."""
+        return False
+
+    def delete(self, h: BaseHTTPRequestHandler) -> None:
+        self.send(h, Reply(404, {"error": {"code": 404, "message": f"no route {h.path}"}}, kind="http404"))
+
     # -- the loop ---------------------------------------------------------------------------------
+    def answer(self, req: Request, image_bytes: bytes) -> Reply:
+        """The behaviour's reply to a parsed request, its attempt counted by content."""
+        sha = hashlib.sha256(image_bytes + req.prompt.encode()).hexdigest()
+        with self._lock:
+            self.attempts[sha] = self.attempts.get(sha, 0) + 1
+            req.attempt = self.attempts[sha]
+        reply = self.behaviour(req)
+        if reply.status == 200:
+            self.finish(reply, req)
+        return reply
+
+    def record(self, req: Request, reply: Reply, started: float, **extra) -> None:
+        with self._lock:
+            self.log.append({"image_sha": req.image_sha, "attempt": req.attempt, "kind": reply.kind,
+                             "status": reply.status, "model": req.model, "version": req.version,
+                             "start": started, "end": time.monotonic(), **extra})
+
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
         with self._lock:
             self.in_flight += 1
@@ -141,19 +169,10 @@ class FakeServer:
                 return self.send(h, e.reply)
             except ValueError:
                 return self.send(h, Reply(400, {"error": {"code": 400, "message": "the body is not JSON"}}, kind="http400"))
-            sha = hashlib.sha256(image_bytes + req.prompt.encode()).hexdigest()
-            with self._lock:
-                self.attempts[sha] = self.attempts.get(sha, 0) + 1
-                req.attempt = self.attempts[sha]
-            reply = self.behaviour(req)
-            if reply.status == 200:
-                self.finish(reply, req)
+            reply = self.answer(req, image_bytes)
             if reply.delay:
                 time.sleep(reply.delay)
-            with self._lock:
-                self.log.append({"image_sha": req.image_sha, "attempt": req.attempt, "kind": reply.kind,
-                                 "status": reply.status, "model": req.model, "version": req.version,
-                                 "start": started, "end": time.monotonic()})
+            self.record(req, reply, started, path=h.path.split("?")[0])
             self.send(h, reply)
         finally:
             with self._lock:
