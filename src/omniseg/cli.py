@@ -245,12 +245,14 @@ def report(
     split: str = typer.Option("test", help="samples of this split form the 'all' subset: train, test or all"),
     figures: bool = typer.Option(True, "--figures/--no-figures", help="draw the PNG figures"),
     cases: int = typer.Option(4, min=1, help="easiest and hardest cases shown in the montage"),
+    html: bool = typer.Option(True, "--html/--no-html", help="also write report.html (every case, sortable, with pictures in thumbs/)"),
     specialist: Optional[str] = typer.Option(None, help="model routed from (default: the curation reference)"),
     omnimodel: Optional[str] = typer.Option(None, help="model routed to (default: the task's first gemini model)"),
     store: Optional[Path] = StoreOpt,
 ) -> None:
-    """Write the report folder: report.md (figures embedded), per-image, summary, comparison and routing
-    CSVs, figures/ and manifest.json, all from the store."""
+    """Write the report folder: report.md (figures embedded), report.html (every case, sortable and
+    filterable, with pictures), per-image, summary, comparison and routing CSVs, figures/ and
+    manifest.json, all from the store."""
     from . import report as report_mod
 
     if split not in ("train", "test", "all"):
@@ -263,7 +265,7 @@ def report(
 
             raise OmnisegError(f"{st.path}: " + unknown_name("task", task, st.tasks()))
         paths = report_mod.write(st, out, task=task, split=split, figures=figures, k=cases,
-                                 specialist=specialist, omnimodel=omnimodel)
+                                 specialist=specialist, omnimodel=omnimodel, html=html)
     for kind, p in paths.items():
         typer.echo(f"{kind:10s} {p}")
 

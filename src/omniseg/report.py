@@ -184,26 +184,18 @@ def _montage_rows(store: Store, task: str, df: pd.DataFrame, models: list[str], 
     """Images, truths and masks of the k easiest and k hardest cases; a string says why not."""
     from PIL import Image
 
-    from . import datasets
+    from .report_html import recorded_samples
 
-    cfg = store.last_config(task)
-    if cfg is None:
-        return "no run recorded"
-    try:
-        ds = datasets.get(cfg["dataset"]["name"])(cfg["dataset"]["root"], cfg["dataset"].get("options"))
-        refs = {r.id: r for r in ds.refs("all")}
-    except Exception as e:  # the data may have moved: the rest of the report does not need it
-        return f"dataset not readable ({str(e).splitlines()[0]})"
+    loader = recorded_samples(store, task)
+    if isinstance(loader, str):
+        return loader
     rows = []
     for subset in ("easiest", "hardest"):
         picked = (df[df[f"{subset}_rank"].notna()].drop_duplicates("sample_id")
                   .sort_values(f"{subset}_rank").head(k)["sample_id"])
         for sid in picked:
-            if sid not in refs:
-                continue
-            try:
-                sample = ds.load(refs[sid])
-            except Exception:
+            sample = loader(sid)
+            if sample is None:
                 continue
             masks, dice = {}, {}
             for m in models:
@@ -219,8 +211,9 @@ def _montage_rows(store: Store, task: str, df: pd.DataFrame, models: list[str], 
 
 
 def write(store: Store, out: str | Path, *, task: str | None = None, split: str = "test", figures: bool = True,
-          k: int = 4, specialist: str | None = None, omnimodel: str | None = None) -> dict[str, Path]:
-    """Write the report folder; returns the paths written (figures under ``figures/``)."""
+          k: int = 4, specialist: str | None = None, omnimodel: str | None = None, html: bool = True) -> dict[str, Path]:
+    """Write the report folder; returns the paths written (figures under ``figures/``, thumbnails of
+    report.html under ``thumbs/``)."""
     from . import figures as fig
 
     out = Path(out)
@@ -316,4 +309,8 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
         paths["routing"] = out / "routing.csv"
         pd.concat(routes).to_csv(paths["routing"], index=False, float_format="%.6f")
     paths["markdown"].write_text("\n".join(md))
+    if html:
+        from . import report_html
+
+        paths["html"] = report_html.write(store, out, df, summary, split)
     return paths
