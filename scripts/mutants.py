@@ -171,6 +171,12 @@ MUTANTS = [
     m("batch-errors-dropped", "a job's failed requests left to do instead of written as api_error rows",
       "src/omniseg/batch.py", 'outcomes.append(("api_error", m.redact(', 'outcomes.append(("answered" and None, m.redact(',
       T + "test_batch.py::test_failed_requests_of_a_job_become_rows_and_retry_sends_only_them"),
+    m("train-cache-ignores-split", "the decoded training split cached without its fingerprint (a changed split reuses it)",
+      "src/omniseg/train_data.py", "dataset_name, split_fingerprint(refs), size]", "dataset_name, size]",
+      T + "test_train.py::test_the_split_is_decoded_once_then_read_from_the_cache"),
+    m("augment-mask-not-flipped", "a horizontal flip applied to the image and not to its mask",
+      "src/omniseg/train_data.py", "x, y = x.flip(-1), y.flip(-1)", "x, y = x.flip(-1), y",
+      T + "test_train.py::test_device_augmentation_moves_image_and_mask_together"),
 ]
 
 

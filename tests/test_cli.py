@@ -206,3 +206,14 @@ def test_a_kill_between_two_writes_of_one_chunk_loses_and_repeats_nothing(tmp_pa
         scored = db.execute("SELECT COUNT(*) FROM scores").fetchone()[0]
     assert per_model == {"otsu": n, "dark": n} and scored == 2 * n
     assert kept == earlier  # the rows written before the kill were not redone
+
+
+def test_every_command_is_there_under_python_dash_m():
+    """`python -m omniseg.cli` ran cli.py as __main__, whose app lacked the commands registered by the other
+    modules (train, batch, probe, ...): scripts that call it that way got "No such command"."""
+    import subprocess
+    import sys
+
+    for args in (["-m", "omniseg.cli", "train", "--help"], ["-m", "omniseg", "batch", "list", "--help"]):
+        done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and "Usage" in done.stdout, done.stdout + done.stderr

@@ -303,4 +303,8 @@ def list_plugins() -> None:
 from . import cli_api, cli_batch, cli_data, cli_train  # noqa: E402,F401  (redecode, probe, models; batch; init, data; train)
 
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    # `python -m omniseg.cli`: this module runs as __main__, while the command modules registered
+    # themselves on the app of `omniseg.cli`, the one imported by name: run that one
+    from omniseg.cli import app as _app
+
+    _app()

@@ -52,5 +52,6 @@ def train(
         raise OmnisegError(f"{cfg.source}: key 'models' entry {tc.model!r} has no options.checkpoint; pass --out")
     res = train_task(cfg, tc, open_dataset(cfg, data_root), Path(target), device=device, progress=not quiet,
                      resume=resume)
-    typer.echo(f"{cfg.task}: {res.epochs} epochs on {res.device} in {res.minutes:.1f} min (stopped by {res.stopped}); "
-               f"best validation Dice {res.best_val_dice:.4f}; checkpoint {res.checkpoint}")
+    typer.echo(f"{cfg.task}: {res.epochs} epochs on {res.device} ({res.precision}), {res.images_per_s:.1f} images/s, "
+               f"{res.minutes:.1f} min (stopped by {res.stopped}); best validation Dice {res.best_val_dice:.4f}; "
+               f"checkpoint {res.checkpoint}")

@@ -81,8 +81,15 @@ class TrainConfig(_Strict):
     seed: int = 0
     max_minutes: float | None = Field(None, gt=0, description="stop after this much training time; the schedule fits it")
     crop: int | None = Field(None, ge=32, description="random crop side for 'pad' (full-resolution) training")
-    augment: Literal["none", "basic"] = "basic"
+    augment: Literal["none", "basic", "strong"] = Field(
+        "basic", description="basic: flips, 90-degree turns, brightness/contrast; strong: also scale/rotation and hue")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32")
+    channels_last: bool = Field(True, description="channels-last memory layout (faster convolutions on GPU and CPU)")
+    compile: bool = Field(False, description="torch.compile the network (pays a compile first; for long GPU runs)")
+    lr_reference_batch: int = Field(8, ge=1, description="lr is for this batch size; the lr used is lr x batch_size / this")
+    cache: bool = Field(True, description="decode the training split once and keep it beside the checkpoint (resize policy)")
 
 
 

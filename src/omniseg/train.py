@@ -35,6 +35,8 @@ class TrainResult:
     minutes: float
     device: str
     stopped: str
+    images_per_s: float = 0.0  # training images per second of wall time (validation included)
+    precision: str = "fp32"
 
 
 def _val_part(sample_id: str, fraction: float) -> bool:
@@ -101,36 +103,56 @@ def train(task: TaskConfig, cfg: TrainConfig, dataset, checkpoint: Path, *, devi
     import segmentation_models_pytorch as smp
 
     from . import metrics
+    from .train_data import DeviceAugment, cpu_has_bf16, load_split
 
     device = pick_device(device)
+    dev = torch.device(device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     spec = cfg.net
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and (dev.type == "cuda" or cpu_has_bf16()))
 
     refs = dataset.refs("train")
     if not refs:
         raise OmnisegError(f"{task.task}: the training split is empty under {dataset.root}")
-    fit, val, skipped = [], [], []
-    for r in progress_bar(refs, desc="load training split", unit="img", disable=not progress):
-        try:
-            pair = _prepare(dataset.load(r), spec)
-        except SampleError as e:
-            skipped.append((r.id, str(e)))
-            continue
-        (val if _val_part(r.id, cfg.val_fraction) else fit).append(pair)
-    if len(fit) < cfg.batch_size or not val:
-        raise OmnisegError(f"{task.task}: {len(fit)} fit / {len(val)} validation images is too few to train")
+    cached = spec.resize == "resize"  # fixed-size inputs: decoded once into arrays, augmented on the device
+    if cached:
+        arrays = load_split(dataset, task.dataset.name, refs, spec, checkpoint.parent / "cache" if cfg.cache else None,
+                            _prepare, progress)
+        is_val = np.array([_val_part(i, cfg.val_fraction) for i in arrays.ids], bool)
+        fit_idx, val_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
+        fit_x = torch.from_numpy(np.ascontiguousarray(arrays.images[fit_idx])).to(dev)
+        fit_y = torch.from_numpy(np.ascontiguousarray(arrays.masks[fit_idx])).to(dev)
+        val = (torch.from_numpy(np.ascontiguousarray(arrays.images[val_idx])).to(dev),
+               torch.from_numpy(np.ascontiguousarray(arrays.masks[val_idx])).to(dev))
+        n_fit, n_val = len(fit_idx), len(val_idx)
+    else:
+        fit, val_pairs = [], []
+        for r in progress_bar(refs, desc="load training split", unit="img", disable=not progress):
+            try:
+                pair = _prepare(dataset.load(r), spec)
+            except SampleError:
+                continue
+            (val_pairs if _val_part(r.id, cfg.val_fraction) else fit).append(pair)
+        fit_x, fit_y = [p[0] for p in fit], [p[1] for p in fit]
+        val, n_fit, n_val = val_pairs, len(fit), len(val_pairs)
+    if n_fit < cfg.batch_size or not n_val:
+        raise OmnisegError(f"{task.task}: {n_fit} fit / {n_val} validation images is too few to train")
     crop = cfg.crop or spec.input_size
 
-    net = build_net(spec, cfg.encoder_weights).to(device)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    net = build_net(spec, cfg.encoder_weights).to(dev)
+    if cfg.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    forward = torch.compile(net) if cfg.compile else net
+    base_lr = cfg.lr * cfg.batch_size / cfg.lr_reference_batch  # batch size and learning rate scaled together
+    opt = torch.optim.AdamW(net.parameters(), lr=base_lr, weight_decay=cfg.weight_decay)
     dice_loss = smp.losses.DiceLoss("binary", from_logits=True)
     state_path = checkpoint.with_name(checkpoint.name + ".resume")
     log_path = checkpoint.with_suffix(".log.csv")
-    start_epoch, best, elapsed = 0, -1.0, 0.0
+    start_epoch, best, elapsed, seen = 0, -1.0, 0.0, 0
     gen = torch.Generator().manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     if resume and state_path.is_file():
@@ -139,16 +161,17 @@ def train(task: TaskConfig, cfg: TrainConfig, dataset, checkpoint: Path, *, devi
             raise OmnisegError(f"{state_path} was made with another training configuration; delete it or use --no-resume")
         net.load_state_dict(st["net"])
         opt.load_state_dict(st["opt"])
-        start_epoch, best, elapsed = st["epoch"], st["best"], st["elapsed"]
+        start_epoch, best, elapsed, seen = st["epoch"], st["best"], st["elapsed"], st.get("seen", 0)
         gen.set_state(st["gen"])
         rng.setstate(st["rng"])
     elif log_path.exists():
         log_path.unlink()
+    augment = DeviceAugment(spec, cfg.augment, gen, dev, cfg.channels_last)
+    autocast = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16)  # noqa: E731
 
-    steps_per_epoch = max(len(fit) // cfg.batch_size, 1)
+    steps_per_epoch = max(n_fit // cfg.batch_size, 1)
     warm_frac = cfg.warmup_epochs / cfg.epochs
-    fit_x = [p[0] for p in fit]
-    fit_y = [p[1] for p in fit]
+    lr_cfg = cfg.model_copy(update={"lr": base_lr})
     stopped = "epochs"
     bar = progress_bar(total=cfg.epochs, initial=start_epoch, desc=f"train {task.task}", unit="epoch", disable=not progress)
     epochs_done = start_epoch
@@ -158,42 +181,46 @@ def train(task: TaskConfig, cfg: TrainConfig, dataset, checkpoint: Path, *, devi
             break
         t0 = time.perf_counter()
         net.train()
-        order = list(range(len(fit)))
+        order = list(range(n_fit))
         rng.shuffle(order)
         losses = []
         for s in range(steps_per_epoch):
             idx = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
-            if spec.resize == "pad":
-                xs, ys = _random_crops(fit_x, fit_y, idx, crop, rng)
+            if cached:
+                sel = torch.tensor(idx, device=dev)
+                x, y = augment(fit_x[sel], fit_y[sel])
             else:
-                xs, ys = [fit_x[i] for i in idx], [fit_y[i] for i in idx]
-            x = preprocess(xs, spec.model_copy(update={"resize": "pad"}))
-            y = torch.from_numpy(np.stack(ys)).float()[:, None]
-            y = F.pad(y, (0, x.shape[-1] - y.shape[-1], 0, x.shape[-2] - y.shape[-2]))
-            if cfg.augment == "basic":
-                x, y = _augment(x, y, gen)
+                x, y = _pad_batch(fit_x, fit_y, idx, spec, crop, rng, cfg, gen)
+                x, y = x.to(dev), y.to(dev)
+                if cfg.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
             frac = (epoch + s / steps_per_epoch) / cfg.epochs
             if cfg.max_minutes:
                 frac = max(frac, (elapsed + (time.perf_counter() - t0) / 60) / cfg.max_minutes)
             for g in opt.param_groups:
-                g["lr"] = _lr_at(frac, cfg, warm_frac)
-            x, y = x.to(device), y.to(device)
-            logits = net(x)
+                g["lr"] = _lr_at(frac, lr_cfg, warm_frac)
+            with autocast():
+                logits = forward(x).float()
             loss = dice_loss(logits, y) + F.binary_cross_entropy_with_logits(logits, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             losses.append(loss.item())
-        val_dice = _validate(net, val, spec, device, metrics)
+        seen += steps_per_epoch * cfg.batch_size
+        with autocast():
+            val_dice = (_validate_arrays(forward, val, augment, spec, metrics) if cached
+                        else _validate(forward, val, spec, dev, metrics))
         elapsed += (time.perf_counter() - t0) / 60
         if val_dice > best:
             best = val_dice
             save_checkpoint(checkpoint, net, spec, train=cfg.model_dump(mode="json"), task=task.task,
                             dataset=task.dataset.name, split_fingerprint=split_fingerprint(refs),
-                            val_dice=best, epoch=epoch + 1, fit_images=len(fit), val_images=len(val),
-                            device=device, minutes=round(elapsed, 2))
+                            val_dice=best, epoch=epoch + 1, fit_images=n_fit, val_images=n_val,
+                            device=device, minutes=round(elapsed, 2), precision="bf16" if bf16 else "fp32",
+                            trained_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                            images_per_s=round(seen / max(elapsed * 60, 1e-9), 2))
         torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "epoch": epoch + 1, "best": best,
-                    "elapsed": elapsed, "gen": gen.get_state(),
+                    "elapsed": elapsed, "seen": seen, "gen": gen.get_state(),
                     "rng": rng.getstate(), "train": cfg.model_dump(mode="json")}, state_path.with_suffix(".tmp"))
         state_path.with_suffix(".tmp").replace(state_path)
         new = not log_path.exists()
@@ -208,7 +235,38 @@ def train(task: TaskConfig, cfg: TrainConfig, dataset, checkpoint: Path, *, devi
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", val_dice=f"{val_dice:.3f}", best=f"{best:.3f}")
     bar.close()
     state_path.unlink(missing_ok=True)  # finished normally: the checkpoint is what remains (a rerun starts anew)
-    return TrainResult(checkpoint, epochs_done, best, elapsed, device, stopped)
+    return TrainResult(checkpoint, epochs_done, best, elapsed, device, stopped,
+                       images_per_s=seen / max(elapsed * 60, 1e-9), precision="bf16" if bf16 else "fp32")
+
+
+def _pad_batch(fit_x, fit_y, idx, spec, crop, rng, cfg, gen):
+    """Full-resolution training (pad policy): random crops, per-image preprocessing, basic augmentation."""
+    import torch
+    import torch.nn.functional as F
+
+    xs, ys = _random_crops(fit_x, fit_y, idx, crop, rng)
+    x = preprocess(xs, spec.model_copy(update={"resize": "pad"}))
+    y = torch.from_numpy(np.stack(ys)).float()[:, None]
+    y = F.pad(y, (0, x.shape[-1] - y.shape[-1], 0, x.shape[-2] - y.shape[-2]))
+    if cfg.augment != "none":
+        x, y = _augment(x, y, gen)
+    return x, y
+
+
+def _validate_arrays(net, val, augment, spec, metrics) -> float:
+    """Validation Dice at the training size, from the cached arrays on the device."""
+    import torch
+
+    net.eval()
+    images, masks = val
+    scores = []
+    with torch.inference_mode():
+        for i in range(0, len(images), 16):
+            x, _ = augment(images[i:i + 16], masks[i:i + 16], train=False)
+            pred = (torch.sigmoid(net(x).float()) > spec.threshold)[:, 0].cpu().numpy()
+            for p, m in zip(pred, masks[i:i + 16].cpu().numpy().astype(bool)):
+                scores.append(metrics.dice(metrics.confusion(p, m)))
+    return float(np.mean(scores))
 
 
 def _validate(net, val, spec, device, metrics) -> float:
@@ -220,7 +278,7 @@ def _validate(net, val, spec, device, metrics) -> float:
         for i in range(0, len(val), 8):
             chunk = val[i:i + 8]
             x = preprocess([c[0] for c in chunk], spec.model_copy(update={"resize": "pad"})).to(device)
-            probs = torch.sigmoid(net(x)).cpu().numpy()[:, 0]
+            probs = torch.sigmoid(net(x).float()).cpu().numpy()[:, 0]
             for (img, mask), p in zip(chunk, probs):
                 pred = p[: mask.shape[0], : mask.shape[1]] > spec.threshold
                 scores.append(metrics.dice(metrics.confusion(pred, mask)))
