@@ -27,13 +27,14 @@ import numpy as np
 from ..cache import FILE_NAME, AnswerArchive, cache_key
 from ..datasets.base import Sample
 from ..errors import OmnisegError
-from . import answers, decoders
+from . import answers
 from .api_types import (Failure, Price, RemoteOptions, Reply, estimate_input_tokens, pixels_digest,  # noqa: F401
                         png_bytes, redact, sent_pixels, sent_size, start_loop, stop_loop, transport_error)  # Price, redact, transport_error: re-exported
 from .base import Prediction, Segmenter
+from .remote_decode import AnswerDecoding
 
 
-class RemoteSegmenter(Segmenter):
+class RemoteSegmenter(AnswerDecoding, Segmenter):
     """Scheduling, retries, budget, archive and decoding for API-backed models."""
 
     Options = RemoteOptions
@@ -197,29 +198,6 @@ class RemoteSegmenter(Segmenter):
     def predict(self, sample: Sample) -> Prediction:
         return self.predict_batch([sample])[0]
 
-    def redecode(self, raw: str, sample: Sample) -> Prediction:
-        """A kept raw answer decoded again with today's decoders (no API call)."""
-        h, w = sample.image.shape[:2]
-        return self._decode_raw(raw, h, w, self._generation(sample))
-
-    def _from_archive(self, raw: str, booking: dict, key: str, sample: Sample) -> Prediction:
-        pred = self.redecode(raw, sample)
-        pred.meta.update(cache_hit=True, cache_key=key, **({"batch_job": booking["job"]} if booking.get("job") else {}))
-        version = pred.meta.get("model_version")
-        pred.calls = [{"attempt": 0, "outcome": "cache_hit", "http_status": None, "latency_s": 0.0, "cost_usd": 0.0,
-                       "cache_key": key, "model_version": version, "booking": booking,
-                       **pred.meta.pop("tokens", {})}]
-        return pred
-
-    def _batch_verdict(self, key: str) -> Prediction:
-        """A pair without an archived answer in a --batch run: its job's error, or left to do (not written)."""
-        if key not in self.context.batch_failures:
-            return Prediction.failed("no batch answer yet", status="skipped")
-        status, reason = self.context.batch_failures[key]
-        pred = Prediction.failed(reason, status=status, cache_key=key)
-        pred.calls = [{"attempt": 1, "outcome": "error", "cache_key": key, "error": reason[:300]}]
-        return pred
-
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
             self._loop, self._thread = start_loop(f"api-{self.name}")
@@ -318,20 +296,3 @@ class RemoteSegmenter(Segmenter):
         pred.meta.update(cache_hit=False, cache_key=key, attempts=len(calls),
                          elapsed_s=sum(c["latency_s"] for c in calls))
         return pred
-
-    def _decode_raw(self, raw: str, h: int, w: int, gen: dict) -> Prediction:
-        try:
-            reply = self._read(raw)
-        except Exception as e:  # a body shaped like nothing the provider knows: a row, never a crash
-            pred = Prediction.failed(self.redact(f"cannot read the response: {type(e).__name__}: {e}"),
-                                     status="invalid_answer", decoder_version=answers.DECODER_VERSION)
-            return pred
-        return self._decode(reply, h, w, gen)
-
-    def _decode(self, reply: Reply, h: int, w: int, gen: dict) -> Prediction:
-        o = self.options
-        return answers.to_prediction(reply, h, w, threshold=o.threshold, point_order=o.point_order,
-                                     expect_image=o.mode == "image-mask",
-                                     requested_aspect=decoders.ASPECT_RATIOS.get(gen.get("aspect_ratio", "")),
-                                     coords=getattr(o, "coords", "norm1000"), sent_size=sent_size(h, w, o.max_side),
-                                     redact=self.redact)

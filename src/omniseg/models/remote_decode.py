@@ -1,0 +1,53 @@
+"""How an API model's answers become predictions: decoding a raw body, answering from the archive, and
+the verdict of a --batch run for a pair without an answer. Mixed into :class:`.remote.RemoteSegmenter`."""
+
+from __future__ import annotations
+
+from ..datasets.base import Sample
+from . import answers, decoders
+from .api_types import Reply, sent_size
+from .base import Prediction
+
+
+class AnswerDecoding:
+    """Needs ``_read``, ``_generation``, ``redact``, ``options`` and ``context`` from the class it is mixed into."""
+
+    def redecode(self, raw: str, sample: Sample) -> Prediction:
+        """A kept raw answer decoded again with today's decoders (no API call)."""
+        h, w = sample.image.shape[:2]
+        return self._decode_raw(raw, h, w, self._generation(sample))
+
+    def _from_archive(self, raw: str, booking: dict, key: str, sample: Sample) -> Prediction:
+        pred = self.redecode(raw, sample)
+        pred.meta.update(cache_hit=True, cache_key=key, **({"batch_job": booking["job"]} if booking.get("job") else {}))
+        version = pred.meta.get("model_version")
+        pred.calls = [{"attempt": 0, "outcome": "cache_hit", "http_status": None, "latency_s": 0.0, "cost_usd": 0.0,
+                       "cache_key": key, "model_version": version, "booking": booking,
+                       **pred.meta.pop("tokens", {})}]
+        return pred
+
+    def _batch_verdict(self, key: str) -> Prediction:
+        """A pair without an archived answer in a --batch run: its job's error, or left to do (not written)."""
+        if key not in self.context.batch_failures:
+            return Prediction.failed("no batch answer yet", status="skipped")
+        status, reason = self.context.batch_failures[key]
+        pred = Prediction.failed(reason, status=status, cache_key=key)
+        pred.calls = [{"attempt": 1, "outcome": "error", "cache_key": key, "error": reason[:300]}]
+        return pred
+
+    def _decode_raw(self, raw: str, h: int, w: int, gen: dict) -> Prediction:
+        try:
+            reply = self._read(raw)
+        except Exception as e:  # a body shaped like nothing the provider knows: a row, never a crash
+            pred = Prediction.failed(self.redact(f"cannot read the response: {type(e).__name__}: {e}"),
+                                     status="invalid_answer", decoder_version=answers.DECODER_VERSION)
+            return pred
+        return self._decode(reply, h, w, gen)
+
+    def _decode(self, reply: Reply, h: int, w: int, gen: dict) -> Prediction:
+        o = self.options
+        return answers.to_prediction(reply, h, w, threshold=o.threshold, point_order=o.point_order,
+                                     expect_image=o.mode == "image-mask",
+                                     requested_aspect=decoders.ASPECT_RATIOS.get(gen.get("aspect_ratio", "")),
+                                     coords=getattr(o, "coords", "norm1000"), sent_size=sent_size(h, w, o.max_side),
+                                     redact=self.redact)
