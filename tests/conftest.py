@@ -106,6 +106,15 @@ def write_config(path: Path, task: str, dataset: str, root: Path, models: str, e
 OTSU = "  - name: otsu\n    kind: otsu\n    options: {foreground: bright, sigma: 1.0}\n"
 
 
+@pytest.fixture(autouse=True)
+def _pinned_day(monkeypatch):
+    """Every test runs on the fake services' day, never the wall clock's (omniseg.clock)."""
+    from omniseg.testing.gemini_answers import TODAY
+
+    monkeypatch.setenv("OMNISEG_TODAY", TODAY)
+    return TODAY
+
+
 @pytest.fixture
 def kvasir(tmp_path: Path) -> Path:
     return make_kvasir(tmp_path / "Kvasir-SEG")

@@ -8,7 +8,8 @@ import sqlite3
 from .errors import OmnisegError
 from .metrics import SCORE_COLUMNS
 
-SCHEMA_VERSION = 3  # 2: models.role; 3: batch_jobs, batch_requests; score columns are added as metrics are registered
+SCHEMA_VERSION = 4  # 2: models.role; 3: batch_jobs, batch_requests; 4: workers, runs.host/pid, api_calls.cost_known
+# (score columns are added as metrics are registered)
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (
@@ -16,7 +17,8 @@ CREATE TABLE IF NOT EXISTS runs (
     task TEXT NOT NULL, split TEXT NOT NULL, models TEXT NOT NULL,
     started_at REAL NOT NULL, finished_at REAL, status TEXT NOT NULL,
     config TEXT NOT NULL, config_hash TEXT NOT NULL, split_fingerprint TEXT,
-    omniseg_version TEXT NOT NULL, argv TEXT, summary TEXT
+    omniseg_version TEXT NOT NULL, argv TEXT, summary TEXT,
+    host TEXT, pid INTEGER, pid_started TEXT
 );
 CREATE TABLE IF NOT EXISTS models (
     task TEXT NOT NULL, model TEXT NOT NULL, kind TEXT NOT NULL,
@@ -46,7 +48,13 @@ CREATE TABLE IF NOT EXISTS api_calls (
     task TEXT NOT NULL, sample_id TEXT NOT NULL, model TEXT NOT NULL, run_id INTEGER NOT NULL,
     attempt INTEGER NOT NULL, outcome TEXT NOT NULL, http_status INTEGER, error TEXT,
     latency_s REAL, prompt_tokens INTEGER, output_tokens INTEGER, thoughts_tokens INTEGER,
-    cost_usd REAL NOT NULL DEFAULT 0, model_version TEXT, cache_key TEXT, created_at REAL NOT NULL
+    cost_usd REAL NOT NULL DEFAULT 0, model_version TEXT, cache_key TEXT, created_at REAL NOT NULL,
+    cost_known INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS workers (
+    task TEXT NOT NULL, model TEXT NOT NULL, command TEXT NOT NULL,
+    host TEXT NOT NULL, pid INTEGER NOT NULL, pid_started TEXT, started_at REAL NOT NULL, heartbeat_at REAL NOT NULL,
+    PRIMARY KEY (task, model)
 );
 CREATE TABLE IF NOT EXISTS difficulty (
     task TEXT NOT NULL, sample_id TEXT NOT NULL, lesion_share REAL, contrast REAL,
@@ -87,7 +95,8 @@ def file_name(part: str) -> str:
 
 
 class Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception; a full disk or a read-only file is one message."""
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception; a full disk or a read-only file is one message
+    (:func:`omniseg.cache.unusable`, shared with the answer archive)."""
 
     def __init__(self, db: sqlite3.Connection):
         self.db = db
@@ -113,6 +122,8 @@ class Transaction:
         return False
 
     def _unwritable(self, e: sqlite3.OperationalError) -> OmnisegError:
-        path = self.db.execute("PRAGMA database_list").fetchone()[2]
-        return OmnisegError(f"cannot write the store {path}: {e}; free disk space or make it writable, then rerun "
-                            "the same command to resume (finished pairs are kept)")
+        from pathlib import Path
+
+        from .cache import unusable
+
+        return unusable(Path(self.db.execute("PRAGMA database_list").fetchone()[2]), "store", e)

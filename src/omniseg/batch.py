@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +109,7 @@ def settle(task: str, store: Store, ds, m, refs: list[SampleRef], *, submit: boo
            retry: tuple[str, ...] = (), max_cost: float | None = None, progress: bool = True) -> Settled:
     """Finish the model's open jobs, then submit (and finish) one for the pairs ``refs`` still need."""
     book, out = JobBook(store), Settled()
+    _clear_scratch(store, m.name, book)
     for row in book.open(task, m.name):
         _finish(book, m, row, out, progress)
     if submit:
@@ -131,6 +133,15 @@ def _submit(book: JobBook, task: str, store: Store, ds, m, refs: list[SampleRef]
     scratch = store.root / SCRATCH
     scratch.mkdir(parents=True, exist_ok=True)
     tmp = scratch / f"{m.name}-{time.time_ns()}.jsonl"
+    try:
+        return _submit_from(tmp, book, task, store, ds, m, refs, skip=skip, max_cost=max_cost, progress=progress)
+    finally:
+        tmp.unlink(missing_ok=True)  # every image, base64: never left behind, whatever happened
+
+
+def _submit_from(tmp: Path, book: JobBook, task: str, store: Store, ds, m, refs: list[SampleRef], *, skip: set[str],
+                 max_cost: float | None, progress: bool) -> dict | None:
+    o = m.options
     inline: list | None = []  # kept in memory only while the job still fits the inline limit
     seen: dict[str, str] = {}  # cache key -> sample id (a duplicate image is asked once)
     size, worst = 0, 0.0
@@ -171,14 +182,38 @@ def _submit(book: JobBook, task: str, store: Store, ds, m, refs: list[SampleRef]
     book.add(job_key, task, m.name, display, "inline" if inline is not None else "file", list(seen.items()))
     jobs = m.batch_jobs()
     if inline is not None:
-        name = jobs.create_inline(inline, display)
+        name = _api(m, "create the batch job", jobs.create_inline, inline, display)
     else:
-        file_name = jobs.upload(tmp, display)
+        file_name = _api(m, "upload the batch job's input file", jobs.upload, tmp, display)
         book.update(job_key, input_file=file_name)
-        name = jobs.create_from_file(file_name, display)
+        name = _api(m, "create the batch job", jobs.create_from_file, file_name, display)
     book.update(job_key, name=name, state="PENDING")
-    tmp.unlink(missing_ok=True)
     return next(r for r in book.open(task, m.name) if r["job_key"] == job_key)
+
+
+def _api(m, what: str, fn, *args):
+    """A call of the batch API; a failure is one message (the job is found again, or resubmitted, by the next run)."""
+    try:
+        return fn(*args)
+    except OmnisegError:
+        raise
+    except Exception as e:
+        fail = m._failure(e)
+        raise OmnisegError(f"model {m.name!r}: cannot {what}: {fail.text}; rerun `omniseg run --batch` to try again "
+                           "(a job the API did create is found again by name, never submitted twice)") from None
+
+
+def _clear_scratch(store: Store, model: str, book: JobBook) -> None:
+    """Input and results files a killed process left for this model: this process is now its one worker
+    (Store.claim), so no other is writing them."""
+    scratch = store.root / SCRATCH
+    if not scratch.is_dir():
+        return
+    mine = re.compile(re.escape(model) + r"-\d+\.jsonl")
+    keys = {r["job_key"] for r in book.all() if r["model"] == model}
+    for f in scratch.iterdir():
+        if mine.fullmatch(f.name) or (f.name.endswith(".results.jsonl") and f.name[:-len(".results.jsonl")] in keys):
+            f.unlink(missing_ok=True)
 
 
 def _finish(book: JobBook, m, row: dict, out: Settled, progress: bool) -> None:
@@ -260,7 +295,7 @@ def cancel(store: Store, m, task: str, name: str | None = None) -> list[str]:
     book, done = JobBook(store), []
     for row in book.open(task, m.name):
         if row["name"] and (name is None or row["name"] == name):
-            m.batch_jobs().cancel(row["name"])
+            _api(m, f"cancel batch job {row['name']}", m.batch_jobs().cancel, row["name"])
             book.update(row["job_key"], state="CANCELLING")
             done.append(row["name"])
     return done

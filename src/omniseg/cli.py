@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 
 from .errors import OmnisegError
+from .redaction import redact
 
 app = typer.Typer(
     help="Benchmark general-purpose omnimodels against specialist networks on medical image segmentation.\n\n"
@@ -71,10 +72,10 @@ def friendly(fn):
                 result = fn(*args, **kwargs)
             for w in caught:
                 if issubclass(w.category, UserWarning) and w.filename.startswith(str(Path(__file__).parent)):
-                    typer.secho(f"warning: {w.message}", fg="yellow", err=True)
+                    typer.secho(redact(f"warning: {w.message}"), fg="yellow", err=True)
             return result
         except OmnisegError as e:
-            typer.secho(f"error: {e}", fg="red", err=True)
+            typer.secho(redact(f"error: {e}"), fg="red", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             typer.secho("interrupted: finished pairs are saved; rerun the same command to resume", err=True)
@@ -83,14 +84,15 @@ def friendly(fn):
     return wrapper
 
 
-def _existing_store(store: Optional[Path]):
-    """The store at the given (or default) path; an error naming the path when there is none."""
+def _existing_store(store: Optional[Path], readonly: bool = False):
+    """The store at the given (or default) path; an error naming the path when there is none.
+    ``readonly`` for commands that only read it (report): they work on a read-only file, and beside a run."""
     from .store import Store
 
     path = _store_path(store)
     if not path.is_file():
         raise OmnisegError(f"{path}: no store there; run `omniseg run --task <task>` first, or pass --store")
-    return Store(path)
+    return Store(path, readonly=readonly)
 
 
 def _retry_statuses(text: str) -> tuple[str, ...]:
@@ -257,7 +259,7 @@ def report(
 
     if split not in ("train", "test", "all"):
         raise OmnisegError(f"--split must be train, test or all, not {split!r}")
-    with _existing_store(store) as st:
+    with _existing_store(store, readonly=True) as st:
         if not st.tasks():
             raise OmnisegError(f"{st.path} has no results yet: run `omniseg run --task <task>` first")
         if task and task not in st.tasks():

@@ -36,6 +36,8 @@ class DatasetConfig(_Strict):
     name: str = Field(description="registered dataset adapter, e.g. kvasir-seg, drive, busi")
     root: Path = Field(description="dataset folder in the publisher's layout; relative paths are taken from the current directory")
     options: dict[str, Any] = Field(default_factory=dict, description="adapter options, validated by the adapter")
+    max_pixels: int | None = Field(None, ge=1, description="largest image or mask read, in pixels (width x height); "
+                                   "default 100 million: a larger file is a sample_error row naming it")
 
 
 class ModelConfig(_Strict):

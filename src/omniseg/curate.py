@@ -116,7 +116,8 @@ def _image_strata(store: Store, task: str, scored: pd.DataFrame, data_root, prog
 
     cfg = store.last_config(task)
     try:
-        ds = datasets.get(cfg["dataset"]["name"])(data_root or cfg["dataset"]["root"], cfg["dataset"].get("options"))
+        ds = datasets.open(cfg["dataset"]["name"], data_root or cfg["dataset"]["root"], cfg["dataset"].get("options"),
+                           cfg["dataset"].get("max_pixels"))
         refs = {r.id: r for r in ds.refs("all")}
     except OmnisegError as e:
         raise OmnisegError(f"--strata reads the images: {str(e).splitlines()[0]} (pass --data-root)") from None

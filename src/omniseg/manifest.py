@@ -40,16 +40,21 @@ def git_commit() -> str | None:
     return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
+def _json(text, default):
+    """A JSON column's value; ``default`` for NULL (a killed run has no summary; pandas reads NULL as NaN)."""
+    return json.loads(text) if isinstance(text, str) and text else default
+
+
 def _evaluation(signature: dict, task: str, runs) -> dict:
     """For a trained model: the data it learnt from against this task's, and a note when they differ
     (a checkpoint evaluated on another dataset, e.g. trained on Kvasir-SEG and run on CVC-ClinicDB)."""
     trained = signature.get("trained_on")
     if not trained or runs.empty:
         return {}
-    finished = [r for r in runs.itertuples() if json.loads(r.summary or "{}").get("train_split_fingerprint")]
+    finished = [r for r in runs.itertuples() if _json(r.summary, {}).get("train_split_fingerprint")]
     last = finished[-1] if finished else runs.iloc[-1]
     dataset = json.loads(last.config)["dataset"]["name"]
-    fingerprint = json.loads(last.summary or "{}").get("train_split_fingerprint")
+    fingerprint = _json(last.summary, {}).get("train_split_fingerprint")
     same = trained.get("dataset") == dataset and trained.get("split_fingerprint") == fingerprint
     out = {"evaluation": {"trained_on": trained, "evaluated_on": {"task": task, "dataset": dataset,
                                                                  "train_split_fingerprint": fingerprint},
@@ -85,16 +90,20 @@ def build(store: Store, tasks: list[str], split: str) -> dict:
             " SUM(outcome = 'cache_hit') AS cache_hits, SUM(CASE WHEN outcome != 'cache_hit' THEN prompt_tokens END)"
             " AS prompt_tokens, SUM(CASE WHEN outcome != 'cache_hit' THEN output_tokens END) AS output_tokens,"
             " SUM(CASE WHEN outcome != 'cache_hit' THEN thoughts_tokens END) AS thoughts_tokens,"
-            " ROUND(SUM(cost_usd), 6) AS cost_usd FROM api_calls WHERE task = ? GROUP BY model ORDER BY model", (task,))
+            " ROUND(SUM(cost_usd), 6) AS cost_usd, "
+            + ("SUM(cost_known = 0)" if "cost_known" in store.columns("api_calls") else "0")
+            + " AS calls_of_unknown_cost FROM api_calls WHERE task = ? GROUP BY model ORDER BY model", (task,))
         subsets = store.query("SELECT subset, reference, metric, split, COUNT(*) n FROM subsets WHERE task = ?"
                               " GROUP BY 1, 2, 3, 4 ORDER BY 1", (task,))
         # the models the report compares: a subset chosen by one of them is selected on its own score
         compared = set(store.query("SELECT DISTINCT model FROM predictions WHERE task = ?", (task,))["model"])
+        states = store.run_states(task)
         doc["tasks"][task] = {
             "runs": [{"run_id": int(r.run_id), "split": r.split, "models": json.loads(r.models), "status": r.status,
+                      "ended": states.get(int(r.run_id), r.status),
                       "config_hash": r.config_hash, "split_fingerprint": r.split_fingerprint,
-                      "omniseg_version": r.omniseg_version, "argv": json.loads(r.argv or "[]"),
-                      "summary": json.loads(r.summary or "{}")} for r in runs.itertuples()],
+                      "omniseg_version": r.omniseg_version, "argv": _json(r.argv, []),
+                      "summary": _json(r.summary, {})} for r in runs.itertuples()],
             "configs": {r.config_hash: json.loads(r.config) for r in runs.itertuples()},
             "models": {r.model: {"kind": r.kind, "signature_hash": r.signature_hash, "signature": json.loads(r.signature),
                                  **_evaluation(json.loads(r.signature), task, runs)}

@@ -19,6 +19,7 @@ Conventions (docs/metrics.md states them for users; tests check them):
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass
 from typing import Callable, Literal
 
@@ -157,6 +158,12 @@ def cldice(pred: np.ndarray, ref: np.ndarray, roi: np.ndarray | None = None) -> 
     return 0.0 if tprec + tsens == 0 else 2 * tprec * tsens / (tprec + tsens)
 
 
+#: what a metric's name may be (a store column)
+NAME = r"[a-z][a-z0-9_]{0,40}"
+#: Count columns of a score row; the metric columns follow (see :func:`active`).
+COUNT_COLUMNS = ("tp", "fp", "fn", "tn", "pred_px", "ref_px")
+
+
 @dataclass(frozen=True)
 class Metric:
     """A per-image metric: one pure function and its place in the tables.
@@ -174,6 +181,17 @@ class Metric:
     summary: Literal["mean", "median"] = "mean"
     opt_in: bool = False
 
+    def __post_init__(self):
+        # the name becomes a store column and a CSV header: refused when the metric is defined, not when
+        # the first score is written (after the predictions were paid for)
+        if not isinstance(self.name, str) or not re.fullmatch(NAME, self.name):
+            raise ValueError(f"metric name {self.name!r}: use lower-case letters, digits and '_', starting with a letter "
+                             "(at most 41 characters): it becomes a column of the store")
+        if self.name in COUNT_COLUMNS:
+            raise ValueError(f"metric name {self.name!r} is one of the count columns {', '.join(COUNT_COLUMNS)}")
+        if self.summary not in ("mean", "median"):
+            raise ValueError(f"metric {self.name!r}: summary must be 'mean' or 'median', not {self.summary!r}")
+
 
 DICE = Metric("dice", lambda p, r, roi, c: dice(c), "2TP / (2TP + FP + FN); both empty: 1")
 IOU = Metric("iou", lambda p, r, roi, c: iou(c), "TP / (TP + FP + FN); both empty: 1")
@@ -188,8 +206,6 @@ CLDICE = Metric("cldice", lambda p, r, roi, c: cldice(p, r, roi), "centreline Di
 REGISTRY = Registry("metric", {m: f"omniseg.metrics:{m.upper()}" for m in
                                ("dice", "iou", "precision", "recall", "specificity", "hd95", "cldice")})
 
-#: Count columns of a score row; the metric columns follow (see :func:`active`).
-COUNT_COLUMNS = ("tp", "fp", "fn", "tn", "pred_px", "ref_px")
 #: The columns a new store starts with (extensions' metrics add theirs when first recorded).
 SCORE_COLUMNS = COUNT_COLUMNS + ("dice", "iou", "precision", "recall", "specificity", "hd95", "cldice")
 

@@ -49,6 +49,8 @@ def register_module(module: ModuleType, origin: str) -> list[str]:
                 models.REGISTRY.add(obj.kind, obj, origin)
                 added.append(f"model kind {obj.kind}")
         elif isinstance(obj, metrics.Metric):
+            if obj.name in metrics.REGISTRY.names() and metrics.REGISTRY.get(obj.name) is obj:
+                continue  # one imported to reuse it (`from omniseg.metrics import DICE`), not a new one
             metrics.REGISTRY.add(obj.name, obj, origin)
             added.append(f"metric {obj.name}")
     return added
@@ -64,8 +66,8 @@ def load_entry_points() -> None:
         origin = f"entry point {ep.name} = {ep.value} (package {dist})"
         try:
             register_module(ep.load(), origin)
-        except Exception as e:  # one broken extension must not take the built-ins down
-            FAILURES.append((origin, f"{type(e).__name__}: {e}"))
+        except (Exception, SystemExit) as e:  # one broken extension (even one calling exit) must not take omniseg down
+            FAILURES.append((origin, _describe(e)))
 
 
 def load_path(path: str | Path) -> list[str]:
@@ -83,10 +85,10 @@ def load_path(path: str | Path) -> list[str]:
     try:
         spec.loader.exec_module(module)
         added = register_module(module, origin)
-    except Exception as e:
+    except (Exception, SystemExit) as e:
         sys.modules.pop(name, None)
-        FAILURES.append((origin, f"{type(e).__name__}: {e}"))
-        raise ValueError(f"{origin}: {type(e).__name__}: {e}") from None
+        FAILURES.append((origin, _describe(e)))
+        raise ValueError(f"{origin}: {_describe(e)}") from None
     _loaded_paths[path] = origin
     return added
 
@@ -98,3 +100,9 @@ def load_recorded(config: dict) -> None:
             load_path(p)
         except ValueError:
             pass  # recorded in FAILURES; the names it would provide are reported unknown where used
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, SystemExit):
+        return f"it called exit({e.code!r}) while being imported"
+    return f"{type(e).__name__}: {e}"

@@ -72,8 +72,12 @@ def redecode(store: Store, *, task: str | None = None, model: str | None = None,
                 raise OmnisegError(f"task {t!r} in {store.path} has no API model {model!r} "
                                    f"(API models: {', '.join(names) or 'none'})")
             names = [model]
-        for name in names:
-            results.append(_one_model(store, t, name, data_root, everything, progress))
+        store.claim(t, names, f"redecode --task {t}")  # a run of the model would rewrite the same rows
+        try:
+            for name in names:
+                results.append(_one_model(store, t, name, data_root, everything, progress))
+        finally:
+            store.release(t, names)
     return results
 
 

@@ -210,6 +210,22 @@ def _montage_rows(store: Store, task: str, df: pd.DataFrame, models: list[str], 
     return rows or "no curated cases"
 
 
+def _runs_lines(store: Store, task: str) -> list[str]:
+    """Which runs ended and which did not (killed, or still writing): a report taken then is still right
+    about the pairs it shows, and says what may be missing."""
+    states = store.run_states(task)
+    counts: dict[str, list[int]] = {}
+    for run_id, state in sorted(states.items()):
+        counts.setdefault(state, []).append(run_id)
+    parts = [f"{len(ids)} {state}" + ("" if state in ("finished",) else f" (run {', '.join(map(str, ids))})")
+             for state, ids in sorted(counts.items())]
+    lines = [f"Runs: {'; '.join(parts)}."]
+    if set(counts) - {"finished"}:
+        lines[0] += (" A run that did not end leaves every pair it recorded complete and the rest undone; "
+                     "rerun the same `omniseg run` to finish them.")
+    return lines + [""]
+
+
 def write(store: Store, out: str | Path, *, task: str | None = None, split: str = "test", figures: bool = True,
           k: int = 4, specialist: str | None = None, omnimodel: str | None = None, html: bool = True) -> dict[str, Path]:
     """Write the report folder; returns the paths written (figures under ``figures/``, thumbnails of
@@ -240,7 +256,8 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
     for t in tasks:
         g = df[df["task"] == t]
         models = sorted(g["model"].unique())
-        md += [f"## {t}", "", "| subset | model | n | Dice | median | 95% CI | IoU | precision | recall | failure rate |",
+        md += [f"## {t}", "", *_runs_lines(store, t),
+               "| subset | model | n | Dice | median | 95% CI | IoU | precision | recall | failure rate |",
                "|---|---|---:|---|---:|---|---|---:|---:|---:|"]
         for r in summary[summary["task"] == t].itertuples(index=False):
             fr = "–" if pd.isna(r.failure_rate) else f"{r.failure_rate:.1%}"

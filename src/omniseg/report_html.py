@@ -140,7 +140,7 @@ def recorded_samples(store: Store, task: str):
     if not dataset.get("name"):
         return "no run with a dataset recorded"
     try:
-        ds = datasets.get(dataset["name"])(dataset.get("root"), dataset.get("options"))
+        ds = datasets.open(dataset["name"], dataset.get("root"), dataset.get("options"), dataset.get("max_pixels"))
         refs = {r.id: r for r in ds.refs("all")}
     except Exception as e:
         return f"dataset not readable ({str(e).splitlines()[0]})"

@@ -55,8 +55,7 @@ class RunSummary:
 
 
 def open_dataset(cfg: TaskConfig, data_root: str | Path | None = None) -> datasets.Dataset:
-    cls = datasets.get(cfg.dataset.name)
-    return cls(data_root or cfg.dataset.root, cfg.dataset.options)
+    return datasets.open(cfg.dataset.name, data_root or cfg.dataset.root, cfg.dataset.options, cfg.dataset.max_pixels)
 
 
 def select_models(cfg: TaskConfig, names: list[str] | None) -> list[Segmenter]:
@@ -109,6 +108,20 @@ def run(cfg: TaskConfig, store: Store, *, model_names: list[str] | None = None, 
     if not refs:
         raise OmnisegError(f"{cfg.task}: no samples in split {split!r} under {ds.root}")
     segs = select_models(cfg, model_names)
+    names = [m.name for m in segs]
+    store.claim(cfg.task, names, " ".join(argv) if argv else f"run --task {cfg.task}")
+    try:
+        return _run_claimed(cfg, store, ds, refs, segs, split=split, force=force, batch_size=batch_size,
+                            progress=progress, argv=argv, refresh=refresh, max_cost=max_cost, retry=retry,
+                            batch=batch, submit=submit)
+    finally:
+        store.release(cfg.task, names)
+
+
+def _run_claimed(cfg: TaskConfig, store: Store, ds, refs: list[SampleRef], segs: list[Segmenter], *, split: str,
+                 force: bool, batch_size: int | None, progress: bool, argv: list[str] | None, refresh: bool,
+                 max_cost: float | None, retry: tuple[str, ...], batch: bool, submit: bool) -> RunSummary:
+    """:func:`run` once this process is the one worker of its models."""
     _check_signatures(store, cfg.task, segs, force)
     for m in segs:
         m.bind(RunContext(store_root=store.root, refresh=refresh, max_cost=max_cost))
@@ -160,6 +173,7 @@ def run(cfg: TaskConfig, store: Store, *, model_names: list[str] | None = None, 
             if written is not None:
                 written.result()  # at most one chunk waits to be written; a write error surfaces here
             written, current = writer.submit(_write, cfg, store, run_id, results, summary), None
+            store.heartbeat(cfg.task) if k % 16 == 0 else None
             bar.update(len(chunk))
             bar.set_postfix(dict(summary.statuses), refresh=False)
             stops = [f"{m.name}: {m.stop_reason}" for m in segs if m.stop_reason]

@@ -10,8 +10,10 @@ docs/outputs.md documents every table and column.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -21,10 +23,44 @@ import numpy as np
 from PIL import Image
 
 from ._schema import SCHEMA, SCHEMA_VERSION, Transaction, file_name
-from .cache import readonly_uri
+from .cache import check_database, readonly_uri, unusable
 from .errors import OmnisegError
+from .metrics import NAME
+from .redaction import redact
 
 DEFAULT_PATH = Path("runs") / "omniseg.sqlite"
+#: a worker on another machine that has not written for this long is taken to be gone (its claim lapses)
+STALE_S = 3600.0
+
+
+def _started(pid: int) -> str | None:
+    """When a process started (Linux: clock ticks after boot), so a reused pid is not taken for the old process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def this_process() -> tuple[str, int, str | None]:
+    pid = os.getpid()
+    return socket.gethostname(), pid, _started(pid)
+
+
+def process_alive(host: str | None, pid: int | None, started: str | None) -> bool | None:
+    """Whether the recorded process still runs: None when it ran on another machine (cannot tell)."""
+    if host is None or pid is None:
+        return False
+    if host != socket.gethostname():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        pass
+    return started is None or _started(int(pid)) in (None, started)
+
+
 class Store:
     """One SQLite database plus the mask files beside it."""
 
@@ -34,7 +70,7 @@ class Store:
         if readonly and not self.path.is_file():
             raise OmnisegError(f"{self.path}: no store there; run `omniseg run --task <task>` first, or pass --store")
         try:
-            if readonly:  # for looking only (--dry-run): nothing is created or changed
+            if readonly:  # for looking only (--dry-run, report): nothing is created or changed
                 self.db = sqlite3.connect(readonly_uri(self.path), uri=True, timeout=30,
                                           isolation_level=None, check_same_thread=False)
             else:
@@ -43,39 +79,36 @@ class Store:
                 # never use the connection at the same time (the main thread waits for the writer).
                 self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             self.db.row_factory = sqlite3.Row
-            self._check_integrity()
+            check_database(self.db, self.path, "store")
             if not readonly:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 # NORMAL in WAL mode survives a killed process; FULL would also survive power loss.
                 self.db.execute("PRAGMA synchronous=NORMAL")
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, 1, 2, SCHEMA_VERSION):
+            if version not in (0, 1, 2, 3, SCHEMA_VERSION):
                 raise OmnisegError(f"{self.path}: store schema {version} is newer than this omniseg's "
                                    f"({SCHEMA_VERSION}); upgrade omniseg or use a new --store")
-            if not readonly:
-                self.db.executescript(SCHEMA)
-                self._migrate()
-                self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if not readonly and version != SCHEMA_VERSION:
+                with self.transaction():  # one process creates or migrates; another waits, then finds it done
+                    if self.db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                        for statement in SCHEMA.split(";"):
+                            if statement.strip():
+                                self.db.execute(statement)
+                        self._migrate()
+                        self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as e:
-            what = "the store is corrupted" if "malformed" in str(e) else "not a usable omniseg store"
-            raise OmnisegError(f"{self.path}: {what} ({e}); pass another --store, or move this file away to start "
-                               "a new one") from None
+            raise unusable(self.path, "store", e) from None
 
-    def _columns(self, table: str) -> list[str]:
+    def columns(self, table: str) -> list[str]:
         return [r[1] for r in self.db.execute(f"PRAGMA table_info({table})")]
 
     def _migrate(self) -> None:
         """Bring a store written by an older omniseg up to this schema (columns are only ever added)."""
-        if "role" not in self._columns("models"):  # schema 1
-            self.db.execute("ALTER TABLE models ADD COLUMN role TEXT")
-
-    def _check_integrity(self) -> None:
-        """A damaged database is named as such instead of failing later in a query (or reading as empty)."""
-        problems = [r[0] for r in self.db.execute("PRAGMA quick_check(5)")]
-        if problems != ["ok"]:
-            first = " ".join(problems[0].replace("*** in database main ***", "").split())[:120]
-            raise OmnisegError(f"{self.path}: the store is corrupted ({first}); restore a copy, or salvage its rows "
-                               f"with `sqlite3 {self.path} .recover`, or move it away to start a new one")
+        for table, column, decl in (("models", "role", "TEXT"), ("runs", "host", "TEXT"), ("runs", "pid", "INTEGER"),
+                                    ("runs", "pid_started", "TEXT"),
+                                    ("api_calls", "cost_known", "INTEGER NOT NULL DEFAULT 1")):
+            if column not in self.columns(table):
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     @property
     def root(self) -> Path:
@@ -97,11 +130,24 @@ class Store:
 
         cur = self.db.execute(
             "INSERT INTO runs (task, split, models, started_at, status, config, config_hash, split_fingerprint,"
-            " omniseg_version, argv) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            " omniseg_version, argv, host, pid, pid_started) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (task, split, json.dumps(models), time.time(), "running", json.dumps(config, sort_keys=True),
-             config_hash, split_fingerprint, __version__, json.dumps(argv or [])),
+             config_hash, split_fingerprint, __version__, redact(json.dumps(argv or [])), *this_process()),
         )
         return int(cur.lastrowid)
+
+    def run_states(self, task: str) -> dict[int, str]:
+        """run id -> how the run ended: finished, stopped, interrupted, failed; or, for a run still marked
+        running, 'running' (its process is alive) or 'did not end' (its process is gone: killed)."""
+        out = {}
+        who = "host, pid, pid_started" if "host" in self.columns("runs") else "NULL AS host, NULL AS pid, NULL AS pid_started"
+        for r in self.db.execute(f"SELECT run_id, status, {who} FROM runs WHERE task=?", (task,)):
+            state = r["status"]
+            if state == "running":
+                alive = process_alive(r["host"], r["pid"], r["pid_started"])
+                state = "running" if alive else "running elsewhere?" if alive is None else "did not end"
+            out[int(r["run_id"])] = state
+        return out
 
     def finish_run(self, run_id: int, status: str, summary: dict) -> None:
         self.db.execute(
@@ -115,6 +161,42 @@ class Store:
 
     def tasks(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT task FROM predictions ORDER BY task")]
+
+    # -- workers: one process at a time works on a (task, model) -------------------------------
+    def claim(self, task: str, models: list[str], command: str) -> None:
+        """Make this process the one worker of each (task, model); refused, naming the other process, while
+        another live one holds any of them. Two runs of one model (online, --batch, batch wait, redecode)
+        would otherwise ask, and pay, for the same answers twice. A claim of a process that is gone lapses."""
+        host, pid, started = this_process()
+        now = time.time()
+        with self.transaction():
+            for model in models:
+                row = self.db.execute("SELECT * FROM workers WHERE task=? AND model=?", (task, model)).fetchone()
+                if row is not None and (row["host"], row["pid"]) != (host, pid):
+                    alive = process_alive(row["host"], row["pid"], row["pid_started"])
+                    if alive or (alive is None and now - row["heartbeat_at"] < STALE_S):
+                        raise OmnisegError(
+                            f"model {model!r} of task {task!r} is being worked on by another process: "
+                            f"`omniseg {row['command']}` (pid {row['pid']} on {row['host']}, since "
+                            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(row['started_at']))}); wait for it "
+                            "to end, or stop it, then rerun (each pair is done once either way)")
+                self.db.execute("INSERT OR REPLACE INTO workers VALUES (?,?,?,?,?,?,?,?)",
+                                (task, model, redact(command), host, pid, started, now, now))
+
+    def release(self, task: str, models: list[str]) -> None:
+        """Give up this process's claims (at the end of a run, however it ended). A store that cannot be
+        written (a full disk) keeps them: they lapse with this process, and the error that matters is raised."""
+        host, pid, _ = this_process()
+        try:
+            with self.transaction():
+                self.db.executemany("DELETE FROM workers WHERE task=? AND model=? AND host=? AND pid=?",
+                                    [(task, m, host, pid) for m in models])
+        except OmnisegError:
+            pass
+
+    def heartbeat(self, task: str) -> None:
+        host, pid, _ = this_process()
+        self.db.execute("UPDATE workers SET heartbeat_at=? WHERE task=? AND host=? AND pid=?", (time.time(), task, host, pid))
 
     # -- models and samples -------------------------------------------------------------------
     def model_signature(self, task: str, model: str) -> str | None:
@@ -185,7 +267,7 @@ class Store:
 
     def score_columns(self) -> list[str]:
         """The score columns this store has: counts, then metrics in the order they were added."""
-        return [c for c in self._columns("scores") if c not in ("task", "sample_id", "model")]
+        return [c for c in self.columns("scores") if c not in ("task", "sample_id", "model")]
 
     def _put_scores(self, task: str, sample_id: str, model: str, scores: dict | None) -> None:
         self.db.execute("DELETE FROM scores WHERE task=? AND sample_id=? AND model=?", (task, sample_id, model))
@@ -194,7 +276,7 @@ class Store:
         known = set(self.score_columns())
         for name in [c for c in scores if c not in known]:
             # a metric registered after the store was made (a plugin): its column is added, once
-            if not re.fullmatch(r"[a-z][a-z0-9_]{0,40}", name):
+            if not re.fullmatch(NAME, name):
                 raise OmnisegError(f"metric name {name!r}: use lower-case letters, digits and '_' (a store column)")
             self.db.execute(f"ALTER TABLE scores ADD COLUMN {name} REAL")
         names = list(scores)
@@ -220,8 +302,8 @@ class Store:
         with self.transaction():
             self.db.execute(
                 "INSERT OR REPLACE INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (task, sample_id, model, run_id, status, reason, mask_path, prob_path, h, w, elapsed_s, time.time(),
-                 json.dumps(meta or {}, sort_keys=True, default=str)),
+                (task, sample_id, model, run_id, status, redact(reason), mask_path, prob_path, h, w, elapsed_s, time.time(),
+                 redact(json.dumps(meta or {}, sort_keys=True, default=str))),
             )
             self._put_scores(task, sample_id, model, scores)
             self.add_calls(run_id, task, sample_id, model, calls or [])
@@ -238,7 +320,8 @@ class Store:
             self.db.execute(
                 "UPDATE predictions SET status=?, reason=?, mask_path=?, height=?, width=?, meta=?"
                 " WHERE task=? AND sample_id=? AND model=?",
-                (status, reason, mask_path, h, w, json.dumps(meta, sort_keys=True, default=str), task, sample_id, model),
+                (status, redact(reason), mask_path, h, w, redact(json.dumps(meta, sort_keys=True, default=str)), task,
+                 sample_id, model),
             )
             self._put_scores(task, sample_id, model, scores)
 
@@ -263,11 +346,13 @@ class Store:
                 calls.insert(0, {**c["booking"], "outcome": "recovered", "cache_key": c["cache_key"]})
         self.db.executemany(
             "INSERT INTO api_calls (task, sample_id, model, run_id, attempt, outcome, http_status, error, latency_s,"
-            " prompt_tokens, output_tokens, thoughts_tokens, cost_usd, model_version, cache_key, created_at)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            [(task, sample_id, model, run_id, c.get("attempt", 0), c.get("outcome", ""), c.get("http_status"),
-              c.get("error"), c.get("latency_s"), c.get("prompt_tokens"), c.get("output_tokens"),
-              c.get("thoughts_tokens"), c.get("cost_usd", 0.0), c.get("model_version"), c.get("cache_key"), now)
+            " prompt_tokens, output_tokens, thoughts_tokens, cost_usd, model_version, cache_key, created_at, cost_known)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [(task, sample_id, model, run_id, c.get("attempt", 0), c.get("outcome", ""), _count(c.get("http_status")),
+              redact(str(c["error"])) if c.get("error") is not None else None, _finite(c.get("latency_s")),
+              *(_count(c.get(k)) for k in ("prompt_tokens", "output_tokens", "thoughts_tokens")),
+              _finite(c.get("cost_usd")) or 0.0, c.get("model_version") if isinstance(c.get("model_version"), str) else None,
+              c.get("cache_key"), now, int(_cost_known(c)))
              for c in calls],
         )
 
@@ -296,3 +381,19 @@ class Store:
         import pandas as pd
 
         return pd.read_sql_query(sql, self.db, params=params)
+
+
+def _count(v) -> int | None:
+    """A token count or HTTP status as stored: a non-negative integer, else NULL."""
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
+
+
+def _finite(v) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 else None
+
+
+def _cost_known(call: dict) -> bool:
+    """False for a call whose cost could not be read from its usage (or is not a non-negative number)."""
+    if call.get("outcome") not in ("answered", "recovered", "batch"):
+        return True
+    return bool(call.get("cost_known", True)) and _finite(call.get("cost_usd")) is not None

@@ -96,3 +96,34 @@ def test_mode_and_price_default_to_the_catalogue():
     assert o.mode == "image-mask" and o.price.output_per_mtok == 60.0
     assert GeminiOptions().model == "gemini-3.5-flash" and GeminiOptions().mode == "polygon"
     assert GeminiOptions(model="my-own-model").mode == "json-mask"
+
+
+@pytest.mark.parametrize("name", sorted(n for n, e in cat.CATALOG.items() if e.date), ids=str)
+def test_both_sides_of_every_date_in_the_catalogue_and_the_fake(name, monkeypatch):
+    """No verdict depends on the day the test runs: the day is injected, and each date is checked on the
+    day before it and on the day itself, in the catalogue, the warning a model gives and the fake's routing."""
+    from omniseg.testing import gemini_answers as ga
+
+    e = cat.CATALOG[name]
+    day = dt.date.fromisoformat(e.date)
+    before, on = day - dt.timedelta(days=1), day
+    assert e.state_on(before) == "retiring" and e.state_on(on) == "retired"
+    assert cat.status_note(name, before).startswith(f"{name} retires on {e.date}")
+    assert cat.status_note(name, on).startswith(f"{name} was shut down on {e.date}")
+    assert ga.served_model(name, before.isoformat()) == name
+    assert ga.served_model(name, on.isoformat()) == ga.LIVE_MODELS[name].get("routed_to")
+    for when, words in ((before, "retires on"), (on, "was shut down on")):
+        monkeypatch.setenv("OMNISEG_TODAY", when.isoformat())
+        with pytest.warns(UserWarning, match=f"{name} {words} {e.date}"):
+            models.build(config.ModelConfig(name="g", kind="gemini", options={"model": name, "mode": e.mode}))
+
+
+def test_a_malformed_pinned_day_is_one_message(monkeypatch):
+    from omniseg import clock
+    from omniseg.errors import OmnisegError
+
+    monkeypatch.setenv("OMNISEG_TODAY", "1st of December")
+    with pytest.raises(OmnisegError, match="OMNISEG_TODAY='1st of December': expected a date as YYYY-MM-DD"):
+        clock.today()
+    monkeypatch.setenv("OMNISEG_TODAY", "2031-02-03")
+    assert clock.today() == dt.date(2031, 2, 3)

@@ -69,9 +69,10 @@ def test_polygons_under_mask_over_200_images_score_as_their_truth(tmp_path):
     assert df["dice"].mean() >= 0.85
 
 
-def test_half_of_gemini_2_5_answers_are_tokens_and_exactly_those_rows_are_unsupported(tmp_path):
+def test_half_of_gemini_2_5_answers_are_tokens_and_exactly_those_rows_are_unsupported(tmp_path, monkeypatch):
     root, split = data_200(tmp_path)
-    with fg.FakeGemini(fg.live(p_tokens=0.5, seed=3)) as srv:
+    monkeypatch.setenv("OMNISEG_TODAY", "2026-11-30")  # the day before it retires, for the fake and omniseg alike
+    with fg.FakeGemini(fg.live(p_tokens=0.5, seed=3, today="2026-11-30")) as srv:
         cfg = config.load(gemini_yaml(tmp_path, root, srv.url, split, model="gemini-2.5-flash", mode="json-mask",
                                    temperature=0.5, thinking_budget=0))
         with pytest.warns(UserWarning, match="retires on 2026-12-01"), Store(tmp_path / "s.sqlite") as st:
@@ -87,14 +88,15 @@ def test_half_of_gemini_2_5_answers_are_tokens_and_exactly_those_rows_are_unsupp
     assert df.loc[df["status"] == "unsupported_format", "reason"].str.contains("<seg_").all()
 
 
-def test_a_retired_model_is_answered_by_its_successor_and_the_run_says_so(tmp_path):
+def test_a_retired_model_is_answered_by_its_successor_and_the_run_says_so(tmp_path, monkeypatch):
     root = make_kvasir(tmp_path / "k", n=6)
+    monkeypatch.setenv("OMNISEG_TODAY", "2026-12-02")
     with fg.FakeGemini(fg.live(today="2026-12-02")) as srv:
         path = gemini_yaml(tmp_path, root, srv.url, model="gemini-2.5-flash", mode="json-mask", temperature=0.5)
         r = CliRunner().invoke(app, ["run", "--config", str(path), "--store", str(tmp_path / "s.sqlite"), "-q"])
         assert r.exit_code == 0, r.output
         assert "asked for gemini-2.5-flash but 6 answer(s) came from gemini-3.5-flash-lite" in r.output
-        assert "gemini-2.5-flash was shut down on 2026-12-01" in r.output or "retires on 2026-12-01" in r.output
+        assert "gemini-2.5-flash was shut down on 2026-12-01" in r.output and "retires on" not in r.output
         with Store(tmp_path / "s.sqlite") as st:
             df = api_rows(st)
             versions = set(st.query("SELECT model_version FROM api_calls")["model_version"])

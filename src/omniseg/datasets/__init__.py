@@ -17,4 +17,12 @@ REGISTRY = Registry(
 get = REGISTRY.get
 names = REGISTRY.names
 
-__all__ = ["Dataset", "Sample", "SampleRef", "REGISTRY", "get", "names"]
+
+def open(name: str, root, options: dict | None = None, max_pixels: int | None = None) -> Dataset:
+    """A dataset of the registered kind ``name`` at ``root``, its readers held to ``max_pixels`` (None: the default)."""
+    ds = get(name)(root, options)
+    ds.limit_pixels(max_pixels)
+    return ds
+
+
+__all__ = ["Dataset", "Sample", "SampleRef", "REGISTRY", "get", "names", "open"]

@@ -16,6 +16,9 @@ from ..options import NoOptions, Options
 
 #: Share of each dataset (or class) held out for testing where no official split exists.
 TEST_FRACTION = 0.2
+#: Largest image or mask a reader decodes (width x height), like Pillow's guard against decompression bombs:
+#: a 15000 x 15000 TIFF is 245 KB on disk and gigabytes in memory. ``dataset.max_pixels`` raises it.
+DEFAULT_MAX_PIXELS = 100_000_000
 _SPLIT_SALT = "omniseg-split-v1:"
 
 
@@ -64,9 +67,17 @@ class Dataset:
     obtain: ClassVar[str] = ""  # how to get the data when it cannot be fetched
     Options: ClassVar[type[Options]] = NoOptions  # the adapter's options (omniseg.options)
 
+    max_pixels: int = DEFAULT_MAX_PIXELS  # passed to every reader by load(); see limit_pixels
+
     def __init__(self, root: str | Path, options: dict | None = None):
         self.root = Path(root)
         self.options = self.Options.model_validate(options or {})
+
+    def limit_pixels(self, max_pixels: int | None) -> None:
+        """Hold the readers to ``max_pixels`` (``dataset.max_pixels``; None: the default)."""
+        self.max_pixels = max_pixels or DEFAULT_MAX_PIXELS
+        if Image.MAX_IMAGE_PIXELS is not None and self.max_pixels > Image.MAX_IMAGE_PIXELS:
+            Image.MAX_IMAGE_PIXELS = self.max_pixels  # Pillow's own guard would refuse what the user allowed
 
     # -- to implement -------------------------------------------------------------------------
     def _refs(self) -> list[SampleRef]:
@@ -172,14 +183,39 @@ def split_fingerprint(refs: list[SampleRef]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def read_rgb(path: Path) -> np.ndarray:
+def check_pixels(path: Path, width: int, height: int, limit: int | None) -> None:
+    """Refuse, before decoding, a file larger than the pixel limit (naming it and how to allow it)."""
+    if limit and width * height > limit:
+        raise SampleError(f"{path} is {width}x{height} pixels ({width * height / 1e6:.0f} megapixels), over the limit "
+                          f"of {limit / 1e6:.0f} megapixels: if it is meant to be that large, raise dataset.max_pixels "
+                          "in the task configuration")
+
+
+def open_image(path: Path, limit: int | None = DEFAULT_MAX_PIXELS):
+    """A PIL image, opened lazily and checked against the pixel limit before anything is decoded."""
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+        im = Image.open(path)
     except FileNotFoundError:
         raise SampleError(f"missing file {path}") from None
+    except Image.DecompressionBombError:  # over Pillow's own limit: say it our way
+        raise SampleError(f"{path} is over the pixel limit of {(limit or 0) / 1e6:.0f} megapixels: if it is meant "
+                          "to be that large, raise dataset.max_pixels in the task configuration") from None
     except Exception as e:  # PIL raises several types for a damaged file
         raise SampleError(f"unreadable image {path}: {e}") from None
+    try:
+        check_pixels(path, im.width, im.height, limit)
+    except SampleError:
+        im.close()
+        raise
+    return im
+
+
+def read_rgb(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    with open_image(path, max_pixels) as im:
+        try:
+            return np.asarray(im.convert("RGB"))
+        except Exception as e:
+            raise SampleError(f"unreadable image {path}: {e}") from None
 
 
 def files_with(folder: Path, *suffixes: str) -> list[Path]:
@@ -195,19 +231,26 @@ def files_with(folder: Path, *suffixes: str) -> list[Path]:
 MASK_GREY_TOLERANCE = 0.005
 
 
-def read_mask(path: Path, threshold: int = 128, notes: list[str] | None = None) -> np.ndarray:
+def read_mask(path: Path, threshold: int = 128, notes: list[str] | None = None,
+              max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """A grey-level mask binarized at ``threshold`` (JPEG masks carry compression noise at edges).
 
     A mask that is not black-and-white (coloured, or with grey regions) binarizes to a reference
     that may be empty or speckled: it is read as such, and a warning is appended to ``notes``.
     """
-    try:
-        with Image.open(path) as im:
+    with open_image(path, max_pixels) as im:
+        try:
             rgb = np.asarray(im.convert("RGB"))
-    except FileNotFoundError:
-        raise SampleError(f"missing file {path}") from None
-    except Exception as e:
-        raise SampleError(f"unreadable mask {path}: {e}") from None
+        except Exception as e:
+            raise SampleError(f"unreadable mask {path}: {e}") from None
+    return binarize_rgb(rgb, path, threshold, notes)
+
+
+def binarize_rgb(rgb: np.ndarray, path: Path, threshold: int, notes: list[str] | None = None) -> np.ndarray:
+    """An 8-bit RGB mask as foreground where its grey level (Pillow's luma) is at or above ``threshold``.
+
+    Every reader of black-and-white masks goes through here, so the same file gives the same mask
+    whichever dataset kind reads it; a coloured or grey mask adds a warning to ``notes``."""
     grey = np.asarray(Image.fromarray(rgb).convert("L"))
     if notes is not None:  # on every 4th pixel each way: a sixteenth of the work, the same verdict
         few, g = rgb[::4, ::4], grey[::4, ::4]

@@ -65,11 +65,11 @@ class Busi(Dataset):
     def load(self, ref: SampleRef) -> Sample:
         if ref.problem:
             raise SampleError(ref.problem)
-        image = read_rgb(ref.files["image"])
+        image = read_rgb(ref.files["image"], self.max_pixels)
         mask = np.zeros(image.shape[:2], dtype=bool)
         notes: list[str] = []
         for p in ref.files["masks"]:
-            m = read_mask(p, notes=notes)
+            m = read_mask(p, notes=notes, max_pixels=self.max_pixels)
             same_size(ref.id, image, mask=(p, m))
             mask |= m
         return Sample(ref.id, image, mask, meta={"split": ref.split, **ref.meta}, notes=tuple(notes))

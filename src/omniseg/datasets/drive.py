@@ -51,15 +51,15 @@ class Drive(Dataset):
     def load(self, ref: SampleRef) -> Sample:
         if ref.problem:
             raise SampleError(ref.problem)
-        image = read_rgb(ref.files["image"])
+        image = read_rgb(ref.files["image"], self.max_pixels)
         notes: list[str] = []
-        mask = read_mask(ref.files["mask"], notes=notes)
-        fov = read_mask(ref.files["fov"])
+        mask = read_mask(ref.files["mask"], notes=notes, max_pixels=self.max_pixels)
+        fov = read_mask(ref.files["fov"], max_pixels=self.max_pixels)
         same_size(ref.id, image, mask=(ref.files["mask"], mask), fov=(ref.files["fov"], fov))
         extra = {}
         human = ref.files.get("human")
         if human is not None and human.is_file():
-            h = read_mask(human)
+            h = read_mask(human, max_pixels=self.max_pixels)
             same_size(ref.id, image, human=(human, h))
             extra["human"] = h
         return Sample(ref.id, image, mask, roi=fov, meta={"split": ref.split}, extra=extra, notes=tuple(notes))

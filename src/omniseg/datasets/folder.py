@@ -18,12 +18,12 @@ import glob
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from pydantic import Field
 
 from ..errors import DataMissingError, SampleError
 from ..options import Options
-from .base import MASK_GREY_TOLERANCE, Dataset, Sample, SampleRef, files_with, same_size, split_of
+from .base import (DEFAULT_MAX_PIXELS, Dataset, Sample, SampleRef, binarize_rgb, check_pixels, files_with, open_image,
+                   same_size, split_of)
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
 
@@ -43,22 +43,33 @@ class FolderOptions(Options):
                                            "(everything), or a CSV/TSV file of id,split rows relative to the root")
 
 
-def read_array(path: Path) -> np.ndarray:
+def read_array(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """The pixel values as stored: TIFFs through tifffile (16-bit, the first page of several), others through PIL
-    (palette images keep their indices, which label images use)."""
-    try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
+    (palette images keep their indices, which label images use). Checked against the pixel limit before decoding."""
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
 
-            arr = tifffile.imread(path, key=0)
-        else:
-            with Image.open(path) as im:
+        if not path.is_file():
+            raise SampleError(f"missing file {path}")
+        try:
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages[0]
+                shape = page.shape
+                planar = len(shape) == 3 and shape[0] in (3, 4) and shape[2] not in (3, 4)
+                h, w = (shape[1], shape[2]) if planar else (shape[0], shape[1] if len(shape) > 1 else 1)
+                check_pixels(path, w, h, max_pixels)
+                arr = page.asarray()
+        except SampleError:
+            raise
+        except Exception as e:  # tifffile raises several types for a damaged file
+            raise SampleError(f"unreadable file {path}: {e}") from None
+    else:
+        with open_image(path, max_pixels) as im:
+            try:
                 im.seek(0)
                 arr = np.asarray(im.convert("RGB") if im.mode in ("RGBA", "LA", "CMYK", "YCbCr") else im)
-    except FileNotFoundError:
-        raise SampleError(f"missing file {path}") from None
-    except Exception as e:  # PIL and tifffile raise several types for a damaged file
-        raise SampleError(f"unreadable file {path}: {e}") from None
+            except Exception as e:
+                raise SampleError(f"unreadable file {path}: {e}") from None
     if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (3, 4):
         arr = np.moveaxis(arr, 0, -1)  # planar TIFF: channels first
     return arr
@@ -77,16 +88,15 @@ def to_rgb8(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr[..., :3])
 
 
-def _grey8(arr: np.ndarray) -> np.ndarray:
-    """A mask on the 8-bit grey scale: its type's full range maps to 0..255 (a 0/65535 mask is 0/255)."""
-    if arr.ndim == 3:
-        arr = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+def to_8bit(arr: np.ndarray) -> np.ndarray:
+    """A mask's values on the 8-bit scale, channels kept: its type's full range maps to 0..255 (a 0/65535 mask
+    is 0/255, a 0..1 float mask 0/255, a boolean one 0/255); 8-bit values stay as they are."""
     if arr.dtype == bool:
         return arr.astype(np.uint8) * 255
+    if np.issubdtype(arr.dtype, np.floating):
+        return (np.clip(np.nan_to_num(arr), 0, 1) * 255).round().astype(np.uint8)
     if np.issubdtype(arr.dtype, np.integer) and arr.dtype.itemsize > 1:
         return (arr.astype(np.float64) / np.iinfo(arr.dtype).max * 255).round().astype(np.uint8)
-    if np.issubdtype(arr.dtype, np.floating):
-        return (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
     return arr.astype(np.uint8)
 
 
@@ -152,19 +162,24 @@ class FolderDataset(Dataset):
 
     def _refs(self) -> list[SampleRef]:
         o = self.options
-        images = [p for p in files_with(self.root / o.images, *SUFFIXES)
-                  if not (o.exclude and fnmatch.fnmatchcase(p.stem, o.exclude))]
+        images = self._images()
         masks_of = self._matcher(self.root / o.masks, o.mask_pattern)
         roi_of = self._matcher(self.root / o.roi, o.roi_pattern) if o.roi else None
         table = self._splits()
         refs, matched = [], 0
-        for img in sorted(images, key=lambda p: p.stem):
-            sid = img.stem
-            masks = [m for m in masks_of(sid) if m != img]
+        by_stem: dict[str, list[Path]] = {}
+        for img in images:
+            by_stem.setdefault(img.stem, []).append(img)
+        for sid, same in sorted(by_stem.items()):
+            img = same[0]
+            masks = [m for m in masks_of(sid) if m not in same]
             matched += bool(masks)
             files = {"image": img, "masks": masks, "roi": (roi_of(sid) or [None])[0] if roi_of else None}
             problem = None
-            if not masks:
+            if len(same) > 1:  # one id, one row: neither image is guessed at
+                problem = (f"{len(same)} images share the id {sid!r}: {', '.join(f'{o.images}/{p.name}' for p in same)}; "
+                           "rename all but one, or leave them out with `exclude`")
+            elif not masks:
                 problem = f"no mask for {o.images}/{img.name}: nothing in {o.masks}/ matches {o.mask_pattern.replace('{id}', sid)}"
             elif roi_of and files["roi"] is None:
                 problem = f"no region-of-interest mask for {img.name} in {o.roi}/"
@@ -184,23 +199,21 @@ class FolderDataset(Dataset):
         return refs
 
     def _mask(self, path: Path, notes: list[str]) -> np.ndarray:
-        arr = read_array(path)
+        arr = read_array(path, self.max_pixels)
         o = self.options
         if o.labels is not None:
             values = arr if arr.ndim == 2 else arr[..., 0]
             self._labels_seen.update(int(v) for v in np.unique(values) if int(v) in o.labels)
             return np.isin(values, o.labels)
-        grey = _grey8(arr)
-        mid = float(((grey > 32) & (grey < 223)).mean())
-        if mid > MASK_GREY_TOLERANCE:
-            notes.append(f"mask {path.name} is not black-and-white ({mid:.1%} of pixels are grey): binarized at "
-                         f"grey level {o.threshold}; for label images set `labels`")
-        return grey >= o.threshold
+        # the same rule as the built-in kinds (Pillow's grey level of the RGB), so one file gives one mask
+        v = to_8bit(arr)
+        rgb = np.repeat(v[..., None], 3, axis=-1) if v.ndim == 2 else v[..., :3]
+        return binarize_rgb(np.ascontiguousarray(rgb), path, o.threshold, notes)
 
     def load(self, ref: SampleRef) -> Sample:
         if ref.problem:
             raise SampleError(ref.problem)
-        image = to_rgb8(read_array(ref.files["image"]))
+        image = to_rgb8(read_array(ref.files["image"], self.max_pixels))
         notes: list[str] = []
         mask = np.zeros(image.shape[:2], dtype=bool)
         for p in ref.files["masks"]:
@@ -209,13 +222,28 @@ class FolderDataset(Dataset):
             mask |= m
         roi = None
         if ref.files.get("roi") is not None:
-            roi = _grey8(read_array(ref.files["roi"])) > 0
+            roi = to_8bit(read_array(ref.files["roi"], self.max_pixels))
+            roi = (roi if roi.ndim == 2 else roi[..., :3].max(axis=-1)) > 0
             same_size(ref.id, image, roi=(ref.files["roi"], roi))
         return Sample(ref.id, image, mask, roi=roi, meta={"split": ref.split}, notes=tuple(notes))
+
+    def _images(self) -> list[Path]:
+        o = self.options
+        return [p for p in files_with(self.root / o.images, *SUFFIXES)
+                if not (o.exclude and fnmatch.fnmatchcase(p.stem, o.exclude))]
+
+    def orphan_masks(self) -> list[Path]:
+        """Mask files that belong to no image (a typo in a name, an image left out): data verify lists them."""
+        used = {m for r in self._refs() for m in r.files["masks"]} | set(self._images())
+        return [p for p in files_with(self.root / self.options.masks, *SUFFIXES) if p not in used]
 
     def verify(self, progress: bool = True):
         self._labels_seen = set()
         n, problems, warned = super().verify(progress)
+        for p in self.orphan_masks():
+            problems.append((f"({self.options.masks}/{p.name})", f"a mask without an image: no image in "
+                                                                f"{self.options.images}/ is named after it "
+                                                                f"(mask_pattern {self.options.mask_pattern!r})"))
         if self.options.labels is not None and n:
             absent = sorted(set(self.options.labels) - self._labels_seen)
             if absent:

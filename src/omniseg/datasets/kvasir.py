@@ -40,8 +40,8 @@ class KvasirSeg(Dataset):
     def load(self, ref: SampleRef) -> Sample:
         if ref.problem:
             raise SampleError(ref.problem)
-        image = read_rgb(ref.files["image"])
+        image = read_rgb(ref.files["image"], self.max_pixels)
         notes: list[str] = []
-        mask = read_mask(ref.files["mask"], notes=notes)
+        mask = read_mask(ref.files["mask"], notes=notes, max_pixels=self.max_pixels)
         same_size(ref.id, image, mask=(ref.files["mask"], mask))
         return Sample(ref.id, image, mask, meta={"split": ref.split}, notes=tuple(notes))

@@ -19,11 +19,14 @@ import numpy as np
 
 from .base import Prediction
 from .decoders import (
+    MAX_ENTRIES,
+    MAX_VERTICES,
     THRESHOLD,
     Decoded,
     box_pixels,
     decode_image_mask,
     draw_polygon,
+    is_number,
     is_point,
     parse_json,
     paste_crop,
@@ -32,7 +35,7 @@ from .decoders import (
 if TYPE_CHECKING:
     from .api_types import Reply
 
-DECODER_VERSION = "3"  # 3: boxes decode as crude masks (form box); coordinate conventions
+DECODER_VERSION = "4"  # 4: NaN/infinite coordinates skipped, bounds on entries and vertices; 3: boxes, coordinates
 
 FORMS = {
     "png-crops": "entries with box_2d ([y0, x0, y1, x1], 0..1000) and a PNG probability crop under mask (Gemini 2.5)",
@@ -45,6 +48,8 @@ FORMS = {
     "box": "boxes without masks, filled as crude masks (status ok; reports can separate them by form)",
     "prose": "no JSON at all (status unparseable)",
     "unknown": "JSON in none of these forms (status unknown_form)",
+    "too-large": "more entries or polygon vertices than one answer may hold (decoders.MAX_ENTRIES, MAX_VERTICES): "
+                 "kept in the archive, not decoded (status invalid_answer)",
 }
 
 #: keys under which an entry may hold its polygon, in the order they are looked for
@@ -120,7 +125,7 @@ def _box_1000(entry: dict, sx: float, sy: float) -> list | None:
     """An entry's box as [y0, x0, y1, x1] in 0..1000, or None."""
     for key in BOX_KEYS:
         v = entry.get(key)
-        if isinstance(v, (list, tuple)) and len(v) == 4 and all(isinstance(c, (int, float)) for c in v):
+        if isinstance(v, (list, tuple)) and len(v) == 4 and all(is_number(c) for c in v):
             y0, x0, y1, x1 = v if key == "box_2d" else (v[1], v[0], v[3], v[2])
             return [y0 * sy, x0 * sx, y1 * sy, x1 * sx]
     return None
@@ -150,9 +155,12 @@ def decode_answer(text: str, image: bytes | None, h: int, w: int, *, threshold: 
         return Decoded.fail("unknown_form", f"JSON in no known answer form: {head(text)}", form="unknown")
     if not entries:
         return Decoded(np.zeros((h, w), bool), notes=notes + ["no objects found"], form="empty")
+    if len(entries) > MAX_ENTRIES:
+        return Decoded.fail("invalid_answer", f"{len(entries)} entries, over the {MAX_ENTRIES} one answer may hold: "
+                            f"not decoded: {head(text)}", notes, form="too-large")
     mask = np.zeros((h, w), bool)
     forms: set[str] = set()
-    used = 0
+    used = vertices = 0
     sx, sy = _scale(coords, sent_size)
     for e in entries:
         crop = e.get("mask") if isinstance(e, dict) else None
@@ -162,6 +170,10 @@ def decode_answer(text: str, image: bytes | None, h: int, w: int, *, threshold: 
             continue
         poly = _polygons(e)
         if poly is not None:
+            vertices += sum(len(p) for p in poly[1] if isinstance(p, (list, tuple)))
+            if vertices > MAX_VERTICES:
+                return Decoded.fail("invalid_answer", f"over {MAX_VERTICES} polygon vertices in one answer: not "
+                                    f"decoded: {head(text)}", notes, form="too-large")
             forms.add(poly[0])
             used += sum(draw_polygon(mask, _to_1000(p, point_order, sx, sy), notes) for p in poly[1])
             continue

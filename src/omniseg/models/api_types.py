@@ -11,7 +11,6 @@ import concurrent.futures
 import hashlib
 import io
 import math
-import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -52,6 +51,10 @@ class RemoteOptions(Options):
     backoff_s: float = Field(1.0, gt=0, description="first retry delay; doubles each attempt (full jitter)")
     backoff_max_s: float = Field(60.0, gt=0)
     timeout_s: float = Field(120.0, gt=0, description="per-request timeout")
+    max_retry_wait_s: float = Field(600.0, ge=0, description="longest wait a server may ask for (retry-after, "
+                                    "RetryInfo) before a retry; past it the run stops cleanly, to be rerun later")
+    max_answer_mb: float = Field(8.0, gt=0, description="answers larger than this are kept but not decoded "
+                                 "(status invalid_answer): decoding time is bounded like the request")
     threshold: int = Field(decoders.THRESHOLD, ge=0, le=254, description="grey level above which a mask pixel is foreground")
     point_order: Literal["xy", "yx"] = Field("xy", description="order of polygon points ([x, y] as Gemini 3.x answers)")
     price: Price = Price()
@@ -89,13 +92,35 @@ class Failure:
     delay: float | None = None  # the server's requested retry delay
 
 
-def redact(text: str, variables: tuple[str, ...]) -> str:
-    """``text`` with any configured API key (and anything shaped like a Google key) masked."""
-    for var in variables:
-        key = os.environ.get(var)
-        if key:
-            text = text.replace(key, "[redacted]")
-    return re.sub(r"AIza[0-9A-Za-z_\-]{10,}", "[redacted]", text)
+TOKEN_FIELDS = ("prompt_tokens", "output_tokens", "thoughts_tokens")
+
+
+def checked_tokens(tokens: dict) -> dict[str, int] | None:
+    """The reply's token counts when each is a non-negative integer (absent counts as 0); None otherwise.
+
+    None books the call at an unknown cost (``api_calls.cost_known`` 0): a count that is a string,
+    NaN, negative or fractional never becomes a cost, which would be wrong or loosen ``--max-cost``.
+    """
+    out = {}
+    for k in TOKEN_FIELDS:
+        v = tokens.get(k, 0) if isinstance(tokens, dict) else None
+        v = 0 if v is None else v
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            return None
+        out[k] = v
+    return out
+
+
+def retry_after_seconds(value: object) -> float | None:
+    """A ``retry-after`` header's delay in seconds; None when it is absent or does not parse (then ignored).
+
+    Only the delta-seconds form is read (what rate limiters send); an HTTP date is ignored rather than
+    compared with this machine's clock."""
+    text = str(value or "").strip()
+    if not re.fullmatch(r"\d+(\.\d+)?", text):
+        return None
+    delay = float(text)
+    return delay if math.isfinite(delay) else None
 
 
 def transport_error(e: BaseException) -> bool:

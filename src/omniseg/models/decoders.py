@@ -11,6 +11,7 @@ import base64
 import binascii
 import io
 import json
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -18,6 +19,12 @@ import numpy as np
 from PIL import Image
 
 THRESHOLD = 127  # the docs' text says 127 (their code used 128): grey > 127 is foreground
+#: bounds on the work one answer may ask of the decoders (a hostile or runaway answer is refused, not decoded
+#: for minutes): entries, polygon vertices in all, and pixels of a PNG crop or a mask picture
+MAX_ENTRIES = 1000
+MAX_VERTICES = 100_000
+MAX_CROP_PIXELS = 16_000_000
+MAX_IMAGE_PIXELS = 64_000_000
 
 STATUSES = {
     "ok": "a mask was decoded (an empty list is a valid empty prediction); notes say what was repaired",
@@ -58,7 +65,13 @@ def parse_json(text: str) -> tuple[object, list[str]]:
 
     Raises ValueError when nothing usable is found.
     """
-    body = strip_fences(text)
+    try:
+        return _parse_json(strip_fences(text))
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to read") from None
+
+
+def _parse_json(body: str) -> tuple[object, list[str]]:
     try:
         return json.loads(body), []
     except json.JSONDecodeError:
@@ -95,7 +108,7 @@ def parse_json(text: str) -> tuple[object, list[str]]:
 
 def box_pixels(box: object, h: int, w: int, notes: list[str]) -> tuple[int, int, int, int] | None:
     """``box_2d`` ([y0, x0, y1, x1] in 0..1000) as pixel bounds, or None (with a note) when unusable."""
-    if not (isinstance(box, (list, tuple)) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
+    if not (isinstance(box, (list, tuple)) and len(box) == 4 and all(is_number(v) for v in box)):
         notes.append("entry without a valid box_2d skipped")
         return None
     clipped = [min(max(float(v), 0.0), 1000.0) for v in box]
@@ -122,8 +135,12 @@ def paste_crop(mask: np.ndarray, box: object, png: str, threshold: int, notes: l
     y0, x0, y1, x1 = bounds
     try:
         data = base64.b64decode(png.split(",", 1)[1] if png.startswith("data:") else png, validate=False)
-        crop = Image.open(io.BytesIO(data)).convert("L")
-    except (binascii.Error, OSError, ValueError, IndexError):
+        crop = Image.open(io.BytesIO(data))
+        if crop.width * crop.height > MAX_CROP_PIXELS:
+            notes.append(f"mask PNG of {crop.width}x{crop.height} pixels skipped (over {MAX_CROP_PIXELS})")
+            return False
+        crop = crop.convert("L")
+    except (binascii.Error, OSError, ValueError, IndexError, Image.DecompressionBombError):
         notes.append("undecodable mask PNG skipped")
         return False
     crop = crop.resize((x1 - x0, y1 - y0), Image.BILINEAR)  # the PNG's size is undocumented
@@ -131,9 +148,13 @@ def paste_crop(mask: np.ndarray, box: object, png: str, threshold: int, notes: l
     return True
 
 
+def is_number(v: object) -> bool:
+    """A finite int or float (not a bool): NaN and infinity place nothing anywhere."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def is_point(p: object) -> bool:
-    return isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                                for v in p)
+    return isinstance(p, (list, tuple)) and len(p) == 2 and all(is_number(v) for v in p)
 
 
 def draw_polygon(mask: np.ndarray, points: list, notes: list[str]) -> bool:
@@ -191,8 +212,12 @@ def decode_image_mask(data: bytes | None, h: int, w: int, requested_aspect: floa
     if not data:
         return Decoded.fail("no_image", "the response held no image", form="image")
     try:
-        img = Image.open(io.BytesIO(data)).convert("L")
-    except OSError as e:
+        img = Image.open(io.BytesIO(data))
+        if img.width * img.height > MAX_IMAGE_PIXELS:
+            return Decoded.fail("invalid_answer", f"the returned image is {img.width}x{img.height} pixels, over "
+                                f"{MAX_IMAGE_PIXELS}: not decoded", form="image")
+        img = img.convert("L")
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
         return Decoded.fail("no_image", f"the returned image cannot be read: {e}", form="image")
     aspect = img.width / img.height
     fits = [a for a in (w / h, requested_aspect) if a]

@@ -23,15 +23,10 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from ..datasets.base import Sample
+from .. import clock
 from . import decoders, gemini_catalog
-from .remote import (
-    Failure,
-    Price,
-    RemoteOptions,
-    RemoteSegmenter,
-    Reply,
-    transport_error,
-)
+from .api_types import Failure, Price, RemoteOptions, Reply, retry_after_seconds, transport_error
+from .remote import RemoteSegmenter
 
 KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 RETRY_CODES = {408, 429, 500, 502, 503, 504}
@@ -144,7 +139,7 @@ class Gemini(RemoteSegmenter):
 
     def __init__(self, name: str, options: GeminiOptions | None = None):
         super().__init__(name, options)
-        note = gemini_catalog.status_note(self.options.model)
+        note = gemini_catalog.status_note(self.options.model, clock.today())
         if note:
             warnings.warn(f"model {name!r}: {note}", stacklevel=2)
 
@@ -261,51 +256,65 @@ class Gemini(RemoteSegmenter):
         await client.aio.aclose()
 
     def _read(self, raw: str) -> Reply:
-        """Gemini's REST response (camelCase; snake_case accepted too) into a :class:`Reply`."""
+        """Gemini's REST response (camelCase; snake_case accepted too) into a :class:`Reply`.
+
+        Anything in the body may be of the wrong type: what is not what the API documents reads as absent."""
         d = json.loads(raw)
-        get = lambda obj, *names: next((obj[n] for n in names if n in obj), None)  # noqa: E731
-        usage = get(d, "usageMetadata", "usage_metadata") or {}
-        reply = Reply(model_version=get(d, "modelVersion", "model_version"), response_id=get(d, "responseId", "response_id"),
-                      tokens={"prompt_tokens": get(usage, "promptTokenCount", "prompt_token_count") or 0,
-                              "output_tokens": get(usage, "candidatesTokenCount", "candidates_token_count") or 0,
-                              "thoughts_tokens": get(usage, "thoughtsTokenCount", "thoughts_token_count") or 0})
-        feedback = get(d, "promptFeedback", "prompt_feedback") or {}
-        block = get(feedback, "blockReason", "block_reason")
+        if not isinstance(d, dict):
+            raise ValueError(f"the body is a JSON {type(d).__name__}, not an object")
+        usage = _get(d, dict, "usageMetadata", "usage_metadata") or {}
+        reply = Reply(model_version=_get(d, str, "modelVersion", "model_version"),
+                      response_id=_get(d, str, "responseId", "response_id"),
+                      tokens={"prompt_tokens": _get(usage, None, "promptTokenCount", "prompt_token_count") or 0,
+                              "output_tokens": _get(usage, None, "candidatesTokenCount", "candidates_token_count") or 0,
+                              "thoughts_tokens": _get(usage, None, "thoughtsTokenCount", "thoughts_token_count") or 0})
+        feedback = _get(d, dict, "promptFeedback", "prompt_feedback") or {}
+        block = _get(feedback, None, "blockReason", "block_reason")
         if block:
-            reply.blocked = f"prompt blocked: {block}"
+            reply.blocked = f"prompt blocked: {str(block)[:100]}"
             return reply
-        candidates = d.get("candidates") or []
-        if not candidates:
+        candidates = _get(d, list, "candidates") or []
+        if not candidates or not isinstance(candidates[0], dict):
             reply.has_candidates = False
             return reply
         cand = candidates[0]
-        reply.finish = get(cand, "finishReason", "finish_reason") or ""
-        parts = (cand.get("content") or {}).get("parts") or []
-        reply.text = "".join(p.get("text", "") for p in parts if not p.get("thought"))
+        reply.finish = _get(cand, str, "finishReason", "finish_reason") or ""
+        parts = [p for p in _get(_get(cand, dict, "content") or {}, list, "parts") or [] if isinstance(p, dict)]
+        reply.text = "".join(p["text"] for p in parts if isinstance(p.get("text"), str) and not p.get("thought"))
         for p in parts:
-            inline = get(p, "inlineData", "inline_data")
-            if inline and inline.get("data"):
+            inline = _get(p, dict, "inlineData", "inline_data")
+            if inline and isinstance(inline.get("data"), str) and inline["data"]:
                 data = inline["data"]
                 reply.image = base64.b64decode(data.replace("-", "+").replace("_", "/") + "=" * (-len(data) % 4))
                 break
         return reply
 
     def _failure(self, err: BaseException) -> Failure:
+        """What a failed call was: the HTTP status decides whether to retry, whatever the body held."""
         from google.genai import errors
 
         if not isinstance(err, errors.APIError):
             text = self.redact(f"{type(err).__name__}: {err}")
             return Failure(None, text, retryable=transport_error(err))
-        code = err.code
+        code = err.code if isinstance(err.code, int) else None
         status = " ".join(str(x) for x in (code, err.status) if x)
-        text = self.redact(f"{type(err).__name__} {status}: {err.message or err}")
-        details = err.details or {}
-        if isinstance(details, dict):
-            details = details.get("error", details).get("details", [])
+        message = err.message if isinstance(err.message, str) else str(err.details)[:200]
+        text = self.redact(f"{type(err).__name__} {status}: {message or err}")
+        body = err.details.get("error", err.details) if isinstance(err.details, dict) else None
+        details = body.get("details") if isinstance(body, dict) else None
         delay = None
-        for item in details or []:
+        for item in details if isinstance(details, list) else []:
             if isinstance(item, dict) and str(item.get("@type", "")).endswith("RetryInfo"):
-                m = re.match(r"([\d.]+)s", str(item.get("retryDelay", "")))
+                m = re.fullmatch(r"(\d+(?:\.\d+)?)s", str(item.get("retryDelay", "")))
                 delay = float(m.group(1)) if m else None
+        if delay is None:  # a proxy in front of the API may say it the HTTP way
+            headers = getattr(getattr(err, "response", None), "headers", None)
+            delay = retry_after_seconds(headers.get("retry-after")) if headers is not None else None
         per_day = code == 429 and "PerDay" in str(err.details)
         return Failure(code, text, retryable=code in RETRY_CODES, per_day=per_day, delay=delay)
+
+
+def _get(obj: dict, kind: type | None, *names: str):
+    """The first of ``names`` in ``obj``; None when absent or not of ``kind`` (when given)."""
+    v = next((obj[n] for n in names if n in obj), None)
+    return v if kind is None or isinstance(v, kind) else None

@@ -60,12 +60,11 @@ def lookup(model: str) -> Entry | None:
     return CATALOG.get(model)
 
 
-def status_note(model: str, today: dt.date | None = None) -> str | None:
-    """A warning for a retiring or retired model, or None."""
+def status_note(model: str, today: dt.date) -> str | None:
+    """A warning for a retiring or retired model on ``today`` (:func:`omniseg.clock.today`), or None."""
     e = lookup(model)
     if e is None or e.date is None:
         return None
-    today = today or dt.date.today()
     then = f"; use {e.replacement}" if e.replacement else ""
     if e.state_on(today) == "retired":
         return f"{model} was shut down on {e.date} (docs/omnimodels.md){then}; calls to it fail or are answered by another model"

@@ -14,13 +14,13 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from ..datasets.base import Sample
-from .api_types import Failure, Price, RemoteOptions, Reply, transport_error
+from .api_types import Failure, Price, RemoteOptions, Reply, retry_after_seconds, transport_error
+from ..redaction import watch
 from .remote import RemoteSegmenter
 
 RETRY_CODES = {408, 409, 429, 500, 502, 503, 504}
@@ -93,36 +93,36 @@ class OpenAICompatible(RemoteSegmenter):
 
     async def _call(self, client, payload: bytes) -> str:
         resp = await client.post("chat/completions", content=payload, headers={"Content-Type": "application/json"})
-        if resp.status_code != 200:
-            try:
-                err = resp.json().get("error") or {}
-                message = err.get("message") if isinstance(err, dict) else str(err)
-            except ValueError:
-                message = resp.text[:200]
-            after = resp.headers.get("retry-after")
-            raise ApiHttpError(resp.status_code, self.redact(str(message)),
-                               float(after) if after and re.fullmatch(r"[\d.]+", after) else None)
+        if resp.status_code != 200:  # the status code decides; the body (any JSON, or none) only explains
+            raise ApiHttpError(resp.status_code, self.redact(error_message(resp.text)),
+                               retry_after_seconds(resp.headers.get("retry-after")))
         return resp.text
 
     def _read(self, raw: str) -> Reply:
         d = json.loads(raw)
-        usage = d.get("usage") or {}
-        details = usage.get("completion_tokens_details") or {}
-        reply = Reply(model_version=d.get("model"), response_id=d.get("id"),
+        if not isinstance(d, dict):
+            raise ValueError(f"the body is a JSON {type(d).__name__}, not an object")
+        usage = d.get("usage") if isinstance(d.get("usage"), dict) else {}
+        details = usage.get("completion_tokens_details") if isinstance(usage.get("completion_tokens_details"), dict) else {}
+        completion, reasoning = usage.get("completion_tokens") or 0, details.get("reasoning_tokens") or 0
+        counted = all(isinstance(v, int) and not isinstance(v, bool) for v in (completion, reasoning))
+        # completion_tokens includes reasoning: output is the rest (a count that is no integer books an unknown cost)
+        reply = Reply(model_version=_text(d.get("model")), response_id=_text(d.get("id")),
                       tokens={"prompt_tokens": usage.get("prompt_tokens") or 0,
-                              "output_tokens": (usage.get("completion_tokens") or 0) - (details.get("reasoning_tokens") or 0),
-                              "thoughts_tokens": details.get("reasoning_tokens") or 0})
-        choices = d.get("choices") or []
-        if not choices:
+                              "output_tokens": completion - reasoning if counted else completion,
+                              "thoughts_tokens": reasoning})
+        choices = d.get("choices") if isinstance(d.get("choices"), list) else []
+        if not choices or not isinstance(choices[0], dict):
             reply.has_candidates = False
             return reply
         choice = choices[0]
-        finish = choice.get("finish_reason") or ""
+        finish = _text(choice.get("finish_reason")) or ""
         reply.finish = {"stop": "STOP", "length": "MAX_TOKENS", "content_filter": "SAFETY"}.get(finish, finish.upper())
-        content = (choice.get("message") or {}).get("content") or ""
+        message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+        content = message.get("content") or ""
         if isinstance(content, list):  # content parts
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        reply.text = content
+            content = "".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+        reply.text = content if isinstance(content, str) else ""
         if finish == "content_filter" and not content:
             reply.blocked = "answer withheld by the endpoint's content filter"
         return reply
@@ -133,4 +133,24 @@ class OpenAICompatible(RemoteSegmenter):
         return Failure(None, self.redact(f"{type(err).__name__}: {err}"), retryable=transport_error(err))
 
     def api_key(self) -> str | None:
-        return os.environ.get(self.options.key_env) if self.options.key_env else None
+        if not self.options.key_env:
+            return None
+        watch(self.options.key_env)
+        return os.environ.get(self.options.key_env)
+
+
+def _text(v: object) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+def error_message(body: str) -> str:
+    """The message of an error body: ``{"error": {"message"}}``, ``{"error": "..."}``, ``{"message"}``, or the
+    start of whatever else came (a list, a bare string, HTML, nothing)."""
+    try:
+        d = json.loads(body)
+    except (ValueError, RecursionError):
+        return " ".join(body.split())[:200] or "(empty body)"
+    err = d.get("error", d) if isinstance(d, dict) else d
+    if isinstance(err, dict) and isinstance(err.get("message"), str):
+        return err["message"][:500]
+    return (err if isinstance(err, str) else json.dumps(err))[:200]

@@ -27,9 +27,10 @@ import numpy as np
 from ..cache import FILE_NAME, AnswerArchive, cache_key
 from ..datasets.base import Sample
 from ..errors import OmnisegError
+from ..redaction import redact, watch
 from . import answers
-from .api_types import (Failure, Price, RemoteOptions, Reply, estimate_input_tokens, pixels_digest,  # noqa: F401
-                        png_bytes, redact, sent_pixels, sent_size, start_loop, stop_loop, transport_error)  # Price, redact, transport_error: re-exported
+from .api_types import (Failure, RemoteOptions, Reply, checked_tokens, estimate_input_tokens, pixels_digest,
+                        png_bytes, sent_pixels, start_loop, stop_loop)
 from .base import Prediction, Segmenter
 from .remote_decode import AnswerDecoding
 
@@ -54,6 +55,7 @@ class RemoteSegmenter(AnswerDecoding, Segmenter):
         self._thread: threading.Thread | None = None
         self._client_obj = None
         self._outstanding: set[concurrent.futures.Future] = set()
+        self.unkept = 0  # answers received that the archive could not keep (a full disk): asked again next time
 
     # -- provider hooks -----------------------------------------------------------------------
     def _make_client(self, key: str | None):
@@ -92,16 +94,18 @@ class RemoteSegmenter(AnswerDecoding, Segmenter):
     def signature(self) -> dict[str, Any]:
         sig = super().signature()
         for k in ("max_in_flight", "rpm", "max_retries", "backoff_s", "backoff_max_s", "timeout_s", "price", "cache", "base_url",
-                  "batch", "batch_poll_s", "batch_input", "batch_inline_mb", "vertexai", "project", "location"):
+                  "batch", "batch_poll_s", "batch_input", "batch_inline_mb", "vertexai", "project", "location",
+                  "max_retry_wait_s", "max_answer_mb"):
             sig["options"].pop(k, None)  # how and where it is called does not change the answer
         sig["prompt_text"] = self.template()
         sig["decoder_version"] = answers.DECODER_VERSION
         return sig
 
     def redact(self, text: str) -> str:
-        return redact(text, self.key_variables)
+        return redact(text)
 
     def api_key(self) -> str | None:
+        watch(*self.key_variables)
         return next((os.environ[v] for v in self.key_variables if os.environ.get(v)), None)
 
     @property
@@ -265,8 +269,14 @@ class RemoteSegmenter(AnswerDecoding, Segmenter):
                 except Exception as e:  # API errors, timeouts, transport failures, anything unexpected
                     raw, err = None, e
                 latency = time.monotonic() - t0
+                if err is None:
+                    # Kept before the slot is released: a kill at any instant loses at most the answers in flight.
+                    raw = self.redact(raw)  # a server may echo the key back
+                    booking = self._booking(raw, key, attempt, latency)
+                    await asyncio.get_running_loop().run_in_executor(None, self._keep, key, raw, booking)
                 self.spent -= worst
             if err is None:
+                self.spent += booking["cost_usd"] if booking["cost_known"] else worst
                 break
             fail = self._failure(err)
             calls.append({"attempt": attempt, "outcome": "error", "http_status": fail.code, "latency_s": latency,
@@ -279,20 +289,44 @@ class RemoteSegmenter(AnswerDecoding, Segmenter):
                 pred = Prediction.failed(f"{fail.text} (after {attempt} attempt(s))", status="api_error")
                 pred.calls = calls
                 return pred
+            if fail.delay is not None and fail.delay > o.max_retry_wait_s:
+                self.stop_reason = (f"the server asked to wait {fail.delay:.0f} s before a retry, over max_retry_wait_s "
+                                    f"{o.max_retry_wait_s:.0f}; rerun the same command later to continue")
+                return stopped()
             backoff = random.uniform(0, min(o.backoff_max_s, o.backoff_s * 2 ** (attempt - 1)))
             await asyncio.sleep(max(backoff, fail.delay or 0.0))
-        # decoding and the archive's fsync run on worker threads: the loop keeps the slots filled meanwhile
-        loop = asyncio.get_running_loop()
-        pred = await loop.run_in_executor(None, self._decode_raw, raw, h, w, gen)
-        tok = pred.meta.pop("tokens", {})
-        cost = self._cost(tok.get("prompt_tokens", 0), tok.get("output_tokens", 0) + tok.get("thoughts_tokens", 0))
-        self.spent += cost
-        calls.append({"attempt": attempt, "outcome": "answered", "http_status": 200, "latency_s": latency,
-                      "cost_usd": cost, "cache_key": key, "model_version": pred.meta.get("model_version"), **tok})
-        # kept before the row that uses it is written: decoded or not, it is never paid for twice
-        await loop.run_in_executor(None, lambda: self.archive.put(key, o.model, pred.meta.get("model_version"), raw,
-                                                                  call=calls[-1]))
+        calls.append(booking)
+        # decoding runs on a worker thread (the loop keeps the slots filled); it never raises (a row, not a crash)
+        pred = await asyncio.get_running_loop().run_in_executor(None, self._decode_raw, raw, h, w, gen)
+        pred.meta.pop("tokens", None)
         pred.calls = calls
         pred.meta.update(cache_hit=False, cache_key=key, attempts=len(calls),
                          elapsed_s=sum(c["latency_s"] for c in calls))
         return pred
+
+    def _booking(self, raw: str, key: str, attempt: int, latency: float) -> dict:
+        """The api_calls row of an answer, from its usage; a usage that is not counts books an unknown cost."""
+        try:
+            reply = self._read(raw)
+        except Exception:  # decoding says what is wrong with it; the call is still booked
+            reply = None
+        tokens = checked_tokens(reply.tokens) if reply is not None else None
+        cost = self._cost(tokens["prompt_tokens"], tokens["output_tokens"] + tokens["thoughts_tokens"]) if tokens else 0.0
+        version = reply.model_version if reply is not None and isinstance(reply.model_version, str) else None
+        return {"attempt": attempt, "outcome": "answered", "http_status": 200, "latency_s": latency, "cost_usd": cost,
+                "cost_known": tokens is not None, "cache_key": key, "model_version": version, **(tokens or {})}
+
+    def _keep(self, key: str, raw: str, booking: dict) -> None:
+        """The answer into the archive, before anything reads it: decoded or not, it is never paid for twice.
+
+        A write that fails (a full disk) is tried again; if it still fails, the run stops sending requests
+        (at most the answers in flight are then lost, and the next run asks for them again)."""
+        for wait in (0.0, 0.2, 1.0):
+            time.sleep(wait)
+            try:
+                self.archive.put(key, self.options.model, booking["model_version"], raw, call=booking)
+                return
+            except OmnisegError as e:
+                error = e
+        self.unkept += 1
+        self.stop_reason = f"{error}; {self.unkept} answer(s) received could not be kept in the answer archive"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..datasets.base import Sample
 from . import answers, decoders
-from .api_types import Reply, sent_size
+from .api_types import Reply, checked_tokens, sent_size
 from .base import Prediction
 
 
@@ -21,9 +21,10 @@ class AnswerDecoding:
         pred = self.redecode(raw, sample)
         pred.meta.update(cache_hit=True, cache_key=key, **({"batch_job": booking["job"]} if booking.get("job") else {}))
         version = pred.meta.get("model_version")
+        tokens = checked_tokens(pred.meta.pop("tokens", {})) or {}
         pred.calls = [{"attempt": 0, "outcome": "cache_hit", "http_status": None, "latency_s": 0.0, "cost_usd": 0.0,
-                       "cache_key": key, "model_version": version, "booking": booking,
-                       **pred.meta.pop("tokens", {})}]
+                       "cache_key": key, "model_version": version if isinstance(version, str) else None,
+                       "booking": booking, **tokens}]
         return pred
 
     def _batch_verdict(self, key: str) -> Prediction:
@@ -36,13 +37,22 @@ class AnswerDecoding:
         return pred
 
     def _decode_raw(self, raw: str, h: int, w: int, gen: dict) -> Prediction:
+        """A raw body as a prediction. Never raises: whatever an answer holds ends as a row with a status."""
+        limit = self.options.max_answer_mb
+        if len(raw) > limit * 1e6:
+            return Prediction.failed(f"the answer is {len(raw) / 1e6:.1f} MB, over max_answer_mb {limit:g}: kept in the "
+                                     "archive, not decoded", status="invalid_answer", decoder_version=answers.DECODER_VERSION)
         try:
             reply = self._read(raw)
-        except Exception as e:  # a body shaped like nothing the provider knows: a row, never a crash
-            pred = Prediction.failed(self.redact(f"cannot read the response: {type(e).__name__}: {e}"),
+        except Exception as e:  # a body shaped like nothing the provider knows (or nested past any sense)
+            return Prediction.failed(self.redact(f"cannot read the response: {type(e).__name__}: {str(e)[:200]}"),
                                      status="invalid_answer", decoder_version=answers.DECODER_VERSION)
-            return pred
-        return self._decode(reply, h, w, gen)
+        try:
+            return self._decode(reply, h, w, gen)
+        except Exception as e:  # a decoder bug or an answer no rule foresaw: a row, never a crash
+            return Prediction.failed(self.redact(f"the answer could not be decoded: {type(e).__name__}: {str(e)[:200]}"),
+                                     status="invalid_answer", decoder_version=answers.DECODER_VERSION,
+                                     model_version=reply.model_version if isinstance(reply.model_version, str) else None)
 
     def _decode(self, reply: Reply, h: int, w: int, gen: dict) -> Prediction:
         o = self.options
