@@ -157,6 +157,37 @@ def gemini_yaml(tmp_path: Path, root: Path, url: str, split: str = "all", name: 
     return path
 
 
+OPENAI_KEY = "omniseg-openai-test-key-not-real-4242"
+
+
+def openai_yaml(tmp_path: Path, root: Path, url: str, split: str = "all", name: str = "vlm", **options) -> Path:
+    """A polyp config with one openai-kind model ``name`` pointed at ``url`` (key in VLM_KEY)."""
+    import json
+
+    opts = {"base_url": url + "/v1", "model": "Qwen/Qwen2.5-VL-7B-Instruct", "key_env": "VLM_KEY", "target": "polyp",
+            "backoff_s": 0.01, "max_in_flight": 8, "max_side": 256, **options}
+    path = write_config(tmp_path / f"{name}.yaml", "polyp", "kvasir-seg", root,
+                        f"  - name: {name}\n    kind: openai\n    options: {json.dumps(opts)}\n")
+    path.write_text(path.read_text().replace("split: all", f"split: {split}"))
+    return path
+
+
+def sent_png_sha(cfg, name: str) -> dict[str, str]:
+    """sha256 of the PNG each sample is sent as (what the fake servers log as image_sha) -> sample id."""
+    import hashlib
+
+    from omniseg import models
+    from omniseg.runner import open_dataset
+
+    seg = models.build(cfg.model(name))
+    ds = open_dataset(cfg)
+    out = {}
+    for ref in ds.refs(cfg.split):
+        s = ds.load(ref)
+        out[hashlib.sha256(seg._png(seg._sent_image(s.image))).hexdigest()] = s.id
+    return out
+
+
 def api_rows(st, model: str = "gem"):
     """Prediction rows of one model with their Dice and parsed meta."""
     import json
@@ -167,21 +198,42 @@ def api_rows(st, model: str = "gem"):
     return df
 
 
-# -- a kill that lands inside a chunk -------------------------------------------------------------
-_KILL_AFTER_CALLS = """
-import importlib, os, signal, sys
-module, _, qualname = os.environ["OMNISEG_TEST_KILL_AT"].partition(":")
+# -- faults injected at a code point (never after a sleep) ------------------------------------------
+_FAULT_AT_CALLS = """
+import importlib, json, os, signal, sys, time
+fault = json.loads(os.environ["OMNISEG_TEST_FAULT"])
+module, _, qualname = fault["target"].partition(":")
 owner = importlib.import_module(module)
 *path, attr = qualname.split(".")
 for p in path:
     owner = getattr(owner, p)
 real = getattr(owner, attr)
+lock = __import__("threading").Lock()
 calls = {"n": 0}
-def patched(*a, **kw):
-    out = real(*a, **kw)
-    calls["n"] += 1
-    if calls["n"] == int(os.environ["OMNISEG_TEST_KILL_AFTER"]):
+def act(args):
+    action = fault["action"]
+    if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "sigint":
+        os.kill(os.getpid(), signal.SIGINT)
+    elif action == "pause":  # say so, then wait for the test to let it go on
+        open(fault["file"] + ".reached", "w").close()
+        deadline = time.monotonic() + 120
+        while not os.path.exists(fault["file"] + ".go") and time.monotonic() < deadline:
+            time.sleep(0.01)
+    elif action == "sql":  # e.g. PRAGMA max_page_count: the database is full from here on, as on a full disk
+        db = args[0].db
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        db.execute(fault["sql"].format(pages=pages, more=pages + fault.get("more", 0)))
+def patched(*a, **kw):
+    with lock:  # calls from several threads (the archive's writers) are counted one by one
+        calls["n"] += 1
+        n = calls["n"]
+    if fault.get("before") and n == fault["after"]:
+        act(a)
+    out = real(*a, **kw)
+    if not fault.get("before") and n == fault["after"]:
+        act(a)
     return out
 setattr(owner, attr, patched)
 from omniseg.cli import app
@@ -190,59 +242,57 @@ app()
 """
 
 
-def run_killed_after_calls(args: list[str], target: str, calls: int, timeout: float = 300):
-    """`omniseg <args>` in a subprocess that SIGKILLs itself right after the ``calls``-th call of
-    ``target`` ("module:Class.method") returns (the fault is injected from the test: the product has no
-    such hook)."""
+def fault_env(target: str, after: int, action: str = "kill", **more) -> dict:
+    import json
     import os
+
+    return {**os.environ, "PYTHONUNBUFFERED": "1",
+            "OMNISEG_TEST_FAULT": json.dumps({"target": target, "after": after, "action": action, **more})}
+
+
+def omniseg_with_fault(args: list, target: str, after: int, action: str = "kill", timeout: float = 300, **more):
+    """`omniseg <args>` in a subprocess with a fault right after the ``after``-th call of ``target``
+    ("module:Class.method") returns (``before=True``: just before it runs). ``action``: kill (SIGKILL), sigint
+    (Ctrl-C), pause (touch FILE.reached, wait for FILE.go; use :func:`start_with_fault`), sql (run ``sql`` on
+    ``args[0].db``, ``{pages}`` its page count). The fault is injected from the test: the product has no hook."""
     import subprocess
     import sys
 
-    env = {**os.environ, "OMNISEG_TEST_KILL_AT": target, "OMNISEG_TEST_KILL_AFTER": str(calls), "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-c", _KILL_AFTER_CALLS, *map(str, args)], env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-c", _FAULT_AT_CALLS, *map(str, args)],
+                          env=fault_env(target, after, action, **more), capture_output=True, text=True, timeout=timeout)
+
+
+def start_with_fault(args: list, target: str, after: int, action: str = "pause", **more):
+    """The same in the background (a Popen): for pauses, to do something while the process waits there."""
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-c", _FAULT_AT_CALLS, *map(str, args)],
+                            env=fault_env(target, after, action, **more), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def wait_for_file(path: Path, proc=None, timeout: float = 120) -> None:
+    """Until ``path`` exists (a paused process reached its point); fails if the process ended first."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the process ended (exit {proc.returncode}) before reaching its pause: "
+                                 f"{proc.stderr.read()}")
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.01)
+
+
+def run_killed_after_calls(args: list[str], target: str, calls: int, timeout: float = 300):
+    """`omniseg <args>` in a subprocess that SIGKILLs itself right after the ``calls``-th call of ``target``."""
+    return omniseg_with_fault(args, target, calls, "kill", timeout)
 
 
 def run_killed_after_writes(args: list[str], writes: int, timeout: float = 300):
     """`omniseg <args>` killed right after its ``writes``-th pair is recorded (between two writes of one chunk)."""
     return run_killed_after_calls(args, "omniseg.store:Store.record", writes, timeout)
-
-
-# -- a SIGKILL from outside, part-way through an API run ---------------------------------------------
-def sigkill_then_rerun(args: list, store: Path, rows: int = 16, settle: float = 0.1):
-    """`omniseg <args>` in a subprocess, SIGKILLed once ``rows`` pairs are in the store (plus ``settle`` seconds,
-    so some calls of the next chunk land), then run again to the end.
-    Returns (rows at the kill, monotonic kill time, the rerun's CompletedProcess)."""
-    import os
-    import signal
-    import sqlite3
-    import subprocess
-    import sys
-    import time
-
-    cmd = [sys.executable, "-m", "omniseg.cli", *map(str, args)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-    def count() -> int:
-        try:
-            with sqlite3.connect(store, timeout=5) as db:
-                return db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
-        except sqlite3.OperationalError:  # not created yet
-            return 0
-
-    deadline = time.time() + 60
-    while count() < rows and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.01)
-    time.sleep(settle)
-    proc.send_signal(signal.SIGKILL)
-    t_kill = time.monotonic()
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, proc.stdout.read().decode()
-    at_kill = count()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    return at_kill, t_kill, done
 
 
 def answers_asked_again(log: list[dict]) -> tuple[dict[str, float], list[float]]:

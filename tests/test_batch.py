@@ -19,7 +19,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import KVASIR_REAL, api_rows, gemini_yaml, make_kvasir, run_killed_after_calls
+import invariants
+from conftest import (KVASIR_REAL, api_rows, gemini_yaml, make_kvasir, omniseg_with_fault, run_killed_after_calls,
+                      start_with_fault, wait_for_file)
 from omniseg import config, models
 from omniseg.cli import app
 from omniseg.store import Store
@@ -163,6 +165,100 @@ def test_a_killed_batch_run_finds_its_job_and_ends_with_every_pair_once(tmp_path
         outcomes = st.query("SELECT sample_id, outcome FROM api_calls")
         assert (outcomes["outcome"] == "batch").sum() == 12  # every answer booked once
         assert outcomes.groupby("sample_id").size().max() == 1
+    invariants.check(store, asked={(f"case{i:03d}", "gem") for i in range(12)}, key=api_key, answers_expected=12)
+
+
+@pytest.mark.parametrize("target", ["omniseg.models.gemini_batch:GeminiJobs.upload",  # the input file is uploading
+                                    "omniseg.models.gemini:Gemini.batch_request"])  # the input file is being written
+def test_a_kill_while_the_input_file_is_written_or_uploaded_leaves_no_file_behind(tmp_path, api_key, target):
+    """Defect 11: after a kill while the input file is written or uploaded, batch/gemini-<ns>.jsonl (every
+    image, base64) stayed on disk for good. The next run (the one worker of the model now) removes it."""
+    root = make_kvasir(tmp_path / "K", n=8)
+    store = tmp_path / "runs" / "s.sqlite"
+    with FakeGemini(request_s=0.01) as srv:
+        cfg = gemini_yaml(tmp_path, root, srv.url, batch_poll_s=0.05, batch_input="file")
+        args = ["run", "--config", cfg, "--store", store, "--batch", "-q"]
+        killed = omniseg_with_fault(args, target, 1 if target.endswith("upload") else 4, before=True)
+        assert killed.returncode == -9, killed.stderr
+        left = list((store.parent / "batch").glob("gem-*.jsonl"))
+        assert len(left) == 1 and left[0].stat().st_size > 0  # what the kill left
+        _run(*args)
+        assert srv.batch.jobs_created == 1
+    invariants.check(store, asked={(f"case{i:03d}", "gem") for i in range(8)}, key=api_key, answers_expected=8)
+
+
+def test_results_out_of_order_and_a_partly_successful_job_are_paired_by_key(tmp_path, api_key):
+    """The service gives results in its own order and may end a job PARTIALLY_SUCCEEDED: each answer goes to
+    the pair it was asked for (its Dice is that of the same answer online), failed requests become api_error
+    rows, and the job is not polled forever (two mutants that survived the old suite)."""
+    root = make_kvasir(tmp_path / "K", n=12)
+    for batch_input in ("inline", "file"):
+        store, online = tmp_path / batch_input / "s.sqlite", tmp_path / f"{batch_input}-online" / "s.sqlite"
+        with FakeGemini(_fails_for_some, request_s=0.01, shuffle=True, partial=True) as srv:
+            cfg = gemini_yaml(tmp_path, root, srv.url, batch_poll_s=0.05, batch_input=batch_input, max_retries=0)
+            _run("run", "--config", cfg, "--store", store, "--batch", "-q")
+            _run("run", "--config", cfg, "--store", online, "-q")
+            job = next(iter(srv.batch.jobs.values()))
+            assert job.state == "PARTIALLY_SUCCEEDED" and job.failed > 0
+        with Store(store) as st, Store(online) as so:
+            b, o = api_rows(st), api_rows(so)
+        assert list(b["sample_id"]) == list(o["sample_id"]) and list(b["status"]) == list(o["status"])
+        assert (b["status"] == "api_error").sum() == job.failed
+        ok = b["status"] == "ok"
+        assert list(b.loc[ok, "dice"]) == list(o.loc[ok, "dice"]) and b.loc[ok, "dice"].min() > 0.5
+        invariants.check(store, asked={(f"case{i:03d}", "gem") for i in range(12)}, key=api_key,
+                         answers_expected=12 - job.failed)
+
+
+def test_a_failed_upload_and_a_cancel_with_the_api_down_are_one_message(tmp_path, api_key):
+    """Defect 11: a failed Files API upload ended in a raw httpx2.ConnectError traceback, and `batch cancel`
+    with the API down gave a traceback. Both are one line, exit 2; a rerun then does the work once."""
+    root = make_kvasir(tmp_path / "K", n=6)
+    store = tmp_path / "runs" / "s.sqlite"
+    with FakeGemini(request_s=0.01, fail_uploads=1) as srv:
+        cfg = gemini_yaml(tmp_path, root, srv.url, batch_poll_s=0.05, batch_input="file", max_retries=0)
+        r = runner.invoke(app, ["run", "--config", str(cfg), "--store", str(store), "--batch", "-q"])
+        assert r.exit_code == 2, r.output
+        assert "cannot upload the batch job's input file" in r.output and "Traceback" not in r.output
+        assert srv.batch.jobs_created == 0
+        _run("run", "--config", cfg, "--store", store, "--batch", "-q")
+        assert srv.batch.jobs_created == 1
+    invariants.check(store, asked={(f"case{i:03d}", "gem") for i in range(6)}, key=api_key, answers_expected=6)
+    # a job left open, then the API goes away: cancel says so in one line
+    with FakeGemini(request_s=5) as srv:
+        cfg = gemini_yaml(tmp_path, root, srv.url, batch_poll_s=0.05)
+        killed = run_killed_after_calls(["run", "--config", cfg, "--store", tmp_path / "c" / "s.sqlite", "--batch", "-q",
+                                         "--force"], "omniseg.models.gemini_batch:GeminiJobs.status", 1)
+        assert killed.returncode == -9
+    r = runner.invoke(app, ["batch", "cancel", "--config", str(cfg), "--store", str(tmp_path / "c" / "s.sqlite")])
+    assert r.exit_code == 2 and "cannot cancel batch job batches/" in r.output and "Traceback" not in r.output, r.output
+
+
+def test_two_batch_runs_or_a_batch_and_an_online_run_of_one_model_pay_once(tmp_path, api_key):
+    """Defect 2: a second `run --batch` started while the first was still uploading marked its job abandoned
+    and created another (20 answers paid for 10 pairs); an online run beside a batch run paid twice too.
+    One process at a time works on a (task, model): the others are refused, naming it."""
+    root = make_kvasir(tmp_path / "K", n=10)
+    store = tmp_path / "runs" / "s.sqlite"
+    flag = tmp_path / "upload"
+    with FakeGemini(request_s=0.01) as srv:
+        cfg = gemini_yaml(tmp_path, root, srv.url, batch_poll_s=0.05, batch_input="file")
+        first = start_with_fault(["run", "--config", cfg, "--store", store, "--batch", "-q"],
+                                 "omniseg.models.gemini_batch:GeminiJobs.upload", 1, "pause", before=True, file=str(flag))
+        try:
+            wait_for_file(Path(str(flag) + ".reached"), first)
+            for extra in (["--batch"], []):  # a second batch run; an online run of the same model
+                r = runner.invoke(app, ["run", "--config", str(cfg), "--store", str(store), "-q", *extra])
+                assert r.exit_code == 2, r.output
+                assert "is being worked on by another process" in r.output and f"pid {first.pid}" in r.output
+                assert "run --config" in r.output  # the other process's command
+        finally:
+            Path(str(flag) + ".go").touch()
+        out, err = first.communicate(timeout=120)
+        assert first.returncode == 0, err
+        assert srv.batch.jobs_created == 1 and _online_requests(srv) == 0
+        assert sum(1 for e in srv.log if e.get("via") == "batch" and e["kind"] == "ok") == 10
+    invariants.check(store, asked={(f"case{i:03d}", "gem") for i in range(10)}, key=api_key, answers_expected=10)
 
 
 def test_an_expired_job_leaves_its_pairs_to_do_with_a_message(tmp_path, api_key):
@@ -183,26 +279,23 @@ def test_an_expired_job_leaves_its_pairs_to_do_with_a_message(tmp_path, api_key)
 
 
 def test_batch_cancel_stops_the_job_and_leaves_its_pairs_to_do(tmp_path, api_key):
+    """`omniseg batch cancel` from another process while the run polls (paused at its first poll: a code point)."""
     root = make_kvasir(tmp_path / "K", n=12)
     store = tmp_path / "s.sqlite"
+    flag = tmp_path / "poll"
     with FakeGemini(request_s=0.5) as srv:
         cfg = gemini_yaml(tmp_path, root, srv.url, batch_poll_s=0.05)
-        proc = subprocess.Popen([sys.executable, "-m", "omniseg.cli", "run", "--config", str(cfg), "--store", str(store),
-                                 "--batch", "-q"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                with sqlite3.connect(store, timeout=5) as db:
-                    if db.execute("SELECT name FROM batch_jobs WHERE name IS NOT NULL").fetchone():
-                        break
-            except sqlite3.OperationalError:
-                pass
-            time.sleep(0.05)
-        out = _run("batch", "cancel", "--config", cfg, "--store", store)
-        assert "cancelling batches/" in out
-        text, _ = proc.communicate(timeout=120)
-        assert proc.returncode == 0, text
-        assert "ended CANCELLED" in text and "left to do" in text
+        proc = start_with_fault(["run", "--config", cfg, "--store", store, "--batch", "-q"],
+                                "omniseg.models.gemini_batch:GeminiJobs.status", 1, "pause", file=str(flag))
+        try:
+            wait_for_file(Path(str(flag) + ".reached"), proc)
+            out = _run("batch", "cancel", "--config", cfg, "--store", store)
+            assert "cancelling batches/" in out
+        finally:
+            Path(str(flag) + ".go").touch()
+        text, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert "ended CANCELLED" in err and "left to do" in err
         assert "CANCELLED" in _run("batch", "list", "--store", store)
         with Store(store) as st:
             assert len(api_rows(st)) == 0

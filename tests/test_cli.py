@@ -90,26 +90,38 @@ def test_verify_lists_every_problem(tmp_path):
     assert "4 samples, 2 with problems" in r.output
 
 
-def test_sigkill_part_way_then_rerun_gives_every_pair_once(tmp_path):
-    """Kill a real `omniseg run` process at an arbitrary point, rerun it, and count rows."""
+def test_sigkill_part_way_then_rerun_gives_every_pair_once_and_report_says_which_run_did_not_end(tmp_path):
+    """Kill a real `omniseg run` process right after its 20th pair is written, rerun it, count rows; then
+    report (defect 1: the killed run's NULL summary made every later report crash)."""
+    import invariants
+    from conftest import run_killed_after_writes
+
     n = 120
     root = make_kvasir(tmp_path / "k", n=n, size=(240, 300))
     models = OTSU + "  - name: dark\n    kind: otsu\n    options: {foreground: dark}\n"
     cfg = write_config(tmp_path / "c.yaml", "polyp", "kvasir-seg", root, models)
-    store = tmp_path / "s.sqlite"
-    from conftest import sigkill_then_rerun
-
-    at_kill, _, done = sigkill_then_rerun(["run", "--config", cfg, "--store", store, "-q", "--batch-size", "2"], store,
-                                          rows=20, settle=0.0)
-    assert 0 < at_kill < 2 * n, f"the kill did not land part-way ({at_kill} rows)"
-    assert f"{at_kill} already done" in done.stdout
+    store = tmp_path / "runs" / "s.sqlite"
+    args = ["run", "--config", cfg, "--store", store, "-q", "--batch-size", "2"]
+    killed = run_killed_after_writes(args, 20)
+    assert killed.returncode == -9, killed.stderr
     with sqlite3.connect(store) as db:
-        pairs = db.execute("SELECT sample_id, model, COUNT(*) FROM predictions GROUP BY 1, 2").fetchall()
+        at_kill = db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+    assert at_kill == 20
+    r = invoke("report", "--store", store, "--out", tmp_path / "runs" / "mid", "--split", "all", "--no-figures")
+    assert r.exit_code == 0, r.output  # a report between the kill and the rerun works too
+    assert "1 did not end (run 1)" in (tmp_path / "runs" / "mid" / "report.md").read_text()
+    done = invoke(*args)
+    assert done.exit_code == 0, done.output
+    assert f"{at_kill} already done" in done.output
+    with sqlite3.connect(store) as db:
         scored = db.execute("SELECT COUNT(*) FROM scores").fetchone()[0]
         statuses = [r[0] for r in db.execute("SELECT status FROM runs ORDER BY run_id")]
-    assert len(pairs) == 2 * n and all(c == 1 for *_, c in pairs)
     assert scored == 2 * n
     assert statuses == ["running", "finished"]  # the killed run is visible as never finished
+    figures = invariants.check(store, asked={(f"case{i:03d}", m) for i in range(n) for m in ("otsu", "dark")})
+    assert figures["runs"] == ["did not end", "finished"]
+    text = (store.parent / "invariant-report" / "report.md").read_text()
+    assert "Runs: 1 did not end (run 1); 1 finished." in text
 
 
 def test_quiet_wrong_answers_are_now_errors_or_warnings(tmp_path, polyp_config, store_path):

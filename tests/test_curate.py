@@ -78,3 +78,32 @@ def test_one_scored_case_is_an_error_and_keeps_the_stored_subsets(store_path):
     with pytest.raises(OmnisegError, match="only 1 scored case .* at least 2 are needed .* unchanged"):
         curate(st, "t", 1)
     assert st.query("SELECT * FROM subsets").values.tolist() == before
+
+
+def test_a_killed_curate_leaves_the_previous_lists_whole(tmp_path):
+    """SIGKILL inside the write of the new lists: the store keeps the old lists (one transaction), the next
+    curate replaces them, and the invariant check holds."""
+    import sqlite3
+
+    import invariants
+    from conftest import OTSU, make_kvasir, omniseg_with_fault, write_config
+    from typer.testing import CliRunner
+
+    from omniseg.cli import app
+
+    root = make_kvasir(tmp_path / "k", n=12)
+    cfg = write_config(tmp_path / "c.yaml", "polyp", "kvasir-seg", root, OTSU + "  - name: ellipse\n    kind: ellipse\n")
+    store = tmp_path / "runs" / "s.sqlite"
+    cli = CliRunner()
+    assert cli.invoke(app, ["run", "--config", str(cfg), "--store", str(store), "-q"]).exit_code == 0
+    assert cli.invoke(app, ["curate", "--store", str(store), "-n", "2", "-q"]).exit_code == 0
+    with sqlite3.connect(store) as db:
+        before = db.execute("SELECT subset, rank, sample_id FROM subsets ORDER BY 1, 2").fetchall()
+    killed = omniseg_with_fault(["curate", "--store", store, "-n", "4", "-q"], "omniseg._schema:Transaction.__exit__", 1,
+                                before=True)
+    assert killed.returncode == -9, killed.stderr
+    with sqlite3.connect(store) as db:
+        assert db.execute("SELECT subset, rank, sample_id FROM subsets ORDER BY 1, 2").fetchall() == before
+    invariants.check(store, asked={(f"case{i:03d}", m) for i in range(12) for m in ("otsu", "ellipse")}, curate_n=4)
+    with sqlite3.connect(store) as db:
+        assert db.execute("SELECT COUNT(*) FROM subsets").fetchone()[0] == 8

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from PIL import Image
 from typer.testing import CliRunner
@@ -252,3 +253,57 @@ def test_a_metric_is_one_function_and_one_registry_line(tmp_path, monkeypatch):
     row = metrics.score(ref, ref)
     assert row["double_dice"] == 2.0 and row["dice"] == 1.0 and row["cldice"] is None
     assert "cldice" in metrics.score(ref, ref, include=["cldice"]) and metrics.score(ref, ref, include=["cldice"])["cldice"] == 1.0
+
+
+def _omniseg(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "omniseg", *map(str, args)], capture_output=True, text=True,
+                          timeout=120, cwd=cwd)
+
+
+def test_an_extension_that_exits_or_names_a_metric_badly_is_one_message_not_the_end(tmp_path):
+    """Defect 14: a plugin calling sys.exit(3) at import ended omniseg silently with exit 3; a plugin metric
+    with an invalid name passed `omniseg list` and failed only when the first score was written, after the
+    predictions were paid for."""
+    (tmp_path / "exits.py").write_text("import sys\nsys.exit(3)\n")
+    (tmp_path / "badname.py").write_text(textwrap.dedent('''
+        from omniseg.metrics import Metric
+        SHOUTY = Metric("Area-Ratio", lambda p, r, roi, c: 1.0, "a name no store column can have")
+        '''))
+    r = _omniseg("--plugin", tmp_path / "exits.py", "list")
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "exits.py: it called exit(3) while being imported" in r.stderr and "Traceback" not in r.stderr
+    r = _omniseg("--plugin", tmp_path / "badname.py", "list")
+    assert r.returncode == 2 and "metric name 'Area-Ratio': use lower-case letters" in r.stderr, r.stderr
+    # named in a configuration: refused when it loads, before any model runs
+    root = tmp_path / "k"
+    from conftest import OTSU, make_kvasir, write_config
+
+    make_kvasir(root, n=2)
+    cfg = write_config(tmp_path / "c.yaml", "polyp", "kvasir-seg", root, OTSU, extra=f"plugins: [{tmp_path / 'badname.py'}]\n")
+    r = _omniseg("run", "--config", cfg, "--store", tmp_path / "s.sqlite", "-q")
+    assert r.returncode == 2 and "Area-Ratio" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "s.sqlite").exists() or sqlite3.connect(tmp_path / "s.sqlite").execute(
+        "SELECT COUNT(*) FROM predictions").fetchone()[0] == 0
+    for bad in ("", "1st", "dice-2", "x" * 42, "tp"):
+        with pytest.raises(ValueError):
+            metrics.Metric(bad, lambda p, r, roi, c: 0.0, "")
+
+
+def test_an_extension_may_import_built_ins_to_reuse_them(tmp_path):
+    """Defect 14: `from omniseg.metrics import DICE` in an extension failed with "clashes with the one from
+    built-in"; importing a built-in class or metric is reuse, not a new registration."""
+    (tmp_path / "reuse.py").write_text(textwrap.dedent('''
+        from omniseg.metrics import DICE, IOU, Metric
+        from omniseg.models.baselines import OtsuBaseline
+        from omniseg.datasets.kvasir import KvasirSeg
+
+        HALF_DICE = Metric("half_dice", lambda p, r, roi, c: DICE.fn(p, r, roi, c) / 2, "Dice / 2, built on DICE")
+        '''))
+    r = _omniseg("--plugin", tmp_path / "reuse.py", "list")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert any(ln.strip().startswith("half_dice") and ln.rstrip().endswith(f"module {(tmp_path / 'reuse.py').resolve()}")
+               for ln in lines)
+    assert any(ln.strip().startswith("dice ") and ln.rstrip().endswith("built-in") for ln in lines)
+    assert any(ln.strip().startswith("otsu ") and ln.rstrip().endswith("built-in") for ln in lines)
+    assert "extension not loaded" not in r.stdout

@@ -75,3 +75,44 @@ def test_a_newer_decoder_turns_kept_answers_into_ok_rows_with_zero_requests(tmp_
     assert after["failure_rate"] == 0.0 and after["dice_mean"] > 0.5
     r = cli.invoke(app, ["redecode", "--store", str(store), "-q"])
     assert "0 of 0 rows decoded again" in r.output  # nothing left: each pair rewritten once
+
+
+@pytest.mark.parametrize("kill_after", [1, 5])
+def test_a_killed_redecode_resumes_rewrites_each_row_once_and_pays_nothing(tmp_path, kill_after):
+    """SIGKILL right after the n-th row is rewritten, then redecode again: each row decoded once by today's
+    decoder, no API call, every answer still booked once (the invariant check)."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    import invariants
+    from conftest import API_KEY, omniseg_with_fault
+
+    root = make_kvasir(tmp_path / "k", n=12)
+    with fg.FakeGemini(fg.live()) as srv:
+        path = gemini_yaml(tmp_path, root, srv.url, model="gemini-3.5-flash", prompts={"documented": DOCUMENTED},
+                           prompt="documented")
+        store = tmp_path / "runs" / "s.sqlite"
+        r = CliRunner().invoke(app, ["run", "--config", str(path), "--store", str(store), "-q"])
+        assert r.exit_code == 0, r.output
+        with sqlite3.connect(store) as db:  # as if an older decoder had read them
+            db.execute("UPDATE predictions SET meta = json_set(meta, '$.decoder_version', '1')")
+        requests = len(srv.log)
+        killed = omniseg_with_fault(["redecode", "--store", store, "-q"], "omniseg.store:Store.rewrite", kill_after)
+        assert killed.returncode == -9, killed.stderr
+        with sqlite3.connect(store) as db:
+            done = db.execute("SELECT COUNT(*) FROM predictions WHERE json_extract(meta, '$.decoder_version') = ?",
+                              (answers.DECODER_VERSION,)).fetchone()[0]
+        assert done == kill_after
+        again = subprocess.run([sys.executable, "-m", "omniseg.cli", "redecode", "--store", str(store), "-q"],
+                               capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stderr
+        assert f"{12 - kill_after} of {12 - kill_after} rows decoded again" in again.stdout, again.stdout
+        assert len(srv.log) == requests
+    with Store(store) as st:
+        df = api_rows(st)
+    assert (df["status"] == "ok").all()
+    assert df["meta"].map(lambda m: m["decoder_version"] == answers.DECODER_VERSION and
+                          m["redecoded_from"]["decoder_version"] == "1").all()
+    invariants.check(store, asked={(f"case{i:03d}", "gem") for i in range(12)}, key=API_KEY, served_ok=requests,
+                     answers_expected=12)

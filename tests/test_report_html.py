@@ -180,3 +180,63 @@ def test_one_model_and_one_image_still_render(tmp_path, monkeypatch):
             assert len(driver.find_elements(By.CSS_SELECTOR, "#case img")) == 2
         finally:
             driver.quit()
+
+
+HOSTILE_IDS = ["a<!--<script>", "b<script>window.__omniseg_pwned=3<!--", "c\"'&amp;<img src=x onerror=window.__omniseg_pwned=2>",
+               "d\u2028line\u2029para", "e plain"]
+
+
+def test_hostile_text_in_every_field_renders_as_text_in_chromium(tmp_path, browser, monkeypatch):
+    """Defect 5: `<!--<script>` in a sample id (a file name) or in an answer's first characters made the
+    embedded data block swallow the page's own script: 0 rows rendered. Every field that reaches the page
+    (ids, reasons, answer text) carries such text here; every row renders, as text, and no script runs."""
+    from selenium.webdriver.common.by import By
+
+    from omniseg.testing import hostile
+
+    monkeypatch.setenv("GEMINI_API_KEY", "omniseg-test-key-not-real-0123456789abcd")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    rng = np.random.default_rng(0)
+    from conftest import blob_mask, lesion_image
+
+    for sid in HOSTILE_IDS:
+        m = blob_mask(48, 64, rng)
+        (tmp_path / "d" / "images").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "d" / "masks").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(lesion_image(m, rng)).save(tmp_path / "d" / "images" / f"{sid}.png")
+        Image.fromarray((m * 255).astype(np.uint8)).save(tmp_path / "d" / "masks" / f"{sid}.png")
+    page_breaker = hostile.gemini(kinds=("page_breaker",))
+
+    def behave(req):  # answers whose text breaks pages, and failures whose reason does
+        if req.image_sha[0] in "0123":
+            return error(400, "INVALID_ARGUMENT", f"bad image {hostile.PAGE_BREAKER}")
+        return page_breaker(req)
+
+    with FakeGemini(behave) as srv:
+        models = (OTSU + f"  - name: gem\n    kind: gemini\n    options: {{base_url: '{srv.url}', target: polyp,"
+                  " max_retries: 0, max_side: 256}\n")
+        path = tmp_path / "c.yaml"
+        path.write_text(f"task: hostile\ndataset:\n  name: folder\n  root: {tmp_path / 'd'}\n  options: {{split: test}}\n"
+                        f"split: test\nmodels:\n{models}")
+        with Store(tmp_path / "runs" / "s.sqlite") as st:
+            run(config.load(path), st, progress=False)
+            curate(st, "hostile", 2)
+            paths = report.write(st, tmp_path / "rep", split="test")
+    per_image = pd.read_csv(paths["per_image"], keep_default_na=False)
+    assert sorted(per_image["sample_id"].unique()) == sorted(HOSTILE_IDS) and len(per_image) == 10
+    assert hostile.PAGE_BREAKER not in paths["html"].read_text()  # nothing hostile raw in the page
+    browser.get(paths["html"].resolve().as_uri())
+    rows = browser.find_elements(By.CSS_SELECTOR, "#cases tbody tr")
+    assert len(rows) == 10
+    shown = {tr.find_elements(By.TAG_NAME, "td")[1].text for tr in rows}
+    assert len(shown) == len(HOSTILE_IDS) and {"a<!--<script>", "e plain"} <= shown, shown
+    browser.find_element(By.CSS_SELECTOR, "#cases tbody tr").click()  # a real click opens a case
+    assert "Dice" in browser.find_element(By.ID, "case").text
+    assert browser.execute_script("return window.__omniseg_pwned === undefined")
+    case_texts = []
+    for i in range(10):  # every case view, with its answer text and reasons
+        browser.execute_script(f"show({i})")
+        case_texts.append(browser.find_element(By.ID, "case").text)
+    joined = "\n".join(case_texts)
+    assert "</script><!--<script>" in joined  # shown as text: in the answers and the reasons
+    assert browser.execute_script("return window.__omniseg_pwned === undefined")

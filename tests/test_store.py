@@ -128,3 +128,95 @@ def test_probability_maps_are_the_documented_8_bit_pngs(tmp_path):
     assert ".prob.png" in docs and ".npz" not in docs
     readme = (REPO / "README.md").read_text()
     assert "pays for nothing twice" not in readme and "still on the wire" in readme  # what the kill test measured
+
+
+def test_a_read_only_store_is_named_read_only_and_report_still_works(tmp_path):
+    """Defect 12: a read-only store was reported as "not a usable omniseg store ... move this file away", and
+    `report` could not read it. As root no file is read-only, so the store's connection is made read-only at
+    a code point (SQLite's query_only: the same 'attempt to write a readonly database' error)."""
+    import os
+    import stat
+
+    from conftest import omniseg_with_fault
+
+    root = make_kvasir(tmp_path / "k", n=4)
+    cfg = write_config(tmp_path / "c.yaml", "polyp", "kvasir-seg", root, OTSU)
+    store = tmp_path / "runs" / "s.sqlite"
+    assert CliRunner().invoke(app, ["run", "--config", str(cfg), "--store", str(store), "-q", "--limit", "2"]).exit_code == 0
+    args = ["run", "--config", cfg, "--store", store, "-q"]
+    r = omniseg_with_fault(args, "omniseg.store:Store.__init__", 1, "sql", sql="PRAGMA query_only = ON")
+    assert r.returncode == 2, r.stderr
+    err = r.stderr.strip()
+    assert err.count("\n") == 0 and "the store is read-only" in err and str(store) in err and "chmod" in err, err
+    assert "move this file away" not in err
+    rep = omniseg_with_fault(["report", "--store", store, "--out", tmp_path / "rep", "--split", "all", "--no-figures"],
+                             "omniseg.store:Store.__init__", 1, "sql", sql="PRAGMA query_only = ON")
+    assert rep.returncode == 0, rep.stderr  # report only reads
+    assert (tmp_path / "rep" / "report.md").is_file()
+    if os.geteuid() != 0:  # where permissions bind, the real thing too
+        store.chmod(stat.S_IRUSR)
+        r = CliRunner().invoke(app, ["run", "--config", str(cfg), "--store", str(store), "-q"])
+        assert r.exit_code == 2 and "read-only" in r.output, r.output
+
+
+def test_one_worker_per_task_and_model_a_gone_one_lapses(tmp_path):
+    from omniseg import store as store_mod
+
+    st = Store(tmp_path / "s.sqlite")
+    st.claim("polyp", ["a", "b"], "run --task polyp")
+    st.claim("polyp", ["a"], "run --task polyp")  # this process again: fine
+    other = Store(tmp_path / "s.sqlite")
+    other.db.execute("UPDATE workers SET pid = 1, pid_started = NULL WHERE model = 'a'")  # pid 1 lives
+    with pytest.raises(OmnisegError, match=r"model 'a' of task 'polyp' is being worked on by another process: "
+                                           r"`omniseg run --task polyp` \(pid 1 on "):
+        st.claim("polyp", ["a"], "redecode --task polyp")
+    dead = 2 ** 22 + 12345  # beyond any pid this machine hands out
+    other.db.execute("UPDATE workers SET pid = ? WHERE model = 'a'", (dead,))
+    st.claim("polyp", ["a"], "run --task polyp")  # a process that is gone holds nothing
+    other.db.execute("UPDATE workers SET host = 'elsewhere', pid = 7, heartbeat_at = ? WHERE model = 'a'",
+                     (__import__("time").time(),))
+    with pytest.raises(OmnisegError, match="pid 7 on elsewhere"):
+        st.claim("polyp", ["a"], "run")  # on another machine: held while it beats
+    other.db.execute("UPDATE workers SET heartbeat_at = heartbeat_at - ? WHERE model = 'a'", (store_mod.STALE_S + 1,))
+    st.claim("polyp", ["a"], "run")
+    st.release("polyp", ["a", "b"])
+    assert st.query("SELECT COUNT(*) n FROM workers")["n"][0] == 0
+    assert store_mod.process_alive(store_mod.socket.gethostname(), dead, None) is False
+
+
+def test_two_online_runs_of_one_model_pay_once_and_a_killed_worker_is_replaced(tmp_path, api_key):
+    """Defect 2, online: a second run (or a redecode) of a model another process is running is refused,
+    naming that process; once it is killed, the next run takes over and pays for no answer twice."""
+    import sqlite3
+
+    import invariants
+    from conftest import gemini_yaml, start_with_fault, wait_for_file
+    from omniseg.testing import fake_gemini as fg
+
+    root = make_kvasir(tmp_path / "k", n=10)
+    store = tmp_path / "runs" / "s.sqlite"
+    flag = tmp_path / "paused"
+    with fg.FakeGemini(fg.chaos(0, 0, 0, delay=0.01)) as srv:
+        cfg = gemini_yaml(tmp_path, root, srv.url, max_in_flight=2)
+        first = start_with_fault(["run", "--config", cfg, "--store", store, "-q", "--batch-size", "4"],
+                                 "omniseg.store:Store.record", 2, "pause", file=str(flag))
+        try:
+            wait_for_file(tmp_path / "paused.reached", first)  # two rows written, the rest to do
+            for args in (["run", "--config", str(cfg), "--store", str(store), "-q"],
+                         ["redecode", "--store", str(store), "--all", "-q"]):
+                r = CliRunner().invoke(app, args)
+                assert r.exit_code == 2, r.output
+                assert f"is being worked on by another process" in r.output and f"pid {first.pid}" in r.output, r.output
+            first.kill()  # killed while it holds the model
+            first.wait()
+        finally:
+            (tmp_path / "paused.go").touch()
+        with sqlite3.connect(store) as db:
+            held = db.execute("SELECT pid FROM workers").fetchall()
+        assert held == [(first.pid,)]  # a kill leaves its claim behind ...
+        r = CliRunner().invoke(app, ["run", "--config", str(cfg), "--store", str(store), "-q"])
+        assert r.exit_code == 0, r.output  # ... and it lapses with the process
+        served = sum(1 for e in srv.log if e["kind"] == "ok")
+    figures = invariants.check(store, asked={(f"case{i:03d}", "gem") for i in range(10)}, key=api_key,
+                               served_ok=served, repeats_allowed=2, answers_expected=10)
+    assert figures["runs"] == ["did not end", "finished"]

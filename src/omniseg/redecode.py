@@ -103,14 +103,14 @@ def _one_model(store: Store, task: str, name: str, data_root, everything: bool, 
     try:
         for sample_id, old, meta in progress_bar(todo, desc=f"redecode {task}/{name}", unit="row", disable=not progress):
             key = meta.get("cache_key")
-            raw = seg.archive.get(key) if key else None
+            raw = (seg.archive.get(key) if key else None) or meta.get("unkept_answer")  # a full disk kept it in the row
             if raw is None or sample_id not in refs:
                 res.without_answer += 1
                 continue
             sample = ds.load(refs[sample_id])
             pred, scores = score_prediction(cfg, sample, seg.redecode(raw, sample))
             pred.meta.pop("tokens", None)
-            kept = {k: meta[k] for k in ("cache_hit", "cache_key", "attempts") if k in meta}
+            kept = {k: meta[k] for k in ("cache_hit", "cache_key", "attempts", "unkept_answer") if k in meta}
             new_meta = {**pred.meta, **kept, "redecoded_from": {"status": old, "decoder_version": meta.get("decoder_version")}}
             store.rewrite(task, sample_id, name, status=pred.status, reason=pred.reason,
                           mask=pred.mask if pred.status == "ok" else None, scores=scores, meta=new_meta)

@@ -56,7 +56,7 @@ def write(store: Store, out: Path, df: pd.DataFrame, summary: pd.DataFrame, spli
     models = {t: sorted(df.loc[df["task"] == t, "model"].unique()) for t in sorted(df["task"].unique())}
     data = {"rows": rows, "models": models, "pictures": {f"{t}\x1f{s}": v for (t, s), v in sorted(pictures.items())},
             "notes": notes}
-    payload = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).replace("</", "<\\/")
+    payload = embeddable_json(data)
     env = jinja2.Environment(autoescape=True, keep_trailing_newline=True)
     html = env.from_string(TEMPLATE.read_text(encoding="utf-8")).render(
         split=split, summary=_summary_rows(summary), data=payload, n_rows=len(rows),
@@ -64,6 +64,19 @@ def write(store: Store, out: Path, df: pd.DataFrame, summary: pd.DataFrame, spli
     path = out / "report.html"
     path.write_text(html, encoding="utf-8")
     return path
+
+
+#: characters that must never appear raw in JSON inside a <script> element: `<` could close it (`</script>`) or
+#: open a comment that swallows the page's own script (`<!--<script>`); `>` and `&` likewise in old parsers; U+2028
+#: and U+2029 end a line in JavaScript source
+_UNSAFE_IN_SCRIPT = {ord(c): f"\\u{ord(c):04x}" for c in "<>&\u2028\u2029"}
+
+
+def embeddable_json(data) -> str:
+    """JSON to embed in a ``<script type="application/json">`` block: every unsafe character escaped, so no
+    sample id, reason or answer text can end the block or open a comment (JSON.parse reads them back as is)."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text.translate(_UNSAFE_IN_SCRIPT)
 
 
 def _num(v) -> float | None:

@@ -244,3 +244,127 @@ def test_a_checkpoint_run_on_another_dataset_is_noted_in_the_manifest(tmp_path):
     assert home_eval["same_training_data"] is True and "note" not in home_eval
     assert away_eval["same_training_data"] is False and away_eval["trained_on"]["dataset"] == "kvasir-seg"
     assert "evaluated on data it was not trained on" in away_eval["note"] and away_eval["evaluated_on"]["dataset"] == "folder"
+
+
+def _rgb_jpeg_masks(root, n=12, seed=3):
+    """Kvasir-SEG's layout with 3-channel JPEG masks whose edges carry compression noise (grey 1..254)."""
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        m = blob_mask(90, 110, rng)
+        _save(root / "images" / f"c{i:02d}.jpg", lesion_image(m, rng))
+        (root / "masks").mkdir(exist_ok=True)
+        Image.fromarray((m * 255).astype(np.uint8)).convert("RGB").save(root / "masks" / f"c{i:02d}.jpg", quality=70)
+    return root
+
+
+@pytest.mark.parametrize("source", ["generated", "real"])
+def test_the_same_files_give_the_same_masks_through_folder_and_kvasir_seg(tmp_path, source):
+    """Defect 7: `_grey8` turned RGB into 0..255 grey and then clipped it as if it were 0..1, so every pixel of
+    grey >= 1 was foreground: Kvasir-SEG through `folder` gave masks 1.7-4.6% larger than through `kvasir-seg`."""
+    from conftest import KVASIR_REAL
+    from omniseg.datasets.kvasir import KvasirSeg
+
+    if source == "real":
+        if not KVASIR_REAL.is_dir():
+            pytest.skip("the real Kvasir-SEG is not in ../shared/data")
+        root = KVASIR_REAL
+    else:
+        root = _rgb_jpeg_masks(tmp_path / "K")
+    kv, fo = KvasirSeg(root), FolderDataset(root, {"images": "images", "masks": "masks"})
+    refs = {r.id: r for r in fo.refs("all")}
+    ids = sorted(refs)[:: max(1, len(refs) // 60)]  # up to 60, spread over the set
+    grey_edges = 0
+    for r in (x for x in kv.refs("all") if x.id in ids):
+        a, b = kv.load(r).mask, fo.load(refs[r.id]).mask
+        assert np.array_equal(a, b), (r.id, int(a.sum()), int(b.sum()))
+        grey = np.asarray(Image.open(r.files["mask"]).convert("L"))
+        grey_edges += int(((grey > 0) & (grey < 128)).sum())
+    assert grey_edges > 0  # the files do have the edge noise that the old reading counted as foreground
+
+
+def test_coloured_masks_warn_in_every_kind(tmp_path):
+    """Defect 7: the "not black-and-white" warning must fire for coloured masks read by `folder` too."""
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        m = blob_mask(40, 50, rng)
+        _save(tmp_path / "images" / f"{i}.png", lesion_image(m, rng))
+        colour = np.zeros((40, 50, 3), np.uint8)
+        colour[m] = (200, 30, 30)  # a red object: grey 79, below the threshold
+        _save(tmp_path / "masks" / f"{i}.png", colour)
+    ds = FolderDataset(tmp_path, {})
+    n, problems, warned = ds.verify(progress=False)
+    assert n == 3 and not problems and len(warned) == 3
+    assert all("in colour" in w for _, w in warned)
+
+
+def test_two_images_sharing_a_stem_are_one_row_that_names_both(tmp_path):
+    """Defect 8: a.png and a.jpg: the run announced 2 pairs and kept 1 row, without a word from init, verify
+    or run. Now the id gets one sample_error row naming both files; init and verify say so; a mask without an
+    image is listed by both."""
+    from omniseg.store import Store
+
+    rng = np.random.default_rng(2)
+    for stem, suffix in (("a", ".png"), ("a", ".jpg"), ("b", ".png"), ("c", ".png")):
+        m = blob_mask(40, 50, rng)
+        _save(tmp_path / "data" / "images" / f"{stem}{suffix}", lesion_image(m, rng))
+        if stem != "c" or suffix != ".png":
+            _save(tmp_path / "data" / "masks" / f"{stem}.png", (m * 255).astype(np.uint8))
+    _save(tmp_path / "data" / "masks" / "c.png", (blob_mask(40, 50, rng) * 255).astype(np.uint8))
+    _save(tmp_path / "data" / "masks" / "d_orphan.png", (blob_mask(40, 50, rng) * 255).astype(np.uint8))
+    r = cli.invoke(app, ["init", "mine", "--images", str(tmp_path / "data" / "images"), "--masks",
+                         str(tmp_path / "data" / "masks"), "--config-dir", str(tmp_path / "configs"), "--split", "test"])
+    assert r.exit_code == 0, r.output
+    assert "2 images share the id 'a': images/a.jpg, images/a.png" in r.output, r.output
+    assert "d_orphan.png" in r.output and "a mask without an image" in r.output
+    cfg = tmp_path / "configs" / "mine.yaml"
+    v = cli.invoke(app, ["data", "verify", "--config", str(cfg), "-q"])
+    assert v.exit_code == 1 and "2 images share the id 'a'" in v.output and "d_orphan.png" in v.output, v.output
+    store = tmp_path / "s.sqlite"
+    r = cli.invoke(app, ["run", "--config", str(cfg), "--store", str(store), "-q", "--models", "otsu"])
+    assert r.exit_code == 0 and "3 samples x 1 models = 3 pairs" in r.output, r.output
+    with Store(store) as st:
+        rows = st.query("SELECT sample_id, status, reason FROM predictions ORDER BY sample_id")
+    assert list(rows["sample_id"]) == ["a", "b", "c"]  # as many rows as pairs announced
+    assert rows["status"].tolist() == ["sample_error", "ok", "ok"] and "images/a.jpg" in rows["reason"][0]
+
+
+def test_an_image_over_the_pixel_limit_is_refused_before_it_is_decoded(tmp_path):
+    """Defect 13: a 15000 x 15000 TIFF (a few hundred KB on disk) made `init` peak at 1.6 GB and `run` at 6.2 GB
+    without finishing. Every reader checks the size first: a sample_error row naming the file and the option
+    that raises the limit; `init` says the same in one line."""
+    import resource
+
+    rng = np.random.default_rng(4)
+    for i in range(2):
+        m = blob_mask(40, 50, rng)
+        _save(tmp_path / "d" / "images" / f"{i}.png", lesion_image(m, rng))
+        _save(tmp_path / "d" / "masks" / f"{i}.png", (m * 255).astype(np.uint8))
+    big = np.zeros((15000, 15000), np.uint8)
+    tifffile.imwrite(tmp_path / "d" / "images" / "huge.tif", big, compression="zlib")
+    tifffile.imwrite(tmp_path / "d" / "masks" / "huge.tif", big, compression="zlib")
+    del big
+    assert (tmp_path / "d" / "images" / "huge.tif").stat().st_size < 2_000_000
+    ds = FolderDataset(tmp_path / "d", {"split": "test"})
+    refs = {r.id: r for r in ds.refs("all")}
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(Exception, match=r"huge.tif is 15000x15000 pixels \(225 megapixels\), over the limit of 100 "
+                                        r"megapixels: .*raise dataset.max_pixels"):
+        ds.load(refs["huge"])
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # kB: nothing was decoded
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"task: big\ndataset:\n  name: folder\n  root: {tmp_path / 'd'}\n  options: {{split: test}}\n"
+                   "split: test\nmodels:\n  - {name: otsu, kind: otsu}\n")
+    store = tmp_path / "s.sqlite"
+    r = cli.invoke(app, ["run", "--config", str(cfg), "--store", str(store), "-q"])
+    assert r.exit_code == 0, r.output
+    from omniseg.store import Store
+
+    with Store(store) as st:
+        row = st.query("SELECT status, reason FROM predictions WHERE sample_id = 'huge'").iloc[0]
+    assert row["status"] == "sample_error" and "dataset.max_pixels" in row["reason"]
+    raised = FolderDataset(tmp_path / "d", {"split": "test"})
+    raised.limit_pixels(300_000_000)  # what dataset.max_pixels does: the same file is read
+    assert raised.load(refs["huge"]).image.shape == (15000, 15000, 3)
+    r = cli.invoke(app, ["init", "big2", "--images", str(tmp_path / "d" / "images"), "--masks",
+                         str(tmp_path / "d" / "masks"), "--config-dir", str(tmp_path / "cfgs")])
+    assert r.exit_code in (0, 2) and "Traceback" not in r.output and "max_pixels" in r.output, r.output

@@ -257,3 +257,27 @@ def test_the_scanline_fill_agrees_with_scikit_image_on_random_polygons():
         rr, cc = polygon(ys - 0.5, xs - 0.5, (h, w))
         theirs[rr, cc] = True
         assert np.array_equal(ours, theirs)
+
+
+def test_answers_that_used_to_crash_the_decoders_are_statuses():
+    """Defect 3 and 13, at the decoder: NaN points (IndexError), a NaN box (ValueError), lists nested 200,000
+    deep (RecursionError), 200,000 triangles (150 s of drawing): each a status with a reason, quickly."""
+    from omniseg.models.answers import decode_answer
+    from omniseg.testing import hostile
+
+    cases = {
+        '[{"points": [[NaN, 10], [20, NaN], [NaN, NaN]]}]': ("invalid_answer", "valid points"),
+        '[{"points": [[Infinity, 10], [20, 30], [40, 50]]}]': ("invalid_answer", "valid points"),
+        '[{"box_2d": [NaN, 100, 600, 700], "label": "p"}]': ("invalid_answer", "box"),
+        '[{"box_2d": [100, 100, "600", 700], "mask": 3}]': ("invalid_answer", ""),
+        hostile.deep(): ("unparseable", "nested too deeply"),
+        hostile.triangles(): ("invalid_answer", "200000 entries"),
+        json.dumps([{"points": [[i % 1000, (i * 7) % 1000] for i in range(200)]}] * 600): ("invalid_answer", "vertices"),
+        json.dumps([{"label": "x", "points": [[1, 2], [3, 4], [5, 6]]}] * 1001): ("invalid_answer", "1001 entries"),
+    }
+    for text, (status, words) in cases.items():
+        d = decode_answer(text, None, 64, 80)
+        assert d.status == status, (text[:60], d.status, d.reason)
+        assert words in d.reason + " ".join(d.notes), (text[:60], d.reason, d.notes)
+    ok = decode_answer('[{"points": [[100, 100], [900, 100], [NaN, 5], [900, 900], [100, 900]]}]', None, 64, 80)
+    assert ok.status == "invalid_answer"  # one bad point spoils that polygon, never the run

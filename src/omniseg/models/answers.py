@@ -122,10 +122,13 @@ def _to_1000(points: list, point_order: str, sx: float, sy: float) -> list:
 
 
 def _box_1000(entry: dict, sx: float, sy: float) -> list | None:
-    """An entry's box as [y0, x0, y1, x1] in 0..1000, or None."""
+    """An entry's box as [y0, x0, y1, x1] in 0..1000, [] for a box whose coordinates are not all finite
+    numbers (NaN, strings), or None when it holds no box."""
     for key in BOX_KEYS:
         v = entry.get(key)
-        if isinstance(v, (list, tuple)) and len(v) == 4 and all(is_number(c) for c in v):
+        if isinstance(v, (list, tuple)) and len(v) == 4:
+            if not all(is_number(c) for c in v):
+                return []
             y0, x0, y1, x1 = v if key == "box_2d" else (v[1], v[0], v[3], v[2])
             return [y0 * sy, x0 * sx, y1 * sy, x1 * sx]
     return None
@@ -178,7 +181,10 @@ def decode_answer(text: str, image: bytes | None, h: int, w: int, *, threshold: 
             used += sum(draw_polygon(mask, _to_1000(p, point_order, sx, sy), notes) for p in poly[1])
             continue
         box = _box_1000(e, sx, sy) if isinstance(e, dict) else None
-        if box is not None:
+        if box == []:
+            forms.add("box")
+            notes.append("box with a coordinate that is not a finite number skipped")
+        elif box is not None:
             forms.add("box")
             bounds = box_pixels(box, h, w, notes)
             if bounds is not None:

@@ -101,9 +101,11 @@ def checked_tokens(tokens: dict) -> dict[str, int] | None:
     None books the call at an unknown cost (``api_calls.cost_known`` 0): a count that is a string,
     NaN, negative or fractional never becomes a cost, which would be wrong or loosen ``--max-cost``.
     """
+    if not isinstance(tokens, dict):
+        return None
     out = {}
     for k in TOKEN_FIELDS:
-        v = tokens.get(k, 0) if isinstance(tokens, dict) else None
+        v = tokens.get(k)
         v = 0 if v is None else v
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             return None

@@ -273,7 +273,7 @@ class RemoteSegmenter(AnswerDecoding, Segmenter):
                     # Kept before the slot is released: a kill at any instant loses at most the answers in flight.
                     raw = self.redact(raw)  # a server may echo the key back
                     booking = self._booking(raw, key, attempt, latency)
-                    await asyncio.get_running_loop().run_in_executor(None, self._keep, key, raw, booking)
+                    kept = await asyncio.get_running_loop().run_in_executor(None, self._keep, key, raw, booking)
                 self.spent -= worst
             if err is None:
                 self.spent += booking["cost_usd"] if booking["cost_known"] else worst
@@ -302,6 +302,8 @@ class RemoteSegmenter(AnswerDecoding, Segmenter):
         pred.calls = calls
         pred.meta.update(cache_hit=False, cache_key=key, attempts=len(calls),
                          elapsed_s=sum(c["latency_s"] for c in calls))
+        if not kept:  # the archive could not keep it (a full disk): the row does, for redecode
+            pred.meta["unkept_answer"] = raw
         return pred
 
     def _booking(self, raw: str, key: str, attempt: int, latency: float) -> dict:
@@ -316,17 +318,19 @@ class RemoteSegmenter(AnswerDecoding, Segmenter):
         return {"attempt": attempt, "outcome": "answered", "http_status": 200, "latency_s": latency, "cost_usd": cost,
                 "cost_known": tokens is not None, "cache_key": key, "model_version": version, **(tokens or {})}
 
-    def _keep(self, key: str, raw: str, booking: dict) -> None:
+    def _keep(self, key: str, raw: str, booking: dict) -> bool:
         """The answer into the archive, before anything reads it: decoded or not, it is never paid for twice.
 
         A write that fails (a full disk) is tried again; if it still fails, the run stops sending requests
-        (at most the answers in flight are then lost, and the next run asks for them again)."""
+        and the answer travels in its row instead (``meta.unkept_answer``); False then."""
         for wait in (0.0, 0.2, 1.0):
             time.sleep(wait)
             try:
                 self.archive.put(key, self.options.model, booking["model_version"], raw, call=booking)
-                return
+                return True
             except OmnisegError as e:
                 error = e
         self.unkept += 1
-        self.stop_reason = f"{error}; {self.unkept} answer(s) received could not be kept in the answer archive"
+        self.stop_reason = (f"{error}; {self.unkept} answer(s) received could not be kept in the answer archive "
+                            "(their rows keep them)")
+        return False

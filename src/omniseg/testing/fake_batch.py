@@ -20,6 +20,11 @@ A job works through its requests on a thread, one after another, each answered b
 not finished ``expire_s`` seconds after its creation ends EXPIRED without output, as the live
 service's 48-hour limit does; a cancelled one ends CANCELLED without output. ``jobs_created``
 counts creations (kill tests assert exactly one).
+
+It misbehaves the ways the service may: ``shuffle`` gives a job's results in another order than its
+requests (each still carries its key or metadata, as the live results file does), ``partial`` ends a job
+with failed requests PARTIALLY_SUCCEEDED (as Vertex AI's job states do) instead of SUCCEEDED, and
+``fail_uploads`` drops the connection of the first n uploads (a Files API outage).
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from urllib.parse import parse_qs, urlsplit
 from .fake_http import Reply
 
 OP_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch"
-ENDED = {"SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"}
+ENDED = {"SUCCEEDED", "PARTIALLY_SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"}
 
 
 def _now() -> str:
@@ -81,7 +86,7 @@ class Job:
         if self.state in ENDED and with_output:
             if self.results_file:
                 meta["output"] = {"responsesFile": self.results_file}
-            elif self.state == "SUCCEEDED":
+            elif self.state in ("SUCCEEDED", "PARTIALLY_SUCCEEDED"):
                 meta["output"] = {"inlinedResponses": {"inlinedResponses": self.results}}
         return {"name": f"batches/{self.id}", "metadata": meta, **({"done": True} if self.state in ENDED else {})}
 
@@ -89,9 +94,11 @@ class Job:
 class FakeBatch:
     """Batch jobs, files and tokens of one :class:`~omniseg.testing.fake_gemini.FakeGemini`."""
 
-    def __init__(self, server, request_s: float = 0.0, queue_s: float = 0.0, expire_s: float | None = None):
+    def __init__(self, server, request_s: float = 0.0, queue_s: float = 0.0, expire_s: float | None = None,
+                 shuffle: bool = False, partial: bool = False, fail_uploads: int = 0):
         self.server = server
         self.request_s, self.queue_s, self.expire_s = request_s, queue_s, expire_s
+        self.shuffle, self.partial, self.fail_uploads = shuffle, partial, fail_uploads
         self.jobs: dict[str, Job] = {}
         self.files: dict[str, dict] = {}
         self.uploads: dict[str, dict] = {}
@@ -175,6 +182,9 @@ class FakeBatch:
         if "start" in command:
             if not self._authorized(h):
                 return
+            if self.fail_uploads > 0:
+                self.fail_uploads -= 1
+                return self.server.send(h, Reply(drop=True, kind="upload_dropped"))
             uid = uuid.uuid4().hex[:12]
             meta = json.loads(body or b"{}").get("file") or {}
             path = self.dir / f"upload-{uid}"
@@ -274,39 +284,37 @@ class FakeBatch:
     def _work(self, job: Job) -> None:
         while time.monotonic() - job.created < self.queue_s and not job.cancel:
             time.sleep(0.01)
-        out = None
-        if job.inline is None:
-            fid = f"results-{job.id}"
-            out = open(self.dir / fid, "w", encoding="utf-8")
-        try:
-            for metadata, key, request in self._requests(job):
-                if job.cancel or self._expired(job):
-                    break
-                job.state = "RUNNING"
-                t0 = time.monotonic()
-                answer = self._answer(job, request)
-                item = {**({"metadata": metadata} if metadata is not None else {}), **({"key": key} if key else {}),
-                        **answer}
-                if out is not None:
-                    out.write(json.dumps(item) + "\n")
-                else:
-                    job.results.append(item)
-                job.failed += "error" in answer
-                job.done += 1
-                time.sleep(max(0.0, self.request_s - (time.monotonic() - t0)))
-        finally:
-            if out is not None:
-                out.close()
+        items = []
+        for metadata, key, request in self._requests(job):
+            if job.cancel or self._expired(job):
+                break
+            job.state = "RUNNING"
+            t0 = time.monotonic()
+            answer = self._answer(job, request)
+            items.append({**({"metadata": metadata} if metadata is not None else {}), **({"key": key} if key else {}),
+                          **answer})
+            job.failed += "error" in answer
+            job.done += 1
+            time.sleep(max(0.0, self.request_s - (time.monotonic() - t0)))
+        if self.shuffle:  # the order is the service's, not the input's: answers are paired by key or metadata
+            import random
+
+            random.Random(job.id).shuffle(items)
         if job.cancel:
             job.state = "CANCELLED"
         elif job.done < job.total:
             job.state = "EXPIRED"
         else:
-            if out is not None:
+            if job.inline is None:
+                fid = f"results-{job.id}"
+                with open(self.dir / fid, "w", encoding="utf-8") as out:
+                    out.writelines(json.dumps(item) + "\n" for item in items)
                 self.files[fid] = {"path": self.dir / fid, "mimeType": "application/jsonl", "displayName": fid,
                                    "size": (self.dir / fid).stat().st_size}
                 job.results_file = f"files/{fid}"
-            job.state = "SUCCEEDED"
+            else:
+                job.results = items
+            job.state = "PARTIALLY_SUCCEEDED" if self.partial and job.failed else "SUCCEEDED"
 
     def _expired(self, job: Job) -> bool:
         return self.expire_s is not None and time.monotonic() - job.created > self.expire_s
@@ -319,11 +327,19 @@ class FakeBatch:
         try:
             req, image_bytes = srv.request_from_body(job.model, job.version, request, api_key="batch")
         except ParseError as e:
-            return {"error": e.reply.body.get("error")}
+            return {"error": e.reply.body.get("error") if isinstance(e.reply.body, dict) else {"code": e.reply.status}}
         started = time.monotonic()
         reply = srv.answer(req, image_bytes)
         srv.record(req, reply, started, via="batch", job=job.id)
+        body = reply.body
+        if reply.raw is not None:
+            try:
+                body = json.loads(reply.raw)
+            except (ValueError, RecursionError):
+                body = {"raw": reply.raw.decode(errors="replace")}
         if reply.status != 200 or reply.drop:
-            err = reply.body.get("error") or {"code": reply.status, "message": "the request failed"}
+            err = (body.get("error") if isinstance(body, dict) else None) or {"code": reply.status,
+                                                                              "message": "the request failed"}
+            err = err if isinstance(err, dict) else {"code": reply.status, "message": str(err)}
             return {"error": {k: err[k] for k in ("code", "message", "status") if k in err}}
-        return {"response": reply.body}
+        return {"response": body}

@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
@@ -45,11 +45,12 @@ class Request:
 @dataclass
 class Reply:
     status: int = 200
-    body: dict = field(default_factory=dict)
+    body: Any = field(default_factory=dict)  # any JSON value: services also answer lists, strings, nothing
     delay: float = 0.0
     kind: str = "ok"  # a label for the log: what the server chose to answer
     drop: bool = False  # close the connection without answering
-    headers: dict = field(default_factory=dict)  # e.g. retry-after
+    headers: dict = field(default_factory=dict)  # e.g. retry-after (odd ones too: "1.5.0", an HTTP date)
+    raw: bytes | None = None  # sent as is instead of the JSON of ``body`` (HTML error pages, deep nesting)
 
 
 class ParseError(Exception):
@@ -146,7 +147,7 @@ class FakeServer:
             self.attempts[sha] = self.attempts.get(sha, 0) + 1
             req.attempt = self.attempts[sha]
         reply = self.behaviour(req)
-        if reply.status == 200:
+        if reply.status == 200 and isinstance(reply.body, dict) and reply.raw is None:
             self.finish(reply, req)
         return reply
 
@@ -184,7 +185,7 @@ class FakeServer:
             h.close_connection = True
             h.connection.close()
             return
-        data = json.dumps(reply.body).encode()
+        data = reply.raw if reply.raw is not None else json.dumps(reply.body).encode()
         h.send_response(reply.status)
         h.send_header("Content-Type", "application/json; charset=UTF-8")
         h.send_header("Content-Length", str(len(data)))
