@@ -136,6 +136,7 @@ def test_failed_requests_of_a_job_become_rows_and_retry_sends_only_them(tmp_path
         rows = api_rows(st)
         assert list(rows["status"]) == ["ok"] * 16
         assert st.query("SELECT COUNT(*) n FROM api_calls WHERE outcome = 'batch'")["n"][0] == 16
+    invariants.check(store, asked={(f"case{i:03d}", "gem") for i in range(16)}, key=api_key, answers_expected=16)
 
 
 @pytest.mark.parametrize("target,n,batch_input", [
@@ -276,6 +277,7 @@ def test_an_expired_job_leaves_its_pairs_to_do_with_a_message(tmp_path, api_key)
         srv.batch.expire_s = None
         out = _run("run", "--config", cfg, "--store", store, "--batch", "-q")
         assert srv.batch.jobs_created == 2 and "ok 12" in out
+    invariants.check(store, asked={(f"case{i:03d}", "gem") for i in range(12)}, key=api_key, answers_expected=12)
 
 
 def test_batch_cancel_stops_the_job_and_leaves_its_pairs_to_do(tmp_path, api_key):

@@ -113,6 +113,9 @@ def test_a_full_disk_or_a_blocked_folder_is_one_message_and_resumable(tmp_path, 
     assert done == 3  # the pairs written before the disk filled are kept
     r = CliRunner().invoke(app, ["run", "--config", str(cfg), "--store", str(store), "-q"])
     assert r.exit_code == 0 and "3 already done" in r.output, r.output
+    import invariants
+
+    invariants.check(store, asked={(f"case{i:03d}", "otsu") for i in range(6)})
 
 
 def test_probability_maps_are_the_documented_8_bit_pngs(tmp_path):

@@ -47,6 +47,13 @@ def rows(st: Store):
                     " LEFT JOIN scores c USING (task, sample_id, model) ORDER BY sample_id")
 
 
+def _promises(store: Path, n: int, **kw) -> dict:
+    """The invariant check (tests/invariants.py) for the n images of gemini_config."""
+    import invariants
+
+    return invariants.check(store, asked={(f"case{i:03d}", "gem") for i in range(n)}, key=KEY, **kw)
+
+
 @pytest.mark.parametrize("mode", ["json-mask", "polygon", "image-mask"])
 def test_each_mode_decodes_masks(tmp_path, mode):
     with fg.FakeGemini() as srv:
@@ -91,6 +98,7 @@ def test_retry_info_is_honoured_and_retries_are_bounded(tmp_path):
     assert all(len(by_image[sha]) == 4 for sha in failing)
     assert failed["dice"].eq(0).all()  # scored as empty predictions
     assert len(calls) == len(srv.log)
+    _promises(tmp_path / "s.sqlite", 6, served_ok=sum(1 for e in srv.log if e["kind"] == "ok"))
 
 
 def test_non_retryable_errors_blocks_and_safety(tmp_path):
@@ -131,6 +139,9 @@ def test_timeouts_and_dropped_connections_are_retried(tmp_path):
             calls = st.query("SELECT attempt, outcome FROM api_calls")
     assert (df["status"] == "ok").all()
     assert sorted(calls["attempt"].tolist()) == [1, 1, 2, 2, 3, 3]
+    # a timed-out answer may have been sent (and paid) although the client gave up on it: at most one per image
+    _promises(tmp_path / "s.sqlite", 2, served_ok=sum(1 for e in srv.log if e["kind"] in ("ok", "slow")),
+              repeats_allowed=2)
 
 
 def test_cached_rerun_makes_no_calls_and_refresh_does(tmp_path):
@@ -168,6 +179,7 @@ def test_per_day_quota_stops_cleanly_and_resumes(tmp_path):
             assert s.skipped == 3 and len(rows(st)) == 8
     ok = [e for e in srv.log if e["kind"] == "ok"]
     assert len({e["image_sha"] for e in ok}) == len(ok) == 8  # no successful call repeated
+    _promises(tmp_path / "s.sqlite", 8, served_ok=8)
 
 
 def test_max_cost_stops_before_the_budget_and_dry_run_estimates(tmp_path):
@@ -183,6 +195,13 @@ def test_max_cost_stops_before_the_budget_and_dry_run_estimates(tmp_path):
             assert 0 < spent <= 0.025 and 0 < len(srv.log) < 10
             est = dry_run(cfg, st, store_root=st.root, progress=False, force=True)["gem"]
             assert est["cached"] == len(srv.log) and est["calls"] == 10 - len(srv.log)
+    served = len(srv.log)
+    with fg.FakeGemini() as srv:  # the rest, with a budget that allows it
+        cfg = gemini_config(tmp_path, srv.url, n=10, max_in_flight=1, max_output_tokens=2000)
+        with Store(tmp_path / "s.sqlite") as st:
+            run(cfg, st, progress=False, max_cost=1.0)
+        assert len(srv.log) == 10 - served
+    _promises(tmp_path / "s.sqlite", 10, served_ok=10)
 
 
 def test_missing_key_names_the_variables(tmp_path, monkeypatch):
