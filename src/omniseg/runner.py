@@ -173,7 +173,6 @@ def _run_claimed(cfg: TaskConfig, store: Store, ds, refs: list[SampleRef], segs:
             if written is not None:
                 written.result()  # at most one chunk waits to be written; a write error surfaces here
             written, current = writer.submit(_write, cfg, store, run_id, results, summary), None
-            store.heartbeat(cfg.task) if k % 16 == 0 else None
             bar.update(len(chunk))
             bar.set_postfix(dict(summary.statuses), refresh=False)
             stops = [f"{m.name}: {m.stop_reason}" for m in segs if m.stop_reason]
@@ -305,6 +304,7 @@ def _write(cfg, store, run_id, results, summary) -> None:
                          mask=pred.mask if pred.status == "ok" else None, prob=pred.prob, scores=scores,
                          elapsed_s=pred.meta.pop("elapsed_s", each), meta=pred.meta, calls=pred.calls)
         summary.statuses[pred.status] += 1
+    store.heartbeat(cfg.task)  # this process still works on its models (seen from other machines: Store.claim)
 
 
 def dry_run(cfg: TaskConfig, store: Store | None, *, store_root: Path, model_names: list[str] | None = None,

@@ -195,8 +195,14 @@ class Store:
             pass
 
     def heartbeat(self, task: str) -> None:
+        """This process still works on its models of ``task`` (what another machine goes by). Best effort: a
+        store that cannot be written says so at the next row instead."""
         host, pid, _ = this_process()
-        self.db.execute("UPDATE workers SET heartbeat_at=? WHERE task=? AND host=? AND pid=?", (time.time(), task, host, pid))
+        try:
+            self.db.execute("UPDATE workers SET heartbeat_at=? WHERE task=? AND host=? AND pid=?",
+                            (time.time(), task, host, pid))
+        except sqlite3.Error:
+            pass
 
     # -- models and samples -------------------------------------------------------------------
     def model_signature(self, task: str, model: str) -> str | None:

@@ -55,7 +55,7 @@ class RemoteSegmenter(AnswerDecoding, Segmenter):
         self._thread: threading.Thread | None = None
         self._client_obj = None
         self._outstanding: set[concurrent.futures.Future] = set()
-        self.unkept = 0  # answers received that the archive could not keep (a full disk): asked again next time
+        self.unkept = 0  # answers received that the archive could not keep (a full disk); their rows keep them
 
     # -- provider hooks -----------------------------------------------------------------------
     def _make_client(self, key: str | None):
@@ -271,9 +271,9 @@ class RemoteSegmenter(AnswerDecoding, Segmenter):
                 latency = time.monotonic() - t0
                 if err is None:
                     # Kept before the slot is released: a kill at any instant loses at most the answers in flight.
-                    raw = self.redact(raw)  # a server may echo the key back
-                    booking = self._booking(raw, key, attempt, latency)
-                    kept = await asyncio.get_running_loop().run_in_executor(None, self._keep, key, raw, booking)
+                    # (On a worker thread: reading the usage and the fsync must not hold up the event loop.)
+                    booking, kept = await asyncio.get_running_loop().run_in_executor(
+                        None, self._keep, key, raw, attempt, latency)
                 self.spent -= worst
             if err is None:
                 self.spent += booking["cost_usd"] if booking["cost_known"] else worst
@@ -318,19 +318,21 @@ class RemoteSegmenter(AnswerDecoding, Segmenter):
         return {"attempt": attempt, "outcome": "answered", "http_status": 200, "latency_s": latency, "cost_usd": cost,
                 "cost_known": tokens is not None, "cache_key": key, "model_version": version, **(tokens or {})}
 
-    def _keep(self, key: str, raw: str, booking: dict) -> bool:
-        """The answer into the archive, before anything reads it: decoded or not, it is never paid for twice.
+    def _keep(self, key: str, raw: str, attempt: int, latency: float) -> tuple[dict, bool]:
+        """The answer into the archive with its booking, before anything decodes it: decoded or not, it is never
+        paid for twice. Returns the booking and whether the archive kept it.
 
         A write that fails (a full disk) is tried again; if it still fails, the run stops sending requests
-        and the answer travels in its row instead (``meta.unkept_answer``); False then."""
+        and the answer travels in its row instead (``meta.unkept_answer``)."""
+        booking = self._booking(raw, key, attempt, latency)
         for wait in (0.0, 0.2, 1.0):
             time.sleep(wait)
             try:
                 self.archive.put(key, self.options.model, booking["model_version"], raw, call=booking)
-                return True
+                return booking, True
             except OmnisegError as e:
                 error = e
         self.unkept += 1
         self.stop_reason = (f"{error}; {self.unkept} answer(s) received could not be kept in the answer archive "
                             "(their rows keep them)")
-        return False
+        return booking, False
