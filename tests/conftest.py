@@ -8,6 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from hypothesis import HealthCheck, settings
+
+# Property-based tests: reproducible (derandomized, no example database on disk) and without wall-clock
+# deadlines (a busy 2-core machine must not fail them).
+settings.register_profile("omniseg", derandomize=True, database=None, deadline=None, max_examples=60,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("omniseg")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 KVASIR_REAL = SHARED_DATA / "kvasir-seg" / "Kvasir-SEG"

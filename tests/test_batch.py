@@ -301,6 +301,7 @@ def test_batch_cancel_stops_the_job_and_leaves_its_pairs_to_do(tmp_path, api_key
         assert "CANCELLED" in _run("batch", "list", "--store", store)
         with Store(store) as st:
             assert len(api_rows(st)) == 0
+    invariants.check(store, asked=set(), key=api_key, answers_expected=0, report=False)
 
 
 def test_dry_run_shows_the_online_and_the_batch_price(tmp_path, api_key):
@@ -322,6 +323,7 @@ def test_batch_wait_collects_a_job_without_submitting(tmp_path, api_key):
         assert killed.returncode == -9
         out = _run("batch", "wait", "--config", cfg, "--store", store, "-q")
         assert "ok 6" in out and srv.batch.jobs_created == 1
+    invariants.check(store, asked={(f"case{i:03d}", "gem") for i in range(6)}, key=api_key, answers_expected=6)
         assert "no store there" in runner.invoke(app, ["batch", "wait", "--config", str(cfg), "--store",
                                                        str(tmp_path / "none.sqlite")]).output
 

@@ -152,3 +152,42 @@ def test_cldice_is_the_harmonic_mean_of_topology_precision_and_sensitivity():
     pred[30, 10:40] = True
     assert metrics.cldice(pred, ref) == pytest.approx(2 * 0.4 / 1.4, abs=1e-9)
     assert metrics.cldice(ref, pred) == pytest.approx(2 * 0.4 / 1.4, abs=1e-9)  # symmetric
+
+
+# -- properties (hypothesis) -----------------------------------------------------------------------------
+from hypothesis import given, strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+
+
+@st.composite
+def mask_pairs(draw):
+    h, w = draw(st.integers(1, 24)), draw(st.integers(1, 24))
+    masks = arrays(np.bool_, (h, w))
+    return draw(masks), draw(masks), draw(st.one_of(st.none(), masks))
+
+
+@given(mask_pairs())
+def test_scores_are_bounded_symmetric_and_consistent(pair):
+    """Dice and IoU in [0, 1], symmetric in prediction and reference, Dice = 2 IoU / (1 + IoU); precision and
+    recall swap when the masks do; counts add up to the region; both empty: 1; exactly one empty: 0."""
+    pred, ref, roi = pair
+    c = metrics.confusion(pred, ref, roi)
+    assert c.tp + c.fp + c.fn + c.tn == (int(roi.sum()) if roi is not None else pred.size)
+    d, j = metrics.dice(c), metrics.iou(c)
+    assert 0 <= j <= d <= 1
+    assert d == pytest.approx(2 * j / (1 + j), abs=1e-12)
+    swapped = metrics.confusion(ref, pred, roi)
+    assert metrics.dice(swapped) == d and metrics.iou(swapped) == j
+    assert metrics.precision(c) == metrics.recall(swapped)
+    inside_p = pred if roi is None else pred & roi
+    inside_r = ref if roi is None else ref & roi
+    if not inside_p.any() and not inside_r.any():
+        assert d == j == 1.0
+    elif not inside_p.any() or not inside_r.any():
+        assert d == j == 0.0
+    elif np.array_equal(inside_p, inside_r):
+        assert d == j == 1.0
+    row = metrics.score(pred, ref, roi)
+    assert row["dice"] == d and row["iou"] == j and row["tp"] == c.tp and row["pred_px"] == c.tp + c.fp
+    assert all(0 <= row[k] <= 1 for k in ("precision", "recall", "specificity"))
+    assert row["hd95"] >= 0

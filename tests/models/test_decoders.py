@@ -281,3 +281,75 @@ def test_answers_that_used_to_crash_the_decoders_are_statuses():
         assert words in d.reason + " ".join(d.notes), (text[:60], d.reason, d.notes)
     ok = decode_answer('[{"points": [[100, 100], [900, 100], [NaN, 5], [900, 900], [100, 900]]}]', None, 64, 80)
     assert ok.status == "invalid_answer"  # one bad point spoils that polygon, never the run
+
+
+# -- properties (hypothesis) -----------------------------------------------------------------------------
+from hypothesis import given, strategies as st  # noqa: E402
+
+from omniseg.models.decoders import draw_polygon  # noqa: E402
+
+
+@st.composite
+def star_polygons(draw):
+    """Simple polygons (star-shaped around a centre, vertices by angle), float vertices in 0..1000."""
+    n = draw(st.integers(3, 12))
+    cx, cy = draw(st.floats(200, 800)), draw(st.floats(200, 800))
+    angles = sorted(draw(st.lists(st.floats(0, 2 * np.pi, exclude_max=True), min_size=n, max_size=n, unique=True)))
+    radii = draw(st.lists(st.floats(10, 190), min_size=n, max_size=n))
+    return [[cx + r * np.cos(a), cy + r * np.sin(a)] for a, r in zip(angles, radii)]
+
+
+@given(star_polygons(), st.integers(5, 60), st.integers(5, 60))
+def test_polygon_fill_agrees_with_a_reference_rasterizer(points, h, w):
+    """A pixel is filled exactly when its centre is inside the polygon: matplotlib's point-in-polygon on the
+    centres is the oracle (vertices that fall on a centre are left out: on the edge either answer is right)."""
+    from matplotlib.path import Path as MplPath
+
+    xs = np.array([p[0] for p in points]) / 1000 * w
+    ys = np.array([p[1] for p in points]) / 1000 * h
+    yy, xx = np.mgrid[:h, :w]
+    centres = np.column_stack([xx.ravel() + 0.5, yy.ravel() + 0.5])
+    path = MplPath(np.column_stack([xs, ys]))
+    inside = path.contains_points(centres).reshape(h, w)
+    near_edge = ~(path.contains_points(centres, radius=1e-6) == path.contains_points(centres, radius=-1e-6)).reshape(h, w)
+    mask = np.zeros((h, w), bool)
+    assert draw_polygon(mask, points, [])
+    assert np.array_equal(mask[~near_edge], inside[~near_edge])
+
+
+#: how a list of polygons is wrapped, and the form the detector must name
+_WRAPS = {"entries": lambda e, k: [{k: p, "label": "x"} for p in e], "bare": lambda e, k: e[0],
+          "rings": lambda e, k: [{k: e, "label": "x"}], "wrapped": lambda e, k: {"boxes": [{k: p} for p in e]}}
+
+
+@given(st.lists(star_polygons(), min_size=1, max_size=3), st.sampled_from(["mask", "points", "polygon", "vertices"]),
+       st.sampled_from(sorted(_WRAPS)), st.booleans(), st.booleans())
+def test_the_form_is_detected_from_any_generated_answer(polys, key, wrap, fenced, prose_after):
+    """Generated answers in every polygon form (key, wrapper, fence, trailing prose): the detected form names the
+    key (or bare), and the mask is the same as drawing the polygons directly."""
+    from omniseg.models.answers import decode_answer
+
+    value = _WRAPS[wrap](polys, key)
+    text = json.dumps(value)
+    text = f"```json\n{text}\n```" if fenced else text
+    text = text + "\nI outlined the polyp." if prose_after and not fenced else text
+    got = decode_answer(text, None, 40, 56)
+    assert got.status == "ok", (got.status, got.reason)
+    assert got.form == ("polygon/bare" if wrap == "bare" else f"polygon/{key}")
+    expected = np.zeros((40, 56), bool)
+    for p in ([polys[0]] if wrap == "bare" else polys):
+        draw_polygon(expected, p, [])
+    assert np.array_equal(got.mask, expected)
+
+
+@given(st.sampled_from(["prose", "tokens", "empty", "box", "unknown"]), st.integers(0, 3))
+def test_the_other_forms_are_detected_too(kind, k):
+    from omniseg.models.answers import decode_answer
+
+    text = {"prose": f"There are {k} polyps here.", "tokens": "[{\"box_2d\": [1, 2, 3, 4], \"mask\": \"<seg_%d>\"}]" % k,
+            "empty": "[]" if k % 2 else "```json\n[]\n```", "box": json.dumps([{"box_2d": [100 + k, 100, 600, 700]}]),
+            "unknown": json.dumps({"answer": k})}[kind]
+    got = decode_answer(text, None, 30, 30)
+    want = {"prose": ("unparseable", "prose"), "tokens": ("unsupported_format", "seg-tokens"), "empty": ("ok", "empty"),
+            "box": ("ok", "box"), "unknown": ("unknown_form", "unknown")}[kind]
+    assert (got.status, got.form) == want

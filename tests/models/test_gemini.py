@@ -119,6 +119,7 @@ def test_non_retryable_errors_blocks_and_safety(tmp_path):
     assert len(srv.log) == 4  # a 400 is not retried
     reasons = " ".join(df["reason"])
     assert "400" in reasons and "PROHIBITED_CONTENT" in reasons and "SAFETY" in reasons
+    _promises(tmp_path / "s.sqlite", 4, served_ok=3)  # the two blocks are answers too: kept and booked
 
 
 def test_timeouts_and_dropped_connections_are_retried(tmp_path):
@@ -287,6 +288,10 @@ def test_all_kvasir_images_through_a_faulty_server(tmp_path):
             s = run(cfg, st, split="all", progress=False)
             df = rows(st)
     assert len(df) == 1000 and df["sample_id"].is_unique
+    import invariants
+
+    invariants.check(tmp_path / "s.sqlite", asked={(s, "gem") for s in df["sample_id"]}, key=KEY,
+                     served_ok=sum(1 for e in srv.log if e["status"] == 200), report=False)
     final = {}
     for e in srv.log:  # the last answer the server gave each image decides its status
         final[e["image_sha"]] = e["kind"]

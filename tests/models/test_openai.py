@@ -105,6 +105,10 @@ def test_all_kvasir_images_through_a_faulty_server(tmp_path):
         attempts[e["image_sha"]] = attempts.get(e["image_sha"], 0) + 1
     assert max(attempts.values()) <= 9 and len(srv.log) < 1000 * 1.3
     print(f"\nstatuses {dict(s.statuses)}; {len(srv.log)} requests; fake answers {srv.kinds()}")
+    import invariants
+
+    invariants.check(tmp_path / "s.sqlite", asked=set(zip(df["sample_id"], ["vlm"] * len(df))), key=KEY,
+                     served_ok=sum(1 for e in srv.log if e["status"] == 200), report=False)
 
 
 def test_retry_after_is_honoured_and_non_retryable_errors_are_final(tmp_path):
@@ -126,6 +130,10 @@ def test_retry_after_is_honoured_and_non_retryable_errors_are_final(tmp_path):
     failed = df[df["status"] != "ok"]
     assert set(failed["status"]) <= {"api_error"} and failed["reason"].str.contains("HTTP 400").all()
     assert len(failed) == sum(sha < "4" for sha in by_image)
+    import invariants
+
+    invariants.check(tmp_path / "s.sqlite", asked={(f"case{i:03d}", "vlm") for i in range(6)}, key=KEY,
+                     served_ok=sum(1 for e in srv.log if e["status"] == 200))
 
 
 def test_a_local_server_needs_no_key_and_a_missing_key_is_named(tmp_path, monkeypatch):
