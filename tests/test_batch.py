@@ -323,9 +323,9 @@ def test_batch_wait_collects_a_job_without_submitting(tmp_path, api_key):
         assert killed.returncode == -9
         out = _run("batch", "wait", "--config", cfg, "--store", store, "-q")
         assert "ok 6" in out and srv.batch.jobs_created == 1
-    invariants.check(store, asked={(f"case{i:03d}", "gem") for i in range(6)}, key=api_key, answers_expected=6)
         assert "no store there" in runner.invoke(app, ["batch", "wait", "--config", str(cfg), "--store",
                                                        str(tmp_path / "none.sqlite")]).output
+    invariants.check(store, asked={(f"case{i:03d}", "gem") for i in range(6)}, key=api_key, answers_expected=6)
 
 
 @pytest.mark.skipif(not KVASIR_REAL.is_dir(), reason="the real Kvasir-SEG is not in ../shared/data")
