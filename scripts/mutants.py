@@ -118,7 +118,7 @@ MUTANTS = [
       "                booking['cost_known'] and self.archive.put(key, self.options.model,",
       T + "models/test_remote.py::test_hostile_answers_become_rows_and_every_paid_answer_is_kept_and_booked_once"),
     m("redecode-all-again", "redecode rewriting rows already decoded by today's decoder",
-      "src/omniseg/redecode.py", 'meta.get("decoder_version") != DECODER_VERSION', 'meta.get("decoder_version") != "x"',
+      "src/omniseg/redecode.py", 'meta.get("decoder_version") != answers.DECODER_VERSION', 'meta.get("decoder_version") != "x"',
       T + "test_redecode.py"),
     m("retry-delay-ignored", "the server's RetryInfo delay ignored",
       "src/omniseg/models/remote.py", "await asyncio.sleep(max(backoff, fail.delay or 0.0))", "await asyncio.sleep(backoff)",

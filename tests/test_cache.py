@@ -138,3 +138,51 @@ def test_a_full_disk_under_the_store_keeps_every_answer_for_the_rerun(tmp_path):
         served = _served_ok(srv)
     assert served == 24  # the answers kept before the store filled were not asked for again
     invariants.check(store, asked={(f"case{i:03d}", "gem") for i in range(24)}, key=API_KEY, served_ok=served)
+
+
+# -- properties (hypothesis) -----------------------------------------------------------------------------
+from hypothesis import given, strategies as st  # noqa: E402
+
+from omniseg.cache import cache_key  # noqa: E402
+
+_FIELDS = ("model", "api_version", "mode", "prompt", "image", "generation")
+_values = st.one_of(st.text(max_size=12), st.integers(), st.dictionaries(st.text(max_size=5), st.integers(), max_size=3))
+
+
+@given(st.fixed_dictionaries({f: _values for f in _FIELDS}), st.sampled_from(_FIELDS), _values, st.randoms())
+def test_every_field_of_the_key_changes_it_and_its_order_does_not(parts, field, other, rnd):
+    """The archive key changes when any part of the question does, and not with the order the parts come in."""
+    key = cache_key(**parts)
+    shuffled = list(parts.items())
+    rnd.shuffle(shuffled)
+    assert cache_key(**dict(shuffled)) == key
+    if other != parts[field]:
+        assert cache_key(**{**parts, field: other}) != key
+
+
+@given(st.sampled_from([("threshold", 60), ("threshold", 200), ("point_order", "yx"), ("max_answer_mb", 1.0),
+                        ("max_retries", 0), ("timeout_s", 5.0), ("max_in_flight", 1), ("max_retry_wait_s", 1.0)]),
+       st.sampled_from([("prompt", "Outline {target}."), ("target", "the lesion"), ("seed", 3), ("max_side", 64),
+                        ("model", "gemini-3.5-flash-lite"), ("api_version", "v1"), ("mode", "json-mask"),
+                        ("max_output_tokens", 99), ("thinking_level", "low")]))
+def test_how_an_answer_is_read_or_fetched_leaves_the_key_and_what_is_asked_changes_it(same, changed):
+    """A model's archive key: decoding (threshold, point order, size bound) and calling (retries, timeouts, the
+    in-flight cap) leave it; the prompt, target, seed, image size, model, API version, mode and settings change it."""
+    import numpy as np
+
+    from omniseg import config, models
+    from omniseg.datasets.base import Sample
+
+    sample = Sample("x", np.full((100, 150, 3), 90, np.uint8), np.zeros((100, 150), bool))
+
+    def key(**options):
+        opts = {"model": "gemini-3.5-flash", "mode": "polygon", **options}
+        if "prompt" in opts:
+            opts = {**opts, "prompts": {"mine": opts.pop("prompt")}, "prompt": "mine"}
+        seg = models.build(config.ModelConfig(name="g", kind="gemini", options=opts))
+        prompt = seg._prompt()
+        return seg._request(sample, prompt)[2]
+
+    base = key()
+    assert key(**dict([same])) == base
+    assert key(**dict([changed])) != base

@@ -193,3 +193,26 @@ def test_every_claim_and_analysis_against_simulated_known_truth(scenario):
             assert target == pytest.approx(truth[(claim, "null-corrected")] + bias, abs=0.01), where
             if sign == 0:
                 assert np.mean([w == "supported" for w in words]) >= 0.75, f"{where}: raw words {set(words)}"
+
+
+# -- properties (hypothesis) -----------------------------------------------------------------------------
+from hypothesis import given, strategies as st  # noqa: E402
+
+_diffs = st.lists(st.floats(-1, 1, allow_nan=False), min_size=1, max_size=40)
+
+
+@given(_diffs, _diffs)
+def test_gaps_flip_with_the_sign_and_their_verdicts_follow(d_a, d_b):
+    """The gap and the gap change are means (and differences of means); negating the data negates estimate and
+    interval and keeps the p-value; the verdict in one direction is the verdict of the negated data in the other."""
+    g, neg = claims.gap(d_a, n_resamples=300), claims.gap([-x for x in d_a], n_resamples=300)
+    assert g["estimate"] == pytest.approx(np.mean(d_a), abs=1e-12)
+    assert (neg["estimate"], neg["ci_low"], neg["ci_high"]) == pytest.approx((-g["estimate"], -g["ci_high"],
+                                                                              -g["ci_low"]), abs=1e-9)
+    assert neg["p_value"] == pytest.approx(g["p_value"]) and 0 < g["p_value"] <= 1
+    assert g["ci_low"] <= g["ci_high"]
+    c = claims.gap_change(d_a, d_b, n_resamples=300)
+    assert c["estimate"] == pytest.approx(np.mean(d_a) - np.mean(d_b), abs=1e-12)
+    assert (c["n_a"], c["n_b"]) == (len(d_a), len(d_b)) and c["ci_low"] <= c["ci_high"]
+    n = len(d_a)
+    assert claims.verdict(g["ci_low"], g["ci_high"], n) == claims.verdict(neg["ci_low"], neg["ci_high"], n, direction=-1)

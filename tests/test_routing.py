@@ -41,3 +41,21 @@ def test_confidence_of_probability_maps():
     assert confidence(sure) > 0.95
     assert confidence(unsure) < 0.2
     assert confidence(np.zeros((4, 4))) == 0.0
+
+
+# -- properties (hypothesis) -----------------------------------------------------------------------------
+from hypothesis import given, strategies as st  # noqa: E402
+
+
+@given(st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1), st.floats(0, 1)), min_size=1, max_size=40))
+def test_the_curve_runs_from_one_model_to_the_other_under_its_oracle(rows):
+    ids = [f"s{i:03d}" for i in range(len(rows))]
+    s, o, c = (np.array(col) for col in zip(*rows))
+    curve = routing.curve(ids, s, o, c)
+    assert list(curve["n_sent"]) == list(range(len(rows) + 1))
+    assert curve["hybrid_dice"].iloc[0] == pytest.approx(s.mean()) and curve["hybrid_dice"].iloc[-1] == pytest.approx(o.mean())
+    assert (curve["oracle_dice"] >= curve["hybrid_dice"] - 1e-12).all()
+    assert curve["oracle_dice"].max() == pytest.approx(np.maximum(s, o).mean())
+    least_sure = int(np.lexsort((np.array(ids), c))[0])  # the first image sent is the least confident one
+    if len(rows) > 1:
+        assert curve["hybrid_dice"].iloc[1] == pytest.approx((s.sum() - s[least_sure] + o[least_sure]) / len(rows))

@@ -51,3 +51,36 @@ def test_compare_pairs_only_images_both_models_scored():
     assert r["n"] == 14 and r["model_a"] == "a" and r["model_b"] == "b"
     assert r["p_wilcoxon"] == pytest.approx(sps.wilcoxon(X[keep] - Y[keep]).pvalue, rel=1e-12)
     assert r["mean_diff"] == pytest.approx((X[keep] - Y[keep]).mean())
+
+
+# -- properties (hypothesis) -----------------------------------------------------------------------------
+from hypothesis import given, strategies as st  # noqa: E402
+
+scores = st.floats(0, 1, allow_nan=False)
+
+
+@given(st.lists(scores, min_size=1, max_size=30))
+def test_the_bootstrap_interval_is_ordered_and_inside_the_data(xs):
+    lo, hi = stats.bootstrap_ci(xs, n_resamples=200)
+    assert min(xs) - 1e-12 <= lo <= hi <= max(xs) + 1e-12
+    if len(set(xs)) == 1:
+        assert lo == hi == xs[0]
+
+
+@given(st.lists(st.tuples(scores, scores, st.booleans()), min_size=1, max_size=30))
+def test_paired_comparisons_are_antisymmetric_and_count_every_image(rows):
+    """a - b against b - a: the mean and interval flip, wins and losses swap, the p-value stays; images a model
+    did not score (NaN) leave the pair out."""
+    a = np.array([x if keep else np.nan for x, _, keep in rows])
+    b = np.array([y for _, y, _ in rows])
+    ab, ba = stats.paired(a, b), stats.paired(b, a)
+    n = int(np.sum(~np.isnan(a)))
+    assert ab["n"] == ba["n"] == n == ab["wins"] + ab["ties"] + ab["losses"]
+    assert (ab["wins"], ab["losses"]) == (ba["losses"], ba["wins"])
+    if n:
+        assert ab["mean_diff"] == pytest.approx(np.nanmean(a - b), abs=1e-12)
+        assert ab["mean_diff"] == pytest.approx(-ba["mean_diff"], abs=1e-12)
+        assert ab["p_wilcoxon"] == pytest.approx(ba["p_wilcoxon"], abs=1e-12)
+        assert 0 <= ab["p_wilcoxon"] <= 1
+    else:
+        assert np.isnan(ab["mean_diff"]) and np.isnan(ab["p_wilcoxon"])

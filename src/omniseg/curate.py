@@ -59,7 +59,9 @@ def _scores(store: Store, task: str, model: str, metric: str, split: str) -> pd.
 
 def _ranked(df: pd.DataFrame, n: int, suffix: str, reference: str, metric: str) -> list[dict]:
     easiest = df.sort_values(["value", "sample_id"], ascending=[False, True]).head(n)
-    hardest = df.sort_values(["value", "sample_id"], ascending=[True, True]).head(n)
+    # the hardest from the others: with ties across the middle (Dice 0 and 1 repeat) a case is never in both
+    rest = df[~df["sample_id"].isin(easiest["sample_id"])]
+    hardest = rest.sort_values(["value", "sample_id"], ascending=[True, True]).head(n)
     rows = []
     for subset, part in (("easiest", easiest), ("hardest", hardest)):
         for rank, r in enumerate(part.itertuples(index=False), start=1):

@@ -21,7 +21,7 @@ from .progress import bar as progress_bar
 from . import models, plugins
 from .config import TaskConfig
 from .errors import OmnisegError
-from .models.answers import DECODER_VERSION
+from .models import answers
 from .models.base import RunContext
 from .models.remote import RemoteSegmenter
 from .runner import open_dataset, score_prediction
@@ -91,7 +91,7 @@ def _one_model(store: Store, task: str, name: str, data_root, everything: bool, 
     todo = []
     for r in rows.itertuples():
         meta = json.loads(r.meta or "{}")
-        if everything or meta.get("decoder_version") != DECODER_VERSION:
+        if everything or meta.get("decoder_version") != answers.DECODER_VERSION:
             todo.append((r.sample_id, r.status, meta))
     res.rows = len(todo)
     if not todo:

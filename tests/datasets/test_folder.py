@@ -368,3 +368,67 @@ def test_an_image_over_the_pixel_limit_is_refused_before_it_is_decoded(tmp_path)
     r = cli.invoke(app, ["init", "big2", "--images", str(tmp_path / "d" / "images"), "--masks",
                          str(tmp_path / "d" / "masks"), "--config-dir", str(tmp_path / "cfgs")])
     assert r.exit_code in (0, 2) and "Traceback" not in r.output and "max_pixels" in r.output, r.output
+
+
+# -- properties (hypothesis) -----------------------------------------------------------------------------
+from hypothesis import given, strategies as st  # noqa: E402
+
+_stem = st.text("ab_-1 ()", min_size=1, max_size=5).filter(lambda s: s.strip() == s and s not in (".", ".."))
+
+
+@given(st.sets(_stem, min_size=1, max_size=6), st.sets(_stem, max_size=8),
+       st.sampled_from(["{id}", "{id}_mask", "{id}_mask*", "{id}*", "p{id}"]))
+def test_the_pairing_finds_exactly_the_masks_its_pattern_names(images, extra, pattern):
+    """The matcher against brute force: for every image id, the mask files whose stem the pattern gives
+    (fnmatch for `*`, equality otherwise), whatever the other files in the folder are named."""
+    import fnmatch
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        folder = Path(d)
+        names = set(extra) | {pattern.replace("{id}", i).replace("*", "_x") for i in images}
+        for n in names:
+            (folder / f"{n}.png").write_bytes(b"")
+        match = FolderDataset._matcher(folder, pattern)
+        for sid in images:
+            want = pattern.replace("{id}", sid)
+            expected = sorted(folder / f"{n}.png" for n in names
+                              if (fnmatch.fnmatchcase(n, want.replace("[", "[[]")) if "*" in pattern else n == want))
+            assert sorted(match(sid)) == expected, (sid, pattern, sorted(names))
+
+
+@given(st.integers(1, 255), st.integers(0, 255), st.integers(0, 255), st.integers(0, 255))
+def test_binarization_is_pillows_grey_level_at_the_threshold_and_monotone(threshold, r, g, b):
+    from omniseg.datasets.base import binarize_rgb
+
+    rgb = np.array([[[r, g, b], [g, b, r]]], np.uint8)
+    grey = np.asarray(Image.fromarray(rgb).convert("L"))
+    got = binarize_rgb(rgb, Path_("m.png"), threshold)
+    assert np.array_equal(got, grey >= threshold)
+    lower = binarize_rgb(rgb, Path_("m.png"), max(1, threshold - 10))
+    assert (lower | ~got).all()  # a lower threshold keeps every foreground pixel
+
+
+def Path_(name):  # noqa: N802
+    from pathlib import Path
+
+    return Path(name)
+
+
+def test_a_0_128_mask_is_foreground_at_the_default_threshold_and_an_image_is_never_its_own_mask(tmp_path):
+    """Two mutants that survived the old suite: masks saved as 0/128 read as empty (a '>' for '>='), and with the
+    masks beside the images a pattern like '{id}*' that also matches the image merged the image into its mask."""
+    rng = np.random.default_rng(5)
+    m = blob_mask(40, 50, rng)
+    _save(tmp_path / "a" / "images" / "x.png", lesion_image(m, rng))
+    _save(tmp_path / "a" / "masks" / "x.png", (m * 128).astype(np.uint8))
+    got = FolderDataset(tmp_path / "a", {}).load(FolderDataset(tmp_path / "a", {}).refs("all")[0]).mask
+    assert np.array_equal(got, m)
+    beside = tmp_path / "b"
+    _save(beside / "x.png", np.full((40, 50, 3), 255, np.uint8))  # a white image: merged, it would fill the mask
+    _save(beside / "x_mask.png", (m * 255).astype(np.uint8))
+    ds = FolderDataset(beside, {"images": ".", "masks": ".", "mask_pattern": "{id}*", "exclude": "*_mask*"})
+    ref = ds.refs("all")[0]
+    assert [p.name for p in ref.files["masks"]] == ["x_mask.png"]
+    assert np.array_equal(ds.load(ref).mask, m)
