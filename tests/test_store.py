@@ -223,3 +223,72 @@ def test_two_online_runs_of_one_model_pay_once_and_a_killed_worker_is_replaced(t
     figures = invariants.check(store, asked={(f"case{i:03d}", "gem") for i in range(10)}, key=api_key,
                                served_ok=served, repeats_allowed=2, answers_expected=10)
     assert figures["runs"] == ["did not end", "finished"]
+
+
+def test_each_answer_is_booked_once_however_its_rows_use_it(tmp_path):
+    """The store's bookkeeping of answers: an answer received is booked when its row is written; a row answered
+    from the archive adds a cache hit, and books the answer ('recovered') only if no row ever did; a batch job's
+    answer is booked as 'batch' by the first row that uses it; counts and costs that are not numbers are never
+    stored as such."""
+    st = Store(tmp_path / "s.sqlite")
+
+    def calls():
+        return [tuple(r) for r in st.db.execute(
+            "SELECT sample_id, outcome, cache_key, ROUND(cost_usd, 6), cost_known FROM api_calls ORDER BY call_id")]
+
+    st.record(1, "t", "a", "m", status="ok", calls=[{"attempt": 1, "outcome": "answered", "cache_key": "k1", "cost_usd": 0.01}])
+    hit = lambda key, booking: {"attempt": 0, "outcome": "cache_hit", "cache_key": key, "cost_usd": 0.0, "booking": booking}  # noqa: E731
+    st.record(1, "t", "b", "m", status="ok", calls=[hit("k1", {"outcome": "answered", "cost_usd": 0.01})])
+    st.record(1, "t", "c", "m", status="ok", calls=[hit("k2", {"outcome": "answered", "cost_usd": 0.02})])
+    st.record(1, "t", "d", "m", status="ok", calls=[hit("k2", {"outcome": "answered", "cost_usd": 0.02})])
+    st.record(1, "t", "e", "m", status="ok", calls=[hit("k3", {"outcome": "batch", "cost_usd": 0.005, "job": "batches/1"})])
+    st.record(1, "t", "f", "m", status="ok", calls=[hit("k3", {"outcome": "batch", "cost_usd": 0.005})])
+    assert calls() == [("a", "answered", "k1", 0.01, 1), ("b", "cache_hit", "k1", 0.0, 1),
+                       ("c", "recovered", "k2", 0.02, 1), ("c", "cache_hit", "k2", 0.0, 1), ("d", "cache_hit", "k2", 0.0, 1),
+                       ("e", "batch", "k3", 0.005, 1), ("f", "cache_hit", "k3", 0.0, 1)]
+    booked = st.db.execute("SELECT ROUND(SUM(cost_usd), 6) FROM api_calls").fetchone()[0]
+    assert booked == pytest.approx(0.035)
+    st.record(1, "t", "g", "m", status="ok", calls=[
+        {"outcome": "answered", "cache_key": "k4", "cost_usd": float("nan"), "prompt_tokens": "300",
+         "output_tokens": -5, "thoughts_tokens": True, "http_status": 200, "latency_s": float("inf")},
+        {"outcome": "answered", "cache_key": "k5", "cost_usd": 0.0, "cost_known": False, "prompt_tokens": 3}])
+    rows = st.db.execute("SELECT cost_usd, cost_known, prompt_tokens, output_tokens, thoughts_tokens, http_status,"
+                         " latency_s FROM api_calls WHERE sample_id = 'g' ORDER BY call_id").fetchall()
+    assert [tuple(r) for r in rows] == [(0.0, 0, None, None, None, 200, None), (0.0, 0, 3, None, None, None, None)]
+    st.record(1, "t", "h", "m", status="api_error", reason="503",
+              calls=[{"attempt": 1, "outcome": "error", "http_status": 503, "error": "UNAVAILABLE"}])
+    assert st.db.execute("SELECT cost_known FROM api_calls WHERE sample_id = 'h'").fetchone()[0] == 1  # no answer: no cost
+    assert st.done_pairs("t") == {(s, "m") for s in "abcdefgh"}
+    assert st.done_pairs("t", redo=("api_error",)) == {(s, "m") for s in "abcdefg"}
+
+
+def test_a_rewrite_keeps_the_pairs_run_time_and_calls(tmp_path):
+    st = Store(tmp_path / "s.sqlite")
+    m = np.zeros((3, 4), bool)
+    st.record(7, "t", "a", "m", status="unknown_form", reason="?", scores={"dice": 0.0, "iou": 0.0},
+              calls=[{"outcome": "answered", "cache_key": "k", "cost_usd": 0.5}], elapsed_s=1.5, meta={"x": 1})
+    before = tuple(st.db.execute("SELECT run_id, created_at, elapsed_s FROM predictions").fetchone())
+    m[1, 1] = True
+    st.rewrite("t", "a", "m", status="ok", reason="", mask=m, scores={"dice": 1.0, "iou": 1.0}, meta={"y": 2})
+    row = st.db.execute("SELECT run_id, created_at, elapsed_s, status, meta, mask_path FROM predictions").fetchone()
+    assert tuple(row[:3]) == before and row[3] == "ok" and row[4] == '{"y": 2}' and row[5]
+    assert st.db.execute("SELECT dice FROM scores").fetchone()[0] == 1.0
+    assert st.db.execute("SELECT COUNT(*) FROM api_calls").fetchone()[0] == 1
+    st.rewrite("t", "a", "m", status="invalid_answer", reason="bad", mask=None, scores={"dice": 0.0, "iou": 0.0}, meta={})
+    assert tuple(st.db.execute("SELECT mask_path, height FROM predictions").fetchone()) == (None, None)
+
+
+def test_run_states_say_which_runs_ended(tmp_path):
+    from omniseg import store as store_mod
+
+    st = Store(tmp_path / "s.sqlite")
+    ids = [st.start_run("t", "test", ["m"], {}, "h", None) for _ in range(4)]
+    st.finish_run(ids[0], "finished", {})
+    st.finish_run(ids[1], "stopped", {})
+    st.db.execute("UPDATE runs SET pid = ? WHERE run_id = ?", (2 ** 22 + 999, ids[2]))  # a process that is gone
+    st.db.execute("UPDATE runs SET host = 'elsewhere' WHERE run_id = ?", (ids[3],))
+    assert st.run_states("t") == {ids[0]: "finished", ids[1]: "stopped", ids[2]: "did not end",
+                                  ids[3]: "running elsewhere?"}
+    mine = st.start_run("t", "test", ["m"], {}, "h", None)
+    assert st.run_states("t")[mine] == "running"  # this process
+    assert store_mod.process_alive(None, None, None) is False

@@ -1,0 +1,80 @@
+"""The mutation score per module from `mutmut results --all true` on standard input (scripts/mutation.sh).
+
+A mutant counts as killed when a test failed on it or it timed out; the equivalent mutants listed in
+scripts/mutation_equivalent.txt (`name  reason`, one a line; docs/testing.md) leave the count. Prints one row
+per module, the total, and the survivors still to look at; exit 1 when the total is under --goal (90%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+EQUIVALENT = Path(__file__).with_name("mutation_equivalent.txt")
+KILLED = {"killed", "timeout"}
+
+
+def equivalents() -> dict[str, str]:
+    out = {}
+    for line in EQUIVALENT.read_text().splitlines() if EQUIVALENT.is_file() else []:
+        if line.strip() and not line.startswith("#"):
+            name, _, reason = line.strip().partition(" ")
+            out[name] = reason.strip()
+    return out
+
+
+def module_of(mutant: str) -> str:
+    """omniseg.metrics.x_dice__mutmut_3 -> omniseg.metrics (methods are x\u01c1Class\u01c1name__mutmut_N)."""
+    return re.split(r"\.x[_\u01c1]", mutant, maxsplit=1)[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--minutes", type=float, default=None, help="the run's time, for the printout")
+    ap.add_argument("--goal", type=float, default=90.0)
+    args = ap.parse_args(argv)
+    eq = equivalents()
+    status: dict[str, str] = {}
+    for line in sys.stdin:
+        name, sep, st = line.strip().rpartition(": ")
+        if sep and name.startswith("omniseg."):
+            status[name] = st.strip()
+    if not status:
+        print("no mutants in the input: run `mutmut run` first (scripts/mutation.sh)")
+        return 1
+    per: dict[str, Counter] = defaultdict(Counter)
+    survivors = []
+    for name, st in sorted(status.items()):
+        kind = "equivalent" if name in eq else "killed" if st in KILLED else st
+        per[module_of(name)][kind] += 1
+        if kind not in ("killed", "equivalent"):
+            survivors.append((name, st))
+    total = Counter()
+    print(f"{'module':34s} {'mutants':>7s} {'equiv.':>6s} {'killed':>6s} {'other':>6s} {'score':>7s}")
+    for module, c in sorted(per.items()):
+        total.update(c)
+        counted = sum(c.values()) - c["equivalent"]
+        other = counted - c["killed"]
+        print(f"{module:34s} {sum(c.values()):7d} {c['equivalent']:6d} {c['killed']:6d} {other:6d} "
+              f"{100 * c['killed'] / max(counted, 1):6.1f}%")
+    counted = sum(total.values()) - total["equivalent"]
+    score = 100 * total["killed"] / max(counted, 1)
+    stale = sorted(set(eq) - set(status))
+    print(f"{'all':34s} {sum(total.values()):7d} {total['equivalent']:6d} {total['killed']:6d} "
+          f"{counted - total['killed']:6d} {score:6.1f}%" + (f"  in {args.minutes:.1f} min" if args.minutes else ""))
+    print(f"\nmutation score: {total['killed']}/{counted} = {score:.1f}% of non-equivalent mutants "
+          f"({total['equivalent']} equivalent, listed in {EQUIVALENT.name})")
+    if survivors:
+        print(f"\n{len(survivors)} not killed (`mutmut show NAME`):")
+        for name, st in survivors:
+            print(f"  {st:10s} {name}")
+    if stale:
+        print(f"\n{len(stale)} listed as equivalent but no longer generated (remove them): {', '.join(stale[:10])}")
+    return 0 if score >= args.goal else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
