@@ -53,7 +53,7 @@ KINDS = {
 
 def bench(provider: str, args) -> None:
     module, entry = KINDS[provider]
-    server = subprocess.Popen([sys.executable, "-m", module, "--delay", str(args.latency)],
+    server = subprocess.Popen([sys.executable, "-m", module, "--delay", str(args.latency), "--stdin"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     url = server.stdout.readline().strip()
     print(f"{provider}: fake server {url}, {args.latency:.1f}s per answer, {args.images} Kvasir-SEG images")

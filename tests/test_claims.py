@@ -74,7 +74,9 @@ def test_verdicts_follow_the_interval():
     assert claims.verdict(0.01, 0.2, 50) == "supported"
     assert claims.verdict(-0.2, -0.01, 50) == "not supported (the opposite holds)"
     assert claims.verdict(-0.1, 0.1, 50) == "inconclusive at n=50"
-    assert claims.verdict(0.0, 0.1, 7) == "inconclusive at n=7"  # an interval touching 0 does not exclude it
+    assert claims.verdict(0.0, 0.1, 17) == "inconclusive at n=17"  # an interval touching 0 does not exclude it
+    assert claims.verdict(0.2, 0.3, 9) == "not tested (n = 9, fewer than 10 images)"  # too few for any verdict
+    assert claims.verdict(0.2, 0.3, 10) == "supported"
     assert claims.verdict(-0.2, -0.01, 50, direction=-1) == "supported"
     assert claims.verdict(np.nan, np.nan, 0) == "not tested (no data)"
 
@@ -191,8 +193,13 @@ def test_every_claim_and_analysis_against_simulated_known_truth(scenario):
         else:  # raw, on cases the specialist picked itself: the claim's value plus the selection's bias
             bias = truth[(claim, "selection alone")]
             assert target == pytest.approx(truth[(claim, "null-corrected")] + bias, abs=0.01), where
+            assert all(w.endswith(claims.BIASED) for w in words), where  # and the row says so
             if sign == 0:
-                assert np.mean([w == "supported" for w in words]) >= 0.75, f"{where}: raw words {set(words)}"
+                share = np.mean([w == "supported" + claims.BIASED for w in words])
+                assert share >= 0.75, f"{where}: raw words {set(words)}"
+            raw_only = studies[0].reset_index()
+            raw_only = raw_only[raw_only["analysis"] == "raw"]
+            assert claims.headline(raw_only, claim)["verdict"] == claims.UNTESTABLE  # never a verdict on raw alone
 
 
 # -- properties (hypothesis) -----------------------------------------------------------------------------

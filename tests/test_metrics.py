@@ -191,3 +191,16 @@ def test_scores_are_bounded_symmetric_and_consistent(pair):
     assert row["dice"] == d and row["iou"] == j and row["tp"] == c.tp and row["pred_px"] == c.tp + c.fp
     assert all(0 <= row[k] <= 1 for k in ("precision", "recall", "specificity"))
     assert row["hd95"] >= 0
+
+
+def test_a_metric_name_is_checked_when_the_metric_is_made():
+    """A name that cannot be a store column, or that is a count column, is refused at definition (an extension
+    fails to load, naming it), never when the first score is written after the predictions were paid for."""
+    fn = lambda p, r, roi, c: 0.0  # noqa: E731
+    assert metrics.Metric("area_ratio2", fn, "").name == "area_ratio2"
+    assert metrics.Metric("a" * 41, fn, "").summary == "mean"
+    for bad in ("", "Area", "2x", "area-ratio", "a" * 42, "tp", "ref_px", 7):
+        with pytest.raises(ValueError, match="metric name"):
+            metrics.Metric(bad, fn, "")
+    with pytest.raises(ValueError, match="summary must be 'mean' or 'median'"):
+        metrics.Metric("x", fn, "", summary="max")

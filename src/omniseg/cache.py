@@ -32,6 +32,7 @@ FILE_NAME = "answers.sqlite"  # beside the store, unless a model's `cache` optio
 
 
 def readonly_uri(path: Path) -> str:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
     """An SQLite URI that reads ``path`` without creating anything beside it.
 
     A cleanly closed WAL database has no -wal file: it is opened ``immutable`` (no -wal or -shm is
@@ -48,6 +49,7 @@ def cache_key(**parts) -> str:
 
 
 def check_database(db: sqlite3.Connection, path: Path, what: str) -> None:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
     """A damaged database is named as such on open, instead of failing later in a query (or reading as empty)."""
     problems = [r[0] for r in db.execute("PRAGMA quick_check(5)")]
     if problems != ["ok"]:
@@ -57,6 +59,7 @@ def check_database(db: sqlite3.Connection, path: Path, what: str) -> None:
 
 
 def unusable(path: Path, what: str, e: sqlite3.Error) -> OmnisegError:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
     """One message for a database file that cannot be opened or written: read-only, full, damaged or foreign."""
     text = str(e)
     if "readonly" in text or "read-only" in text or (path.exists() and not os.access(path, os.W_OK)):
@@ -73,6 +76,7 @@ def unusable(path: Path, what: str, e: sqlite3.Error) -> OmnisegError:
 
 class AnswerArchive:
     def __init__(self, path: str | Path, readonly: bool = False):
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         """Open (or create) the archive; ``readonly`` opens an existing one for looking only."""
         self.path = Path(path)
         # read by the runner's thread, written by the model's event-loop thread: one lock serializes them
@@ -102,11 +106,13 @@ class AnswerArchive:
             raise unusable(self.path, "answer archive", e) from None
 
     def get(self, key: str) -> str | None:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         """The raw answer (JSON text) kept under ``key``, or None."""
         kept = self.get_with_call(key)
         return kept[0] if kept else None
 
     def get_with_call(self, key: str) -> tuple[str, dict] | None:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         """The raw answer and the booking of the call that paid for it (tokens, cost, latency)."""
         with self._lock:
             row = self.db.execute("SELECT b.data, a.call FROM answers a JOIN blobs b USING (sha256) WHERE a.key = ?",
@@ -114,6 +120,7 @@ class AnswerArchive:
         return (zlib.decompress(row[0]).decode(), json.loads(row[1] or "{}")) if row else None
 
     def put(self, key: str, model: str, model_version: str | None, response: str, call: dict | None = None) -> None:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         """Keep an answer (redacted: a server may echo the key) with the booking of the call that paid for it."""
         raw = redact(response).encode()
         sha = hashlib.sha256(raw).hexdigest()
@@ -132,8 +139,10 @@ class AnswerArchive:
                 raise
 
     def __len__(self) -> int:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         with self._lock:
             return self.db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
 
     def close(self) -> None:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         self.db.close()

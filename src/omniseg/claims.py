@@ -16,13 +16,18 @@ regression to the mean. Each claim is therefore computed four ways (docs/study.m
 Each estimate has a bootstrap 95% interval (images resampled within each subset) and a permutation
 p-value (sign flips for a single gap, label swaps between the two subsets for a gap change); the
 verdict follows the interval: "supported" when it excludes 0 in the claim's direction, "not supported"
-when it excludes 0 the other way, "inconclusive at n=..." otherwise.
+when it excludes 0 the other way, "inconclusive at n=..." otherwise, and "not tested" below
+:data:`omniseg.stats.MIN_N` images. The raw rows of the curated claims say they are biased: a claim's
+headline (:func:`headline`) never rests on them while a control exists, and says it cannot be tested
+without one.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+from .stats import MIN_N
 
 N_RESAMPLES = 10_000
 LEVEL = 0.95
@@ -91,10 +96,20 @@ def gap_change(d_a, d_b, n_resamples: int = N_RESAMPLES, seed: int = 0) -> dict:
     return {"n_a": len(a), "n_b": len(b), "estimate": est, "ci_low": lo, "ci_high": hi, "p_value": p}
 
 
+#: what a claim on the curated cases says when only the specialist's own lists exist
+UNTESTABLE = ("not testable without a control (selection bias): run `omniseg curate --control MODEL` "
+              "(a second specialist) or `--strata`")
+#: how a raw row of a curated claim is marked in claims.csv
+BIASED = " (biased: the specialist picked these cases itself)"
+
+
 def verdict(ci_low: float, ci_high: float, n: int, direction: int = 1) -> str:
-    """Plain words that follow the interval: the claim holds when its effect is positive (``direction`` 1)."""
-    if np.isnan(ci_low) or np.isnan(ci_high):
+    """Plain words that follow the interval: the claim holds when its effect is positive (``direction`` 1).
+    ``n``: the images behind the estimate (the smaller subset for a gap change)."""
+    if n == 0 or np.isnan(ci_low) or np.isnan(ci_high):
         return "not tested (no data)"
+    if n < MIN_N:
+        return f"not tested (n = {n}, fewer than {MIN_N} images)"
     lo, hi = (ci_low, ci_high) if direction > 0 else (-ci_high, -ci_low)
     if lo > 0:
         return "supported"
@@ -120,10 +135,10 @@ def findings(wide: pd.DataFrame, subsets: dict[str, list[str]], *, task: str, sp
     rows = []
 
     def add(claim, analysis, selected_by, spec, omni, r):
-        n = r["n_a"] + r["n_b"]
+        n = r["n_a"] if r["n_b"] == 0 else min(r["n_a"], r["n_b"])
         # the selection-alone row measures the bias, it does not test the claim
         said = "control: what selection alone explains" if analysis == "selection alone" else \
-            verdict(r["ci_low"], r["ci_high"], n)
+            verdict(r["ci_low"], r["ci_high"], n) + (BIASED if analysis == "raw" and claim != "all" else "")
         rows.append({"task": task, "claim": claim, "analysis": analysis, "selected_by": selected_by,
                      "specialist": spec, "omnimodel": omni, **r, "verdict": said})
 
@@ -156,10 +171,15 @@ def findings(wide: pd.DataFrame, subsets: dict[str, list[str]], *, task: str, sp
 
 
 def headline(table: pd.DataFrame, claim: str) -> pd.Series | None:
-    """The row a claim's one-line verdict rests on: null-corrected when there is one, else raw."""
+    """The row a claim's one-line verdict rests on: the null-corrected one, else the independent reference, else
+    the image strata (lesion size, then contrast); raw only when nothing else exists, and then, for a curated claim,
+    with the verdict :data:`UNTESTABLE` (its numbers stay in the row, marked biased)."""
     part = table[table["claim"] == claim]
-    for analysis in ("null-corrected", "independent reference", "raw"):
+    for analysis in ("null-corrected", "independent reference", "lesion size", "contrast", "raw"):
         hit = part[part["analysis"] == analysis]
         if len(hit):
-            return hit.iloc[0]
+            row = hit.iloc[0].copy()
+            if analysis == "raw" and claim != "all":
+                row["verdict"] = UNTESTABLE
+            return row
     return None

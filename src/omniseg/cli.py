@@ -20,8 +20,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # a docstring's lines join into paragraphs (no break in mid-phrase at any width)
 )
-data_app = typer.Typer(help="Check and download datasets.", no_args_is_help=True)
+data_app = typer.Typer(help="Check and download datasets.", no_args_is_help=True, rich_markup_mode="markdown")
 
 
 def _version(value: bool) -> None:
@@ -172,15 +173,45 @@ def run_and_tell(cfg, path: Path, **kw) -> None:
     from .runner import run as run_task
     from .store import Store
 
-    with Store(path) as st:
-        s = run_task(cfg, st, **kw)
-        api = st.query("SELECT model, SUM(outcome = 'answered') AS answered, SUM(outcome = 'recovered') AS recovered,"
-                       " SUM(outcome = 'error') AS errors, SUM(outcome = 'batch') AS batch,"
-                       " SUM(outcome = 'cache_hit') AS cached, SUM(cost_usd) AS cost FROM api_calls"
-                       " WHERE run_id = ? GROUP BY model", (s.run_id,))
-        versions = st.query("SELECT c.model, c.model_version, COUNT(*) n, json_extract(m.signature, '$.options.model')"
-                            " AS asked FROM api_calls c JOIN models m ON m.task = c.task AND m.model = c.model"
-                            " WHERE c.run_id = ? AND c.model_version IS NOT NULL GROUP BY 1, 2", (s.run_id,))
+    archive = path.with_name("answers.sqlite")
+    created = [p for p in (path.parent, path, archive) if not p.exists()]  # what a run failing at once must not leave
+    try:
+        with Store(path) as st:
+            s = run_task(cfg, st, **kw)
+            _tell(st, s, path)
+    except BaseException:
+        _remove_if_unused(path, archive, created)
+        raise
+
+
+def _remove_if_unused(path: Path, archive: Path, created: list[Path]) -> None:
+    """The store, answer archive and folder this command created, removed again when it failed before writing a
+    row or keeping an answer: a command that fails writes nothing."""
+    import sqlite3
+
+    def count(db_path: Path, tables: tuple[str, ...]) -> int | None:
+        try:
+            with sqlite3.connect(db_path) as db:
+                return sum(db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables)
+        except sqlite3.Error:
+            return None
+
+    for db_path, tables in ((path, ("predictions", "batch_jobs")), (archive, ("answers",))):
+        if db_path in created and db_path.is_file() and count(db_path, tables) == 0:
+            for p in (db_path, db_path.with_name(db_path.name + "-wal"), db_path.with_name(db_path.name + "-shm")):
+                p.unlink(missing_ok=True)
+    if path.parent in created and path.parent.is_dir() and not any(path.parent.iterdir()):
+        path.parent.rmdir()
+
+
+def _tell(st, s, path: Path) -> None:
+    api = st.query("SELECT model, SUM(outcome = 'answered') AS answered, SUM(outcome = 'recovered') AS recovered,"
+                   " SUM(outcome = 'error') AS errors, SUM(outcome = 'batch') AS batch,"
+                   " SUM(outcome = 'cache_hit') AS cached, SUM(cost_usd) AS cost FROM api_calls"
+                   " WHERE run_id = ? GROUP BY model", (s.run_id,))
+    versions = st.query("SELECT c.model, c.model_version, COUNT(*) n, json_extract(m.signature, '$.options.model')"
+                        " AS asked FROM api_calls c JOIN models m ON m.task = c.task AND m.model = c.model"
+                        " WHERE c.run_id = ? AND c.model_version IS NOT NULL GROUP BY 1, 2", (s.run_id,))
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(s.statuses.items())) or "nothing new"
     typer.echo(f"{s.task} [{s.split}]: {s.samples} samples x {s.pairs // max(s.samples, 1)} models = {s.pairs} pairs; "
                f"{s.skipped} already done; this run: {statuses} ({s.seconds:.1f}s). Store: {path}")
@@ -270,6 +301,26 @@ def report(
                                  specialist=specialist, omnimodel=omnimodel, html=html)
     for kind, p in paths.items():
         typer.echo(f"{kind:10s} {p}")
+
+
+@app.command()
+@friendly
+def demo(
+    out: Path = typer.Option(Path("omniseg-demo"), "--out", "-o", help="folder for the demo's data, store and report"),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="a Kvasir-SEG folder to use (default: "
+                                             "data/Kvasir-SEG when present, else a generated dataset)"),
+    live: bool = typer.Option(False, "--live", help="ask the real Gemini API (needs GEMINI_API_KEY; prints the "
+                                                    "estimated cost first) instead of the local stand-in"),
+    minutes: float = typer.Option(2.0, "--minutes", min=0.1, help="training time for the demo specialist"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+) -> None:
+    """The whole job in a few minutes, offline: train a small specialist, run it with two floors and an
+    omnimodel (a local stand-in unless --live), curate, report; prints where report.html is."""
+    from .demo import run as run_demo
+
+    d = run_demo(out, data_root=data_root, live=live, minutes=minutes, say=typer.echo, progress=not quiet)
+    typer.echo(f"done: {d.report}\n(a demo: {d.data_kind} data, the omnimodel is {d.omnimodel}; every number in the "
+               "report is labelled demo. The study: README, then `omniseg data fetch polyp`.)")
 
 
 @app.command("list")

@@ -11,7 +11,7 @@ from .cli import ConfigOpt, StoreOpt, TaskOpt, _existing_store, _split_names, _s
 from .errors import OmnisegError
 
 batch_app = typer.Typer(help="Batch jobs of API models (`omniseg run --batch` submits them): wait, list, cancel.",
-                        no_args_is_help=True)
+                        no_args_is_help=True, rich_markup_mode="markdown")
 app.add_typer(batch_app, name="batch")
 
 

@@ -37,6 +37,11 @@ def init(
     except ValueError as e:
         raise OmnisegError(f"task name {name!r}: {e}") from None
     out = config_dir / f"{name}.yaml"
+    package = config_mod.builtin_dir().resolve()
+    if config_dir.resolve() == package or package in config_dir.resolve().parents:
+        raise OmnisegError(f"{config_dir} is the package's own folder of built-in configurations ({package}; the "
+                           "repository's configs/ links there): a configuration of yours never goes inside the package. "
+                           f"Pass --config-dir DIR (e.g. --config-dir my-configs), then run it with --config DIR/{name}.yaml")
     if out.exists() and not force:
         raise OmnisegError(f"{out} exists; pass --force to overwrite it")
     like_cfg = config_mod.find(like, None).model_dump(mode="json") if like else None

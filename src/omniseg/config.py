@@ -111,6 +111,7 @@ class TaskConfig(_Strict):
     train: TrainConfig | None = Field(None, description="the specialist recipe for `omniseg train`")
     plugins: list[str] = Field(default_factory=list, description="extension modules (dataset kinds, model kinds, "
                                                                  "metrics), paths relative to this file (omniseg.plugins)")
+    demo: bool = Field(False, description="a demo task (`omniseg demo`): every heading of its report says so")
 
     # Filled by load(); not a YAML key.
     source: Path | None = Field(None, exclude=True)

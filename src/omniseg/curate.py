@@ -111,6 +111,7 @@ def curate(store: Store, task: str, extremes: int | None = None, *, reference: s
 
 
 def _image_strata(store: Store, task: str, scored: pd.DataFrame, data_root, progress: bool) -> list[dict]:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
     """Lesion size and contrast of every scored sample, from the dataset the run recorded."""
     from . import datasets
     from .difficulty import features, strata

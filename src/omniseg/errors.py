@@ -25,6 +25,21 @@ class CheckpointError(OmnisegError):
     """A model checkpoint is missing, corrupt or does not fit its configuration."""
 
 
+class CheckpointMissing(CheckpointError):
+    """No file at a model's checkpoint path (the runner, which knows the task, says how to train it)."""
+
+    def __init__(self, path):
+        self.path = path
+        super().__init__(f"checkpoint {path} not found: train it with `omniseg train`, point options.checkpoint at "
+                         "yours, or leave this model out with --models")
+
+    def with_command(self, command: str, others: list[str]) -> "CheckpointMissing":
+        """The same error, naming the training command of its task and the models to run without it."""
+        self.args = (f"checkpoint {self.path} not found: train it with `{command}`, point options.checkpoint at yours, "
+                     "or leave this model out" + (f" with --models {','.join(others)}" if others else ""),)
+        return self
+
+
 def unknown_name(what: str, name: str, known: list[str] | tuple[str, ...]) -> str:
     """'unknown X 'y'; known: a, b (did you mean 'a'?)' for registry look-ups."""
     msg = f"unknown {what} {name!r}; known: {', '.join(sorted(known)) or '(none)'}"

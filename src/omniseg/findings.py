@@ -72,8 +72,11 @@ def _claims_md(task: str, wide: pd.DataFrame, ids: dict, specialist: str, omnimo
         if row is None:
             continue
         basis = {"null-corrected": "after subtracting the gap change selection alone produces",
-                 "independent reference": "cases picked by the second specialist"}.get(row["analysis"], "raw: "
-                 "cases picked by the specialist itself, not corrected for that selection" if claim != "all" else "all cases")
+                 "independent reference": "cases picked by the second specialist",
+                 "lesion size": "largest against smallest lesions, chosen from the images",
+                 "contrast": "highest against lowest contrast, chosen from the images"}.get(row["analysis"], "biased "
+                 "raw figure: cases picked by the specialist itself, not corrected for that selection" if claim != "all"
+                 else "all cases")
         md.append(f"- **{text.capitalize()}**: {row['verdict']} ({basis}; specialist − omnimodel Dice "
                   f"{_fmt(row['estimate'])} [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}], permutation p {_p(row['p_value'])}).")
     md += ["", "| claim | analysis | cases picked by | A − B | n | estimate | 95% CI | p | verdict |",

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import findings, manifest, routing, stats
+from . import caveats, findings, manifest, routing, stats
 from .metrics import SCORE_COLUMNS
 from .store import Store, file_name
 
@@ -81,7 +81,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
                 continue
             scored = part[part["dice"].notna()]
             fails = int((scored["status"] != "ok").sum())
-            lo, hi = stats.bootstrap_ci(scored["dice"])
+            lo, hi = stats.bootstrap_ci(scored["dice"]) if len(scored) >= stats.MIN_N else (np.nan, np.nan)
             rows.append({
                 "task": task, "subset": subset, "model": model, "n": len(scored), "failures": fails,
                 "failure_rate": fails / len(scored) if len(scored) else np.nan,
@@ -128,6 +128,8 @@ def compare(df: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
             wide = wide_all.loc[wide_all.index.intersection(ids)]
             for a, b in itertools.combinations(sorted(wide.columns), 2):
                 r = stats.paired(wide[a], wide[b])
+                if r["n"] < stats.MIN_N:  # too few images for an interval or a test to mean anything
+                    r.update(diff_ci_low=np.nan, diff_ci_high=np.nan, p_wilcoxon=np.nan)
                 rows.append({"task": task, "subset": subset, "model_a": a, "model_b": b, **r})
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
@@ -172,11 +174,15 @@ def _fmt(mean: float, std: float) -> str:
     return f"{mean:.3f} ± {std:.3f}" if not pd.isna(std) else f"{mean:.3f}"
 
 
-def _ci(lo: float, hi: float) -> str:
+def _ci(lo: float, hi: float, n: int | None = None) -> str:
+    if n is not None and n < stats.MIN_N:
+        return f"none: n < {stats.MIN_N}"
     return "–" if pd.isna(lo) else f"[{lo:.3f}, {hi:.3f}]"
 
 
-def _p(p: float) -> str:
+def _p(p: float, n: int | None = None) -> str:
+    if n is not None and n < stats.MIN_N:
+        return "–"
     return "–" if pd.isna(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
 
 
@@ -245,24 +251,30 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
     tasks = sorted(df["task"].unique())
     manifest.write(store, tasks, split, paths["manifest"])
 
-    md = ["# omniseg report", "",
+    demo = any(caveats.is_demo(store, t) for t in tasks)
+    md = ["# omniseg report" + (" — DEMO (generated data, a stand-in omnimodel: no study result)" if demo else ""), "",
           f"Split `{split}`. Per image: Dice and IoU as mean ± standard deviation, median, and a 95% percentile "
           "bootstrap interval of the mean; failed predictions count as empty masks (see failure rate). "
           "Comparisons are paired on the images both models scored: mean difference (A − B) with its bootstrap "
-          "interval, Wilcoxon signed-rank p-value, and wins/ties/losses of A. `manifest.json` says what produced "
-          "every number.", ""]
+          f"interval, Wilcoxon signed-rank p-value, and wins/ties/losses of A. Below {stats.MIN_N} images no interval, "
+          "p-value or verdict is given: it would mean nothing. `manifest.json` says what produced every number.", ""]
     routes, claim_tables = [], []
     figdir = out / "figures"
+    sections: dict[str, list[str]] = {}  # task -> its part of report.md (report.html shows the same)
     for t in tasks:
+        first = len(md)
         g = df[df["task"] == t]
         models = sorted(g["model"].unique())
-        md += [f"## {t}", "", *_runs_lines(store, t),
-               "| subset | model | n | Dice | median | 95% CI | IoU | precision | recall | failure rate |",
+        cautions = caveats.lines(store, t, summary[summary["task"] == t])
+        md += [f"## {t}" + (" (demo)" if caveats.is_demo(store, t) else ""), "",
+               *(["Read this first:", "", *[f"- {c}" for c in cautions], ""] if cautions else []), *_runs_lines(store, t),
+               "| subset | model | n | " + ("Dice (demo)" if caveats.is_demo(store, t) else "Dice")
+               + " | median | 95% CI | IoU | precision | recall | failure rate |",
                "|---|---|---:|---|---:|---|---|---:|---:|---:|"]
         for r in summary[summary["task"] == t].itertuples(index=False):
             fr = "–" if pd.isna(r.failure_rate) else f"{r.failure_rate:.1%}"
             md.append(f"| {r.subset} | {r.model} | {r.n} | {_fmt(r.dice_mean, r.dice_std)} | {r.dice_median:.3f} | "
-                      f"{_ci(r.dice_ci_low, r.dice_ci_high)} | {_fmt(r.iou_mean, r.iou_std)} | "
+                      f"{_ci(r.dice_ci_low, r.dice_ci_high, r.n)} | {_fmt(r.iou_mean, r.iou_std)} | "
                       f"{r.precision_mean:.3f} | {r.recall_mean:.3f} | {fr} |")
         cmp_t = comparisons[comparisons["task"] == t]
         if len(cmp_t):
@@ -271,7 +283,7 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
                    "|---|---|---:|---:|---|---:|---|"]
             for r in cmp_t.itertuples(index=False):
                 md.append(f"| {r.subset} | {r.model_a} − {r.model_b} | {r.n} | {r.mean_diff:+.3f} | "
-                          f"{_ci(r.diff_ci_low, r.diff_ci_high)} | {_p(r.p_wilcoxon)} | {r.wins} / {r.ties} / {r.losses} |")
+                          f"{_ci(r.diff_ci_low, r.diff_ci_high, r.n)} | {_p(r.p_wilcoxon, r.n)} | {r.wins} / {r.ties} / {r.losses} |")
         specs, omnis, ref = _roles(store, t, models, specialist, omnimodel)
         pairs = [(sp, om) for sp in specs for om in omnis if sp != om]
         curves = {}
@@ -319,6 +331,7 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
                                 f"{t}: {k} easiest and {k} hardest cases (green outline: ground truth)")
                 md.append(f"![{t} easiest and hardest cases](figures/{p.name})")
         md.append("")
+        sections[t] = md[first:]
     if claim_tables:
         paths["claims"] = out / "claims.csv"
         pd.concat(claim_tables).to_csv(paths["claims"], index=False, float_format="%.6g")
@@ -329,5 +342,6 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
     if html:
         from . import report_html
 
-        paths["html"] = report_html.write(store, out, df, summary, split)
+        paths["html"] = report_html.write(store, out, df, summary, split, sections=sections, title=md[0][2:],
+                                          preamble=md[2])
     return paths

@@ -27,8 +27,10 @@ THUMB_VERSION = "1"  # part of each thumbnail's name: bump when the drawing chan
 TEMPLATE = Path(__file__).with_name("templates") / "report.html.j2"
 
 
-def write(store: Store, out: Path, df: pd.DataFrame, summary: pd.DataFrame, split: str) -> Path:
-    """Write ``out/report.html`` and ``out/thumbs/``; returns the HTML's path."""
+def write(store: Store, out: Path, df: pd.DataFrame, summary: pd.DataFrame, split: str,
+          sections: dict[str, list[str]] | None = None, title: str = "omniseg report", preamble: str = "") -> Path:
+    """Write ``out/report.html`` and ``out/thumbs/``; returns the HTML's path. ``sections``: each task's part of
+    report.md (cautions, tables, routing, Findings, figures), shown above the cases."""
     import jinja2
 
     thumbs_dir = out / "thumbs"
@@ -58,9 +60,10 @@ def write(store: Store, out: Path, df: pd.DataFrame, summary: pd.DataFrame, spli
             "notes": notes}
     payload = embeddable_json(data)
     env = jinja2.Environment(autoescape=True, keep_trailing_newline=True)
+    rendered = {t: markdown_html(lines) for t, lines in (sections or {}).items()}
     html = env.from_string(TEMPLATE.read_text(encoding="utf-8")).render(
         split=split, summary=_summary_rows(summary), data=payload, n_rows=len(rows),
-        tasks=list(models), notes=notes)
+        tasks=list(models), notes=notes, sections=rendered, title=title, preamble=_inline(preamble))
     path = out / "report.html"
     path.write_text(html, encoding="utf-8")
     return path
@@ -77,6 +80,59 @@ def embeddable_json(data) -> str:
     sample id, reason or answer text can end the block or open a comment (JSON.parse reads them back as is)."""
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return text.translate(_UNSAFE_IN_SCRIPT)
+
+
+def _inline(text: str):
+    """One line of report.md as safe HTML: everything escaped first, then `code`, **bold** and [links](x)."""
+    import re
+
+    from markupsafe import Markup, escape
+
+    s = str(escape(text))
+    s = re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
+    s = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", s)
+    return Markup(s)
+
+
+def markdown_html(lines: list[str]):
+    """The markdown report.md is written in (headings, paragraphs, bullet lists, pipe tables, images), as HTML.
+
+    Only that subset, and every piece of text escaped before any tag is added: sample ids and answers that hold
+    HTML stay text (a general markdown converter passes raw HTML through)."""
+    import re
+
+    from markupsafe import Markup, escape
+
+    html, i = [], 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("#"):
+            level = min(len(line) - len(line.lstrip("#")), 4)
+            html.append(f"<h{level}>{_inline(line.lstrip('#').strip())}</h{level}>")
+        elif line.startswith("|"):
+            rows = []
+            while i < len(lines) and lines[i].startswith("|"):
+                if not re.fullmatch(r"\|[-:| ]+\|", lines[i]):
+                    rows.append([c.strip() for c in lines[i].strip().strip("|").split("|")])
+                i += 1
+            head, body = rows[0], rows[1:]
+            html.append("<table class=\"md\"><thead><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head)
+                        + "</tr></thead><tbody>" + "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>"
+                                                        for r in body) + "</tbody></table>")
+            continue
+        elif line.startswith("- "):
+            items = []
+            while i < len(lines) and lines[i].startswith("- "):
+                items.append(f"<li>{_inline(lines[i][2:])}</li>")
+                i += 1
+            html.append("<ul>" + "".join(items) + "</ul>")
+            continue
+        elif (img := re.fullmatch(r"!\[([^\]]*)\]\(([^)]+)\)", line)):
+            html.append(f'<p><img class="figure" src="{escape(img.group(2))}" alt="{escape(img.group(1))}"></p>')
+        elif line.strip():
+            html.append(f"<p>{_inline(line)}</p>")
+        i += 1
+    return Markup("\n".join(html))
 
 
 def _num(v) -> float | None:

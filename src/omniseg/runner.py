@@ -20,7 +20,7 @@ from .progress import bar as progress_bar
 from . import datasets, metrics, models
 from .config import TaskConfig
 from .datasets.base import SampleRef, split_fingerprint
-from .errors import OmnisegError, SampleError
+from .errors import CheckpointMissing, OmnisegError, SampleError
 from .models.base import Prediction, RunContext, Segmenter
 from .store import Store
 
@@ -60,7 +60,17 @@ def open_dataset(cfg: TaskConfig, data_root: str | Path | None = None) -> datase
 
 def select_models(cfg: TaskConfig, names: list[str] | None) -> list[Segmenter]:
     chosen = [cfg.model(n) for n in names] if names else [m for m in cfg.models if m.default]
-    return [models.build(m) for m in chosen]
+    built = []
+    for m in chosen:
+        try:
+            built.append(models.build(m))
+        except CheckpointMissing as e:  # the model does not know its task: say the whole command here
+            others = [c.name for c in chosen if c.name != m.name]
+            raise CheckpointMissing(e.path).with_command(
+                f"omniseg train --task {cfg.task}" + ("" if m.name == (cfg.train.model if cfg.train else "unet")
+                                                      else f" --model {m.name}"),
+                others) from None
+    return built
 
 
 def _check_signatures(store: Store, task: str, segs: list[Segmenter], force: bool) -> None:
@@ -129,6 +139,9 @@ def _run_claimed(cfg: TaskConfig, store: Store, ds, refs: list[SampleRef], segs:
 
     store.add_samples(cfg.task, [(r.id, r.split, r.problem, r.meta) for r in refs])
     done = set() if force else store.done_pairs(cfg.task, redo=retry)
+    for m in segs:  # fail now, not after a progress bar, when a model cannot work at all (no API key, no answers)
+        if any((r.id, m.name) not in done for r in refs):
+            m.check_ready()
     notes = _batch_stage(cfg, store, ds, segs, refs, done, batch=batch, submit=submit, retry=retry,
                          max_cost=max_cost, progress=progress)
     recorded = cfg.model_dump(mode="json")

@@ -6,6 +6,9 @@ import numpy as np
 
 N_RESAMPLES = 10_000
 LEVEL = 0.95
+#: the fewest images an interval, a p-value or a claim's verdict is given for: below it they mean nothing
+#: (a bootstrap interval of 2 images is their range), and reports say so instead of printing them
+MIN_N = 10
 
 
 def bootstrap_ci(x, n_resamples: int = N_RESAMPLES, level: float = LEVEL, seed: int = 0) -> tuple[float, float]:

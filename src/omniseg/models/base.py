@@ -91,6 +91,9 @@ class Segmenter:
     def bind(self, context: RunContext) -> None:
         self.context = context
 
+    def check_ready(self) -> None:
+        """Raise an OmnisegError when the model cannot predict anything (checked before a run starts)."""
+
     def estimate(self, samples: list[Sample]) -> dict[str, Any]:
         """What predicting these samples would cost (for --dry-run); local models cost nothing."""
         return {"calls": 0, "cached": 0, "cost_usd": 0.0}

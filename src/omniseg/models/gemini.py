@@ -136,6 +136,16 @@ class Gemini(RemoteSegmenter):
     Options = GeminiOptions
     key_variables = KEY_VARIABLES
     default_prompts = DEFAULT_PROMPTS
+    default_endpoint = "https://generativelanguage.googleapis.com"
+
+    def endpoint(self) -> str:
+        """``base_url``, else ``GOOGLE_GEMINI_BASE_URL`` (which the SDK reads too), else Google's API or Vertex AI."""
+        o = self.options
+        if o.base_url:
+            return o.base_url
+        if o.vertexai:
+            return os.environ.get("GOOGLE_VERTEX_BASE_URL") or "https://aiplatform.googleapis.com"
+        return os.environ.get("GOOGLE_GEMINI_BASE_URL") or self.default_endpoint
 
     def __init__(self, name: str, options: GeminiOptions | None = None):
         super().__init__(name, options)
@@ -218,13 +228,11 @@ class Gemini(RemoteSegmenter):
         return key, (key, png, prompt, self._config(gen, raw_body=False)), line, pixels
 
     def keep_batch_answer(self, key: str, raw: str, job: str) -> None:
-        """A batch job's answer into the archive, with its booking at the batch price."""
-        reply = self._read(raw)
-        tok = reply.tokens
-        cost = self._cost(tok["prompt_tokens"], tok["output_tokens"] + tok["thoughts_tokens"]) * self.options.price.batch_factor
-        self.archive.put(key, self.options.model, reply.model_version, raw,
-                         call={"attempt": 1, "outcome": "batch", "http_status": 200, "latency_s": None,
-                               "cost_usd": cost, "model_version": reply.model_version, "job": job, **tok})
+        """A batch job's answer into the archive, with its booking at the batch price (read as an online answer's
+        is: a body that does not read is kept all the same, at an unknown cost)."""
+        booking = self._booking(raw, key, 1, None)
+        booking.update(outcome="batch", job=job, cost_usd=booking["cost_usd"] * self.options.price.batch_factor)
+        self.archive.put(key, self.options.model, booking["model_version"], raw, call=booking)
 
     @staticmethod
     def _config(gen: dict[str, Any], raw_body: bool = True):

@@ -46,6 +46,7 @@ class JobStatus:
 
 
 def rest_request(png: bytes, prompt: str, generation: dict) -> dict:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
     """One ``generateContent`` request body in the REST wire format (a line of a JSONL input file)."""
     return {"contents": [{"role": "user", "parts": [
         {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(png).decode()}}, {"text": prompt}]}],
@@ -56,10 +57,12 @@ class GeminiJobs:
     """The batch half of the Gemini API for one model, on a google-genai client."""
 
     def __init__(self, client, model: str):
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         self.client = client
         self.model = model
 
     def create_inline(self, requests: list[tuple[str, bytes, str, Any]], display_name: str) -> str:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         """Create a job from ``(key, png, prompt, config)`` requests sent in the create request; its name."""
         from google.genai import types
 
@@ -72,11 +75,13 @@ class GeminiJobs:
         return job.name
 
     def upload(self, path: Path, display_name: str) -> str:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         """Upload a JSONL input file (the SDK sends it in chunks); the file's name."""
         f = self.client.files.upload(file=path, config={"display_name": display_name, "mime_type": "jsonl"})
         return f.name
 
     def create_from_file(self, file_name: str, display_name: str) -> str:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         from google.genai import types
 
         job = self.client.batches.create(model=self.model, src=file_name,
@@ -84,6 +89,7 @@ class GeminiJobs:
         return job.name
 
     def find(self, display_name: str) -> str | None:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         """The name of the job created under ``display_name``, if the API has one (a create whose
         answer never arrived: the process was killed while it was in flight)."""
         for job in self.client.batches.list(config={"page_size": 100}):
@@ -92,6 +98,7 @@ class GeminiJobs:
         return None
 
     def status(self, name: str) -> JobStatus:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         """Poll a job. Read from the raw body: the SDK drops ``batchStats`` (done/total), which the
         progress display needs, and the raw answers are what the archive keeps."""
         resp = self.client._api_client.request("get", name, {}, None)  # the SDK's transport: auth, base URL, version
@@ -109,9 +116,11 @@ class GeminiJobs:
                          done=done if stats else None, inline=inline, file=out.get("responsesFile"))
 
     def cancel(self, name: str) -> None:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         self.client.batches.cancel(name=name)
 
     def list(self, limit: int = 100) -> list[dict]:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         out = []
         for job in self.client.batches.list(config={"page_size": min(limit, 100)}):
             out.append({"name": job.name, "display_name": job.display_name, "state": state_name(job.state),

@@ -64,6 +64,7 @@ class OpenAICompatible(RemoteSegmenter):
     kind = "openai"
     version = "1"
     Options = OpenAIOptions
+    default_endpoint = "https://api.openai.com/v1"
     default_prompts: ClassVar[dict[str, str]] = PROMPTS
 
     def __init__(self, name: str, options: OpenAIOptions | None = None):

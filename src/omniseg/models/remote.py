@@ -58,6 +58,13 @@ class RemoteSegmenter(AnswerDecoding, Segmenter):
         self.unkept = 0  # answers received that the archive could not keep (a full disk); their rows keep them
 
     # -- provider hooks -----------------------------------------------------------------------
+    #: where answers come from when ``base_url`` is not set (reports name any other endpoint)
+    default_endpoint: ClassVar[str] = ""
+
+    def endpoint(self) -> str:
+        """The address answers come from: the ``base_url`` option, else the provider's own."""
+        return self.options.base_url or self.default_endpoint
+
     def _make_client(self, key: str | None):
         raise NotImplementedError
 
@@ -117,6 +124,15 @@ class RemoteSegmenter(AnswerDecoding, Segmenter):
                 return None
             self._archive = AnswerArchive(path, readonly=self.context.look_only)
         return self._archive
+
+    def check_ready(self) -> None:
+        """No key and no answer archive: every pair would need a call that cannot be made (said before anything
+        starts). With an archive, answers may come from it: the key is then asked for when a call is needed."""
+        if not self.key_variables or not self._needs_key() or self.api_key():
+            return
+        path = self.options.cache or self.context.store_root / FILE_NAME
+        if not (path.is_file() and path.stat().st_size > 0):
+            raise OmnisegError(f"model {self.name!r} needs an API key: set {' or '.join(self.key_variables)}")
 
     def _kept(self, key: str) -> str | None:
         archive = self.archive
@@ -300,7 +316,7 @@ class RemoteSegmenter(AnswerDecoding, Segmenter):
         pred = await asyncio.get_running_loop().run_in_executor(None, self._decode_raw, raw, h, w, gen)
         pred.meta.pop("tokens", None)
         pred.calls = calls
-        pred.meta.update(cache_hit=False, cache_key=key, attempts=len(calls),
+        pred.meta.update(cache_hit=False, cache_key=key, attempts=len(calls), endpoint=self.endpoint(),
                          elapsed_s=sum(c["latency_s"] for c in calls))
         if not kept:  # the archive could not keep it (a full disk): the row does, for redecode
             pred.meta["unkept_answer"] = raw
@@ -316,7 +332,8 @@ class RemoteSegmenter(AnswerDecoding, Segmenter):
         cost = self._cost(tokens["prompt_tokens"], tokens["output_tokens"] + tokens["thoughts_tokens"]) if tokens else 0.0
         version = reply.model_version if reply is not None and isinstance(reply.model_version, str) else None
         return {"attempt": attempt, "outcome": "answered", "http_status": 200, "latency_s": latency, "cost_usd": cost,
-                "cost_known": tokens is not None, "cache_key": key, "model_version": version, **(tokens or {})}
+                "cost_known": tokens is not None, "cache_key": key, "model_version": version, "endpoint": self.endpoint(),
+                **(tokens or {})}
 
     def _keep(self, key: str, raw: str, attempt: int, latency: float) -> tuple[dict, bool]:
         """The answer into the archive with its booking, before anything decodes it: decoded or not, it is never

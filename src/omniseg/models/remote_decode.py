@@ -19,7 +19,8 @@ class AnswerDecoding:
 
     def _from_archive(self, raw: str, booking: dict, key: str, sample: Sample) -> Prediction:
         pred = self.redecode(raw, sample)
-        pred.meta.update(cache_hit=True, cache_key=key, **({"batch_job": booking["job"]} if booking.get("job") else {}))
+        pred.meta.update(cache_hit=True, cache_key=key, **({"batch_job": booking["job"]} if booking.get("job") else {}),
+                         **({"endpoint": booking["endpoint"]} if isinstance(booking.get("endpoint"), str) else {}))
         version = pred.meta.get("model_version")
         tokens = checked_tokens(pred.meta.pop("tokens", {})) or {}
         pred.calls = [{"attempt": 0, "outcome": "cache_hit", "http_status": None, "latency_s": 0.0, "cost_usd": 0.0,

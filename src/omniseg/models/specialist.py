@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import Field
 
 from ..datasets.base import Sample
-from ..errors import CheckpointError
+from ..errors import CheckpointError, CheckpointMissing
 from ..options import Options
 from .base import Prediction, Segmenter
 
@@ -85,10 +85,7 @@ def load_checkpoint(path: str | Path, fallback: NetSpec | None = None, device: s
 
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(
-            f"checkpoint {path} not found: train it with `omniseg train --task <task>`, point options.checkpoint "
-            "at yours, or leave this model out with --models"
-        )
+        raise CheckpointMissing(path)
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and torch errors all mean "not a checkpoint"
@@ -205,7 +202,7 @@ class Specialist(Segmenter):
     trainable = True
     version = "1"
     Options = SpecialistOptions
-    unhashed = ("trained_on",)  # follows from the checkpoint, whose sha256 is hashed
+    unhashed = ("trained_on", "training")  # follow from the checkpoint, whose sha256 is hashed
 
     def __init__(self, name: str, options: SpecialistOptions | None = None):
         super().__init__(name, options)
@@ -232,6 +229,10 @@ class Specialist(Segmenter):
         # what the network learnt from, for the manifest's cross-dataset note (None for a plain state_dict)
         sig["trained_on"] = ({k: self.info.get(k) for k in ("task", "dataset", "split_fingerprint")}
                              if self.info.get("split_fingerprint") else None)
+        # how it was trained, for the manifest: epochs, minutes, validation Dice, where and how fast
+        sig["training"] = {k: self.info[k] for k in ("epoch", "minutes", "val_dice", "fit_images", "val_images",
+                                                     "device", "precision", "images_per_s", "trained_at")
+                           if k in self.info} or None
         return sig
 
     def probabilities(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:

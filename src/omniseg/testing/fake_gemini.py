@@ -167,12 +167,20 @@ def service_account_file(path, token_uri: str, project: str = "omniseg-test") ->
         "client_email": f"omniseg@{project}.iam.gserviceaccount.com", "client_id": "1", "token_uri": token_uri}))
 
 
+USAGE = """Point omniseg at it (no config to edit; the google-genai SDK reads the variable too):
+  export GOOGLE_GEMINI_BASE_URL={url}
+  export GEMINI_API_KEY=stand-in   # any non-empty key: the fake checks only that there is one
+  omniseg probe --task polyp; omniseg run --task polyp
+Every report of such a run names this server as the source of the answers."""
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Serve answers after a fixed delay until interrupted (used by scripts/bench_api.py).
+    """A stand-in for the Gemini API on 127.0.0.1: serves answers after a fixed delay until interrupted.
 
     Well-formed answers in the form the prompt asks for; with --live, the forms the live API gives
-    today per model name (gemini_answers.live), for trying `omniseg probe` and `omniseg run` offline."""
-    serve(FakeGemini, good_answer, main.__doc__, argv, live=lambda delay: live(delay=delay))
+    today per model name (gemini_answers.live), for trying `omniseg probe` and `omniseg run` offline.
+    Its answers trace a crude guess from the image, not a model: no number from it is a Gemini result."""
+    serve(FakeGemini, good_answer, main.__doc__, argv, live=lambda delay: live(delay=delay), usage=USAGE)
 
 
 if __name__ == "__main__":

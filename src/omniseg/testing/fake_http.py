@@ -196,14 +196,18 @@ class FakeServer:
 
 
 def serve(server_cls, answers: Callable[[Request], Reply], doc: str, argv: list[str] | None = None,
-          live: Callable[[float], Callable[[Request], Reply]] | None = None) -> None:
-    """Command line of a fake server: answer after --delay seconds, print the URL, serve until stdin closes."""
+          live: Callable[[float], Callable[[Request], Reply]] | None = None, usage: str = "") -> None:
+    """Command line of a fake server: answer after --delay seconds, print the URL (and ``usage``, how to point
+    omniseg at it), serve until interrupted (Ctrl-C or SIGTERM), or with --stdin until its stdin closes."""
     import argparse
+    import signal
     import sys
 
-    ap = argparse.ArgumentParser(description=doc)
-    ap.add_argument("--port", type=int, default=0)
+    ap = argparse.ArgumentParser(description=doc, epilog=usage.replace("{url}", "URL"),
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free one)")
     ap.add_argument("--delay", type=float, default=1.0, help="seconds before each answer")
+    ap.add_argument("--stdin", action="store_true", help="stop when stdin closes (for a parent process that owns it)")
     if live is not None:
         ap.add_argument("--live", action="store_true", help="answer as the live API does today, per model name")
     args = ap.parse_args(argv)
@@ -218,7 +222,13 @@ def serve(server_cls, answers: Callable[[Request], Reply], doc: str, argv: list[
 
     with server_cls(behave, port=args.port) as srv:
         print(srv.url, flush=True)
+        if usage:
+            print(usage.format(url=srv.url), file=sys.stderr, flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         try:
-            sys.stdin.read()  # serve until the parent closes our stdin
-        except KeyboardInterrupt:
+            if args.stdin:
+                sys.stdin.read()  # the parent closes it to stop the server
+            else:
+                threading.Event().wait()
+        except (KeyboardInterrupt, SystemExit):
             pass

@@ -144,7 +144,8 @@ class FakeOpenAI(FakeServer):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve well-formed answers after a fixed delay until stdin closes (used by scripts/bench_api.py)."""
+    """Serve well-formed answers after a fixed delay until interrupted (--stdin: until stdin closes, as
+    scripts/bench_api.py runs it)."""
     serve(FakeOpenAI, good_answer, main.__doc__, argv)
 
 
