@@ -229,3 +229,82 @@ def test_every_command_is_there_under_python_dash_m():
     for args in (["-m", "omniseg.cli", "train", "--help"], ["-m", "omniseg", "batch", "list", "--help"]):
         done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120)
         assert done.returncode == 0 and "Usage" in done.stdout, done.stdout + done.stderr
+
+
+# -- the newcomer's paper cuts (issue 27) ------------------------------------------------------------------
+def _commands():
+    from typer.main import get_command
+
+    root = get_command(app)
+    for name, cmd in root.commands.items():
+        subs = getattr(cmd, "commands", None)
+        if subs:
+            for sub in subs:
+                yield [name, sub]
+        else:
+            yield [name]
+
+
+def test_every_help_fits_80_columns_and_never_breaks_a_paragraph_mid_phrase():
+    """`omniseg curate --help` wrapped its text mid-phrase: a docstring's line break became a line of its own."""
+    import os
+    import re
+
+    checked = 0
+    for cmd in _commands():
+        for width in (80, 200):
+            env = {**os.environ, "COLUMNS": str(width), "TERM": "dumb", "NO_COLOR": "1"}
+            r = CliRunner().invoke(app, [*cmd, "--help"], env=env, terminal_width=width)
+            assert r.exit_code == 0, (cmd, r.output)
+            lines = r.output.splitlines()
+            assert all(len(ln) <= width for ln in lines), (cmd, width, [ln for ln in lines if len(ln) > width][:2])
+            if width == 200:  # at 200 columns a paragraph is one line unless it is longer than that
+                top = r.output.split("╭")[0]
+                for para in re.split(r"\n\s*\n", top):
+                    rows = [ln.strip() for ln in para.splitlines() if ln.strip()]
+                    assert all(len(ln) > 150 for ln in rows[:-1]), (cmd, rows)
+        checked += 1
+    assert checked >= 15  # every command and subcommand
+
+
+def test_init_never_writes_a_users_configuration_into_the_package(tmp_path, monkeypatch):
+    """From the repository root, `configs/` links into src/omniseg/configs: `omniseg init` wrote there and `omniseg
+    list` called the user's file built-in."""
+    from omniseg.config import builtin_dir
+
+    root = make_kvasir(tmp_path / "k", n=4)
+    before = sorted(p.name for p in builtin_dir().iterdir())
+    for target in (builtin_dir(), REPO / "configs"):
+        r = invoke("init", "mine", "--images", root / "images", "--masks", root / "masks", "--config-dir", target)
+        assert r.exit_code == 2 and "never goes inside the package" in r.output and "--config-dir" in r.output, r.output
+    assert sorted(p.name for p in builtin_dir().iterdir()) == before
+    monkeypatch.chdir(tmp_path)
+    r = invoke("init", "mine", "--images", root / "images", "--masks", root / "masks")
+    assert r.exit_code == 0 and (tmp_path / "configs" / "mine.yaml").is_file(), r.output
+
+
+def test_a_missing_checkpoint_names_the_command_that_trains_it(tmp_path):
+    root = make_kvasir(tmp_path / "k", n=3)
+    models = (f"  - name: unet\n    kind: unet\n    options: {{checkpoint: {tmp_path / 'none.pt'}}}\n" + OTSU)
+    cfg = write_config(tmp_path / "c.yaml", "mytask", "kvasir-seg", root, models)
+    r = invoke("run", "--config", cfg, "--store", tmp_path / "s.sqlite", "-q")
+    assert r.exit_code == 2 and "<task>" not in r.output
+    assert "train it with `omniseg train --task mytask`" in r.output and "with --models otsu" in r.output, r.output
+
+
+def test_a_command_that_fails_at_once_writes_nothing(tmp_path, monkeypatch):
+    """`omniseg report` in an empty folder, a run whose data is missing and a run without its API key used to
+    leave runs/omniseg.sqlite behind (the last after a progress bar for seconds)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    assert invoke("report").exit_code == 2
+    missing = write_config(tmp_path / "m.yaml", "polyp", "kvasir-seg", tmp_path / "nowhere", OTSU)
+    assert invoke("run", "--config", missing).exit_code == 2
+    root = make_kvasir(tmp_path / "k", n=3)
+    gem = "  - name: gem\n    kind: gemini\n    options: {model: gemini-3.5-flash, base_url: 'http://127.0.0.1:9'}\n"
+    nokey = write_config(tmp_path / "g.yaml", "polyp", "kvasir-seg", root, gem)
+    r = invoke("run", "--config", nokey)
+    assert r.exit_code == 2 and "needs an API key: set GEMINI_API_KEY or GOOGLE_API_KEY" in r.output, r.output
+    assert "img/s" not in r.output and "%|" not in r.output  # no progress bar before the message
+    assert not (tmp_path / "runs").exists(), sorted(p.name for p in (tmp_path / "runs").iterdir())

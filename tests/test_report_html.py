@@ -240,3 +240,35 @@ def test_hostile_text_in_every_field_renders_as_text_in_chromium(tmp_path, brows
     joined = "\n".join(case_texts)
     assert "</script><!--<script>" in joined  # shown as text: in the answers and the reasons
     assert browser.execute_script("return window.__omniseg_pwned === undefined")
+
+
+def test_the_page_shows_findings_and_figures_finds_a_sample_and_keeps_the_case_in_view(tmp_path, browser, monkeypatch):
+    """report.html had only the summary and the case table; the last model's panel fell below the fold at 1400x1000."""
+    from selenium.webdriver.common.by import By
+
+    monkeypatch.setenv("GEMINI_API_KEY", "omniseg-test-key-not-real-0123456789abcd")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    root = make_kvasir(tmp_path / "K", n=40, size=(120, 150))
+    with _three_model_report(tmp_path, root, "all") as st:
+        paths = report.write(st, tmp_path / "rep", split="all")
+    browser.set_window_size(1400, 1000)
+    browser.get(paths["html"].resolve().as_uri())
+    text = browser.find_element(By.TAG_NAME, "body").text
+    assert "Findings" in text and "Paired comparisons" in text and "Read this first" in text  # the stand-in is named
+    assert "The specialist wins on the easiest cases" in text
+    figures = browser.find_elements(By.CSS_SELECTOR, "img.figure")
+    assert len(figures) >= 3
+    assert all(browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", f) for f in figures)
+    target = "case017"
+    box = browser.find_element(By.ID, "f-search")
+    box.send_keys(target)
+    rows = browser.find_elements(By.CSS_SELECTOR, "#cases tbody tr")
+    assert len(rows) == 3 and {r.find_elements(By.TAG_NAME, "td")[1].text for r in rows} == {target}
+    browser.execute_script("arguments[0].scrollIntoView()", rows[0])
+    rows[0].click()
+    panels = browser.find_elements(By.CSS_SELECTOR, "#case .panel")
+    assert len(panels) == 4  # the reference and the three models
+    height = browser.execute_script("return window.innerHeight")
+    bottoms = [browser.execute_script("return arguments[0].getBoundingClientRect().bottom", p) for p in panels]
+    tops = [browser.execute_script("return arguments[0].getBoundingClientRect().top", p) for p in panels]
+    assert all(0 <= t and b <= height for t, b in zip(tops, bottoms)), (tops, bottoms, height)
