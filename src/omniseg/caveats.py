@@ -5,8 +5,8 @@
 * **a demo**: a task marked ``demo: true`` (`omniseg demo`) is labelled as such in every heading;
 * **the floors**: a specialist or omnimodel whose mean Dice does not beat every floor (training-free
   references such as ``ellipse``) is flagged: its comparisons say little;
-* **small samples**: below :data:`MIN_N` images an interval or a claim's verdict is not printed at all
-  (a bootstrap interval of 2 images is not an interval).
+* **small samples**: below :data:`omniseg.stats.MIN_N` images an interval or a claim's verdict is not printed
+  at all (a bootstrap interval of 2 images is not an interval); the report's tables and claims do that.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import pandas as pd
 
 from .store import Store
 
-from .stats import MIN_N  # noqa: F401  (the small-sample rule, stated where the statistics are)
 
 
 def is_demo(store: Store, task: str) -> bool:
