@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 from omniseg import config as config_mod
-from omniseg.runner import run
-from omniseg.store import Store
+from omniseg.evaluation.runner import run
+from omniseg.store.database import Store
 
 REPO = Path(__file__).resolve().parents[1]
 

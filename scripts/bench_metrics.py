@@ -2,7 +2,7 @@
 
 Loads the Kvasir-SEG masks, makes a perturbed copy of each (shifted, dilated or eroded,
 with a few pixels flipped), then computes per image: confusion counts, Dice, IoU,
-precision, recall, specificity and HD95, once with omniseg.metrics and once with MONAI
+precision, recall, specificity and HD95, once with omniseg.scoring.metrics and once with MONAI
 (DiceMetric ignore_empty=False, MeanIoU, ConfusionMatrixMetric, HausdorffDistanceMetric
 percentile=95). Prints images/s for each, the ratio, and the largest disagreement.
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from omniseg import metrics
+from omniseg.scoring import metrics
 from omniseg.datasets.base import read_mask
 
 

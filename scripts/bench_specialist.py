@@ -33,8 +33,8 @@ import torch
 
 from omniseg import config as config_mod
 from omniseg.models.specialist import load_checkpoint
-from omniseg.runner import run
-from omniseg.store import Store
+from omniseg.evaluation.runner import run
+from omniseg.store.database import Store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,8 +53,8 @@ def small_checkpoint(root: Path, cache: Path, epochs: int = 2) -> Path:
     """A deterministic checkpoint of the default recipe (seed 0, ``epochs`` epochs on the training split),
     trained once and kept in ``cache`` (see the module docstring)."""
     from omniseg.config import TrainConfig
-    from omniseg.runner import open_dataset
-    from omniseg.train import train
+    from omniseg.evaluation.runner import open_dataset
+    from omniseg.training.train import train
 
     ckpt = cache / f"polyp-unet-{epochs}ep-seed0.pt"
     if ckpt.is_file():

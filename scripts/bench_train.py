@@ -38,8 +38,8 @@ def main() -> None:
 
     from omniseg import datasets
     from omniseg.models.specialist import NetSpec, build_net, pick_device, preprocess
-    from omniseg.train import _augment, _prepare, _val_part
-    from omniseg.train_data import DeviceAugment, cpu_has_bf16, load_split
+    from omniseg.training.train import _augment, _prepare, _val_part
+    from omniseg.training.data import DeviceAugment, cpu_has_bf16, load_split
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=REPO.parent / "shared/data/kvasir-seg/Kvasir-SEG")

@@ -27,7 +27,7 @@ def equivalents() -> dict[str, str]:
 
 
 def module_of(mutant: str) -> str:
-    """omniseg.metrics.x_dice__mutmut_3 -> omniseg.metrics (methods are x\u01c1Class\u01c1name__mutmut_N)."""
+    """omniseg.scoring.metrics.x_dice__mutmut_3 -> omniseg.scoring.metrics (methods are x\u01c1Class\u01c1name__mutmut_N)."""
     return re.split(r"\.x[_\u01c1]", mutant, maxsplit=1)[0]
 
 

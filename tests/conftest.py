@@ -185,7 +185,7 @@ def sent_png_sha(cfg, name: str) -> dict[str, str]:
     import hashlib
 
     from omniseg import models
-    from omniseg.runner import open_dataset
+    from omniseg.evaluation.runner import open_dataset
 
     seg = models.build(cfg.model(name))
     ds = open_dataset(cfg)
@@ -300,7 +300,7 @@ def run_killed_after_calls(args: list[str], target: str, calls: int, timeout: fl
 
 def run_killed_after_writes(args: list[str], writes: int, timeout: float = 300):
     """`omniseg <args>` killed right after its ``writes``-th pair is recorded (between two writes of one chunk)."""
-    return run_killed_after_calls(args, "omniseg.store:Store.record", writes, timeout)
+    return run_killed_after_calls(args, "omniseg.store.database:Store.record", writes, timeout)
 
 
 def answers_asked_again(log: list[dict]) -> tuple[dict[str, float], list[float]]:

@@ -17,18 +17,19 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from omniseg import metrics, models
-from omniseg._schema import SCHEMA_VERSION
+from omniseg.scoring import metrics
+from omniseg import models
+from omniseg.store.schema import SCHEMA_VERSION
 from omniseg.cli import app
 from omniseg.models.specialist import NetSpec, build_net, save_checkpoint
-from omniseg.store import Store
+from omniseg.store.database import Store
 
 from conftest import REPO, blob_mask, lesion_image
 
 EXTENSION = '''
 """A throwaway extension: a dataset reader, an omnimodel kind and a metric."""
 from omniseg.datasets.base import Dataset, Sample, SampleRef, read_mask, read_rgb, split_of
-from omniseg.metrics import Metric
+from omniseg.scoring.metrics import Metric
 from omniseg.models.base import Prediction, Segmenter
 
 
@@ -266,7 +267,7 @@ def test_an_extension_that_exits_or_names_a_metric_badly_is_one_message_not_the_
     predictions were paid for."""
     (tmp_path / "exits.py").write_text("import sys\nsys.exit(3)\n")
     (tmp_path / "badname.py").write_text(textwrap.dedent('''
-        from omniseg.metrics import Metric
+        from omniseg.scoring.metrics import Metric
         SHOUTY = Metric("Area-Ratio", lambda p, r, roi, c: 1.0, "a name no store column can have")
         '''))
     r = _omniseg("--plugin", tmp_path / "exits.py", "list")
@@ -290,10 +291,10 @@ def test_an_extension_that_exits_or_names_a_metric_badly_is_one_message_not_the_
 
 
 def test_an_extension_may_import_built_ins_to_reuse_them(tmp_path):
-    """Defect 14: `from omniseg.metrics import DICE` in an extension failed with "clashes with the one from
+    """Defect 14: `from omniseg.scoring.metrics import DICE` in an extension failed with "clashes with the one from
     built-in"; importing a built-in class or metric is reuse, not a new registration."""
     (tmp_path / "reuse.py").write_text(textwrap.dedent('''
-        from omniseg.metrics import DICE, IOU, Metric
+        from omniseg.scoring.metrics import DICE, IOU, Metric
         from omniseg.models.baselines import OtsuBaseline
         from omniseg.datasets.kvasir import KvasirSeg
 

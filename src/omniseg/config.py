@@ -214,7 +214,8 @@ def _load_plugins(path: Path, raw: dict) -> dict:
 
 def _validate_plugins(path: Path, cfg: TaskConfig) -> None:
     """Check dataset and model names and their options against the registries."""
-    from . import datasets, metrics, models
+    from . import datasets, models
+    from .scoring import metrics
 
     for i, name in enumerate(cfg.metrics.include):
         try:

@@ -3,7 +3,7 @@
 Two ways in, both registering everything a module defines, so an extension is a plain module:
 every :class:`~omniseg.datasets.base.Dataset` subclass (by its ``name``), every
 :class:`~omniseg.models.base.Segmenter` subclass (by its ``kind``) and every
-:class:`~omniseg.metrics.Metric` (by its ``name``) defined in it.
+:class:`~omniseg.scoring.metrics.Metric` (by its ``name``) defined in it.
 
 * an installed package declares an entry point in the group ``omniseg.plugins`` whose value is the
   module (``[project.entry-points."omniseg.plugins"] mylab = "mylab.omniseg_ext"``); they are loaded
@@ -35,7 +35,8 @@ _loaded_paths: dict[Path, str] = {}
 
 def register_module(module: ModuleType, origin: str) -> list[str]:
     """Register what ``module`` defines; returns 'what name' strings. Raises ValueError on a clash."""
-    from . import datasets, metrics, models
+    from . import datasets, models
+    from .scoring import metrics
     from .datasets.base import Dataset
     from .models.base import Segmenter
 
@@ -50,7 +51,7 @@ def register_module(module: ModuleType, origin: str) -> list[str]:
                 added.append(f"model kind {obj.kind}")
         elif isinstance(obj, metrics.Metric):
             if obj.name in metrics.REGISTRY.names() and metrics.REGISTRY.get(obj.name) is obj:
-                continue  # one imported to reuse it (`from omniseg.metrics import DICE`), not a new one
+                continue  # one imported to reuse it (`from omniseg.scoring.metrics import DICE`), not a new one
             metrics.REGISTRY.add(obj.name, obj, origin)
             added.append(f"metric {obj.name}")
     return added

@@ -212,8 +212,8 @@ def test_a_checkpoint_run_on_another_dataset_is_noted_in_the_manifest(tmp_path):
     """Cross-dataset: a specialist trained on a Kvasir-SEG-shaped task, evaluated on a folder task."""
     from omniseg.config import TrainConfig
     from omniseg.models.specialist import NetSpec
-    from omniseg.runner import open_dataset
-    from omniseg.train import train
+    from omniseg.evaluation.runner import open_dataset
+    from omniseg.training.train import train
 
     from conftest import write_config
 
@@ -301,7 +301,7 @@ def test_two_images_sharing_a_stem_are_one_row_that_names_both(tmp_path):
     """Defect 8: a.png and a.jpg: the run announced 2 pairs and kept 1 row, without a word from init, verify
     or run. Now the id gets one sample_error row naming both files; init and verify say so; a mask without an
     image is listed by both."""
-    from omniseg.store import Store
+    from omniseg.store.database import Store
 
     rng = np.random.default_rng(2)
     for stem, suffix in (("a", ".png"), ("a", ".jpg"), ("b", ".png"), ("c", ".png")):
@@ -357,7 +357,7 @@ def test_an_image_over_the_pixel_limit_is_refused_before_it_is_decoded(tmp_path)
     store = tmp_path / "s.sqlite"
     r = cli.invoke(app, ["run", "--config", str(cfg), "--store", str(store), "-q"])
     assert r.exit_code == 0, r.output
-    from omniseg.store import Store
+    from omniseg.store.database import Store
 
     with Store(store) as st:
         row = st.query("SELECT status, reason FROM predictions WHERE sample_id = 'huge'").iloc[0]

@@ -3,7 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from omniseg import metrics, models
+from omniseg.scoring import metrics
+from omniseg import models
 from omniseg.config import ModelConfig
 from omniseg.datasets.base import Sample
 

@@ -1,8 +1,12 @@
-"""Dataset adapters. Adding one: write a module with a :class:`~.base.Dataset` subclass and add one line here."""
+"""Datasets: readers of each layout (Kvasir-SEG, BUSI, DRIVE, any folder), `init`'s inference and `data fetch`.
+Adding one: a module with a :class:`~.base.Dataset` subclass and one line here.
+
+May import only the shared modules (and, for `init`, nothing else of omniseg).
+"""
 
 from __future__ import annotations
 
-from .._registry import Registry
+from ..registry import Registry
 from .base import Dataset, Sample, SampleRef
 
 REGISTRY = Registry(

@@ -22,8 +22,18 @@ from pydantic import Field
 
 from ..errors import DataMissingError, SampleError
 from ..options import Options
-from .base import (DEFAULT_MAX_PIXELS, Dataset, Sample, SampleRef, binarize_rgb, check_pixels, files_with, open_image,
-                   same_size, split_of)
+from .base import (
+    DEFAULT_MAX_PIXELS,
+    Dataset,
+    Sample,
+    SampleRef,
+    binarize_rgb,
+    check_pixels,
+    files_with,
+    open_image,
+    same_size,
+    split_of,
+)
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
 

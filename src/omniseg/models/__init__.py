@@ -1,8 +1,12 @@
-"""Model kinds. Adding one: write a module with a :class:`~.base.Segmenter` subclass and add one line here."""
+"""Models: the Segmenter contract (:mod:`.base`), the local kinds (specialist, floors, human) and, in :mod:`.api`,
+the omnimodels behind an API. Adding a kind: a module with a :class:`~.base.Segmenter` subclass and one line here.
+
+May import: the shared modules and ``datasets`` (samples). Never ``store``, ``evaluation``, ``study``, ``cli``.
+"""
 
 from __future__ import annotations
 
-from .._registry import Registry
+from ..registry import Registry
 from .base import Prediction, Segmenter
 
 REGISTRY = Registry(
@@ -13,8 +17,8 @@ REGISTRY = Registry(
         "ellipse": "omniseg.models.baselines:CentreEllipse",
         "human": "omniseg.models.human:HumanReference",
         "unet": "omniseg.models.specialist:Specialist",
-        "gemini": "omniseg.models.gemini:Gemini",
-        "openai": "omniseg.models.openai:OpenAICompatible",
+        "gemini": "omniseg.models.api.gemini.model:Gemini",
+        "openai": "omniseg.models.api.openai:OpenAICompatible",
     },
 )
 get = REGISTRY.get

@@ -22,7 +22,7 @@ STATUSES = {
     "api_error": "the API call failed after its retries, or with an error that retrying cannot fix; scored as empty",
 }
 # Decoder outcomes (unparseable, invalid_answer, unsupported_format, no_image, aspect_mismatch) are
-# listed in omniseg.models.decoders.STATUSES; all of them are scored as empty predictions.
+# listed in omniseg.models.api.decoders.STATUSES; all of them are scored as empty predictions.
 
 
 @dataclass
@@ -48,7 +48,7 @@ class Prediction:
     reason: str = ""
     prob: np.ndarray | None = None  # float probability map, kept for confidence analyses
     meta: dict[str, Any] = field(default_factory=dict)
-    calls: list[dict[str, Any]] = field(default_factory=list)  # API calls made for it (omniseg.store api_calls)
+    calls: list[dict[str, Any]] = field(default_factory=list)  # API calls made for it (omniseg.store.database api_calls)
 
     @classmethod
     def failed(cls, reason: str, status: str = "error", **meta: Any) -> "Prediction":

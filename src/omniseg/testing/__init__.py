@@ -1,1 +1,2 @@
-"""Test helpers shipped with the package so that tests and scripts/ share them."""
+"""Fake servers that speak (and misbehave like) the real services, shipped so tests, scripts and `omniseg demo` share
+them. They import nothing of omniseg but each other."""

@@ -21,35 +21,7 @@ from typing import Any, Callable
 
 from .fake_batch import FakeBatch
 from .fake_http import FakeServer, ParseError, decode_image, serve
-from .gemini_answers import (  # noqa: F401  (re-exported for tests and benchmarks)
-    IMAGE_SIZES,
-    LIVE_MODELS,
-    MALFORMED,
-    TODAY,
-    Reply,
-    Request,
-    _get,
-    answer,
-    blocked,
-    box_and_crop,
-    bright_truth,
-    chaos,
-    error,
-    good_answer,
-    image_answer,
-    image_size,
-    json_masks_text,
-    live,
-    not_found,
-    png_bytes,
-    polygon_entries,
-    polygons_text,
-    safety_candidate,
-    seg_tokens_text,
-    served_model,
-    text_answer,
-    usage,
-)
+from .gemini_answers import LIVE_MODELS, TODAY, Reply, Request, error, field, good_answer, live, served_model
 
 
 class FakeGemini(FakeServer):
@@ -112,10 +84,10 @@ class FakeGemini(FakeServer):
         image, image_bytes, prompt = None, b"", []
         for content in body.get("contents", []):
             for part in content.get("parts", []):
-                inline = _get(part, "inlineData", "inline_data")
+                inline = field(part, "inlineData", "inline_data")
                 if inline and image is None:
                     try:  # the SDK sends URL-safe base64; the API takes either alphabet
-                        image, image_bytes = decode_image(_get(inline, "data") or "")
+                        image, image_bytes = decode_image(field(inline, "data") or "")
                     except Exception:
                         raise ParseError(error(400, "INVALID_ARGUMENT", "Unable to process input image.")) from None
                 if "text" in part:

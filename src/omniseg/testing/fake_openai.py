@@ -37,7 +37,7 @@ def error(code: int, message: str = "", retry_after: float | None = None) -> Rep
 
 
 def to_convention(entries: list[dict], key: str, coords: str, size: tuple[int, int]) -> list[dict]:
-    """Polygons traced in 0..1000 (fake_gemini.polygon_entries) in another coordinate convention."""
+    """Polygons traced in 0..1000 (gemini_answers.polygon_entries) in another coordinate convention."""
     w, h = size
     conv = {"norm1000": lambda x, y: [x, y], "norm1": lambda x, y: [round(x / 1000, 4), round(y / 1000, 4)],
             "pixels": lambda x, y: [round(x / 1000 * w, 1), round(y / 1000 * h, 1)]}[coords]

@@ -19,7 +19,7 @@ from PIL import Image
 from .fake_http import Reply, Request
 
 
-def _get(d: dict, *names: str):
+def field(d: dict, *names: str):
     for n in names:
         if n in d:
             return d[n]

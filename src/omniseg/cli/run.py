@@ -1,0 +1,62 @@
+"""`omniseg run`: every (sample, model) pair of a task predicted, scored and recorded."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import OmnisegError
+from .common import ConfigOpt, StoreOpt, TaskOpt, friendly, retry_statuses, run_and_tell, split_names, store_path
+
+
+
+@friendly
+def run(
+    task: Optional[str] = TaskOpt,
+    config: Optional[Path] = ConfigOpt,
+    models: Optional[list[str]] = typer.Option(None, "--models", "-m", help="models to run, comma-separated or repeated (default: all in the config)"),
+    split: Optional[str] = typer.Option(None, help="train, test or all (default: the config's split)"),
+    limit: Optional[int] = typer.Option(None, min=1, help="only the first N samples (sorted by id)"),
+    force: bool = typer.Option(False, "--force", help="redo pairs that are already in the store"),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="dataset folder, overriding dataset.root"),
+    store: Optional[Path] = StoreOpt,
+    batch_size: Optional[int] = typer.Option(None, min=1, help="samples loaded and predicted together (default: what the models prefer, at least 8)"),
+    refresh: bool = typer.Option(False, "--refresh", help="ask the API again instead of using cached answers"),
+    max_cost: Optional[float] = typer.Option(None, "--max-cost", min=0, help="stop before API calls would cost more than this many USD"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the API calls and estimated cost; call nothing, write nothing"),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="also redo pairs whose status is a failure listed by --retry-status (a plain rerun skips every recorded pair)"),
+    retry_status: str = typer.Option("api_error", "--retry-status", help="comma-separated statuses --retry-failed redoes (answers come from the archive unless --refresh)"),
+    batch: bool = typer.Option(False, "--batch", help="send API models' pairs as batch jobs: half price, answered within 24 h; a killed run finds its job again (docs/omnimodels.md)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+) -> None:
+    """Predict and score every (sample, model) pair of a task; resumes where a previous run stopped."""
+    from .. import config as config_mod
+    from ..evaluation.runner import dry_run as estimate
+    from ..store.database import Store
+
+    if split is not None and split not in ("train", "test", "all"):
+        raise OmnisegError(f"--split must be train, test or all, not {split!r}")
+    cfg = config_mod.find(task, config)
+    retry = retry_statuses(retry_status) if retry_failed else ()
+    path = store_path(store)
+    if dry_run:
+        st = Store(path, readonly=True) if path.is_file() else None
+        try:
+            est = estimate(cfg, st, store_root=path.parent, model_names=split_names(models), split=split,
+                           limit=limit, force=force, data_root=data_root, refresh=refresh, progress=not quiet,
+                           retry=retry)
+        finally:
+            if st is not None:
+                st.close()
+        for name, e in est.items():
+            both = f" online, {e['batch_cost_usd']:.4f} USD as a batch job" if e.get("batch_cost_usd") is not None else ""
+            typer.echo(f"{name}: {e['pairs']} pairs to do; {e['calls']} API calls, {e['cached']} answers cached; "
+                       f"estimated cost {e['cost_usd']:.4f} USD{both}")
+        typer.echo(f"total estimated cost: {sum(e['cost_usd'] for e in est.values()):.4f} USD (dry run: nothing called or written)")
+        return
+    run_and_tell(cfg, path, model_names=split_names(models), split=split, limit=limit, force=force,
+                 data_root=data_root, batch_size=batch_size, progress=not quiet, argv=sys.argv[1:],
+                 refresh=refresh, max_cost=max_cost, retry=retry, batch=batch)

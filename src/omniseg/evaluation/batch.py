@@ -1,0 +1,321 @@
+"""`omniseg run --batch`: the pairs still to do go to the API as batch jobs, at half the price.
+
+A job is recorded in the store (table ``batch_jobs``, with its requests in ``batch_requests``)
+*before* it is created, under a display name derived from its requests, so a process killed at any
+instant never submits the same work twice: the next ``run --batch`` or ``batch wait`` finds the
+recorded job (by name, or, when the create request's answer never arrived, by display name among
+the API's jobs), polls it, and puts its answers into the answer archive with their batch booking.
+From there the ordinary run writes each pair's row exactly as for online answers (archive ->
+decoder -> score -> row, once per pair): an answer is booked once, at the batch price, by the row
+that first uses it. A request the job answered with an error becomes a row with status
+``api_error`` (``--retry-failed`` sends it again); a request a job left unanswered (cancelled,
+expired, failed job) leaves its pair to do, and the run says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..datasets.base import SampleRef
+from ..errors import OmnisegError, SampleError
+from ..models.api.gemini import batch as gemini_batch
+from ..progress import bar as progress_bar
+from ..store.database import Store
+
+SCRATCH = "batch"  # folder beside the store for job input files while they are written and uploaded
+
+
+@dataclass
+class Settled:
+    """What the batch stage leaves for the ordinary run of one model."""
+
+    failures: dict[str, tuple[str, str]] = field(default_factory=dict)  # cache key -> (status, reason)
+    notes: list[str] = field(default_factory=list)  # for the user: jobs that ended without every answer
+
+
+def supports(m) -> bool:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
+    return callable(getattr(m, "batch_jobs", None))
+
+
+class JobBook:
+    """The store's record of batch jobs: what was asked for, under which name, and what came back."""
+
+    def __init__(self, store: Store):
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
+        self.store, self.db = store, store.db
+
+    def open(self, task: str, model: str) -> list[dict]:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
+        rows = self.db.execute("SELECT * FROM batch_jobs WHERE task=? AND model=? AND collected_at IS NULL"
+                               " AND state NOT IN ('ABANDONED', 'LOST') ORDER BY created_at", (task, model))
+        return [dict(r) for r in rows]
+
+    def all(self, task: str | None = None) -> list[dict]:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
+        rows = self.db.execute(
+            "SELECT j.*, SUM(r.status IS NULL AND j.collected_at IS NOT NULL) AS unanswered,"
+            " SUM(r.status = 'answered') AS answered, SUM(r.status = 'api_error') AS failed"
+            " FROM batch_jobs j LEFT JOIN batch_requests r USING (job_key)"
+            + (" WHERE j.task = ?" if task else "") + " GROUP BY j.job_key ORDER BY j.created_at", (task,) if task else ())
+        return [dict(r) for r in rows]
+
+    def jobs_like(self, base: str) -> int:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
+        return self.db.execute("SELECT COUNT(*) FROM batch_jobs WHERE job_key LIKE ?", (base + "%",)).fetchone()[0]
+
+    def add(self, job_key: str, task: str, model: str, display_name: str, source: str,
+            requests: list[tuple[str, str]]) -> None:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
+        now = time.time()
+        with self.store.transaction():
+            self.db.execute("INSERT INTO batch_jobs (job_key, task, model, display_name, input, state, requests,"
+                            " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                            (job_key, task, model, display_name, source, "SUBMITTING", len(requests), now, now))
+            self.db.executemany("INSERT INTO batch_requests (job_key, cache_key, sample_id) VALUES (?,?,?)",
+                                [(job_key, k, s) for k, s in requests])
+
+    def update(self, job_key: str, **cols) -> None:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
+        cols["updated_at"] = time.time()
+        with self.store.transaction():
+            self.db.execute(f"UPDATE batch_jobs SET {', '.join(f'{c}=?' for c in cols)} WHERE job_key=?",
+                            (*cols.values(), job_key))
+
+    def keys(self, job_key: str) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT cache_key FROM batch_requests WHERE job_key=? ORDER BY rowid",
+                                              (job_key,))]
+
+    def set_outcomes(self, job_key: str, outcomes: list[tuple[str, str | None, str]]) -> None:
+        """``(status, error, cache key)`` of the requests a job answered, with the job marked collected."""
+        with self.store.transaction():
+            self.db.executemany("UPDATE batch_requests SET status=?, error=? WHERE job_key=? AND cache_key=?",
+                                [(s, e, job_key, k) for s, e, k in outcomes])
+            self.db.execute("UPDATE batch_jobs SET collected_at=?, updated_at=? WHERE job_key=?",
+                            (time.time(), time.time(), job_key))
+
+    def failures(self, task: str, model: str) -> dict[str, tuple[str, str]]:
+        rows = self.db.execute("SELECT r.cache_key, r.status, r.error FROM batch_requests r JOIN batch_jobs j"
+                               " USING (job_key) WHERE j.task=? AND j.model=? AND r.status IS NOT NULL"
+                               " ORDER BY j.created_at", (task, model))
+        out: dict[str, tuple[str, str]] = {}
+        for k, status, error in rows:  # a later job's outcome replaces an earlier one's
+            if status == "answered":
+                out.pop(k, None)
+            else:
+                out[k] = (status, error or "")
+        return out
+
+
+def settle(task: str, store: Store, ds, m, refs: list[SampleRef], *, submit: bool = True,
+           retry: tuple[str, ...] = (), max_cost: float | None = None, progress: bool = True) -> Settled:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
+    """Finish the model's open jobs, then submit (and finish) one for the pairs ``refs`` still need."""
+    book, out = JobBook(store), Settled()
+    _clear_scratch(store, m.name, book)
+    for row in book.open(task, m.name):
+        _finish(book, m, row, out, progress)
+    if submit:
+        failed = book.failures(task, m.name)
+        redo_failed = "api_error" in retry
+        row = _submit(book, task, store, ds, m, refs, skip={k for k in failed if not redo_failed},
+                      max_cost=max_cost, progress=progress)
+        if row is not None:
+            _finish(book, m, row, out, progress)
+    out.failures = book.failures(task, m.name)
+    return out
+
+
+def _submit(book: JobBook, task: str, store: Store, ds, m, refs: list[SampleRef], *, skip: set[str],
+            max_cost: float | None, progress: bool) -> dict | None:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
+    """Write the job's input (a JSONL file, streamed), record the job, then create it. None: nothing to ask."""
+    o = m.options
+    if getattr(o, "vertexai", False):
+        raise OmnisegError(f"model {m.name!r}: batch jobs on Vertex AI read and write Cloud Storage, which omniseg does "
+                           "not manage; run it online (without --batch) or with an API key (docs/omnimodels.md)")
+    scratch = store.root / SCRATCH
+    scratch.mkdir(parents=True, exist_ok=True)
+    tmp = scratch / f"{m.name}-{time.time_ns()}.jsonl"
+    try:
+        return _submit_from(tmp, book, task, store, ds, m, refs, skip=skip, max_cost=max_cost, progress=progress)
+    finally:
+        tmp.unlink(missing_ok=True)  # every image, base64: never left behind, whatever happened
+
+
+def _submit_from(tmp: Path, book: JobBook, task: str, store: Store, ds, m, refs: list[SampleRef], *, skip: set[str],
+                 max_cost: float | None, progress: bool) -> dict | None:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
+    o = m.options
+    inline: list | None = []  # kept in memory only while the job still fits the inline limit
+    seen: dict[str, str] = {}  # cache key -> sample id (a duplicate image is asked once)
+    size, worst = 0, 0.0
+    prompt = m._prompt()
+    with open(tmp, "w", encoding="utf-8") as f:
+        for ref in progress_bar(refs, desc=f"batch input {m.name}", unit="img", disable=not progress):
+            try:
+                sample = ds.load(ref)
+            except SampleError:
+                continue  # the ordinary run records it as sample_error
+            key, inline_item, line, pixels = m.batch_request(sample, prompt)
+            if key in seen or key in skip or (not m.context.refresh and m.archive.get(key) is not None):
+                continue
+            seen[key] = ref.id
+            line = json.dumps(line)
+            f.write(line + "\n")
+            size += len(line) + 1
+            worst += m._worst_cost((pixels.shape[1], pixels.shape[0]), prompt) * o.price.batch_factor
+            if inline is not None:
+                inline.append(inline_item)
+                if size > o.batch_inline_mb * 1e6 or o.batch_input == "file":
+                    inline = None
+    if not seen:
+        tmp.unlink()
+        return None
+    if max_cost is not None and worst > max_cost:
+        tmp.unlink()
+        raise OmnisegError(f"model {m.name!r}: a batch job for {len(seen)} requests could cost up to {worst:.4f} USD,"
+                           f" more than --max-cost {max_cost:.4f}; raise the budget or pass --limit")
+    if o.batch_input == "inline" and inline is None:
+        tmp.unlink()
+        raise OmnisegError(f"model {m.name!r}: batch_input is 'inline' but the job is {size / 1e6:.1f} MB, over the "
+                           f"{o.batch_inline_mb} MB inline limit; use batch_input: auto or file")
+    keys = sorted(seen)
+    base = hashlib.sha256(json.dumps([task, m.name, m.signature_hash(), keys]).encode()).hexdigest()[:16]
+    job_key = f"{base}-{book.jobs_like(base) + 1}"  # a resubmission of the same requests is a new job
+    display = f"omniseg-{job_key}"
+    book.add(job_key, task, m.name, display, "inline" if inline is not None else "file", list(seen.items()))
+    jobs = m.batch_jobs()
+    if inline is not None:
+        name = _api(m, "create the batch job", jobs.create_inline, inline, display)
+    else:
+        file_name = _api(m, "upload the batch job's input file", jobs.upload, tmp, display)
+        book.update(job_key, input_file=file_name)
+        name = _api(m, "create the batch job", jobs.create_from_file, file_name, display)
+    book.update(job_key, name=name, state="PENDING")
+    return next(r for r in book.open(task, m.name) if r["job_key"] == job_key)
+
+
+def _api(m, what: str, fn, *args):
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
+    """A call of the batch API; a failure is one message (the job is found again, or resubmitted, by the next run)."""
+    try:
+        return fn(*args)
+    except OmnisegError:
+        raise
+    except Exception as e:
+        fail = m._failure(e)
+        raise OmnisegError(f"model {m.name!r}: cannot {what}: {fail.text}; rerun `omniseg run --batch` to try again "
+                           "(a job the API did create is found again by name, never submitted twice)") from None
+
+
+def _clear_scratch(store: Store, model: str, book: JobBook) -> None:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
+    """Input and results files a killed process left for this model: this process is now its one worker
+    (Store.claim), so no other is writing them."""
+    scratch = store.root / SCRATCH
+    if not scratch.is_dir():
+        return
+    mine = re.compile(re.escape(model) + r"-\d+\.jsonl")
+    keys = {r["job_key"] for r in book.all() if r["model"] == model}
+    for f in scratch.iterdir():
+        if mine.fullmatch(f.name) or (f.name.endswith(".results.jsonl") and f.name[:-len(".results.jsonl")] in keys):
+            f.unlink(missing_ok=True)
+
+
+def _finish(book: JobBook, m, row: dict, out: Settled, progress: bool) -> None:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
+    """Find, wait for and collect one recorded job."""
+    jobs = m.batch_jobs()
+    if not row["name"]:  # recorded, but the create request's answer never came back
+        name = jobs.find(row["display_name"])
+        if name is None:
+            book.update(row["job_key"], state="ABANDONED", message="never created (the process stopped first)")
+            return
+        book.update(row["job_key"], name=name, state="PENDING")
+        row["name"] = name
+    status = wait(book, m, row, progress)
+    if status is None:
+        return
+    collect(book, m, row, status, out)
+
+
+def wait(book: JobBook, m, row: dict, progress: bool) -> gemini_batch.JobStatus | None:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
+    """Poll a job until it ends, showing its state, done/total and time since it was created."""
+    jobs = m.batch_jobs()
+    bar = progress_bar(total=row["requests"], desc=f"batch {m.name} {row['name']}", unit="req", disable=not progress)
+    errors = 0
+    try:
+        while True:
+            try:
+                status = jobs.status(row["name"])
+            except Exception as e:  # a poll that fails is tried again; a job the API no longer has is lost
+                fail = m._failure(e)
+                if fail.code == 404:
+                    book.update(row["job_key"], state="LOST", message=fail.text[:300])
+                    return None
+                errors += 1
+                if errors > 20:
+                    raise OmnisegError(f"cannot poll batch job {row['name']}: {fail.text}; `omniseg batch wait` "
+                                       "tries again later") from None
+                time.sleep(min(m.options.batch_poll_s * errors, 300))
+                continue
+            errors = 0
+            if status.state != row["state"]:
+                book.update(row["job_key"], state=status.state)
+                row["state"] = status.state
+            if status.done is not None:
+                bar.n = status.done
+            bar.set_postfix(state=status.state, elapsed=f"{time.time() - row['created_at']:.0f}s", refresh=False)
+            bar.refresh()
+            if status.ended:
+                return status
+            time.sleep(m.options.batch_poll_s)
+    finally:
+        bar.close()
+
+
+def collect(book: JobBook, m, row: dict, status: gemini_batch.JobStatus, out: Settled) -> None:
+    """Every answer of an ended job into the archive (with its batch booking); errors into the store."""
+    keys = book.keys(row["job_key"])
+    asked = set(keys)
+    outcomes: list[tuple[str, str | None, str]] = []
+    scratch = book.store.root / SCRATCH / f"{row['job_key']}.results.jsonl"
+    for key, raw, error in m.batch_jobs().results(status, keys, scratch):
+        if key not in asked:
+            continue
+        if raw is not None:
+            m.keep_batch_answer(key, raw, row["name"])
+            outcomes.append(("answered", None, key))
+        else:
+            text = " ".join(str(error.get(k)) for k in ("code", "status", "message") if error.get(k) is not None)
+            outcomes.append(("api_error", m.redact(f"batch job {row['name']}: {text}")[:500], key))
+    book.set_outcomes(row["job_key"], outcomes)
+    missing = len(asked) - len({k for _, _, k in outcomes})
+    if missing:
+        out.notes.append(f"batch job {row['name']} of {m.name} ended {status.state}: {missing} of {len(asked)} "
+                         "requests have no answer, their pairs are left to do; rerun `omniseg run --batch` to submit "
+                         "them again")
+
+
+def cancel(store: Store, m, task: str, name: str | None = None) -> list[str]:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
+    """Cancel the model's open jobs (or the one named); the next wait collects what they finished."""
+    book, done = JobBook(store), []
+    for row in book.open(task, m.name):
+        if row["name"] and (name is None or row["name"] == name):
+            _api(m, f"cancel batch job {row['name']}", m.batch_jobs().cancel, row["name"])
+            book.update(row["job_key"], state="CANCELLING")
+            done.append(row["name"])
+    return done
+
+
+def scratch_dir(store: Store) -> Path:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
+    return store.root / SCRATCH

@@ -1,0 +1,351 @@
+"""`omniseg run`: every (sample, model) pair asked for ends as exactly one row in the store.
+
+Pairs already in the store are skipped, so rerunning a killed or finished command resumes;
+``force`` redoes them. A sample that cannot be read gets a 'sample_error' row for every
+model, a model that fails gets an 'error' row scored as an empty prediction.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from ..progress import bar as progress_bar
+
+from .. import datasets, models
+from ..scoring import metrics
+from ..config import TaskConfig
+from ..datasets.base import SampleRef, split_fingerprint
+from ..errors import CheckpointMissing, OmnisegError, SampleError
+from ..models.base import Prediction, RunContext, Segmenter
+from ..store.database import Store
+
+
+#: statuses `omniseg run --retry-failed` redoes by default: the API call failed without an answer
+#: (after its retries, or with an error such as 403); answers that were read but failed to decode are
+#: better re-read with `omniseg redecode`, or asked again with --retry-status S --refresh
+RETRY_DEFAULT = ("api_error",)
+
+
+class RunStopped(OmnisegError):
+    """A model stopped the run cleanly (budget or daily quota); what was recorded stays."""
+
+
+@dataclass
+class RunSummary:
+    task: str
+    split: str
+    run_id: int
+    samples: int
+    pairs: int
+    skipped: int = 0
+    statuses: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+    train_split_fingerprint: str | None = None  # of the task's training split: does a checkpoint know this data?
+    notes: list[str] = field(default_factory=list)  # for the user: batch jobs that ended without every answer
+
+    def as_dict(self) -> dict:
+        return {"samples": self.samples, "pairs": self.pairs, "skipped": self.skipped,
+                "statuses": dict(self.statuses), "seconds": round(self.seconds, 2),
+                "train_split_fingerprint": self.train_split_fingerprint}
+
+
+def open_dataset(cfg: TaskConfig, data_root: str | Path | None = None) -> datasets.Dataset:
+    return datasets.open(cfg.dataset.name, data_root or cfg.dataset.root, cfg.dataset.options, cfg.dataset.max_pixels)
+
+
+def select_models(cfg: TaskConfig, names: list[str] | None) -> list[Segmenter]:
+    chosen = [cfg.model(n) for n in names] if names else [m for m in cfg.models if m.default]
+    built = []
+    for m in chosen:
+        try:
+            built.append(models.build(m))
+        except CheckpointMissing as e:  # the model does not know its task: say the whole command here
+            others = [c.name for c in chosen if c.name != m.name]
+            raise CheckpointMissing(e.path).with_command(
+                f"omniseg train --task {cfg.task}" + ("" if m.name == (cfg.train.model if cfg.train else "unet")
+                                                      else f" --model {m.name}"),
+                others) from None
+    return built
+
+
+def _check_signatures(store: Store, task: str, segs: list[Segmenter], force: bool) -> None:
+    """Refuse to mix results of one model name made with different settings."""
+    for m in segs:
+        old = store.model_signature(task, m.name)
+        if old is not None and old != m.signature_hash():
+            if not force:
+                raise OmnisegError(
+                    f"model {m.name!r} of task {task!r} has stored results made with other settings; "
+                    "rerun with --force to redo them all, or give the new settings another model name"
+                )
+            store.delete_model(task, m.name)
+        store.set_model(task, m.name, m.kind, m.signature(), m.signature_hash(), m.role)
+
+
+def score_prediction(cfg: TaskConfig, sample, pred: Prediction) -> tuple[Prediction, dict | None]:
+    """Scores of a prediction; failures are scored as empty predictions, never dropped."""
+    if pred.status == "unavailable":
+        return pred, None
+    if pred.status == "ok" and (pred.mask is None or pred.mask.shape != sample.mask.shape):
+        got = None if pred.mask is None else pred.mask.shape
+        pred = Prediction.failed(f"model returned a mask of shape {got}, expected {sample.mask.shape}")
+    used = pred.mask if pred.status == "ok" else np.zeros_like(sample.mask)
+    return pred, metrics.score(used.astype(bool), sample.mask, sample.roi, with_cldice=cfg.metrics.cldice,
+                               include=cfg.metrics.include)
+
+
+def run(cfg: TaskConfig, store: Store, *, model_names: list[str] | None = None, split: str | None = None,
+        limit: int | None = None, force: bool = False, data_root: str | Path | None = None,
+        batch_size: int | None = None, progress: bool = True, argv: list[str] | None = None,
+        refresh: bool = False, max_cost: float | None = None, retry: tuple[str, ...] = (),
+        batch: bool = False, submit: bool = True) -> RunSummary:
+    """Predict and record every (sample, model) pair of the split not yet in the store.
+
+    ``retry`` lists statuses whose pairs are done again (``--retry-failed``); ``force`` redoes all.
+    ``batch`` (or a model's ``batch: true``) sends an API model's pairs as batch jobs first
+    (:mod:`omniseg.evaluation.batch`); ``submit=False`` only finishes the jobs already recorded (`batch wait`).
+    """
+    split = split or cfg.split
+    ds = open_dataset(cfg, data_root)
+    refs: list[SampleRef] = ds.refs(split)
+    if limit is not None:
+        refs = refs[:limit]
+    if not refs:
+        raise OmnisegError(f"{cfg.task}: no samples in split {split!r} under {ds.root}")
+    segs = select_models(cfg, model_names)
+    names = [m.name for m in segs]
+    store.claim(cfg.task, names, " ".join(argv) if argv else f"run --task {cfg.task}")
+    try:
+        return _run_claimed(cfg, store, ds, refs, segs, split=split, force=force, batch_size=batch_size,
+                            progress=progress, argv=argv, refresh=refresh, max_cost=max_cost, retry=retry,
+                            batch=batch, submit=submit)
+    finally:
+        store.release(cfg.task, names)
+
+
+def _run_claimed(cfg: TaskConfig, store: Store, ds, refs: list[SampleRef], segs: list[Segmenter], *, split: str,
+                 force: bool, batch_size: int | None, progress: bool, argv: list[str] | None, refresh: bool,
+                 max_cost: float | None, retry: tuple[str, ...], batch: bool, submit: bool) -> RunSummary:
+    """:func:`run` once this process is the one worker of its models."""
+    _check_signatures(store, cfg.task, segs, force)
+    for m in segs:
+        m.bind(RunContext(store_root=store.root, refresh=refresh, max_cost=max_cost))
+    batch_size = batch_size or max([m.preferred_batch or 8 for m in segs])
+
+    store.add_samples(cfg.task, [(r.id, r.split, r.problem, r.meta) for r in refs])
+    done = set() if force else store.done_pairs(cfg.task, redo=retry)
+    for m in segs:  # fail now, not after a progress bar, when a model cannot work at all (no API key, no answers)
+        if any((r.id, m.name) not in done for r in refs):
+            m.check_ready()
+    notes = _batch_stage(cfg, store, ds, segs, refs, done, batch=batch, submit=submit, retry=retry,
+                         max_cost=max_cost, progress=progress)
+    recorded = cfg.model_dump(mode="json")
+    recorded["dataset"]["root"] = str(ds.root.resolve())  # where the data really was (--data-root included)
+    run_id = store.start_run(cfg.task, split, [m.name for m in segs], recorded, cfg.fingerprint(),
+                             split_fingerprint(refs), argv)
+    summary = RunSummary(cfg.task, split, run_id, samples=len(refs), pairs=len(refs) * len(segs),
+                         train_split_fingerprint=split_fingerprint(ds.refs("train")), notes=notes)
+    chunks = []
+    for start in range(0, len(refs), batch_size):
+        chunk = refs[start:start + batch_size]
+        todo = {m.name: [r for r in chunk if (r.id, m.name) not in done] for m in segs}
+        summary.skipped += sum(len(chunk) - len(v) for v in todo.values())
+        chunks.append((chunk, todo))
+    t0 = time.perf_counter()
+    status = "interrupted"
+    bar = progress_bar(total=len(refs), desc=f"{cfg.task} [{split}]", unit="img", disable=not progress)
+    # One thread reads the next chunk's files and another scores and writes the last chunk's results
+    # while the models work on this one (decoding, encoding, numpy and SQLite release the GIL).
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omniseg-load")
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omniseg-write")
+    written = None
+    current = nxt = None
+    noted: list = []  # samples whose files came with a warning
+
+    def prepare(loaded_broken, todo):
+        noted.extend(s for s in loaded_broken[0].values() if s.notes)
+        return _prepare(segs, *loaded_broken, todo)
+
+    try:
+        work = [(c, t) for c, t in chunks if any(t.values())]
+        bar.update(len(refs) - sum(len(c) for c, _ in work))
+        # Pipeline: chunk k+1 is read and submitted to the models before chunk k is collected.
+        nxt = prepare(_load(ds, *work[0]), work[0][1]) if work else None
+        pending = pool.submit(_load, ds, *work[1]) if len(work) > 1 else None
+        for k, (chunk, todo) in enumerate(work):
+            current, nxt = nxt, None  # chunks submitted but not yet handed to the writer
+            if pending is not None:
+                nxt = prepare(pending.result(), work[k + 1][1])
+                pending = pool.submit(_load, ds, *work[k + 2]) if k + 2 < len(work) else None
+            results = _run_chunk(segs, todo, current)
+            if written is not None:
+                written.result()  # at most one chunk waits to be written; a write error surfaces here
+            written, current = writer.submit(_write, cfg, store, run_id, results, summary), None
+            bar.update(len(chunk))
+            bar.set_postfix(dict(summary.statuses), refresh=False)
+            stops = [f"{m.name}: {m.stop_reason}" for m in segs if m.stop_reason]
+            if stops:
+                status = "stopped"
+                written.result()
+                raise RunStopped("; ".join(stops) + f"\n{summary.statuses.total()} pairs were recorded this run")
+        if written is not None:
+            written.result()
+        status = "finished"
+        _warn_about_files(noted)
+    except KeyboardInterrupt:
+        # answers already received (and paid for) become rows before the process exits
+        if written is not None:
+            written.result()
+        for prepared in (current, nxt):
+            if prepared is not None:
+                _write(cfg, store, run_id, _received(segs, prepared), summary)
+        raise
+    finally:
+        writer.shutdown(wait=True)  # whatever was predicted is written before the run is closed
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+        summary.seconds = time.perf_counter() - t0
+        store.finish_run(run_id, status, summary.as_dict())
+        for m in segs:
+            m.close()
+    after = store.done_pairs(cfg.task) if any(m.context.answers_only for m in segs) else set()
+    left = sum(1 for m in segs if m.context.answers_only for r in refs if (r.id, m.name) not in after)
+    if left:
+        summary.notes.append(f"{left} pair(s) have no batch answer yet: rerun `omniseg run --batch` to submit them")
+    return summary
+
+
+def _batch_stage(cfg, store, ds, segs, refs, done, *, batch, submit, retry, max_cost, progress) -> list[str]:
+    """Send each batch-capable model's pairs still to do as batch jobs and collect their answers; the
+    ordinary run then writes rows from the archive only (no online call) for those models."""
+    from . import batch as batch_mod
+
+    notes: list[str] = []
+    try:
+        for m in segs:
+            if not (batch_mod.supports(m) and (batch or getattr(m.options, "batch", False) or not submit)):
+                continue
+            todo = [r for r in refs if (r.id, m.name) not in done]
+            settled = batch_mod.settle(cfg.task, store, ds, m, todo, submit=submit, retry=retry, max_cost=max_cost,
+                                       progress=progress)
+            m.context.answers_only = True
+            m.context.batch_failures = settled.failures
+            notes.extend(settled.notes)
+    except BaseException:
+        for m in segs:
+            m.close()
+        raise
+    return notes
+
+
+def _load(ds, chunk: list[SampleRef], todo: dict[str, list[SampleRef]]):
+    """Read the samples of a chunk that some model still needs: ({id: Sample}, {id: reason})."""
+    needed = {r.id for refs in todo.values() for r in refs}
+    loaded, broken = {}, {}
+    for r in chunk:
+        if r.id in needed:
+            try:
+                loaded[r.id] = ds.load(r)
+            except SampleError as e:
+                broken[r.id] = str(e)
+    return loaded, broken
+
+
+def _warn_about_files(samples) -> None:
+    """One warning for the run about references that may not be what they seem (see `data verify`)."""
+    noted = [s for s in samples if s.notes]
+    if noted:
+        warnings.warn(f"{len(noted)} reference mask(s) read with a warning, e.g. {noted[0].id}: {noted[0].notes[0]}; "
+                      "`omniseg data verify` lists them all", stacklevel=2)
+
+
+def _prepare(segs, loaded, broken, todo):
+    """Submit a loaded chunk to every model that still needs its samples."""
+    handles = {}
+    for m in segs:
+        samples = [loaded[r.id] for r in todo[m.name] if r.id in loaded]
+        handles[m.name] = (samples, m.submit(samples) if samples else None, time.perf_counter())
+    return broken, handles
+
+
+def _run_chunk(segs, todo, prepared) -> list[tuple]:
+    """Collect every model's predictions for a chunk: [(model, sample id, sample or None, prediction, seconds)]."""
+    broken, handles = prepared
+    results = []
+    for m in segs:
+        for r in todo[m.name]:
+            if r.id in broken:
+                results.append((m.name, r.id, None, Prediction.failed(broken[r.id], status="sample_error"), None))
+        samples, handle, t = handles[m.name]
+        if not samples:
+            continue
+        if handle is samples:  # a local model computes in collect(): time that, not the wait
+            t = time.perf_counter()
+        preds = m.collect(handle)
+        each = (time.perf_counter() - t) / len(samples)
+        results.extend((m.name, s.id, s, p, each) for s, p in zip(samples, preds) if p.status != "skipped")
+    return results
+
+
+def _received(segs, prepared) -> list[tuple]:
+    """The predictions of a submitted chunk that have already arrived (API answers, on interrupt)."""
+    _, handles = prepared
+    out = []
+    for m in segs:
+        samples, handle, _ = handles[m.name]
+        if not samples or handle is samples:  # nothing submitted, or a local model (nothing paid)
+            continue
+        for s, f in zip(samples, handle):
+            if f.done() and not f.cancelled() and f.exception() is None and f.result().status != "skipped":
+                out.append((m.name, s.id, s, f.result(), None))
+    return out
+
+
+def _write(cfg, store, run_id, results, summary) -> None:
+    """Score and record a chunk's predictions (on the writer thread), one transaction per pair."""
+    for model, sample_id, sample, pred, each in results:
+        if sample is None:  # the sample could not be read: a row without a score
+            store.record(run_id, cfg.task, sample_id, model, status=pred.status, reason=pred.reason)
+        else:
+            pred, scores = score_prediction(cfg, sample, pred)
+            store.record(run_id, cfg.task, sample_id, model, status=pred.status, reason=pred.reason,
+                         mask=pred.mask if pred.status == "ok" else None, prob=pred.prob, scores=scores,
+                         elapsed_s=pred.meta.pop("elapsed_s", each), meta=pred.meta, calls=pred.calls)
+        summary.statuses[pred.status] += 1
+    store.heartbeat(cfg.task)  # this process still works on its models (seen from other machines: Store.claim)
+
+
+def dry_run(cfg: TaskConfig, store: Store | None, *, store_root: Path, model_names: list[str] | None = None,
+            split: str | None = None, limit: int | None = None, force: bool = False,
+            data_root: str | Path | None = None, refresh: bool = False, progress: bool = True,
+            retry: tuple[str, ...] = ()) -> dict[str, dict]:
+    """Per model: pairs to do, API calls they would make, answers already archived, estimated USD.
+
+    Creates and writes nothing: ``store`` is a read-only store or None when there is none yet, and
+    the answer archive beside ``store_root`` is only read.
+    """
+    ds = open_dataset(cfg, data_root)
+    refs = ds.refs(split or cfg.split)[:limit]
+    segs = select_models(cfg, model_names)
+    done = set() if force or store is None else store.done_pairs(cfg.task, redo=retry)
+    out = {}
+    for m in segs:
+        m.bind(RunContext(store_root=store_root, refresh=refresh, look_only=True))
+        todo = [r for r in refs if (r.id, m.name) not in done]
+        est = {"pairs": len(todo), "calls": 0, "cached": 0, "cost_usd": 0.0}
+        for start in progress_bar(range(0, len(todo), 64), desc=f"estimate {m.name}", disable=not progress):
+            loaded, _ = _load(ds, todo[start:start + 64], {m.name: todo[start:start + 64]})
+            e = m.estimate(list(loaded.values()))
+            for k in ("calls", "cached", "cost_usd"):
+                est[k] += e[k]
+        if callable(getattr(m, "batch_jobs", None)):  # the same requests as a batch job
+            est["batch_cost_usd"] = est["cost_usd"] * m.options.price.batch_factor
+        m.close()
+        out[m.name] = est
+    return out

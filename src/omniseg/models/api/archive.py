@@ -1,0 +1,148 @@
+"""The answer archive: every raw API answer, kept by content; it is also the response cache.
+
+Every answer the API gave (HTTP 200: a mask, prose, tokens, a block) is kept, decoded or not,
+so that nothing is paid for twice: a rerun answers from the archive, and ``omniseg redecode``
+re-applies newer decoders to kept answers without an API call. Answers are stored once per
+content (zlib-compressed, named by the sha256 of the raw JSON) and looked up by a key that hashes
+everything that changes the answer: model, API version, mode, prompt text, image pixels and
+generation settings. Decoding (decoder version, threshold, point order) is not part of the key.
+With each answer the archive keeps the booking of the call that paid for it, so an answer received
+by a run killed before recording it is booked (once) by the run that first uses it.
+
+SQLite in WAL mode with ``synchronous=FULL``: an answer is on disk before the prediction that
+uses it is recorded, so a run killed at any instant never pays for the same answer twice. The
+API key is never part of a key or of the stored data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+import zlib
+from pathlib import Path
+
+from ...errors import OmnisegError
+from ...redaction import redact
+
+FILE_NAME = "answers.sqlite"  # beside the store, unless a model's `cache` option names another file
+
+
+def readonly_uri(path: Path) -> str:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
+    """An SQLite URI that reads ``path`` without creating anything beside it.
+
+    A cleanly closed WAL database has no -wal file: it is opened ``immutable`` (no -wal or -shm is
+    created). When a -wal exists (a run in progress, or killed), it holds committed rows, so the
+    database is opened read-only through it; its -shm exists already.
+    """
+    resolved = path.resolve()
+    wal = resolved.with_name(resolved.name + "-wal")
+    return f"file:{resolved}?mode=ro" + ("" if wal.exists() else "&immutable=1")
+
+
+def cache_key(**parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def check_database(db: sqlite3.Connection, path: Path, what: str) -> None:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
+    """A damaged database is named as such on open, instead of failing later in a query (or reading as empty)."""
+    problems = [r[0] for r in db.execute("PRAGMA quick_check(5)")]
+    if problems != ["ok"]:
+        first = " ".join(problems[0].replace("*** in database main ***", "").split())[:120]
+        raise OmnisegError(f"{path}: the {what} is corrupted ({first}); restore a copy, or salvage its rows "
+                           f"with `sqlite3 {path} .recover`, or move it away to start a new one")
+
+
+def unusable(path: Path, what: str, e: sqlite3.Error) -> OmnisegError:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
+    """One message for a database file that cannot be opened or written: read-only, full, damaged or foreign."""
+    text = str(e)
+    if "readonly" in text or "read-only" in text or (path.exists() and not os.access(path, os.W_OK)):
+        return OmnisegError(f"{path}: the {what} is read-only; make it writable (chmod u+w, or its folder), or copy it "
+                            "somewhere writable and pass that path")
+    if "full" in text:
+        return OmnisegError(f"cannot write the {what} {path}: {text}; free disk space, then rerun the same command "
+                            "to resume (what was kept stays)")
+    if "malformed" in text or "corrupt" in text:
+        return OmnisegError(f"{path}: the {what} is corrupted ({text}); restore a copy, or move it away to start a new one")
+    return OmnisegError(f"{path}: not a usable {what} ({text}); pass another path, or move this file away to start "
+                        "a new one")
+
+
+class AnswerArchive:
+    def __init__(self, path: str | Path, readonly: bool = False):
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
+        """Open (or create) the archive; ``readonly`` opens an existing one for looking only."""
+        self.path = Path(path)
+        # read by the runner's thread, written by the model's event-loop thread: one lock serializes them
+        self._lock = threading.Lock()
+        if self.path.is_file() and self.path.stat().st_size == 0:
+            # SQLite would take it for a new, empty archive: every answer it held would be paid for again
+            raise OmnisegError(f"{self.path}: the answer archive is an empty file (0 bytes): the answers it kept are "
+                               "gone (a copy cut short, a full disk?). Restore it from a copy; or delete it to start "
+                               "a new archive, and every answer not in the store is asked for (and paid) again")
+        try:
+            if readonly:
+                self.db = sqlite3.connect(readonly_uri(self.path), uri=True, timeout=30,
+                                          isolation_level=None, check_same_thread=False)
+                check_database(self.db, self.path, "answer archive")
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            check_database(self.db, self.path, "answer archive")
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(
+                "CREATE TABLE IF NOT EXISTS blobs (sha256 TEXT PRIMARY KEY, data BLOB NOT NULL);"
+                "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, model TEXT NOT NULL, model_version TEXT,"
+                " sha256 TEXT NOT NULL REFERENCES blobs(sha256), created_at REAL NOT NULL, call TEXT);"
+            )
+        except sqlite3.Error as e:
+            raise unusable(self.path, "answer archive", e) from None
+
+    def get(self, key: str) -> str | None:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
+        """The raw answer (JSON text) kept under ``key``, or None."""
+        kept = self.get_with_call(key)
+        return kept[0] if kept else None
+
+    def get_with_call(self, key: str) -> tuple[str, dict] | None:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
+        """The raw answer and the booking of the call that paid for it (tokens, cost, latency)."""
+        with self._lock:
+            row = self.db.execute("SELECT b.data, a.call FROM answers a JOIN blobs b USING (sha256) WHERE a.key = ?",
+                                  (key,)).fetchone()
+        return (zlib.decompress(row[0]).decode(), json.loads(row[1] or "{}")) if row else None
+
+    def put(self, key: str, model: str, model_version: str | None, response: str, call: dict | None = None) -> None:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
+        """Keep an answer (redacted: a server may echo the key) with the booking of the call that paid for it."""
+        raw = redact(response).encode()
+        sha = hashlib.sha256(raw).hexdigest()
+        with self._lock:
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?)", (sha, zlib.compress(raw, 6)))
+                self.db.execute("INSERT OR REPLACE INTO answers VALUES (?,?,?,?,?,?)",
+                                (key, model, model_version, sha, time.time(), redact(json.dumps(call or {}))))
+                self.db.execute("COMMIT")
+            except BaseException as e:
+                if self.db.in_transaction:  # a failed COMMIT (a full disk) may have rolled back already
+                    self.db.execute("ROLLBACK")
+                if isinstance(e, sqlite3.Error):
+                    raise unusable(self.path, "answer archive", e) from None
+                raise
+
+    def __len__(self) -> int:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
+        with self._lock:
+            return self.db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+
+    def close(self) -> None:
+        # pragma: no mutate block (outside the mutation scope: docs/testing.md)
+        self.db.close()

@@ -1,0 +1,129 @@
+"""The store's schema (tables, migrations are in omniseg.store.database), its file names and its transactions."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+
+from ..errors import OmnisegError
+from ..scoring.metrics import SCORE_COLUMNS
+
+SCHEMA_VERSION = 4  # 2: models.role; 3: batch_jobs, batch_requests; 4: workers, runs.host/pid, api_calls.cost_known
+# (score columns are added as metrics are registered)
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS runs (
+    run_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    task TEXT NOT NULL, split TEXT NOT NULL, models TEXT NOT NULL,
+    started_at REAL NOT NULL, finished_at REAL, status TEXT NOT NULL,
+    config TEXT NOT NULL, config_hash TEXT NOT NULL, split_fingerprint TEXT,
+    omniseg_version TEXT NOT NULL, argv TEXT, summary TEXT,
+    host TEXT, pid INTEGER, pid_started TEXT
+);
+CREATE TABLE IF NOT EXISTS models (
+    task TEXT NOT NULL, model TEXT NOT NULL, kind TEXT NOT NULL,
+    signature TEXT NOT NULL, signature_hash TEXT NOT NULL, role TEXT,
+    PRIMARY KEY (task, model)
+);
+CREATE TABLE IF NOT EXISTS samples (
+    task TEXT NOT NULL, sample_id TEXT NOT NULL, split TEXT NOT NULL,
+    problem TEXT, meta TEXT,
+    PRIMARY KEY (task, sample_id)
+);
+CREATE TABLE IF NOT EXISTS predictions (
+    task TEXT NOT NULL, sample_id TEXT NOT NULL, model TEXT NOT NULL,
+    run_id INTEGER NOT NULL REFERENCES runs(run_id),
+    status TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
+    mask_path TEXT, prob_path TEXT, height INTEGER, width INTEGER,
+    elapsed_s REAL, created_at REAL NOT NULL, meta TEXT,
+    PRIMARY KEY (task, sample_id, model)
+);
+CREATE TABLE IF NOT EXISTS scores (
+    task TEXT NOT NULL, sample_id TEXT NOT NULL, model TEXT NOT NULL,
+    {", ".join(f"{c} {'INTEGER' if c in ('tp', 'fp', 'fn', 'tn', 'pred_px', 'ref_px') else 'REAL'}" for c in SCORE_COLUMNS)},
+    PRIMARY KEY (task, sample_id, model)
+);
+CREATE TABLE IF NOT EXISTS api_calls (
+    call_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    task TEXT NOT NULL, sample_id TEXT NOT NULL, model TEXT NOT NULL, run_id INTEGER NOT NULL,
+    attempt INTEGER NOT NULL, outcome TEXT NOT NULL, http_status INTEGER, error TEXT,
+    latency_s REAL, prompt_tokens INTEGER, output_tokens INTEGER, thoughts_tokens INTEGER,
+    cost_usd REAL NOT NULL DEFAULT 0, model_version TEXT, cache_key TEXT, created_at REAL NOT NULL,
+    cost_known INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS workers (
+    task TEXT NOT NULL, model TEXT NOT NULL, command TEXT NOT NULL,
+    host TEXT NOT NULL, pid INTEGER NOT NULL, pid_started TEXT, started_at REAL NOT NULL, heartbeat_at REAL NOT NULL,
+    PRIMARY KEY (task, model)
+);
+CREATE TABLE IF NOT EXISTS difficulty (
+    task TEXT NOT NULL, sample_id TEXT NOT NULL, lesion_share REAL, contrast REAL,
+    PRIMARY KEY (task, sample_id)
+);
+CREATE TABLE IF NOT EXISTS batch_jobs (
+    job_key TEXT PRIMARY KEY, task TEXT NOT NULL, model TEXT NOT NULL, display_name TEXT NOT NULL,
+    name TEXT, input TEXT NOT NULL, input_file TEXT, state TEXT NOT NULL, requests INTEGER NOT NULL,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, collected_at REAL, message TEXT
+);
+CREATE TABLE IF NOT EXISTS batch_requests (
+    job_key TEXT NOT NULL REFERENCES batch_jobs(job_key), cache_key TEXT NOT NULL, sample_id TEXT NOT NULL,
+    status TEXT, error TEXT,
+    PRIMARY KEY (job_key, cache_key)
+);
+CREATE TABLE IF NOT EXISTS subsets (
+    task TEXT NOT NULL, subset TEXT NOT NULL, rank INTEGER NOT NULL,
+    sample_id TEXT NOT NULL, split TEXT NOT NULL, reference TEXT NOT NULL,
+    metric TEXT NOT NULL, value REAL NOT NULL, created_at REAL NOT NULL,
+    PRIMARY KEY (task, subset, rank)
+);
+"""
+
+
+def file_name(part: str) -> str:
+    """A file-name-safe rendering of an id, distinct for distinct ids.
+
+    Ids keep their spaces and brackets (``benign (12)``); any other character is replaced, and then
+    a short hash of the original id is appended, so ``x;1``, ``x:1`` and ``x_1`` get three files.
+    A leading dot is replaced too: no name can be ``.`` or ``..`` or hidden.
+    """
+    name = "".join(ch if ch.isalnum() or ch in "-_.() " else "_" for ch in part)
+    if name.startswith("."):
+        name = "_" + name[1:]
+    if name != part or not name:
+        name += "~" + hashlib.sha256(part.encode()).hexdigest()[:8]
+    return name
+
+
+class Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception; a full disk or a read-only file is one message
+    (:func:`omniseg.models.api.archive.unusable`, shared with the answer archive)."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self):
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            raise self._unwritable(e) from None
+        return self.db
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            try:
+                self.db.execute("COMMIT")
+                return False
+            except sqlite3.OperationalError as e:
+                exc = e
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.OperationalError):
+            raise self._unwritable(exc) from None
+        return False
+
+    def _unwritable(self, e: sqlite3.OperationalError) -> OmnisegError:
+        from pathlib import Path
+
+        from ..models.api.archive import unusable
+
+        return unusable(Path(self.db.execute("PRAGMA database_list").fetchone()[2]), "store", e)

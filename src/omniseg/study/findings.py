@@ -1,0 +1,117 @@
+"""The report's "Findings" section: the study's claims with their verdicts and the selection-bias controls.
+
+Reads the store's subsets (the reference's lists, a second specialist's ``@`` lists, the image strata)
+and the per-image scores; :mod:`omniseg.study.claims` does the statistics. docs/study.md explains the design.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import claims
+from ..store.database import Store
+
+
+def subsets_of(store: Store, task: str) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """subset -> sample ids (in rank order), and subset -> the model (or 'image') that chose it."""
+    rows = store.query("SELECT subset, sample_id, reference FROM subsets WHERE task = ? ORDER BY subset, rank", (task,))
+    ids = {s: g["sample_id"].tolist() for s, g in rows.groupby("subset", sort=True)}
+    chosen = {s: g["reference"].iloc[0] for s, g in rows.groupby("subset", sort=True)}
+    return ids, chosen
+
+
+def second_specialist(chosen: dict[str, str]) -> str | None:
+    return next((name.split("@", 1)[1] for name in sorted(chosen) if name.startswith("easiest@")), None)
+
+
+def _fmt(v: float, signed: bool = True) -> str:
+    return "–" if pd.isna(v) else (f"{v:+.3f}" if signed else f"{v:.3f}")
+
+
+def _p(p: float) -> str:
+    return "–" if pd.isna(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
+
+
+def section(store: Store, task: str, g: pd.DataFrame, specialist: str | None, omnimodels: list[str],
+            figdir: Path | None, stem: str) -> tuple[list[str], pd.DataFrame | None]:
+    """Markdown lines of the task's Findings (the claims for each omnimodel, then Dice by lesion size) and
+    its claims table (None without a specialist and an omnimodel)."""
+    md = ["", "### Findings", ""]
+    omnimodels = [o for o in omnimodels if o != specialist]
+    if not specialist or not omnimodels:
+        md.append("No claims tested: a specialist (the curation reference) and an omnimodel (a model of role "
+                  "`omnimodel`, or `omniseg report --omnimodel MODEL`) are needed.")
+        return md + _by_size(g, figdir, stem), None
+    ids, chosen = subsets_of(store, task)
+    second = second_specialist(chosen)
+    wide = g.pivot(index="sample_id", columns="model", values="dice")
+    tables = []
+    for omni in omnimodels:
+        lines, table = _claims_md(task, wide, ids, specialist, omni, second)
+        md += lines
+        tables.append(table)
+    md += _by_size(g, figdir, stem)
+    return md, pd.concat(tables, ignore_index=True)
+
+
+def _claims_md(task: str, wide: pd.DataFrame, ids: dict, specialist: str, omnimodel: str,
+               second: str | None) -> tuple[list[str], pd.DataFrame]:
+    md = []
+    table = claims.findings(wide, ids, task=task, specialist=specialist, omnimodel=omnimodel, second=second,
+                            claims=tuple(claims.CLAIMS))
+    md.append(f"Specialist `{specialist}` (it picked the easiest and hardest cases), omnimodel `{omnimodel}`"
+              + (f", second specialist `{second}` for the controls." if second else
+                 ". No second specialist: the gap on cases the specialist picked itself is biased by the "
+                 "selection (`omniseg curate --control MODEL`, docs/study.md)."))
+    md.append("")
+    for claim, text in claims.CLAIMS.items():
+        row = claims.headline(table, claim)
+        if row is None:
+            continue
+        basis = {"null-corrected": "after subtracting the gap change selection alone produces",
+                 "independent reference": "cases picked by the second specialist",
+                 "lesion size": "largest against smallest lesions, chosen from the images",
+                 "contrast": "highest against lowest contrast, chosen from the images"}.get(row["analysis"], "biased "
+                 "raw figure: cases picked by the specialist itself, not corrected for that selection" if claim != "all"
+                 else "all cases")
+        md.append(f"- **{text.capitalize()}**: {row['verdict']} ({basis}; specialist − omnimodel Dice "
+                  f"{_fmt(row['estimate'])} [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}], permutation p {_p(row['p_value'])}).")
+    md += ["", "| claim | analysis | cases picked by | A − B | n | estimate | 95% CI | p | verdict |",
+           "|---|---|---|---|---:|---:|---|---:|---|"]
+    for r in table.itertuples(index=False):
+        n = f"{r.n_a}" if r.n_b == 0 else f"{r.n_a} / {r.n_b}"
+        md.append(f"| {r.claim} | {r.analysis} | {r.selected_by} | {r.specialist} − {r.omnimodel} | {n} | "
+                  f"{_fmt(r.estimate)} | [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}] | {_p(r.p_value)} | {r.verdict} |")
+    md += ["", "For `easiest` the estimate is the gap on those cases; for `hardest` it is the gap on the easiest "
+           "minus the gap on the hardest (positive: the gap shrinks on hard cases). `selection alone` puts the "
+           "second specialist in the omnimodel's place; `null-corrected` = raw − selection alone. `lesion size` "
+           "and `contrast` compare the largest / highest-contrast quarter with the smallest / lowest, chosen "
+           "from the images.", ""]
+    return md, table
+
+
+def _by_size(g: pd.DataFrame, figdir: Path | None, stem: str) -> list[str]:
+    """Mean Dice per model in quartiles of the reference lesion's share of the image, and the figure."""
+    from . import figures
+
+    total = g["tp"] + g["fp"] + g["fn"] + g["tn"]
+    df = g.assign(lesion_share=g["ref_px"] / total.where(total > 0))
+    df = df[(df["lesion_share"] > 0) & df["dice"].notna()]
+    if df["sample_id"].nunique() < 8:
+        return []
+    edges = np.quantile(df.drop_duplicates("sample_id")["lesion_share"], [0, 0.25, 0.5, 0.75, 1])
+    df = df.assign(q=np.clip(np.searchsorted(edges, df["lesion_share"], side="right") - 1, 0, 3))
+    models = sorted(df["model"].unique())
+    md = ["", "Dice by reference lesion size (quartiles of the lesion's share of the image):", "",
+          "| lesion share | " + " | ".join(f"`{m}`" for m in models) + " |", "|---|" + "---:|" * len(models)]
+    for q in range(4):
+        part = df[df["q"] == q]
+        cells = [f"{part[part['model'] == m]['dice'].mean():.3f}" for m in models]
+        md.append(f"| {edges[q]:.3f}–{edges[q + 1]:.3f} | " + " | ".join(cells) + " |")
+    if figdir is not None:
+        p = figures.dice_vs_size(df, models, figdir / f"{stem}_dice_vs_size.png", "Dice against lesion size")
+        md += ["", f"![Dice against lesion size](figures/{p.name})"]
+    return md

@@ -1,0 +1,347 @@
+"""`omniseg report`: tables, paired statistics, figures, routing and a manifest, from the store alone.
+
+Subsets: ``all`` (every sample of the chosen split), ``easiest`` and ``hardest`` (the lists
+`omniseg curate` stored). A pair whose model failed counts with its empty-mask score and in
+``failure_rate``; 'sample_error' and 'unavailable' pairs have no score and are left out of n.
+docs/outputs.md documents each file and column. The montage of cases is the one figure that
+also reads the dataset (images and ground truth, from the root the run recorded); it is skipped
+with a note when the data is not there.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import caveats, findings, manifest, routing, stats
+from ..scoring.metrics import SCORE_COLUMNS
+from ..store.database import Store, file_name
+
+#: per_image.csv: these, with the store's score columns (counts, then one per metric) before the last four
+PER_IMAGE_COLUMNS = ["task", "split", "sample_id", "model", "status", "reason", "easiest_rank", "hardest_rank",
+                     *SCORE_COLUMNS, "answer_form", "confidence", "elapsed_s", "mask_path"]
+_TAIL = 4  # the columns after the scores
+#: summary.csv: these, then `<metric>_mean` (or `_median`) for every other metric column with values
+SUMMARY_COLUMNS = ["task", "subset", "model", "n", "failures", "failure_rate",
+                   "dice_mean", "dice_std", "dice_median", "dice_ci_low", "dice_ci_high",
+                   "iou_mean", "iou_std", "iou_median", "precision_mean", "recall_mean", "hd95_median", "not_scored"]
+_SUMMARIZED = {"dice", "iou", "precision", "recall", "hd95"}
+COMPARISON_COLUMNS = ["task", "subset", "model_a", "model_b", "n", "mean_diff", "diff_ci_low", "diff_ci_high",
+                      "p_wilcoxon", "wins", "ties", "losses"]
+SUBSETS = ("all", "easiest", "hardest")
+ROUTING_SHARES = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)
+
+
+def per_image(store: Store, task: str | None = None, split: str = "test") -> pd.DataFrame:
+    score_cols = store.score_columns()
+    cond, params = [], []
+    if task:
+        cond.append("p.task = ?")
+        params.append(task)
+    if split != "all":
+        cond.append("s.split = ?")
+        params.append(split)
+    where = ("WHERE " + " AND ".join(cond)) if cond else ""
+    df = store.query(
+        f"""SELECT p.task, s.split, p.sample_id, p.model, p.status, p.reason,
+                   e.rank AS easiest_rank, h.rank AS hardest_rank,
+                   {", ".join("c." + c for c in score_cols)},
+                   json_extract(p.meta, '$.answer_form') AS answer_form,
+                   json_extract(p.meta, '$.confidence') AS confidence, p.elapsed_s, p.mask_path
+            FROM predictions p
+            JOIN samples s ON s.task = p.task AND s.sample_id = p.sample_id
+            LEFT JOIN scores c ON c.task = p.task AND c.sample_id = p.sample_id AND c.model = p.model
+            LEFT JOIN subsets e ON e.task = p.task AND e.sample_id = p.sample_id AND e.subset = 'easiest'
+            LEFT JOIN subsets h ON h.task = p.task AND h.sample_id = p.sample_id AND h.subset = 'hardest'
+            {where}
+            ORDER BY p.task, p.model, p.sample_id""",
+        tuple(params),
+    )
+    for col in ("easiest_rank", "hardest_rank"):
+        df[col] = df[col].astype("Int64")
+    head, tail = PER_IMAGE_COLUMNS[:8], PER_IMAGE_COLUMNS[-_TAIL:]
+    return df[head + score_cols + tail]
+
+
+def _subset(df: pd.DataFrame, subset: str) -> pd.DataFrame:
+    return df if subset == "all" else df[df[f"{subset}_rank"].notna()]
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """task x subset x model statistics of a per-image frame (std with ddof=1; 95% percentile bootstrap)."""
+    extra = _extra_metrics(df)
+    rows = []
+    for (task, model), g in df.groupby(["task", "model"], sort=True):
+        for subset in SUBSETS:
+            part = _subset(g, subset)
+            if subset != "all" and part.empty:
+                continue
+            scored = part[part["dice"].notna()]
+            fails = int((scored["status"] != "ok").sum())
+            lo, hi = stats.bootstrap_ci(scored["dice"]) if len(scored) >= stats.MIN_N else (np.nan, np.nan)
+            rows.append({
+                "task": task, "subset": subset, "model": model, "n": len(scored), "failures": fails,
+                "failure_rate": fails / len(scored) if len(scored) else np.nan,
+                "dice_mean": scored["dice"].mean(), "dice_std": scored["dice"].std(), "dice_median": scored["dice"].median(),
+                "dice_ci_low": lo, "dice_ci_high": hi,
+                "iou_mean": scored["iou"].mean(), "iou_std": scored["iou"].std(), "iou_median": scored["iou"].median(),
+                "precision_mean": scored["precision"].mean(), "recall_mean": scored["recall"].mean(),
+                "hd95_median": scored["hd95"].median(), "not_scored": len(part) - len(scored),
+                **{f"{m}_{how}": getattr(scored[m], how)() for m, how in extra},
+            })
+    out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS + [f"{m}_{how}" for m, how in extra])
+    order = {s: i for i, s in enumerate(SUBSETS)}
+    return out.sort_values(["task", "subset", "model"], key=lambda c: c.map(order) if c.name == "subset" else c,
+                           kind="stable").reset_index(drop=True)
+
+
+def _extra_metrics(df: pd.DataFrame) -> list[tuple[str, str]]:
+    """(metric, mean|median) for the metric columns with values beyond the ones summarized in full."""
+    from ..scoring import metrics
+
+    start, stop = PER_IMAGE_COLUMNS.index("ref_px") + 1, len(df.columns) - _TAIL
+    out = []
+    for col in df.columns[start:stop]:
+        if col in _SUMMARIZED or df[col].isna().all():
+            continue
+        try:
+            how = metrics.REGISTRY.get(col).summary
+        except KeyError:  # a column an extension added, its module not loaded now
+            how = "mean"
+        out.append((col, how))
+    return out
+
+
+def compare(df: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
+    """Every pair of models on the images both scored, per task and subset (a - b)."""
+    rows = []
+    for task, g in df.groupby("task", sort=True):
+        wide_all = g.pivot(index="sample_id", columns="model", values=metric)
+        ranks = g.drop_duplicates("sample_id").set_index("sample_id")[["easiest_rank", "hardest_rank"]]
+        for subset in SUBSETS:
+            ids = wide_all.index if subset == "all" else ranks.index[ranks[f"{subset}_rank"].notna()]
+            if len(ids) == 0:
+                continue
+            wide = wide_all.loc[wide_all.index.intersection(ids)]
+            for a, b in itertools.combinations(sorted(wide.columns), 2):
+                r = stats.paired(wide[a], wide[b])
+                if r["n"] < stats.MIN_N:  # too few images for an interval or a test to mean anything
+                    r.update(diff_ci_low=np.nan, diff_ci_high=np.nan, p_wilcoxon=np.nan)
+                rows.append({"task": task, "subset": subset, "model_a": a, "model_b": b, **r})
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+def _roles(store: Store, task: str, models: list[str], specialist: str | None, omnimodel: str | None):
+    """Specialists and omnimodels by role (``--specialist``/``--omnimodel`` name one each instead), and the
+    reference: the model that picked the cases (else the config's curation reference, else the first specialist)."""
+    roles = store.roles(task)
+    specs = [specialist] if specialist else [m for m in models if roles.get(m) == "specialist"]
+    omnis = [omnimodel] if omnimodel else [m for m in models if roles.get(m) == "omnimodel"]
+    picked = store.query("SELECT DISTINCT reference FROM subsets WHERE task = ? AND subset = 'easiest'",
+                         (task,))["reference"].tolist()
+    configured = ((store.last_config(task) or {}).get("curation") or {}).get("reference")
+    reference = specialist or next((m for m in picked + [configured] + specs if m in models), None)
+    return [m for m in specs if m in models], [m for m in omnis if m in models], reference
+
+
+def route(df: pd.DataFrame, specialist: str, omnimodel: str) -> pd.DataFrame | None:
+    """The routing curve for one task, or None when the specialist recorded no confidence."""
+    wide = df.pivot(index="sample_id", columns="model", values="dice")[[specialist, omnimodel]].dropna()
+    conf = df[df["model"] == specialist].set_index("sample_id")["confidence"].reindex(wide.index)
+    if wide.empty or conf.isna().all():
+        return None
+    return routing.curve(wide.index.to_numpy(), wide[specialist], wide[omnimodel], conf.fillna(0.0))
+
+
+def _routing_md(curve: pd.DataFrame, spec: str, omni: str) -> list[str]:
+    n = int(curve["n_sent"].iloc[-1])
+    md = ["", f"Complementary routing: images go to `{omni}` when `{spec}` is least confident "
+          f"(n = {n}); the oracle sends the k images where `{omni}` gains most.", "",
+          "| % sent | hybrid Dice | oracle Dice |", "|---:|---:|---:|"]
+    for share in ROUTING_SHARES:
+        row = curve.iloc[int(round(share * n))]
+        md.append(f"| {share:.0%} | {row.hybrid_dice:.3f} | {row.oracle_dice:.3f} |")
+    md.append(f"| best oracle (better model per image) | | {curve['oracle_dice'].max():.3f} |")
+    return md
+
+
+def _fmt(mean: float, std: float) -> str:
+    if pd.isna(mean):
+        return "–"
+    return f"{mean:.3f} ± {std:.3f}" if not pd.isna(std) else f"{mean:.3f}"
+
+
+def _ci(lo: float, hi: float, n: int | None = None) -> str:
+    if n is not None and n < stats.MIN_N:
+        return f"none: n < {stats.MIN_N}"
+    return "–" if pd.isna(lo) else f"[{lo:.3f}, {hi:.3f}]"
+
+
+def _p(p: float, n: int | None = None) -> str:
+    if n is not None and n < stats.MIN_N:
+        return "–"
+    return "–" if pd.isna(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
+
+
+def _montage_rows(store: Store, task: str, df: pd.DataFrame, models: list[str], k: int) -> list[dict] | str:
+    """Images, truths and masks of the k easiest and k hardest cases; a string says why not."""
+    from PIL import Image
+
+    from .report_html import recorded_samples
+
+    loader = recorded_samples(store, task)
+    if isinstance(loader, str):
+        return loader
+    rows = []
+    for subset in ("easiest", "hardest"):
+        picked = (df[df[f"{subset}_rank"].notna()].drop_duplicates("sample_id")
+                  .sort_values(f"{subset}_rank").head(k)["sample_id"])
+        for sid in picked:
+            sample = loader(sid)
+            if sample is None:
+                continue
+            masks, dice = {}, {}
+            for m in models:
+                r = df[(df["sample_id"] == sid) & (df["model"] == m)]
+                if r.empty:
+                    continue
+                path = r["mask_path"].iloc[0]
+                masks[m] = (np.asarray(Image.open(store.root / path).convert("L")) > 127) if isinstance(path, str) else None
+                dice[m] = float(r["dice"].iloc[0]) if pd.notna(r["dice"].iloc[0]) else np.nan
+            rows.append({"sample_id": sid, "subset": subset, "image": sample.image, "truth": sample.mask,
+                         "masks": masks, "dice": dice})
+    return rows or "no curated cases"
+
+
+def _runs_lines(store: Store, task: str) -> list[str]:
+    """Which runs ended and which did not (killed, or still writing): a report taken then is still right
+    about the pairs it shows, and says what may be missing."""
+    states = store.run_states(task)
+    counts: dict[str, list[int]] = {}
+    for run_id, state in sorted(states.items()):
+        counts.setdefault(state, []).append(run_id)
+    parts = [f"{len(ids)} {state}" + ("" if state in ("finished",) else f" (run {', '.join(map(str, ids))})")
+             for state, ids in sorted(counts.items())]
+    lines = [f"Runs: {'; '.join(parts)}."]
+    if set(counts) - {"finished"}:
+        lines[0] += (" A run that did not end leaves every pair it recorded complete and the rest undone; "
+                     "rerun the same `omniseg run` to finish them.")
+    return lines + [""]
+
+
+def write(store: Store, out: str | Path, *, task: str | None = None, split: str = "test", figures: bool = True,
+          k: int = 4, specialist: str | None = None, omnimodel: str | None = None, html: bool = True) -> dict[str, Path]:
+    """Write the report folder; returns the paths written (figures under ``figures/``, thumbnails of
+    report.html under ``thumbs/``)."""
+    from . import figures as fig
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    df = per_image(store, task, split)
+    summary = summarize(df)
+    comparisons = compare(df)
+    paths = {"per_image": out / "per_image.csv", "summary": out / "summary.csv",
+             "comparisons": out / "comparisons.csv", "markdown": out / "report.md", "manifest": out / "manifest.json"}
+    df.to_csv(paths["per_image"], index=False)
+    summary.to_csv(paths["summary"], index=False, float_format="%.6f")
+    comparisons.to_csv(paths["comparisons"], index=False, float_format="%.6g")
+    tasks = sorted(df["task"].unique())
+    manifest.write(store, tasks, split, paths["manifest"])
+
+    demo = any(caveats.is_demo(store, t) for t in tasks)
+    md = ["# omniseg report" + (" — DEMO (generated data, a stand-in omnimodel: no study result)" if demo else ""), "",
+          f"Split `{split}`. Per image: Dice and IoU as mean ± standard deviation, median, and a 95% percentile "
+          "bootstrap interval of the mean; failed predictions count as empty masks (see failure rate). "
+          "Comparisons are paired on the images both models scored: mean difference (A − B) with its bootstrap "
+          f"interval, Wilcoxon signed-rank p-value, and wins/ties/losses of A. Below {stats.MIN_N} images no interval, "
+          "p-value or verdict is given: it would mean nothing. `manifest.json` says what produced every number.", ""]
+    routes, claim_tables = [], []
+    figdir = out / "figures"
+    sections: dict[str, list[str]] = {}  # task -> its part of report.md (report.html shows the same)
+    for t in tasks:
+        first = len(md)
+        g = df[df["task"] == t]
+        models = sorted(g["model"].unique())
+        cautions = caveats.lines(store, t, summary[summary["task"] == t])
+        md += [f"## {t}" + (" (demo)" if caveats.is_demo(store, t) else ""), "",
+               *(["Read this first:", "", *[f"- {c}" for c in cautions], ""] if cautions else []), *_runs_lines(store, t),
+               "| subset | model | n | " + ("Dice (demo)" if caveats.is_demo(store, t) else "Dice")
+               + " | median | 95% CI | IoU | precision | recall | failure rate |",
+               "|---|---|---:|---|---:|---|---|---:|---:|---:|"]
+        for r in summary[summary["task"] == t].itertuples(index=False):
+            fr = "–" if pd.isna(r.failure_rate) else f"{r.failure_rate:.1%}"
+            md.append(f"| {r.subset} | {r.model} | {r.n} | {_fmt(r.dice_mean, r.dice_std)} | {r.dice_median:.3f} | "
+                      f"{_ci(r.dice_ci_low, r.dice_ci_high, r.n)} | {_fmt(r.iou_mean, r.iou_std)} | "
+                      f"{r.precision_mean:.3f} | {r.recall_mean:.3f} | {fr} |")
+        cmp_t = comparisons[comparisons["task"] == t]
+        if len(cmp_t):
+            md += ["", "Paired comparisons (Dice):", "",
+                   "| subset | A − B | n | mean difference | 95% CI | Wilcoxon p | A wins / ties / losses |",
+                   "|---|---|---:|---:|---|---:|---|"]
+            for r in cmp_t.itertuples(index=False):
+                md.append(f"| {r.subset} | {r.model_a} − {r.model_b} | {r.n} | {r.mean_diff:+.3f} | "
+                          f"{_ci(r.diff_ci_low, r.diff_ci_high, r.n)} | {_p(r.p_wilcoxon, r.n)} | {r.wins} / {r.ties} / {r.losses} |")
+        specs, omnis, ref = _roles(store, t, models, specialist, omnimodel)
+        pairs = [(sp, om) for sp in specs for om in omnis if sp != om]
+        curves = {}
+        for sp, om in pairs:
+            curve = route(g, sp, om)
+            if curve is None:
+                md += ["", f"Routing: `{sp}` recorded no confidence (no probability map), so no routing curve to `{om}`."]
+                continue
+            curve.insert(0, "task", t)
+            curve.insert(1, "specialist", sp)
+            curve.insert(2, "omnimodel", om)
+            routes.append(curve)
+            curves[(sp, om)] = curve
+            md += _routing_md(curve, sp, om)
+        stem = file_name(t)  # a task name from the store never reaches a path unchecked
+        if figures:
+            figdir.mkdir(exist_ok=True)
+        lines, table = findings.section(store, t, g, ref, omnis, figdir if figures else None, stem)
+        md += lines
+        if table is not None:
+            claim_tables.append(table)
+        if figures:
+            md += ["", "### Figures", ""]
+            bp = g.assign(subset_all=True, subset_easiest=g["easiest_rank"].notna(), subset_hardest=g["hardest_rank"].notna())
+            p = fig.boxplots(bp, models, figdir / f"{stem}_boxplots.png", f"{t}: Dice per image")
+            md.append(f"![{t} box plots](figures/{p.name})")
+            against = [(ref, om) for om in omnis if ref and om != ref] or ([tuple(models[:2])] if len(models) >= 2 else [])
+            for x, y in against:
+                wide = g.pivot(index="sample_id", columns="model", values="dice")[[x, y]].dropna()
+                ranks = g.drop_duplicates("sample_id").set_index("sample_id")
+                subset = np.where(ranks.loc[wide.index, "easiest_rank"].notna(), "easiest",
+                                  np.where(ranks.loc[wide.index, "hardest_rank"].notna(), "hardest", "other"))
+                name = f"{stem}_scatter.png" if len(against) == 1 else f"{stem}_scatter_{file_name(y)}.png"
+                p = fig.paired_scatter(wide.assign(subset=subset), x, y, figdir / name, f"{t}: {x} against {y}, per image")
+                md.append(f"![{t} paired scatter](figures/{p.name})")
+            for (sp, om), curve in curves.items():
+                name = f"{stem}_routing.png" if len(curves) == 1 else f"{stem}_routing_{file_name(sp)}_{file_name(om)}.png"
+                p = fig.routing_plot(curve, sp, om, figdir / name, f"{t}: complementary routing")
+                md.append(f"![{t} routing](figures/{p.name})")
+            rows = _montage_rows(store, t, g, models, k)
+            if isinstance(rows, str):
+                md.append(f"(case montage skipped: {rows})")
+            else:
+                p = fig.montage(rows, models, figdir / f"{stem}_cases.png",
+                                f"{t}: {k} easiest and {k} hardest cases (green outline: ground truth)")
+                md.append(f"![{t} easiest and hardest cases](figures/{p.name})")
+        md.append("")
+        sections[t] = md[first:]
+    if claim_tables:
+        paths["claims"] = out / "claims.csv"
+        pd.concat(claim_tables).to_csv(paths["claims"], index=False, float_format="%.6g")
+    if routes:
+        paths["routing"] = out / "routing.csv"
+        pd.concat(routes).to_csv(paths["routing"], index=False, float_format="%.6f")
+    paths["markdown"].write_text("\n".join(md))
+    if html:
+        from . import report_html
+
+        paths["html"] = report_html.write(store, out, df, summary, split, sections=sections, title=md[0][2:],
+                                          preamble=md[2])
+    return paths

@@ -1,0 +1,130 @@
+"""omniseg.models.api.gemini.batch and omniseg.evaluation.batch's pairing: each answer of a job goes to the request it answers.
+
+Fast checks of the pieces the batch tests (tests/evaluation/test_batch.py, against the fake server) exercise end to end:
+job states, results read by key whatever their order, errors kept with their request, a job's outcomes in the
+store, and the later job's outcome winning.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from omniseg.evaluation.batch import JobBook, Settled, collect
+from omniseg.models.api.gemini import batch as gb
+from omniseg.store.database import Store
+
+
+@pytest.mark.parametrize("raw, name", [("BATCH_STATE_RUNNING", "RUNNING"), ("JOB_STATE_SUCCEEDED", "SUCCEEDED"),
+                                       ("PARTIALLY_SUCCEEDED", "PARTIALLY_SUCCEEDED"), (None, "UNSPECIFIED"),
+                                       ("", "UNSPECIFIED")])
+def test_state_names_and_which_states_end_a_job(raw, name):
+    assert gb.state_name(raw) == name
+    assert gb.JobStatus("batches/x", name).ended == (name in {"SUCCEEDED", "PARTIALLY_SUCCEEDED", "FAILED", "CANCELLED",
+                                                               "EXPIRED"})
+
+
+def test_an_enum_state_is_read_by_its_value():
+    from google.genai import types
+
+    assert gb.state_name(types.JobState.JOB_STATE_FAILED) == "FAILED"
+
+
+def _answer(i: int) -> dict:
+    return {"candidates": [{"content": {"parts": [{"text": f"answer {i}"}]}}], "responseId": f"r{i}"}
+
+
+def test_results_are_paired_by_key_whatever_their_order():
+    """Inline results carry their request's key in the metadata: shuffled, each still goes to its key; an error
+    stays with its request; without any key the position gives it."""
+    keys = [f"k{i}" for i in range(8)]
+    items = [{"metadata": {"key": k}, "response": _answer(i)} if i != 3 else
+             {"metadata": {"key": k}, "error": {"code": 500, "message": "internal"}} for i, k in enumerate(keys)]
+    random.Random(1).shuffle(items)
+    jobs = gb.GeminiJobs(client=None, model="m")
+    got = list(jobs.results(gb.JobStatus("batches/j", "SUCCEEDED", inline=items), keys, scratch=None))
+    assert sorted(k for k, _, _ in got) == keys
+    for key, raw, error in got:
+        i = int(key[1:])
+        if i == 3:
+            assert raw is None and error == {"code": 500, "message": "internal"}
+        else:
+            assert json.loads(raw)["responseId"] == f"r{i}" and error is None
+    by_position = [{"response": _answer(i)} for i in range(3)]
+    got = list(jobs.results(gb.JobStatus("batches/j", "SUCCEEDED", inline=by_position), keys[:3], scratch=None))
+    assert [(k, json.loads(r)["responseId"]) for k, r, _ in got] == [("k0", "r0"), ("k1", "r1"), ("k2", "r2")]
+
+
+def test_a_results_line_without_answer_or_error_is_an_error():
+    assert gb._result({"key": "a", "response": _answer(1)}, None)[0] == "a"
+    assert gb._result({"metadata": {"key": "b"}, "response": _answer(1)}, "fallback")[0] == "b"
+    key, raw, error = gb._result({"key": "c"}, None)
+    assert (key, raw) == ("c", None) and "neither an answer nor an error" in error["message"]
+    assert gb._result({"error": {"code": 400}}, "d") == ("d", None, {"code": 400})
+    assert gb._int("12") == 12 and gb._int(None) is None and gb._int("x") is None
+
+
+class _Model:
+    """The one model method collect() needs besides the batch API: keeping an answer (recorded here)."""
+
+    name = "gem"
+
+    def __init__(self, inline):
+        self.kept, self._inline = {}, inline
+
+    def batch_jobs(self):
+        return gb.GeminiJobs(client=None, model="m")
+
+    def keep_batch_answer(self, key, raw, job):
+        self.kept[key] = (raw, job)
+
+    @staticmethod
+    def redact(text):
+        return text
+
+
+def _book(tmp_path, keys):
+    store = Store(tmp_path / "s.sqlite")
+    book = JobBook(store)
+    book.add("job1", "t", "gem", "omniseg-job1", "inline", [(k, f"s{k}") for k in keys])
+    book.update("job1", name="batches/1", state="RUNNING")
+    return store, book
+
+
+def test_collect_keeps_each_answer_under_its_key_and_counts_the_unanswered(tmp_path):
+    keys = [f"k{i}" for i in range(6)]
+    store, book = _book(tmp_path, keys)
+    items = [{"metadata": {"key": k}, "response": _answer(i)} for i, k in enumerate(keys[:4])]
+    items.append({"metadata": {"key": "k4"}, "error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "quota"}})
+    items.append({"metadata": {"key": "not-asked"}, "response": _answer(9)})  # never asked: ignored
+    random.Random(2).shuffle(items)
+    m, out = _Model(items), Settled()
+    row = book.open("t", "gem")[0]
+    collect(book, m, row, gb.JobStatus("batches/1", "PARTIALLY_SUCCEEDED", inline=items), out)
+    assert sorted(m.kept) == keys[:4]
+    assert all(json.loads(raw)["responseId"] == f"r{k[1:]}" and job == "batches/1" for k, (raw, job) in m.kept.items())
+    outcomes = dict(store.db.execute("SELECT cache_key, status FROM batch_requests").fetchall())
+    assert outcomes == {"k0": "answered", "k1": "answered", "k2": "answered", "k3": "answered", "k4": "api_error",
+                        "k5": None}
+    error = store.db.execute("SELECT error FROM batch_requests WHERE cache_key = 'k4'").fetchone()[0]
+    assert error == "batch job batches/1: 429 RESOURCE_EXHAUSTED quota"
+    assert out.notes == ["batch job batches/1 of gem ended PARTIALLY_SUCCEEDED: 1 of 6 requests have no answer, "
+                         "their pairs are left to do; rerun `omniseg run --batch` to submit them again"]
+    assert book.open("t", "gem") == []  # collected
+    assert book.failures("t", "gem") == {"k4": ("api_error", "batch job batches/1: 429 RESOURCE_EXHAUSTED quota")}
+
+
+def test_a_later_jobs_outcome_replaces_an_earlier_one(tmp_path):
+    store, book = _book(tmp_path, ["a", "b", "c"])
+    book.set_outcomes("job1", [("api_error", "boom", "a"), ("api_error", "boom", "b"), ("answered", None, "c")])
+    assert book.failures("t", "gem") == {"a": ("api_error", "boom"), "b": ("api_error", "boom")}
+    book.add("job2", "t", "gem", "omniseg-job2", "inline", [("a", "sa"), ("b", "sb")])
+    store.db.execute("UPDATE batch_jobs SET created_at = created_at + 1 WHERE job_key = 'job2'")
+    book.set_outcomes("job2", [("answered", None, "a"), ("api_error", "again", "b")])
+    assert book.failures("t", "gem") == {"b": ("api_error", "again")}
+    assert book.failures("t", "other") == {}
+    assert book.keys("job2") == ["a", "b"] and book.jobs_like("job") == 2
+    listed = {r["job_key"]: r for r in book.all("t")}
+    assert (listed["job1"]["answered"], listed["job1"]["failed"]) == (1, 2)

@@ -1,0 +1,189 @@
+"""omniseg.models.api.archive, the answer archive: damage named on open, a full disk never costs an answer twice."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+import invariants
+from conftest import API_KEY, gemini_yaml, make_kvasir, omniseg_with_fault
+from omniseg.models.api.archive import AnswerArchive
+from omniseg.cli import app
+from omniseg.errors import OmnisegError
+from omniseg.testing import fake_gemini as fg
+from omniseg.testing import gemini_answers as ga
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _key(api_key):
+    return api_key
+
+
+def _archive_with_answers(path, n=300):
+    a = AnswerArchive(path)
+    for i in range(n):
+        a.put(f"k{i}", "m", None, '{"text": "%s"}' % ("x" * 300 + str(i)), call={"cost_usd": 0.001})
+    a.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    a.close()
+
+
+def test_a_corrupted_archive_is_one_message_naming_it(tmp_path):
+    """Defect 9: a corrupted answer archive (a page overwritten) gave sqlite3.DatabaseError with a traceback."""
+    root = make_kvasir(tmp_path / "k", n=3)
+    store = tmp_path / "runs" / "s.sqlite"
+    archive = store.parent / "answers.sqlite"
+    _archive_with_answers(archive)
+    data = bytearray(archive.read_bytes())
+    for off in range(2 * 4096, len(data) - 4096, 4096):  # every interior page, the header left alone
+        data[off + 8: off + 600] = b"\xa5" * 592
+    archive.write_bytes(bytes(data))
+    with fg.FakeGemini() as srv:
+        path = gemini_yaml(tmp_path, root, srv.url)
+        for args in (["run", "--config", str(path), "--store", str(store), "-q"],
+                     ["run", "--config", str(path), "--store", str(store), "-q", "--dry-run"]):
+            r = runner.invoke(app, args)
+            assert r.exit_code == 2, r.output
+            assert "answer archive is corrupted" in r.output and str(archive) in r.output, r.output
+            assert r.output.count("\n") == 1 and "Traceback" not in r.output
+        assert len(srv.log) == 0  # nothing was asked (and paid for) while the archive was unreadable
+
+
+def test_an_empty_archive_file_is_refused_before_anything_is_paid(tmp_path):
+    """Defect 9: a 0-byte archive was silently treated as new, and every answer was paid again."""
+    root = make_kvasir(tmp_path / "k", n=3)
+    store = tmp_path / "runs" / "s.sqlite"
+    store.parent.mkdir(parents=True)
+    (store.parent / "answers.sqlite").write_bytes(b"")
+    with fg.FakeGemini() as srv:
+        r = runner.invoke(app, ["run", "--config", str(gemini_yaml(tmp_path, root, srv.url)), "--store", str(store), "-q"])
+        assert r.exit_code == 2, r.output
+        assert "empty file (0 bytes)" in r.output and "Restore it from a copy" in r.output, r.output
+        assert len(srv.log) == 0
+    with pytest.raises(OmnisegError, match="0 bytes"):
+        AnswerArchive(store.parent / "answers.sqlite")
+
+
+def test_a_failed_write_rolls_back_and_says_what_to_do(tmp_path):
+    """Defect 10: a full disk gave `cannot rollback - no transaction is active` on top of the real error."""
+    a = AnswerArchive(tmp_path / "a.sqlite")
+    pages = a.db.execute("PRAGMA page_count").fetchone()[0]
+    a.db.execute(f"PRAGMA max_page_count = {pages}")  # SQLite's own 'database or disk is full' from here on
+    with pytest.raises(OmnisegError, match=r"cannot write the answer archive .*full.*free disk space"):
+        a.put("k", "m", None, os.urandom(60_000).hex())  # does not compress
+    assert not a.db.in_transaction and len(a) == 0
+    a.db.execute(f"PRAGMA max_page_count = {10 * pages + 1000}")
+    a.put("k", "m", None, "y")  # the connection is usable again
+    assert a.get("k") == "y"
+
+
+def _served_ok(srv) -> int:
+    return sum(1 for e in srv.log if e["kind"] == "ok")
+
+
+def test_a_full_disk_under_the_archive_stops_the_run_and_no_answer_is_paid_twice(tmp_path):
+    """Defect 10: a disk filling while the archive was written: 30 answers received, 13 archived, 0 rows, and
+    the rerun paid 17 again. Now the run stops sending requests at the first answer it cannot keep, every
+    answer received has its row (the archive's refusals travel in the row), and the rerun pays for no answer
+    twice: 30 images, 30 answers served in all."""
+    root = make_kvasir(tmp_path / "k", n=30, size=(48, 64))
+    store = tmp_path / "runs" / "s.sqlite"
+    with fg.FakeGemini(ga.chaos(0, 0, 0, delay=0.01)) as srv:
+        path = gemini_yaml(tmp_path, root, srv.url, max_in_flight=4)
+        args = ["run", "--config", path, "--store", store, "-q", "--batch-size", "8"]
+        full = omniseg_with_fault(args, "omniseg.models.api.archive:AnswerArchive.__init__", 1, "sql",
+                                  sql="PRAGMA max_page_count = {more}", more=2)
+        assert full.returncode == 2, full.stderr
+        err = full.stderr.strip().splitlines()
+        assert "cannot write the answer archive" in err[0] and "full" in err[0], full.stderr
+        assert "free disk space" in err[0] and "Traceback" not in full.stderr
+        assert err[1:] == [f"{err[1].split()[0]} pairs were recorded this run"]  # the stop's message, nothing else
+        with sqlite3.connect(store) as db:
+            rows_then = db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+        served_then = _served_ok(srv)
+        assert 0 < rows_then == served_then < 30  # every answer received became a row, and the run stopped
+        done = subprocess.run([sys.executable, "-m", "omniseg.cli", *map(str, args)], capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr
+        served = _served_ok(srv)
+    print(f"\ndisk full after {served_then} answers ({rows_then} rows); after freeing space {served} answers in all")
+    assert served == 30
+    invariants.check(store, asked={(f"case{i:03d}", "gem") for i in range(30)}, key=API_KEY, served_ok=served)
+
+
+def test_a_full_disk_under_the_store_keeps_every_answer_for_the_rerun(tmp_path):
+    """Defect 10, the store's side: rows cannot be written, the answers are in the archive already, the run
+    ends with one message, and the rerun makes no API call for them."""
+    root = make_kvasir(tmp_path / "k", n=24, size=(48, 64))
+    store = tmp_path / "runs" / "s.sqlite"
+    with fg.FakeGemini(ga.chaos(0, 0, 0, delay=0.01)) as srv:
+        path = gemini_yaml(tmp_path, root, srv.url, max_in_flight=4)
+        args = ["run", "--config", path, "--store", store, "-q", "--batch-size", "8"]
+        full = omniseg_with_fault(args, "omniseg.store.database:Store.add_samples", 1, "sql",
+                                  sql="PRAGMA max_page_count = {more}", more=2)
+        assert full.returncode == 2, full.stderr
+        err = full.stderr.strip().splitlines()
+        assert len(err) == 1 and "cannot write the store" in err[0] and "full" in err[0], full.stderr
+        served_then = _served_ok(srv)
+        kept = invariants.archived(store.parent / "answers.sqlite")
+        assert served_then == len(kept) > 0
+        done = subprocess.run([sys.executable, "-m", "omniseg.cli", *map(str, args)], capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr
+        served = _served_ok(srv)
+    assert served == 24  # the answers kept before the store filled were not asked for again
+    invariants.check(store, asked={(f"case{i:03d}", "gem") for i in range(24)}, key=API_KEY, served_ok=served)
+
+
+# -- properties (hypothesis) -----------------------------------------------------------------------------
+from hypothesis import given, strategies as st  # noqa: E402
+
+from omniseg.models.api.archive import cache_key  # noqa: E402
+
+_FIELDS = ("model", "api_version", "mode", "prompt", "image", "generation")
+_values = st.one_of(st.text(max_size=12), st.integers(), st.dictionaries(st.text(max_size=5), st.integers(), max_size=3))
+
+
+@given(st.fixed_dictionaries({f: _values for f in _FIELDS}), st.sampled_from(_FIELDS), _values, st.randoms())
+def test_every_field_of_the_key_changes_it_and_its_order_does_not(parts, field, other, rnd):
+    """The archive key changes when any part of the question does, and not with the order the parts come in."""
+    key = cache_key(**parts)
+    shuffled = list(parts.items())
+    rnd.shuffle(shuffled)
+    assert cache_key(**dict(shuffled)) == key
+    if other != parts[field]:
+        assert cache_key(**{**parts, field: other}) != key
+
+
+@given(st.sampled_from([("threshold", 60), ("threshold", 200), ("point_order", "yx"), ("max_answer_mb", 1.0),
+                        ("max_retries", 0), ("timeout_s", 5.0), ("max_in_flight", 1), ("max_retry_wait_s", 1.0)]),
+       st.sampled_from([("prompt", "Outline {target}."), ("target", "the lesion"), ("seed", 3), ("max_side", 64),
+                        ("model", "gemini-3.5-flash-lite"), ("api_version", "v1"), ("mode", "json-mask"),
+                        ("max_output_tokens", 99), ("thinking_level", "low")]))
+def test_how_an_answer_is_read_or_fetched_leaves_the_key_and_what_is_asked_changes_it(same, changed):
+    """A model's archive key: decoding (threshold, point order, size bound) and calling (retries, timeouts, the
+    in-flight cap) leave it; the prompt, target, seed, image size, model, API version, mode and settings change it."""
+    import numpy as np
+
+    from omniseg import config, models
+    from omniseg.datasets.base import Sample
+
+    sample = Sample("x", np.full((100, 150, 3), 90, np.uint8), np.zeros((100, 150), bool))
+
+    def key(**options):
+        opts = {"model": "gemini-3.5-flash", "mode": "polygon", **options}
+        if "prompt" in opts:
+            opts = {**opts, "prompts": {"mine": opts.pop("prompt")}, "prompt": "mine"}
+        seg = models.build(config.ModelConfig(name="g", kind="gemini", options=opts))
+        prompt = seg._prompt()
+        return seg._request(sample, prompt)[2]
+
+    base = key()
+    assert key(**dict([same])) == base
+    assert key(**dict([changed])) != base

@@ -1,0 +1,42 @@
+"""`omniseg demo`: the whole job offline, every number labelled demo and the stand-in named."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from omniseg.cli import app
+
+
+def test_the_demo_trains_runs_curates_and_reports_offline_and_says_it_is_a_demo(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no data/Kvasir-SEG here: a generated dataset, said so
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    from omniseg.study import demo
+
+    out = tmp_path / "d"
+    said = []
+    d = demo.run(out, minutes=0.05, say=said.append, progress=False, images=60)
+    assert d.report == out / "report" / "report.html" and d.report.is_file() and d.data_kind == "generated"
+    assert any("generated polyp-like images" in s for s in said) and any("stand-in" in s for s in said)
+    md = (out / "report" / "report.md").read_text()
+    assert md.startswith("# omniseg report — DEMO") and "## demo (demo)" in md and "| Dice (demo) |" in md
+    assert "**Demo.**" in md and "did not answer from its provider's API** but from `http://127.0.0.1:" in md
+    html = d.report.read_text()
+    assert "DEMO" in html and "did not answer from its provider" in html and "127.0.0.1" in html
+    manifest = json.loads((out / "report" / "manifest.json").read_text())
+    cfg = next(iter(manifest["tasks"]["demo"]["configs"].values()))
+    assert cfg["demo"] is True and cfg["models"][3]["options"]["base_url"].startswith("http://127.0.0.1:")
+    training = manifest["tasks"]["demo"]["models"]["unet"]["signature"]["training"]
+    assert training["epoch"] >= 1 and 0 <= training["val_dice"] <= 1 and training["minutes"] > 0  # from the checkpoint
+    assert {"manifest.json", "report.html", "report.md", "summary.csv", "figures"} <= {p.name for p in (out / "report").iterdir()}
+
+
+def test_live_without_a_key_is_one_message_before_anything_happens(tmp_path, monkeypatch):
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "d"), "--live", "-q"])
+    assert r.exit_code == 2 and "--live asks the real Gemini API: set GEMINI_API_KEY" in r.output, r.output
+    assert not (tmp_path / "d" / "runs").exists()

@@ -1,0 +1,71 @@
+"""omniseg.study.difficulty: lesion size and contrast read from the image, and the quartile strata built from them."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from omniseg.datasets.base import Sample
+from omniseg.study.difficulty import STRATA, features, strata
+
+
+def _disc(h: int, w: int, r: float, inside: int, outside: int, noise: float, seed: int = 0) -> Sample:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    mask = (yy - h / 2) ** 2 + (xx - w / 2) ** 2 <= r * r
+    grey = np.where(mask, inside, outside) + rng.normal(0, noise, (h, w))
+    img = np.repeat(np.clip(grey, 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+    return Sample("x", img, mask)
+
+
+def test_features_measure_share_and_contrast():
+    s = _disc(60, 80, 12, 200, 100, 10)
+    f = features(s)
+    assert f["lesion_share"] == pytest.approx(s.mask.mean())
+    assert f["contrast"] == pytest.approx(10.0, rel=0.15)  # |200 - 100| / 10
+    assert features(_disc(60, 80, 12, 150, 100, 10))["contrast"] < f["contrast"]
+    assert math.isnan(features(Sample("e", s.image, np.zeros_like(s.mask)))["contrast"])
+    roi = np.zeros_like(s.mask)
+    roi[:, :40] = True
+    assert features(Sample("r", s.image, s.mask, roi=roi))["lesion_share"] == pytest.approx((s.mask & roi).sum() / roi.sum())
+
+
+@given(st.dictionaries(st.text("abcd", min_size=1, max_size=3),
+                       st.tuples(st.sampled_from([0.0, 0.01, 0.05, 0.1, 0.3]),
+                                 st.one_of(st.just(math.nan), st.sampled_from([0.5, 1.0, 2.0, 4.0]))),
+                       max_size=30))
+def test_strata_are_the_outer_quartiles_of_samples_with_a_lesion(raw):
+    """Every sample of the low stratum is at or below every one of the high stratum; each holds a quarter of the
+    samples that have a lesion and the feature; samples without a lesion are never in them; ties by id."""
+    values = {sid: {"lesion_share": share, "contrast": c} for sid, (share, c) in raw.items()}
+    out = strata(values)
+    for feature, (low, high) in STRATA.items():
+        usable = [sid for sid, v in values.items() if v["lesion_share"] > 0 and not math.isnan(v[feature])]
+        k = int(len(usable) * 0.25)
+        if k == 0:
+            assert low not in out and high not in out
+            continue
+        lo, hi = out[low], out[high]
+        assert len(lo) == len(hi) == k
+        assert {s for s, _ in lo} | {s for s, _ in hi} <= set(usable)
+        assert max(v for _, v in lo) <= min(v for _, v in hi)
+        assert [(v, s) for s, v in lo] == sorted((v, s) for s, v in lo)
+        assert [(-v, s) for s, v in hi] == sorted((-v, s) for s, v in hi)
+        assert all(values[s][feature] == v for s, v in lo + hi)
+
+
+def test_contrast_is_measured_inside_the_region_of_interest():
+    """The ring around the lesion stops at the region of interest: what lies outside it (DRIVE's black frame, an
+    endoscope's border) never sets the contrast (a mutant measuring outside survived the old suite)."""
+    s = _disc(60, 80, 10, 200, 100, 5)
+    roi = np.zeros_like(s.mask)
+    roi[18:43, 28:53] = True  # the lesion and a thin ring of tissue: the rest of the ring lies outside
+    outside = s.image.copy()
+    outside[~roi] = 0  # black outside the region
+    inside_only = features(Sample("r", outside, s.mask, roi=roi))
+    same = features(Sample("r", s.image, s.mask, roi=roi))
+    assert inside_only["contrast"] == pytest.approx(same["contrast"], rel=1e-6)
+    assert features(Sample("r", outside, s.mask))["contrast"] != pytest.approx(same["contrast"], rel=0.05)

@@ -1,0 +1,86 @@
+"""The bootstrap interval and the Wilcoxon test agree with scipy on fixed inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from omniseg.study import stats
+from omniseg.study.report import compare
+
+X = np.array([0.91, 0.85, 0.12, 0.77, 0.95, 0.66, 0.0, 0.88, 0.73, 0.59, 0.93, 0.81, 0.35, 0.9, 0.7])
+Y = np.array([0.80, 0.86, 0.45, 0.70, 0.90, 0.40, 0.3, 0.85, 0.60, 0.62, 0.88, 0.74, 0.50, 0.8, 0.69])
+
+
+def test_bootstrap_matches_scipy_percentile():
+    ours = stats.bootstrap_ci(X, n_resamples=20000, seed=1)
+    ref = sps.bootstrap((X,), np.mean, n_resamples=20000, method="percentile", confidence_level=0.95,
+                        random_state=np.random.default_rng(2)).confidence_interval
+    assert ours[0] == pytest.approx(ref.low, abs=0.01) and ours[1] == pytest.approx(ref.high, abs=0.01)
+    assert ours[0] < X.mean() < ours[1]
+
+
+def test_bootstrap_degenerate_inputs():
+    assert np.isnan(stats.bootstrap_ci([])[0])
+    assert stats.bootstrap_ci([0.4]) == (0.4, 0.4)
+    assert stats.bootstrap_ci([1.0, 1.0, 1.0]) == (1.0, 1.0)
+    assert stats.bootstrap_ci([0.2, np.nan, 0.4], n_resamples=2000)[1] <= 0.4
+
+
+def test_paired_matches_scipy_wilcoxon_and_counts():
+    r = stats.paired(X, Y)
+    assert r["p_wilcoxon"] == pytest.approx(sps.wilcoxon(X - Y).pvalue, rel=1e-12)
+    assert r["mean_diff"] == pytest.approx((X - Y).mean())
+    assert (r["wins"], r["ties"], r["losses"]) == (int((X > Y).sum()), 0, int((X < Y).sum()))
+    assert r["diff_ci_low"] < r["mean_diff"] < r["diff_ci_high"]
+    same = stats.paired(X, X)
+    assert same["p_wilcoxon"] == 1.0 and same["ties"] == len(X)
+
+
+def test_compare_pairs_only_images_both_models_scored():
+    rows = []
+    for i, (x, y) in enumerate(zip(X, Y)):
+        rows.append({"task": "t", "sample_id": f"s{i:02d}", "model": "a", "dice": x})
+        if i != 3:  # model b has no score on s03 (e.g. a sample_error row)
+            rows.append({"task": "t", "sample_id": f"s{i:02d}", "model": "b", "dice": y})
+    df = pd.DataFrame(rows).assign(easiest_rank=pd.NA, hardest_rank=pd.NA)
+    r = compare(df).iloc[0]
+    keep = np.arange(len(X)) != 3
+    assert r["n"] == 14 and r["model_a"] == "a" and r["model_b"] == "b"
+    assert r["p_wilcoxon"] == pytest.approx(sps.wilcoxon(X[keep] - Y[keep]).pvalue, rel=1e-12)
+    assert r["mean_diff"] == pytest.approx((X[keep] - Y[keep]).mean())
+
+
+# -- properties (hypothesis) -----------------------------------------------------------------------------
+from hypothesis import given, strategies as st  # noqa: E402
+
+scores = st.floats(0, 1, allow_nan=False)
+
+
+@given(st.lists(scores, min_size=1, max_size=30))
+def test_the_bootstrap_interval_is_ordered_and_inside_the_data(xs):
+    lo, hi = stats.bootstrap_ci(xs, n_resamples=200)
+    assert min(xs) - 1e-12 <= lo <= hi <= max(xs) + 1e-12
+    if len(set(xs)) == 1:
+        assert lo == hi == xs[0]
+
+
+@given(st.lists(st.tuples(scores, scores, st.booleans()), min_size=1, max_size=30))
+def test_paired_comparisons_are_antisymmetric_and_count_every_image(rows):
+    """a - b against b - a: the mean and interval flip, wins and losses swap, the p-value stays; images a model
+    did not score (NaN) leave the pair out."""
+    a = np.array([x if keep else np.nan for x, _, keep in rows])
+    b = np.array([y for _, y, _ in rows])
+    ab, ba = stats.paired(a, b), stats.paired(b, a)
+    n = int(np.sum(~np.isnan(a)))
+    assert ab["n"] == ba["n"] == n == ab["wins"] + ab["ties"] + ab["losses"]
+    assert (ab["wins"], ab["losses"]) == (ba["losses"], ba["wins"])
+    if n:
+        assert ab["mean_diff"] == pytest.approx(np.nanmean(a - b), abs=1e-12)
+        assert ab["mean_diff"] == pytest.approx(-ba["mean_diff"], abs=1e-12)
+        assert ab["p_wilcoxon"] == pytest.approx(ba["p_wilcoxon"], abs=1e-12)
+        assert 0 <= ab["p_wilcoxon"] <= 1
+    else:
+        assert np.isnan(ab["mean_diff"]) and np.isnan(ab["p_wilcoxon"])
