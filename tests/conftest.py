@@ -244,6 +244,8 @@ def patched(*a, **kw):
         act(a)
     return out
 setattr(owner, attr, patched)
+if fault["action"] == "sigint":  # as at a terminal: a shell starts background jobs with SIGINT ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 from omniseg.cli import app
 sys.argv = ["omniseg"] + sys.argv[1:]
 app()
