@@ -45,7 +45,7 @@ class ModelConfig(_Strict):
     kind: str = Field(description="registered model kind, e.g. otsu, frangi, human, unet, gemini")
     options: dict[str, Any] = Field(default_factory=dict, description="options of the kind, validated by it")
     default: bool = Field(True, description="run it when --models is not given (false: only when named)")
-    role: Literal["specialist", "omnimodel", "floor", "human"] | None = Field(
+    role: Literal["specialist", "omnimodel", "foundation", "floor", "human"] | None = Field(
         None, description="what the model is in the comparison; default: its kind's (omniseg.models.base.ROLES)")
 
     @field_validator("name")

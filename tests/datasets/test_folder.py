@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from omniseg import config
 from omniseg.cli import app
-from omniseg.datasets.folder import FolderDataset
+from omniseg.datasets.folder import FolderDataset, stem_matcher
 
 from conftest import blob_mask, lesion_image, make_kvasir
 
@@ -390,7 +390,7 @@ def test_the_pairing_finds_exactly_the_masks_its_pattern_names(images, extra, pa
         names = set(extra) | {pattern.replace("{id}", i).replace("*", "_x") for i in images}
         for n in names:
             (folder / f"{n}.png").write_bytes(b"")
-        match = FolderDataset._matcher(folder, pattern)
+        match = stem_matcher(folder, pattern)
         for sid in images:
             want = pattern.replace("{id}", sid)
             expected = sorted(folder / f"{n}.png" for n in names

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest

@@ -202,3 +202,50 @@ def test_below_ten_images_no_interval_p_value_or_verdict_is_printed(tmp_path):
     assert comparisons["p_wilcoxon"].isna().all() and comparisons["diff_ci_low"].isna().all()
     table = pd.read_csv(out / "claims.csv")
     assert table["verdict"].str.startswith(("not tested (n = ", "control:")).all(), table["verdict"].tolist()
+
+
+def test_three_roles_every_table_and_figure_has_them_and_findings_state_both_pairs(tmp_path):
+    """A specialist, an omnimodel and a foundation model (a tiny SAM 3), plus SAM 3's box-oracle, which is
+    privileged: marked in per_image.csv, summary.csv and report.md, and never a contender."""
+    from typer.testing import CliRunner
+
+    from conftest import make_kvasir, write_config
+    from omniseg.cli import app
+    from omniseg.testing import tiny_sam3
+
+    ckpt = tiny_sam3.save(tmp_path / "sam3")
+    models = TWO + (f"  - name: sam\n    kind: sam3\n    options: {{checkpoint: {ckpt}, target: the polyp, score_threshold: 0.26}}\n"
+                    f"  - name: sam-box\n    kind: sam3\n    options: {{checkpoint: {ckpt}, target: the polyp, "
+                    "mode: box-oracle, score_threshold: 0.26}\n")
+    root = make_kvasir(tmp_path / "k", n=24)
+    cfg = write_config(tmp_path / "c.yaml", "polyp", "kvasir-seg", root, models, "curation:\n  reference: spec\n")
+    store, out = tmp_path / "runs" / "s.sqlite", tmp_path / "rep"
+    for args in (["run", "--config", str(cfg), "--store", str(store), "-q"],
+                 ["curate", "--store", str(store), "-n", "5", "--strata", "-q"],
+                 ["report", "--store", str(store), "--out", str(out), "--split", "all", "--no-html"]):
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 0, (args, r.output)
+    four = {"spec", "omni", "sam", "sam-box"}
+    per_image = pd.read_csv(out / "per_image.csv")
+    assert set(per_image.model) == four
+    roles = per_image.drop_duplicates("model").set_index("model")
+    assert roles.role.to_dict() == {"spec": "specialist", "omni": "omnimodel", "sam": "foundation", "sam-box": "foundation"}
+    assert roles.privileged.to_dict() == {"spec": False, "omni": False, "sam": False, "sam-box": True}
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary[summary.subset == "all"].model) == four
+    assert set(summary[summary.privileged].model) == {"sam-box"}
+    comparisons = pd.read_csv(out / "comparisons.csv")
+    pairs = {tuple(sorted(p)) for p in zip(comparisons.model_a, comparisons.model_b)}
+    assert {("omni", "spec"), ("sam", "spec"), ("omni", "sam")} <= pairs
+    md = (out / "report.md").read_text()
+    assert "| all | sam-box (privileged) |" in md and "**Privileged** (`sam-box`)" in md
+    assert "sam-box (privileged) − spec" in md or "spec − sam-box (privileged)" in md
+    findings = md.split("### Findings")[1].split("Dice by reference lesion size")[0]  # the claims
+    assert "omnimodel `omni`" in findings and "foundation model `sam`" in findings and "sam-box" not in findings
+    assert "- **The foundation model holds up better on the hardest cases" in findings
+    assert "- **The omnimodel holds up better on the hardest cases" in findings
+    claims = pd.read_csv(out / "claims.csv")
+    assert set(zip(claims.omnimodel, claims.contender_role)) == {("omni", "omnimodel"), ("sam", "foundation")}
+    figs = {p.name for p in (out / "figures").iterdir()}
+    assert {"polyp_scatter_omni.png", "polyp_scatter_sam.png", "polyp_boxplots.png", "polyp_cases.png"} <= figs
+    assert "sam-box" in md.split("Dice by reference lesion size")[1].split("\n\n")[1]  # every model in the size table

@@ -50,12 +50,14 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
 
 
 app.command()(run.run)
+app.command()(run.merge)
 app.command()(study.curate)
 app.command()(study.report)
 app.command()(study.demo)
 app.command("list")(info.list_plugins)
 app.command()(data.init)
 app.add_typer(data.data_app, name="data")
+app.add_typer(data.export_app, name="export")
 app.command()(api.redecode)
 app.command()(api.probe)
 app.command("models")(api.list_api_models)

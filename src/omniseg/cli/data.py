@@ -112,3 +112,44 @@ def data_fetch(
         raise typer.Exit(1)
     root = fetch(cls.fetch, dest, url=url, progress=not quiet, force=force)
     typer.echo(f"{cls.name} ready at {root}\n{cls.fetch.note}")
+
+
+export_app = typer.Typer(help="Write a task's dataset in another tool's layout.", no_args_is_help=True,
+                         rich_markup_mode="markdown")
+
+
+@export_app.command("nnunet")
+@friendly
+def export_nnunet(
+    task: Optional[str] = TaskOpt,
+    config: Optional[Path] = ConfigOpt,
+    dataset_id: int = typer.Option(501, "--id", help="nnU-Net dataset id (1..999; 500 and up are yours)"),
+    out: Path = typer.Option(Path("nnUNet_raw"), "--out", help="nnU-Net's raw folder (nnUNet_raw) to write into"),
+    predictions: Optional[Path] = typer.Option(None, "--predictions", help="where nnU-Net will write its test "
+                                               "predictions (default: nnunet_predictions/DatasetXXX_Name)"),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="dataset folder, overriding dataset.root"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+) -> None:
+    """Write the task's dataset in nnU-Net v2's raw format, our split kept exactly (the test split is
+    imagesTs, never trained on), and print nnU-Net's three commands and the `masks` model entry that reads
+    its predictions back (docs/specialists.md)."""
+    from .. import config as config_mod
+    from ..datasets import nnunet
+    from ..evaluation.runner import open_dataset
+    from ..progress import bar
+
+    cfg = config_mod.find(task, config)
+    ds = open_dataset(cfg, data_root)
+    with bar(total=len(ds.refs("all")), desc="export", disable=quiet) as pbar:
+        e = nnunet.export(ds, cfg.task, out, dataset_id, progress=lambda: pbar.update(1))
+    preds = predictions or Path("nnunet_predictions") / e.folder.name
+    typer.echo(f"wrote {e.folder}: {len(e.training)} training cases (imagesTr, labelsTr), "
+               f"{len(e.test)} test cases (imagesTs; their references in labelsTs)")
+    for sid, why in e.skipped:
+        typer.echo(f"  left out {sid}: {why}")
+    typer.echo("\nthen, with nnU-Net v2 installed (pip install nnunetv2):")
+    for line in nnunet.commands(e, out.resolve(), preds):
+        typer.echo(f"  {line}")
+    typer.echo(f"\nand add this entry under models: in {cfg.source or 'the task configuration'}, then "
+               f"`omniseg run --task {cfg.task} --models nnunet`:\n")
+    typer.echo(nnunet.masks_entry(e, preds))

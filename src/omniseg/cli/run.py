@@ -30,24 +30,26 @@ def run(
     retry_failed: bool = typer.Option(False, "--retry-failed", help="also redo pairs whose status is a failure listed by --retry-status (a plain rerun skips every recorded pair)"),
     retry_status: str = typer.Option("api_error", "--retry-status", help="comma-separated statuses --retry-failed redoes (answers come from the archive unless --refresh)"),
     batch: bool = typer.Option(False, "--batch", help="send API models' pairs as batch jobs: half price, answered within 24 h; a killed run finds its job again (docs/omnimodels.md)"),
+    shard: Optional[str] = typer.Option(None, "--shard", help="K/N: only the K-th of N disjoint, stable slices of the samples (by a hash of the id), into this --store; `omniseg merge` combines the N stores (docs/scaling.md)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ) -> None:
     """Predict and score every (sample, model) pair of a task; resumes where a previous run stopped."""
     from .. import config as config_mod
-    from ..evaluation.runner import dry_run as estimate
+    from ..evaluation.runner import dry_run as estimate, parse_shard
     from ..store.database import Store
 
     if split is not None and split not in ("train", "test", "all"):
         raise OmnisegError(f"--split must be train, test or all, not {split!r}")
     cfg = config_mod.find(task, config)
     retry = retry_statuses(retry_status) if retry_failed else ()
+    sliced = parse_shard(shard)
     path = store_path(store)
     if dry_run:
         st = Store(path, readonly=True) if path.is_file() else None
         try:
             est = estimate(cfg, st, store_root=path.parent, model_names=split_names(models), split=split,
                            limit=limit, force=force, data_root=data_root, refresh=refresh, progress=not quiet,
-                           retry=retry)
+                           retry=retry, shard=sliced)
         finally:
             if st is not None:
                 st.close()
@@ -59,4 +61,26 @@ def run(
         return
     run_and_tell(cfg, path, model_names=split_names(models), split=split, limit=limit, force=force,
                  data_root=data_root, batch_size=batch_size, progress=not quiet, argv=sys.argv[1:],
-                 refresh=refresh, max_cost=max_cost, retry=retry, batch=batch)
+                 refresh=refresh, max_cost=max_cost, retry=retry, batch=batch, shard=sliced)
+
+
+@friendly
+def merge(
+    stores: list[Path] = typer.Argument(..., help="the shard stores (`omniseg run --shard K/N --store ...`)"),
+    into: Path = typer.Option(..., "--into", help="the store that receives them (created when missing)"),
+) -> None:
+    """Combine the stores of a sharded run into one: every pair once, its bookings once, models checked to
+    carry the same settings in every store; running it again adds nothing (docs/scaling.md). Curate and
+    report on the merged store."""
+    from ..store.merge import merge as merge_stores
+
+    for p in stores:
+        if not p.is_file():
+            raise OmnisegError(f"{p}: no store there (expected the --store of an `omniseg run --shard K/N`)")
+    m = merge_stores(stores, into)
+    typer.echo(f"merged {len(stores)} store(s) into {into}: {m.pairs_added} pairs added, {m.pairs_present} already "
+               f"there; {m.runs_added} runs, {m.calls_added} API call records, {m.files_copied} mask files, "
+               f"{m.answers_added} archived answers added")
+    for note in m.notes:
+        typer.echo(f"note: {note}")
+    typer.echo(f"next: omniseg curate --store {into}; omniseg report --store {into}")

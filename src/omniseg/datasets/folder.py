@@ -112,6 +112,31 @@ def to_8bit(arr: np.ndarray) -> np.ndarray:
     return arr.astype(np.uint8)
 
 
+def stem_matcher(folder: Path, pattern: str, suffixes: tuple[str, ...] = SUFFIXES):
+    """id -> the files in ``folder`` whose stem the pattern gives for it (sorted); the `folder` dataset finds masks
+    this way and the `masks` model kind its predictions."""
+    files = files_with(folder, *suffixes)
+    stems = sorted((p.stem, p) for p in files)
+    keys = [s for s, _ in stems]
+
+    def match(sid: str) -> list[Path]:
+        if "*" not in pattern:
+            want = pattern.replace("{id}", sid)
+            i = bisect.bisect_left(keys, want)
+            return [p for s, p in stems[i:i + 1] if s == want]
+        want = pattern.replace("{id}", glob.escape(sid))
+        prefix = pattern.split("*", 1)[0].replace("{id}", sid)  # the literal part before the first wildcard
+        i = bisect.bisect_left(keys, prefix)
+        out = []
+        while i < len(keys) and keys[i].startswith(prefix):
+            if fnmatch.fnmatchcase(keys[i], want):
+                out.append(stems[i][1])
+            i += 1
+        return out
+
+    return match
+
+
 class FolderDataset(Dataset):
     """Images and masks in folders of your own (see the module docstring and docs/datasets.md)."""
 
@@ -133,29 +158,6 @@ class FolderDataset(Dataset):
         return [d + "/" for d in dict.fromkeys((o.images, o.masks) + ((o.roi,) if o.roi else ()))
                 if not (self.root / d).is_dir()]
 
-    @staticmethod
-    def _matcher(folder: Path, pattern: str):
-        """id -> the files whose stem the pattern gives for it (sorted)."""
-        files = files_with(folder, *SUFFIXES)
-        stems = sorted((p.stem, p) for p in files)
-        keys = [s for s, _ in stems]
-
-        def match(sid: str) -> list[Path]:
-            if "*" not in pattern:
-                want = pattern.replace("{id}", sid)
-                i = bisect.bisect_left(keys, want)
-                return [p for s, p in stems[i:i + 1] if s == want]
-            want = pattern.replace("{id}", glob.escape(sid))
-            prefix = pattern.split("*", 1)[0].replace("{id}", sid)  # the literal part before the first wildcard
-            i = bisect.bisect_left(keys, prefix)
-            out = []
-            while i < len(keys) and keys[i].startswith(prefix):
-                if fnmatch.fnmatchcase(keys[i], want):
-                    out.append(stems[i][1])
-                i += 1
-            return out
-
-        return match
 
     def _splits(self) -> dict[str, str] | None:
         # pragma: no mutate block (outside the mutation scope: docs/testing.md)
@@ -178,8 +180,8 @@ class FolderDataset(Dataset):
     def _refs(self) -> list[SampleRef]:
         o = self.options
         images = self._images()
-        masks_of = self._matcher(self.root / o.masks, o.mask_pattern)
-        roi_of = self._matcher(self.root / o.roi, o.roi_pattern) if o.roi else None
+        masks_of = stem_matcher(self.root / o.masks, o.mask_pattern)
+        roi_of = stem_matcher(self.root / o.roi, o.roi_pattern) if o.roi else None
         table = self._splits()
         refs, matched = [], 0
         by_stem: dict[str, list[Path]] = {}

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import OmnisegError
 from .base import files_with
-from .folder import SUFFIXES, FolderDataset, FolderOptions, read_array
+from .folder import SUFFIXES, FolderOptions, read_array, stem_matcher
 
 #: mask names tried, best first: the same stem, the usual suffixes, several masks per image
 PATTERNS = ("{id}", "{id}_mask", "{id}_segmentation", "{id}_Segmentation", "{id}_seg", "{id}-mask", "{id}_gt",
@@ -51,8 +51,7 @@ def infer(images: Path, masks: Path, roi: Path | None = None, split: str = "hash
     for pattern in PATTERNS:
         if same and pattern == "{id}":
             continue
-        ds = FolderDataset(root, {**opts, "mask_pattern": pattern})
-        match = ds._matcher(masks, pattern)
+        match = stem_matcher(masks, pattern)
         ids = [p.stem for p in img_files if not (same and "_mask" in p.stem)]
         counts = [len([m for m in match(i) if m.parent != images or m.stem != i]) for i in ids]
         score = (sum(c > 0 for c in counts), sum(counts))
@@ -75,7 +74,7 @@ def infer(images: Path, masks: Path, roi: Path | None = None, split: str = "hash
 
 def _foreground(masks: Path, pattern: str, img_files: list[Path], lines: list[str], sample: int) -> dict:
     """Threshold or label values, from the values of up to ``sample`` masks."""
-    ds_match = FolderDataset._matcher(masks, pattern)
+    ds_match = stem_matcher(masks, pattern)
     values: set = set()
     dtypes = set()
     seen = 0

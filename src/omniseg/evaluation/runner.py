@@ -7,6 +7,7 @@ model, a model that fails gets an 'error' row scored as an empty prediction.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import warnings
 from collections import Counter
@@ -88,6 +89,33 @@ def _check_signatures(store: Store, task: str, segs: list[Segmenter], force: boo
         store.set_model(task, m.name, m.kind, m.signature(), m.signature_hash(), m.role)
 
 
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'K/N' -> (K, N), 1 <= K <= N; None for None."""
+    if text is None:
+        return None
+    k, _, n = text.partition("/")
+    if not (k.strip().isdigit() and n.strip().isdigit()) or not 1 <= int(k) <= int(n):
+        raise OmnisegError(f"--shard {text!r}: expected K/N with 1 <= K <= N, e.g. --shard 2/4")
+    return int(k), int(n)
+
+
+def in_shard(sample_id: str, shard: tuple[int, int] | None) -> bool:
+    """Whether a sample belongs to shard K of N: a salted sha256 of its id, so the N slices are disjoint, cover
+    every sample and stay the same whatever the machine, the order or the other samples."""
+    if shard is None:
+        return True
+    k, n = shard
+    return int(hashlib.sha256(b"omniseg-shard:" + sample_id.encode()).hexdigest()[:12], 16) % n == k - 1
+
+
+def select_refs(ds, split: str, limit: int | None = None, shard: tuple[int, int] | None = None) -> list[SampleRef]:
+    """The samples a run does: the split's, in id order, cut to the first ``limit``, then to ``shard`` K/N."""
+    refs = ds.refs(split)
+    if limit is not None:
+        refs = refs[:limit]
+    return [r for r in refs if in_shard(r.id, shard)]
+
+
 def score_prediction(cfg: TaskConfig, sample, pred: Prediction) -> tuple[Prediction, dict | None]:
     """Scores of a prediction; failures are scored as empty predictions, never dropped."""
     if pred.status == "unavailable":
@@ -104,20 +132,21 @@ def run(cfg: TaskConfig, store: Store, *, model_names: list[str] | None = None, 
         limit: int | None = None, force: bool = False, data_root: str | Path | None = None,
         batch_size: int | None = None, progress: bool = True, argv: list[str] | None = None,
         refresh: bool = False, max_cost: float | None = None, retry: tuple[str, ...] = (),
-        batch: bool = False, submit: bool = True) -> RunSummary:
+        batch: bool = False, submit: bool = True, shard: tuple[int, int] | None = None) -> RunSummary:
     """Predict and record every (sample, model) pair of the split not yet in the store.
 
     ``retry`` lists statuses whose pairs are done again (``--retry-failed``); ``force`` redoes all.
     ``batch`` (or a model's ``batch: true``) sends an API model's pairs as batch jobs first
     (:mod:`omniseg.evaluation.batch`); ``submit=False`` only finishes the jobs already recorded (`batch wait`).
+    ``shard`` (K, N) does only the K-th of N disjoint slices of the samples (:func:`in_shard`): N processes, each
+    with its own store, then `omniseg merge` (omniseg.store.merge).
     """
     split = split or cfg.split
     ds = open_dataset(cfg, data_root)
-    refs: list[SampleRef] = ds.refs(split)
-    if limit is not None:
-        refs = refs[:limit]
+    refs: list[SampleRef] = select_refs(ds, split, limit, shard)
     if not refs:
-        raise OmnisegError(f"{cfg.task}: no samples in split {split!r} under {ds.root}")
+        raise OmnisegError(f"{cfg.task}: no samples in split {split!r} under {ds.root}"
+                           + (f" in shard {shard[0]}/{shard[1]}" if shard else ""))
     segs = select_models(cfg, model_names)
     names = [m.name for m in segs]
     store.claim(cfg.task, names, " ".join(argv) if argv else f"run --task {cfg.task}")
@@ -324,14 +353,14 @@ def _write(cfg, store, run_id, results, summary) -> None:
 def dry_run(cfg: TaskConfig, store: Store | None, *, store_root: Path, model_names: list[str] | None = None,
             split: str | None = None, limit: int | None = None, force: bool = False,
             data_root: str | Path | None = None, refresh: bool = False, progress: bool = True,
-            retry: tuple[str, ...] = ()) -> dict[str, dict]:
+            retry: tuple[str, ...] = (), shard: tuple[int, int] | None = None) -> dict[str, dict]:
     """Per model: pairs to do, API calls they would make, answers already archived, estimated USD.
 
     Creates and writes nothing: ``store`` is a read-only store or None when there is none yet, and
     the answer archive beside ``store_root`` is only read.
     """
     ds = open_dataset(cfg, data_root)
-    refs = ds.refs(split or cfg.split)[:limit]
+    refs = select_refs(ds, split or cfg.split, limit, shard)
     segs = select_models(cfg, model_names)
     done = set() if force or store is None else store.done_pairs(cfg.task, redo=retry)
     out = {}

@@ -19,6 +19,8 @@ REGISTRY = Registry(
         "unet": "omniseg.models.specialist:Specialist",
         "gemini": "omniseg.models.api.gemini.model:Gemini",
         "openai": "omniseg.models.api.openai:OpenAICompatible",
+        "masks": "omniseg.models.masks:MasksFromDisk",
+        "sam3": "omniseg.models.sam3:Sam3",
     },
 )
 get = REGISTRY.get

@@ -20,6 +20,7 @@ STATUSES = {
     "sample_error": "the sample itself could not be read (missing mask, size mismatch, unreadable file); not scored",
     "blocked": "the API refused to answer (safety or policy block); scored as an empty prediction",
     "api_error": "the API call failed after its retries, or with an error that retrying cannot fix; scored as empty",
+    "missing": "a `masks` model has no prediction file for the sample; scored as an empty prediction",
 }
 # Decoder outcomes (unparseable, invalid_answer, unsupported_format, no_image, aspect_mismatch) are
 # listed in omniseg.models.api.decoders.STATUSES; all of them are scored as empty predictions.
@@ -62,6 +63,7 @@ ROLES = {
     "omnimodel": "a general-purpose model asked zero-shot (an API model)",
     "floor": "a training-free reference: what any model should beat",
     "human": "a second human annotation: the human-versus-human row",
+    "foundation": "a promptable segmentation foundation model (SAM 3): general-purpose, given a concept, not trained for the task",
 }
 
 
@@ -71,6 +73,8 @@ class Segmenter:
     kind: ClassVar[str]
     role: ClassVar[str] = "floor"  # the default role of the kind (ROLES); an instance may carry another
     trainable: ClassVar[bool] = False  # `omniseg train` can train it (its options name a checkpoint)
+    #: told something a fair contender is not (SAM 3's box-oracle: the reference's box); every table marks it
+    privileged: bool = False
     version: ClassVar[str] = "1"  # bump when the same options would give different masks
     Options: ClassVar[type[Options]] = NoOptions  # the kind's options (omniseg.options)
 

@@ -48,7 +48,7 @@ def floor_failures(summary: pd.DataFrame, roles: dict[str, str]) -> list[tuple[s
         return []
     best = max(floors, key=lambda m: (floors[m], m))
     return [(m, roles[m], float(v), best, float(floors[best])) for m, v in part.items()
-            if roles.get(m) in ("specialist", "omnimodel") and pd.notna(v) and v <= floors[best]]
+            if roles.get(m) in ("specialist", "omnimodel", "foundation") and pd.notna(v) and v <= floors[best]]
 
 
 def lines(store: Store, task: str, summary: pd.DataFrame) -> list[str]:

@@ -36,12 +36,14 @@ def _p(p: float) -> str:
 
 
 def section(store: Store, task: str, g: pd.DataFrame, specialist: str | None, omnimodels: list[str],
-            figdir: Path | None, stem: str) -> tuple[list[str], pd.DataFrame | None]:
-    """Markdown lines of the task's Findings (the claims for each omnimodel, then Dice by lesion size) and
-    its claims table (None without a specialist and an omnimodel)."""
+            figdir: Path | None, stem: str, foundations: list[str] = ()) -> tuple[list[str], pd.DataFrame | None]:
+    """Markdown lines of the task's Findings (the claims for each omnimodel, then the same claims for each
+    foundation model, then Dice by lesion size) and its claims table (None without a specialist and a contender).
+    claims.csv's ``omnimodel`` column names the contender; ``contender_role`` says which kind it is."""
     md = ["", "### Findings", ""]
-    omnimodels = [o for o in omnimodels if o != specialist]
-    if not specialist or not omnimodels:
+    contenders = [(o, "omnimodel") for o in omnimodels if o != specialist] + \
+                 [(f, "foundation") for f in foundations if f != specialist]
+    if not specialist or not contenders:
         md.append("No claims tested: a specialist (the curation reference) and an omnimodel (a model of role "
                   "`omnimodel`, or `omniseg report --omnimodel MODEL`) are needed.")
         return md + _by_size(g, figdir, stem), None
@@ -49,20 +51,23 @@ def section(store: Store, task: str, g: pd.DataFrame, specialist: str | None, om
     second = second_specialist(chosen)
     wide = g.pivot(index="sample_id", columns="model", values="dice")
     tables = []
-    for omni in omnimodels:
-        lines, table = _claims_md(task, wide, ids, specialist, omni, second)
+    for omni, role in contenders:
+        lines, table = _claims_md(task, wide, ids, specialist, omni, second, role)
         md += lines
-        tables.append(table)
+        tables.append(table.assign(contender_role=role))
     md += _by_size(g, figdir, stem)
     return md, pd.concat(tables, ignore_index=True)
 
 
 def _claims_md(task: str, wide: pd.DataFrame, ids: dict, specialist: str, omnimodel: str,
-               second: str | None) -> tuple[list[str], pd.DataFrame]:
+               second: str | None, role: str = "omnimodel") -> tuple[list[str], pd.DataFrame]:
+    """The claims for one contender; for a foundation model they read "the foundation model" where the study
+    says "the omnimodel" (the statistics are the same)."""
+    word = "foundation model" if role == "foundation" else "omnimodel"
     md = []
     table = claims.findings(wide, ids, task=task, specialist=specialist, omnimodel=omnimodel, second=second,
                             claims=tuple(claims.CLAIMS))
-    md.append(f"Specialist `{specialist}` (it picked the easiest and hardest cases), omnimodel `{omnimodel}`"
+    md.append(f"Specialist `{specialist}` (it picked the easiest and hardest cases), {word} `{omnimodel}`"
               + (f", second specialist `{second}` for the controls." if second else
                  ". No second specialist: the gap on cases the specialist picked itself is biased by the "
                  "selection (`omniseg curate --control MODEL`, docs/study.md)."))
@@ -77,7 +82,8 @@ def _claims_md(task: str, wide: pd.DataFrame, ids: dict, specialist: str, omnimo
                  "contrast": "highest against lowest contrast, chosen from the images"}.get(row["analysis"], "biased "
                  "raw figure: cases picked by the specialist itself, not corrected for that selection" if claim != "all"
                  else "all cases")
-        md.append(f"- **{text.capitalize()}**: {row['verdict']} ({basis}; specialist − omnimodel Dice "
+        text = text.replace("omnimodel", word)
+        md.append(f"- **{text.capitalize()}**: {row['verdict']} ({basis}; specialist − {word} Dice "
                   f"{_fmt(row['estimate'])} [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}], permutation p {_p(row['p_value'])}).")
     md += ["", "| claim | analysis | cases picked by | A − B | n | estimate | 95% CI | p | verdict |",
            "|---|---|---|---|---:|---:|---|---:|---|"]

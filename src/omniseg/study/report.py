@@ -22,12 +22,13 @@ from ..store.database import Store, file_name
 
 #: per_image.csv: these, with the store's score columns (counts, then one per metric) before the last four
 PER_IMAGE_COLUMNS = ["task", "split", "sample_id", "model", "status", "reason", "easiest_rank", "hardest_rank",
-                     *SCORE_COLUMNS, "answer_form", "confidence", "elapsed_s", "mask_path"]
-_TAIL = 4  # the columns after the scores
+                     *SCORE_COLUMNS, "answer_form", "confidence", "elapsed_s", "mask_path", "role", "privileged"]
+_TAIL = 6  # the columns after the scores
 #: summary.csv: these, then `<metric>_mean` (or `_median`) for every other metric column with values
 SUMMARY_COLUMNS = ["task", "subset", "model", "n", "failures", "failure_rate",
                    "dice_mean", "dice_std", "dice_median", "dice_ci_low", "dice_ci_high",
-                   "iou_mean", "iou_std", "iou_median", "precision_mean", "recall_mean", "hd95_median", "not_scored"]
+                   "iou_mean", "iou_std", "iou_median", "precision_mean", "recall_mean", "hd95_median", "not_scored",
+                   "role", "privileged"]
 _SUMMARIZED = {"dice", "iou", "precision", "recall", "hd95"}
 COMPARISON_COLUMNS = ["task", "subset", "model_a", "model_b", "n", "mean_diff", "diff_ci_low", "diff_ci_high",
                       "p_wilcoxon", "wins", "ties", "losses"]
@@ -50,8 +51,11 @@ def per_image(store: Store, task: str | None = None, split: str = "test") -> pd.
                    e.rank AS easiest_rank, h.rank AS hardest_rank,
                    {", ".join("c." + c for c in score_cols)},
                    json_extract(p.meta, '$.answer_form') AS answer_form,
-                   json_extract(p.meta, '$.confidence') AS confidence, p.elapsed_s, p.mask_path
+                   json_extract(p.meta, '$.confidence') AS confidence, p.elapsed_s, p.mask_path,
+                   mo.kind AS kind, mo.role AS role,
+                   COALESCE(json_extract(mo.signature, '$.privileged'), 0) AS privileged
             FROM predictions p
+            LEFT JOIN models mo ON mo.task = p.task AND mo.model = p.model
             JOIN samples s ON s.task = p.task AND s.sample_id = p.sample_id
             LEFT JOIN scores c ON c.task = p.task AND c.sample_id = p.sample_id AND c.model = p.model
             LEFT JOIN subsets e ON e.task = p.task AND e.sample_id = p.sample_id AND e.subset = 'easiest'
@@ -62,6 +66,10 @@ def per_image(store: Store, task: str | None = None, split: str = "test") -> pd.
     )
     for col in ("easiest_rank", "hardest_rank"):
         df[col] = df[col].astype("Int64")
+    from ..models import role_of
+
+    df["role"] = [role_of(k or "", r) for k, r in zip(df["kind"], df["role"])]
+    df["privileged"] = df["privileged"].fillna(0).astype(bool)
     head, tail = PER_IMAGE_COLUMNS[:8], PER_IMAGE_COLUMNS[-_TAIL:]
     return df[head + score_cols + tail]
 
@@ -90,6 +98,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
                 "iou_mean": scored["iou"].mean(), "iou_std": scored["iou"].std(), "iou_median": scored["iou"].median(),
                 "precision_mean": scored["precision"].mean(), "recall_mean": scored["recall"].mean(),
                 "hd95_median": scored["hd95"].median(), "not_scored": len(part) - len(scored),
+                "role": g["role"].iloc[0], "privileged": bool(g["privileged"].iloc[0]),
                 **{f"{m}_{how}": getattr(scored[m], how)() for m, how in extra},
             })
     out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS + [f"{m}_{how}" for m, how in extra])
@@ -134,17 +143,20 @@ def compare(df: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
-def _roles(store: Store, task: str, models: list[str], specialist: str | None, omnimodel: str | None):
-    """Specialists and omnimodels by role (``--specialist``/``--omnimodel`` name one each instead), and the
-    reference: the model that picked the cases (else the config's curation reference, else the first specialist)."""
+def _roles(store: Store, task: str, models: list[str], specialist: str | None, omnimodel: str | None,
+           privileged: set[str] = frozenset()):
+    """Specialists, omnimodels and foundation models by role (``--specialist``/``--omnimodel`` name one each
+    instead), and the reference: the model that picked the cases (else the config's curation reference, else the
+    first specialist). A privileged model (told the reference's box) is no contender: it is left out here."""
     roles = store.roles(task)
     specs = [specialist] if specialist else [m for m in models if roles.get(m) == "specialist"]
-    omnis = [omnimodel] if omnimodel else [m for m in models if roles.get(m) == "omnimodel"]
+    omnis = [omnimodel] if omnimodel else [m for m in models if roles.get(m) == "omnimodel" and m not in privileged]
+    founds = [m for m in models if roles.get(m) == "foundation" and m not in privileged]
     picked = store.query("SELECT DISTINCT reference FROM subsets WHERE task = ? AND subset = 'easiest'",
                          (task,))["reference"].tolist()
     configured = ((store.last_config(task) or {}).get("curation") or {}).get("reference")
     reference = specialist or next((m for m in picked + [configured] + specs if m in models), None)
-    return [m for m in specs if m in models], [m for m in omnis if m in models], reference
+    return [m for m in specs if m in models], [m for m in omnis if m in models], founds, reference
 
 
 def route(df: pd.DataFrame, specialist: str, omnimodel: str) -> pd.DataFrame | None:
@@ -271,21 +283,27 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
                "| subset | model | n | " + ("Dice (demo)" if caveats.is_demo(store, t) else "Dice")
                + " | median | 95% CI | IoU | precision | recall | failure rate |",
                "|---|---|---:|---|---:|---|---|---:|---:|---:|"]
+        privileged = set(g.loc[g["privileged"], "model"])
+        mark = lambda m: f"{m} (privileged)" if m in privileged else m  # noqa: E731
         for r in summary[summary["task"] == t].itertuples(index=False):
             fr = "–" if pd.isna(r.failure_rate) else f"{r.failure_rate:.1%}"
-            md.append(f"| {r.subset} | {r.model} | {r.n} | {_fmt(r.dice_mean, r.dice_std)} | {r.dice_median:.3f} | "
+            md.append(f"| {r.subset} | {mark(r.model)} | {r.n} | {_fmt(r.dice_mean, r.dice_std)} | {r.dice_median:.3f} | "
                       f"{_ci(r.dice_ci_low, r.dice_ci_high, r.n)} | {_fmt(r.iou_mean, r.iou_std)} | "
                       f"{r.precision_mean:.3f} | {r.recall_mean:.3f} | {fr} |")
+        if privileged:
+            md += ["", f"**Privileged** ({', '.join(f'`{m}`' for m in sorted(privileged))}): told where the target is "
+                   "(SAM 3's box-oracle prompts with the reference mask's bounding box). An upper bound of what a prompt "
+                   "can do, not a contender: left out of the claims and the routing."]
         cmp_t = comparisons[comparisons["task"] == t]
         if len(cmp_t):
             md += ["", "Paired comparisons (Dice):", "",
                    "| subset | A − B | n | mean difference | 95% CI | Wilcoxon p | A wins / ties / losses |",
                    "|---|---|---:|---:|---|---:|---|"]
             for r in cmp_t.itertuples(index=False):
-                md.append(f"| {r.subset} | {r.model_a} − {r.model_b} | {r.n} | {r.mean_diff:+.3f} | "
+                md.append(f"| {r.subset} | {mark(r.model_a)} − {mark(r.model_b)} | {r.n} | {r.mean_diff:+.3f} | "
                           f"{_ci(r.diff_ci_low, r.diff_ci_high, r.n)} | {_p(r.p_wilcoxon, r.n)} | {r.wins} / {r.ties} / {r.losses} |")
-        specs, omnis, ref = _roles(store, t, models, specialist, omnimodel)
-        pairs = [(sp, om) for sp in specs for om in omnis if sp != om]
+        specs, omnis, founds, ref = _roles(store, t, models, specialist, omnimodel, privileged)
+        pairs = [(sp, om) for sp in specs for om in omnis + founds if sp != om]
         curves = {}
         for sp, om in pairs:
             curve = route(g, sp, om)
@@ -301,7 +319,7 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
         stem = file_name(t)  # a task name from the store never reaches a path unchecked
         if figures:
             figdir.mkdir(exist_ok=True)
-        lines, table = findings.section(store, t, g, ref, omnis, figdir if figures else None, stem)
+        lines, table = findings.section(store, t, g, ref, omnis, figdir if figures else None, stem, foundations=founds)
         md += lines
         if table is not None:
             claim_tables.append(table)
@@ -310,7 +328,7 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
             bp = g.assign(subset_all=True, subset_easiest=g["easiest_rank"].notna(), subset_hardest=g["hardest_rank"].notna())
             p = fig.boxplots(bp, models, figdir / f"{stem}_boxplots.png", f"{t}: Dice per image")
             md.append(f"![{t} box plots](figures/{p.name})")
-            against = [(ref, om) for om in omnis if ref and om != ref] or ([tuple(models[:2])] if len(models) >= 2 else [])
+            against = [(ref, om) for om in omnis + founds if ref and om != ref] or ([tuple(models[:2])] if len(models) >= 2 else [])
             for x, y in against:
                 wide = g.pivot(index="sample_id", columns="model", values="dice")[[x, y]].dropna()
                 ranks = g.drop_duplicates("sample_id").set_index("sample_id")

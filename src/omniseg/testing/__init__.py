@@ -1,2 +1,2 @@
 """Fake servers that speak (and misbehave like) the real services, shipped so tests, scripts and `omniseg demo` share
-them. They import nothing of omniseg but each other."""
+them, and `tiny_sam3`, a random SAM 3 checkpoint the tests build. They import nothing of omniseg but each other."""

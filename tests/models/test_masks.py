@@ -1,0 +1,195 @@
+"""The `masks` model kind: predictions read from disk, scored against known perturbations of the reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+from typer.testing import CliRunner
+
+from omniseg import config, datasets
+from omniseg.cli import app
+from omniseg.errors import ConfigError
+from omniseg.evaluation.runner import run
+from omniseg.store.database import Store
+
+from conftest import make_kvasir, write_config
+
+
+def references(root: Path) -> dict[str, np.ndarray]:
+    """The masks omniseg reads for each sample (the JPEG references binarized), to perturb by hand."""
+    ds = datasets.open("kvasir-seg", root)
+    return {r.id: ds.load(r).mask for r in ds.refs("all")}
+
+
+def dice(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Dice by hand, independent of omniseg.scoring (both empty: 1)."""
+    s = pred.sum() + ref.sum()
+    return 1.0 if s == 0 else 2 * float((pred & ref).sum()) / float(s)
+
+
+def png(path: Path, m: np.ndarray, scale: int = 255) -> None:
+    Image.fromarray((m * scale).astype(np.uint8)).save(path)
+
+
+def entry(name: str, folder: Path, **options) -> str:
+    opts = ", ".join(f"{k}: {v}" for k, v in {"folder": folder, **options}.items())
+    return f"  - name: {name}\n    kind: masks\n    options: {{{opts}}}\n"
+
+
+def scores(store: Path, model: str):
+    with Store(store) as st:
+        return st.query("SELECT p.sample_id, p.status, p.reason, c.dice FROM predictions p LEFT JOIN scores c "
+                        "USING (task, sample_id, model) WHERE p.model = ? ORDER BY p.sample_id", (model,)).set_index("sample_id")
+
+
+@pytest.fixture
+def study(tmp_path):
+    root = make_kvasir(tmp_path / "k", n=6, size=(64, 80))
+    refs = references(root)
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    r = refs
+    half = r["case001"].copy()
+    half[:, : half.shape[1] // 2] = False  # the left half of the lesion missed
+    grown = r["case002"] | np.roll(r["case002"], 3, axis=1)  # a false-positive rim on the right
+    png(preds / "case000.png", r["case000"])  # exact
+    png(preds / "case001.png", half)
+    png(preds / "case002.png", grown)
+    # case003: no file -> 'missing'
+    png(preds / "case004.png", np.asarray(Image.fromarray(r["case004"]).resize((40, 32), Image.NEAREST)))  # other size
+    png(preds / "case005.png", r["case005"], scale=1)  # nnU-Net writes 0/1 label files
+    expected = {"case000": 1.0, "case001": dice(half, r["case001"]), "case002": dice(grown, r["case002"]),
+                "case005": 1.0}
+    return root, refs, preds, expected
+
+
+def test_dice_per_image_a_missing_row_and_the_size_rule(tmp_path, study):
+    root, refs, preds, expected = study
+    models = entry("nn", preds) + entry("nn_resized", preds, size="resize")
+    cfg = config.load(write_config(tmp_path / "t.yaml", "polyp", "kvasir-seg", root, models))
+    store = tmp_path / "s.sqlite"
+    with Store(store) as st:
+        run(cfg, st, progress=False)
+    df = scores(store, "nn")
+    assert len(df) == 6  # every pair has a row, the missing one included
+    for sid, want in expected.items():
+        assert df.loc[sid, "status"] == "ok" and df.loc[sid, "dice"] == pytest.approx(want, abs=1e-9), sid
+    assert 0 < expected["case001"] < 1 and 0 < expected["case002"] < 1
+    assert df.loc["case003", "status"] == "missing" and df.loc["case003", "dice"] == 0.0  # scored as empty
+    assert "no prediction for case003" in df.loc["case003", "reason"]
+    assert df.loc["case004", "status"] == "error" and "is 40x32 but the image is 80x64" in df.loc["case004", "reason"]
+    assert df.loc["case004", "dice"] == 0.0
+    resized = scores(store, "nn_resized")
+    back = np.asarray(Image.fromarray(np.asarray(Image.fromarray(refs["case004"]).resize((40, 32), Image.NEAREST)))
+                      .resize((80, 64), Image.NEAREST))
+    assert resized.loc["case004", "status"] == "ok"
+    assert resized.loc["case004", "dice"] == pytest.approx(dice(back, refs["case004"]), abs=1e-9)
+    r = CliRunner().invoke(app, ["report", "--store", str(store), "--out", str(tmp_path / "rep"), "--task", "polyp", "--split", "all", "--no-html", "--no-figures"])
+    assert r.exit_code == 0, r.output
+    import pandas as pd
+
+    summary = pd.read_csv(tmp_path / "rep" / "summary.csv")
+    row = summary[(summary.model == "nn") & (summary.subset == "all")].iloc[0]
+    assert row.n == 6 and row.failures == 2  # the missing file and the refused size count as failures
+
+
+def test_probability_maps_label_maps_and_channels(tmp_path):
+    root = make_kvasir(tmp_path / "k", n=3, size=(48, 64))
+    refs = references(root)
+    prob, labels = tmp_path / "prob", tmp_path / "labels"
+    prob.mkdir(), labels.mkdir()
+    rng = np.random.default_rng(0)
+    want_prob, want_labels = {}, {}
+    for i, (sid, m) in enumerate(sorted(refs.items())):
+        p = np.where(m, 0.7, 0.2) + rng.uniform(-0.15, 0.15, m.shape)  # above 0.5 exactly inside the lesion
+        p[0, 0] = 0.55  # one false-positive pixel at the corner
+        if i == 0:
+            np.save(prob / f"{sid}_pred.npy", p.astype(np.float32))
+        elif i == 1:  # 16-bit PNG: divided by 65535
+            Image.fromarray(np.round(p * 65535).astype(np.uint16)).save(prob / f"{sid}_pred.png")
+        else:  # planar NPY with two channels (background, lesion): options.channel picks the lesion
+            np.save(prob / f"{sid}_pred.npy", np.stack([1 - p, p]).astype(np.float32))
+        want_prob[sid] = dice(p >= 0.5, m)
+        lab = np.where(m, 2, 0).astype(np.uint8)
+        ys, xs = np.nonzero(m)
+        lab[ys[:10], xs[:10]] = 1  # ten lesion pixels given another class: not foreground
+        tifffile.imwrite(labels / f"{sid}.tif", lab)
+        want_labels[sid] = dice(lab == 2, m)
+    models = (entry("p", prob, pattern="'{id}_pred'", values="probability", threshold=0.5, channel=1)
+              + entry("l", labels, values="labels", labels="[2]"))
+    # channel 1 of a one-channel map does not exist: the 2-D files are read as they are
+    cfg = config.load(write_config(tmp_path / "t.yaml", "polyp", "kvasir-seg", root, models))
+    with Store(tmp_path / "s.sqlite") as st:
+        run(cfg, st, progress=False)
+    p, lab = scores(tmp_path / "s.sqlite", "p"), scores(tmp_path / "s.sqlite", "l")
+    for sid in refs:
+        assert p.loc[sid, "status"] == "ok" and p.loc[sid, "dice"] == pytest.approx(want_prob[sid], abs=1e-9), sid
+        assert lab.loc[sid, "dice"] == pytest.approx(want_labels[sid], abs=1e-9)
+    assert all(v < 1 for v in want_prob.values()) and all(v < 1 for v in want_labels.values())
+
+
+def test_a_changed_file_changes_the_signature_and_a_moved_folder_does_not(tmp_path, study):
+    root, refs, preds, _ = study
+    cfg = config.load(write_config(tmp_path / "t.yaml", "polyp", "kvasir-seg", root, entry("nn", preds)))
+    with Store(tmp_path / "s.sqlite") as st:
+        run(cfg, st, progress=False)
+    before = models_of(cfg)["nn"].signature_hash()
+    moved = tmp_path / "elsewhere"
+    preds.rename(moved)
+    assert models_of(config.load(write_config(tmp_path / "m.yaml", "polyp", "kvasir-seg", root,
+                                              entry("nn", moved))))["nn"].signature_hash() == before
+    png(moved / "case001.png", refs["case001"])  # the half-missed lesion corrected
+    cfg2 = config.load(write_config(tmp_path / "m.yaml", "polyp", "kvasir-seg", root, entry("nn", moved)))
+    assert models_of(cfg2)["nn"].signature_hash() != before
+    with Store(tmp_path / "s.sqlite") as st, pytest.raises(Exception, match="stored results made with other settings"):
+        run(cfg2, st, progress=False)
+    (moved / "case003.png").write_bytes((moved / "case000.png").read_bytes())  # a file added
+    assert models_of(cfg2)["nn"].signature_hash() not in (before,)
+
+
+def models_of(cfg):
+    from omniseg import models
+
+    return {m.name: models.build(m) for m in cfg.models}
+
+
+def test_bad_options_and_folders_are_one_message(tmp_path):
+    root = make_kvasir(tmp_path / "k", n=2)
+    with pytest.raises(ConfigError, match="values: labels needs `labels`"):
+        config.load(write_config(tmp_path / "a.yaml", "polyp", "kvasir-seg", root,
+                                 entry("x", tmp_path, values="labels")))
+    r = CliRunner().invoke(app, ["run", "--config", str(write_config(tmp_path / "b.yaml", "polyp", "kvasir-seg", root,
+                                                                      entry("x", tmp_path / "nowhere"))),
+                                 "--store", str(tmp_path / "s.sqlite"), "-q"])
+    assert r.exit_code == 2 and "options.folder" in r.output and "nowhere" in r.output, r.output
+    assert "Traceback" not in r.output and not (tmp_path / "s.sqlite").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = CliRunner().invoke(app, ["run", "--config", str(write_config(tmp_path / "c.yaml", "polyp", "kvasir-seg", root,
+                                                                      entry("x", empty))),
+                                 "--store", str(tmp_path / "s.sqlite"), "-q"])
+    assert r.exit_code == 2 and "no prediction files" in r.output, r.output
+
+
+def test_an_id_map_names_files_that_are_not_sample_ids(tmp_path):
+    root = make_kvasir(tmp_path / "k", n=3)
+    refs = references(root)
+    preds = tmp_path / "p"
+    preds.mkdir()
+    rows = ["case\tid"]
+    for k, (sid, m) in enumerate(sorted(refs.items())):
+        if k < 2:
+            png(preds / f"polyp_{k:04d}.png", m, scale=1)
+            rows.append(f"polyp_{k:04d}\t{sid}")
+    (tmp_path / "ids.tsv").write_text("\n".join(rows) + "\n")
+    cfg = config.load(write_config(tmp_path / "t.yaml", "polyp", "kvasir-seg", root,
+                                   entry("nn", preds, id_map=tmp_path / "ids.tsv")))
+    with Store(tmp_path / "s.sqlite") as st:
+        run(cfg, st, progress=False)
+    df = scores(tmp_path / "s.sqlite", "nn")
+    assert list(df.status) == ["ok", "ok", "missing"] and list(df.dice) == [1.0, 1.0, 0.0]
+    assert "not in options.id_map" in df.loc["case002", "reason"]
