@@ -202,7 +202,7 @@ def _run_claimed(cfg: TaskConfig, store: Store, ds, refs: list[SampleRef], segs:
         return _prepare(segs, *loaded_broken, todo)
 
     try:
-        work = [(c, t) for c, t in chunks if any(t.values())]
+        work = _lead([(c, t) for c, t in chunks if any(t.values())])
         bar.update(len(refs) - sum(len(c) for c, _ in work))
         # Pipeline: chunk k+1 is read and submitted to the models before chunk k is collected.
         nxt = prepare(_load(ds, *work[0]), work[0][1]) if work else None
@@ -248,6 +248,18 @@ def _run_claimed(cfg: TaskConfig, store: Store, ds, refs: list[SampleRef], segs:
     if left:
         summary.notes.append(f"{left} pair(s) have no batch answer yet: rerun `omniseg run --batch` to submit them")
     return summary
+
+
+def _lead(work: list[tuple[list[SampleRef], dict]]) -> list[tuple[list[SampleRef], dict]]:
+    """The first chunk split so that its first quarter goes alone: the models start on it while the rest is
+    read (an API model's first requests leave after a few images are read, not a whole chunk's)."""
+    if not work or len(work[0][0]) < 4:
+        return work
+    chunk, todo = work[0]
+    head = {r.id for r in chunk[:len(chunk) // 4]}
+    split = [(chunk[:len(chunk) // 4], {m: [r for r in v if r.id in head] for m, v in todo.items()}),
+             (chunk[len(chunk) // 4:], {m: [r for r in v if r.id not in head] for m, v in todo.items()})]
+    return split + work[1:]
 
 
 def _batch_stage(cfg, store, ds, segs, refs, done, *, batch, submit, retry, max_cost, progress) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -81,6 +82,89 @@ def test_a_failed_write_rolls_back_and_says_what_to_do(tmp_path):
     a.db.execute(f"PRAGMA max_page_count = {10 * pages + 1000}")
     a.put("k", "m", None, "y")  # the connection is usable again
     assert a.get("k") == "y"
+
+
+def _held_first_commit(a: AnswerArchive, queued: int):
+    """Make the first group commit wait until ``queued`` more answers wait behind it (a code point, no timer);
+    returns the list of group sizes committed."""
+    import threading
+
+    sizes: list[int] = []
+    commit = a._commit
+    first = threading.Event()
+
+    def held(group):
+        if not first.is_set():
+            first.set()
+            while True:  # the other callers queue while this one holds the write lock
+                with a._queue_lock:
+                    if len(a._queue) >= queued:
+                        break
+        sizes.append(len(group))
+        commit(group)
+
+    a._commit = held
+    return sizes, first
+
+
+def test_answers_arriving_together_share_one_commit_and_each_is_on_disk_when_put_returns(tmp_path):
+    """Group commit: 8 answers put at once cost 2 commits (the first, then the 7 that queued behind it), and
+    every put returns only once its own answer is committed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    a = AnswerArchive(tmp_path / "a.sqlite")
+    sizes, first = _held_first_commit(a, queued=7)
+
+    def put(i):
+        if i:
+            first.wait()  # the first put holds the lock before the others arrive
+        a.put(f"k{i}", "m", None, '{"n": %d}' % i, call={"cost_usd": 0.001 * i})
+        return a.get_with_call(f"k{i}")  # on disk by now, from another connection too
+
+    with ThreadPoolExecutor(8) as ex:
+        kept = list(ex.map(put, range(8)))
+    assert sizes == [1, 7]
+    assert [k[0] for k in kept] == ['{"n": %d}' % i for i in range(8)]
+    assert [k[1]["cost_usd"] for k in kept] == pytest.approx([0.001 * i for i in range(8)])
+    a.close()
+    other = AnswerArchive(tmp_path / "a.sqlite", readonly=True)
+    assert len(other) == 8
+
+
+def test_a_failed_group_commit_fails_every_answer_in_it_and_keeps_none(tmp_path):
+    """A commit that fails (a full disk) tells each caller of its group, so each row keeps its answer instead."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    a = AnswerArchive(tmp_path / "a.sqlite")
+    a.put("before", "m", None, "kept")
+    sizes, first = _held_first_commit(a, queued=3)
+    pages = a.db.execute("PRAGMA page_count").fetchone()[0]
+
+    def put(i):
+        if i:
+            first.wait()  # the first commit succeeds; the disk fills while the next three wait
+        try:
+            a.put(f"k{i}", "m", None, os.urandom(30_000).hex() if i else "small")
+            return "kept"
+        except OmnisegError as e:
+            return str(e)
+
+    real = a._commit
+
+    def filling(group):
+        if len(sizes) == 1:  # after the first group: SQLite's own 'database or disk is full'
+            a.db.execute(f"PRAGMA max_page_count = {pages + 1}")
+        real(group)
+
+    a._commit = filling
+    with ThreadPoolExecutor(4) as ex:
+        outcomes = list(ex.map(put, range(4)))
+    assert sizes == [1, 3]
+    assert outcomes[0] == "kept"
+    assert all(re.search(r"cannot write the answer archive .*full", o) for o in outcomes[1:]), outcomes
+    assert not a.db.in_transaction
+    assert a.get("k0") == "small" and a.get("before") == "kept"
+    assert all(a.get(f"k{i}") is None for i in (1, 2, 3))
 
 
 def _served_ok(srv) -> int:

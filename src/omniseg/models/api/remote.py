@@ -53,6 +53,8 @@ class RemoteSegmenter(Segmenter):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._client_obj = None
+        self._client_lock = threading.Lock()
+        self._encoder: concurrent.futures.ThreadPoolExecutor | None = None
         self._outstanding: set[concurrent.futures.Future] = set()
         self.unkept = 0  # answers received that the archive could not keep (a full disk); their rows keep them
 
@@ -127,11 +129,15 @@ class RemoteSegmenter(Segmenter):
     def check_ready(self) -> None:
         """No key and no answer archive: every pair would need a call that cannot be made (said before anything
         starts). With an archive, answers may come from it: the key is then asked for when a call is needed."""
-        if not self.key_variables or not self._needs_key() or self.api_key():
-            return
-        path = self.options.cache or self.context.store_root / FILE_NAME
-        if not (path.is_file() and path.stat().st_size > 0):
-            raise OmnisegError(f"model {self.name!r} needs an API key: set {' or '.join(self.key_variables)}")
+        if self.key_variables and self._needs_key() and not self.api_key():
+            path = self.options.cache or self.context.store_root / FILE_NAME
+            if not (path.is_file() and path.stat().st_size > 0):
+                raise OmnisegError(f"model {self.name!r} needs an API key: set {' or '.join(self.key_variables)}")
+        # the SDK (a second of imports for google-genai) loads while the runner reads the first images
+        threading.Thread(target=self._import_sdk, name=f"api-import-{self.name}").start()
+
+    def _import_sdk(self) -> None:
+        """Import what the first request will need (a provider's hook; errors surface at that request)."""
 
     def _kept(self, key: str) -> str | None:
         archive = self.archive
@@ -251,10 +257,7 @@ class RemoteSegmenter(Segmenter):
                 f.set_result(self._from_archive(*hit, key, s) if hit is not None else self._batch_verdict(key))
                 futures.append(f)
                 continue
-            png = self._png(pixels)  # CPU work: on this thread, not on the event loop
-            size = (pixels.shape[1], pixels.shape[0])
-            payload = self._payload(png, prompt, gen)
-            futures.append(asyncio.run_coroutine_threadsafe(self._one(s, payload, size, gen, prompt, key), loop))
+            futures.append(asyncio.run_coroutine_threadsafe(self._one(s, pixels, gen, prompt, key), loop))
         self._outstanding.update(futures)
         return futures
 
@@ -274,16 +277,27 @@ class RemoteSegmenter(Segmenter):
         if self._loop is None:
             self._loop, self._thread = start_loop(f"api-{self.name}")
             self._sem = asyncio.Semaphore(self.options.max_in_flight)
+            # Requests are encoded (PNG, the SDK's request objects) on these threads, not on the runner's: one
+            # thread encoding in turn could not keep 16 or more requests in flight (bench_api.py).
+            self._encoder = concurrent.futures.ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2)),
+                                                                  thread_name_prefix=f"api-encode-{self.name}")
         return self._loop
+
+    def _encode(self, pixels: np.ndarray, prompt: str, gen: dict) -> Any:
+        """The request's payload; the client is made here too, the first time (off the event loop)."""
+        self._client()
+        return self._payload(self._png(pixels), prompt, gen)
+
 
     def _client(self):
         """The SDK client, made on first need (a run answered from the archive needs no key)."""
-        if self._client_obj is None:
-            key = self.api_key()
-            if self.key_variables and not key and self._needs_key():
-                raise OmnisegError(f"model {self.name!r} needs an API key: set {' or '.join(self.key_variables)}")
-            self._client_obj = self._make_client(key)
-        return self._client_obj
+        with self._client_lock:  # the encoder threads ask for it at once
+            if self._client_obj is None:
+                key = self.api_key()
+                if self.key_variables and not key and self._needs_key():
+                    raise OmnisegError(f"model {self.name!r} needs an API key: set {' or '.join(self.key_variables)}")
+                self._client_obj = self._make_client(key)
+            return self._client_obj
 
     def close(self) -> None:
         if self._outstanding:  # let calls in flight land in the archive (a stopped run), but do not wait long
@@ -293,6 +307,7 @@ class RemoteSegmenter(Segmenter):
             client, self._client_obj = self._client_obj, None
             stop_loop(self._loop, self._thread, self._aclose(client) if client is not None else None)
             self._loop = None
+            self._encoder.shutdown(wait=True, cancel_futures=True)
         if self._archive is not None:
             self._archive.close()
             self._archive = None
@@ -306,11 +321,13 @@ class RemoteSegmenter(Segmenter):
         if slot > now:
             await asyncio.sleep(slot - now)
 
-    async def _one(self, sample: Sample, payload: Any, size: tuple[int, int], gen: dict, prompt: str,
-                   key: str) -> Prediction:
+    async def _one(self, sample: Sample, pixels: np.ndarray, gen: dict, prompt: str, key: str) -> Prediction:
         o = self.options
         h, w = sample.image.shape[:2]
+        size = (pixels.shape[1], pixels.shape[0])
         worst = self._worst_cost(size, prompt)
+        # built before it waits for a slot: a slot is held only on the wire
+        payload = await asyncio.get_running_loop().run_in_executor(self._encoder, self._encode, pixels, prompt, gen)
         client = self._client()
         calls: list[dict] = []
 

@@ -251,6 +251,9 @@ class Gemini(RemoteSegmenter):
         # the raw body, exactly as the API sent it, is what the archive keeps and the decoders read
         return types.GenerateContentConfig(should_return_http_response=raw_body or None, **kw)
 
+    def _import_sdk(self) -> None:
+        import google.genai.types  # noqa: F401
+
     def _payload(self, png: bytes, prompt: str, gen: dict):
         from google.genai import types
 
