@@ -95,6 +95,11 @@ class FakeServer:
                 fake.delete(self)
 
         class Server(ThreadingHTTPServer):
+            # the listen backlog, read when the socket starts listening (setting it on the instance is too late):
+            # with the default 5, a sixth connection opened at once waits a second for its SYN to be resent
+            request_queue_size = 256
+            daemon_threads = True
+
             def handle_error(self, request, client_address):  # clients that hang up are part of the tests
                 import sys
 
@@ -102,8 +107,6 @@ class FakeServer:
                     super().handle_error(request, client_address)
 
         self.httpd = Server(("127.0.0.1", port), Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.request_queue_size = 256
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
@@ -171,8 +174,8 @@ class FakeServer:
             except ValueError:
                 return self.send(h, Reply(400, {"error": {"code": 400, "message": "the body is not JSON"}}, kind="http400"))
             reply = self.answer(req, image_bytes)
-            if reply.delay:
-                time.sleep(reply.delay)
+            if reply.delay:  # the answer leaves `delay` s after the request came, as a service's latency includes its work
+                time.sleep(max(0.0, reply.delay - (time.monotonic() - started)))
             self.record(req, reply, started, path=h.path.split("?")[0])
             self.send(h, reply)
         finally:

@@ -13,6 +13,7 @@ when the configuration is loaded.
 from __future__ import annotations
 
 import base64
+import importlib
 import json
 import os
 import re
@@ -252,7 +253,7 @@ class Gemini(RemoteSegmenter):
         return types.GenerateContentConfig(should_return_http_response=raw_body or None, **kw)
 
     def _import_sdk(self) -> None:
-        import google.genai.types  # noqa: F401
+        importlib.import_module("google.genai.types")
 
     def _payload(self, png: bytes, prompt: str, gen: dict):
         from google.genai import types
