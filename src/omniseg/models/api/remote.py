@@ -264,7 +264,9 @@ class RemoteSegmenter(Segmenter):
                 f.set_result(self._from_archive(*hit, key, s) if hit is not None else self._batch_verdict(key))
                 futures.append(f)
                 continue
-            futures.append(asyncio.run_coroutine_threadsafe(self._one(s, pixels, gen, prompt, key), loop))
+            # encoded at once, in order, on the encoder threads; sent in the same order (see _one)
+            encoded = self._encoder.submit(self._encode, pixels, prompt, gen)
+            futures.append(asyncio.run_coroutine_threadsafe(self._one(s, pixels, encoded, gen, prompt, key), loop))
         self._outstanding.update(futures)
         return futures
 
@@ -328,14 +330,13 @@ class RemoteSegmenter(Segmenter):
         if slot > now:
             await asyncio.sleep(slot - now)
 
-    async def _one(self, sample: Sample, pixels: np.ndarray, gen: dict, prompt: str, key: str) -> Prediction:
+    async def _one(self, sample: Sample, pixels: np.ndarray, encoded: concurrent.futures.Future, gen: dict,
+                   prompt: str, key: str) -> Prediction:
         o = self.options
         h, w = sample.image.shape[:2]
         size = (pixels.shape[1], pixels.shape[0])
         worst = self._worst_cost(size, prompt)
-        # built before it waits for a slot: a slot is held only on the wire
-        payload = await asyncio.get_running_loop().run_in_executor(self._encoder, self._encode, pixels, prompt, gen)
-        client = self._client()
+        payload = client = None
         calls: list[dict] = []
 
         def stopped() -> Prediction:
@@ -346,6 +347,12 @@ class RemoteSegmenter(Segmenter):
         for attempt in range(1, o.max_retries + 2):
             await self._rate_slot()
             async with self._sem:
+                if payload is None:
+                    # Awaited only now, so that requests take their slots in the order they were submitted (a quota
+                    # or a budget stops the run after the first samples, not after random ones); the encoding
+                    # started at submission and is done by now, except for the first few requests.
+                    payload = await asyncio.wrap_future(encoded)
+                    client = self._client()
                 if self.stop_reason:  # another request hit the daily quota or the budget meanwhile
                     return stopped()
                 # The budget holds the worst case of every call in flight until it settles.

@@ -182,6 +182,41 @@ def test_per_day_quota_stops_cleanly_and_resumes(tmp_path):
     _promises(tmp_path / "s.sqlite", 8, served_ok=8)
 
 
+def test_requests_are_sent_in_the_order_submitted_whatever_order_they_are_encoded_in(tmp_path, monkeypatch):
+    """Requests are encoded on several threads; with the first sample's encoding held until three others are
+    done (a code point, not a timer), the first sample is still sent first: a daily quota or a budget then
+    stops a run after its first samples (the per-day test above), not after whichever were encoded first."""
+    import threading
+
+    from conftest import sent_png_sha
+    from omniseg.models.api.remote import RemoteSegmenter
+
+    encode = RemoteSegmenter._encode
+    done, lock, calls, others = [0], threading.Lock(), [0], threading.Event()
+
+    def held(self, pixels, prompt, gen):
+        with lock:
+            calls[0] += 1
+            first = calls[0] == 1
+        if first:
+            assert others.wait(60), "the other samples were not encoded while the first one was held"
+        out = encode(self, pixels, prompt, gen)
+        with lock:
+            done[0] += 1
+            if done[0] >= 3:
+                others.set()
+        return out
+
+    monkeypatch.setattr(RemoteSegmenter, "_encode", held)
+    with fg.FakeGemini() as srv:
+        cfg = gemini_config(tmp_path, srv.url, n=6, max_in_flight=1)
+        names = sent_png_sha(cfg, "gem")
+        with Store(tmp_path / "s.sqlite") as st:
+            run(cfg, st, progress=False)
+    sent = [names[e["image_sha"]] for e in srv.log]
+    assert sent == sorted(names.values())
+
+
 def test_max_cost_stops_before_the_budget_and_dry_run_estimates(tmp_path):
     with fg.FakeGemini() as srv:
         cfg = gemini_config(tmp_path, srv.url, n=10, max_in_flight=1, max_output_tokens=2000)
