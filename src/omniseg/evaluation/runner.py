@@ -256,10 +256,10 @@ def _lead(work: list[tuple[list[SampleRef], dict]]) -> list[tuple[list[SampleRef
     if not work or len(work[0][0]) < 4:
         return work
     chunk, todo = work[0]
-    head = {r.id for r in chunk[:len(chunk) // 4]}
-    split = [(chunk[:len(chunk) // 4], {m: [r for r in v if r.id in head] for m, v in todo.items()}),
-             (chunk[len(chunk) // 4:], {m: [r for r in v if r.id not in head] for m, v in todo.items()})]
-    return split + work[1:]
+    n = len(chunk) // 4
+    head = {r.id for r in chunk[:n]}
+    return [(chunk[:n], {m: [r for r in v if r.id in head] for m, v in todo.items()}),
+            (chunk[n:], {m: [r for r in v if r.id not in head] for m, v in todo.items()})] + work[1:]
 
 
 def _batch_stage(cfg, store, ds, segs, refs, done, *, batch, submit, retry, max_cost, progress) -> list[str]:

@@ -297,7 +297,6 @@ class RemoteSegmenter(Segmenter):
         self._client()
         return self._payload(self._png(pixels), prompt, gen)
 
-
     def _client(self):
         """The SDK client, made on first need (a run answered from the archive needs no key)."""
         with self._client_lock:  # the encoder threads ask for it at once
