@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +122,27 @@ def _pinned_day(monkeypatch):
 
     monkeypatch.setenv("OMNISEG_TODAY", TODAY)
     return TODAY
+
+
+@pytest.fixture(autouse=True)
+def _registries_as_they_were():
+    """Each test starts and ends with the built-in registries: an extension a test loads registers its dataset,
+    kind or metric into the process, and a later test in the same worker (pytest-xdist) would otherwise score
+    with that metric too, while the subprocesses it starts do not (their rows then lack the column)."""
+    from omniseg import datasets, models, plugins
+    from omniseg.scoring import metrics
+
+    registries = (datasets.REGISTRY, models.REGISTRY, metrics.REGISTRY)
+    saved = [(dict(r._entries), dict(r._origins)) for r in registries]
+    paths = dict(plugins._loaded_paths)
+    yield
+    for r, (entries, origins) in zip(registries, saved):
+        r._entries.clear()
+        r._entries.update(entries)
+        r._origins.clear()
+        r._origins.update(origins)
+    plugins._loaded_paths.clear()
+    plugins._loaded_paths.update(paths)
 
 
 @pytest.fixture
@@ -316,3 +338,38 @@ def answers_asked_again(log: list[dict]) -> tuple[dict[str, float], list[float]]
                 repeated.append(first_ok[e["image_sha"]])
             first_ok.setdefault(e["image_sha"], e["end"])
     return first_ok, repeated
+
+
+# -- the browser the HTML pages are checked in (report.html, the review page) ----------------------------
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+def why_no_browser() -> str | None:
+    import importlib.util
+
+    if importlib.util.find_spec("selenium") is None:
+        return "selenium is not installed (pip install -e '.[test]')"
+    if not CHROMIUM or not CHROMEDRIVER:
+        return "Debian's chromium and chromium-driver are not installed (.ci/run installs them where apt-get can)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (Debian's chromium + chromedriver, driven by selenium), one per test module."""
+    why = why_no_browser()
+    if why:
+        print(f"\nSKIP browser check: {why}")
+        pytest.skip(why)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1500,1000",
+              "--allow-file-access-from-files"):
+        opts.add_argument(a)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    yield driver
+    driver.quit()

@@ -4,7 +4,6 @@ driven by selenium); thumbnails made once and reused; failures shown with their 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import KVASIR_REAL, OTSU, make_kvasir, write_config
+from conftest import CHROMEDRIVER, CHROMIUM, KVASIR_REAL, OTSU, make_kvasir, why_no_browser, write_config
 from omniseg import config
 from omniseg.study import report
 from omniseg.study.curate import curate
@@ -20,39 +19,6 @@ from omniseg.evaluation.runner import run
 from omniseg.store.database import Store
 from omniseg.testing.fake_gemini import FakeGemini
 from omniseg.testing.gemini_answers import error, good_answer
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-
-
-def _why_no_browser() -> str | None:
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium is not installed (pip install -e '.[test]')"
-    if not CHROMIUM or not CHROMEDRIVER:
-        return "Debian's chromium and chromium-driver are not installed (.ci/run installs them where apt-get can)"
-    return None
-
-
-@pytest.fixture(scope="module")
-def browser():
-    why = _why_no_browser()
-    if why:
-        print(f"\nSKIP report.html browser check: {why}")
-        pytest.skip(why)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1500,1000",
-              "--allow-file-access-from-files"):
-        opts.add_argument(a)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    yield driver
-    driver.quit()
-
 
 def _fails_for_some(req):
     if req.image_sha[0] in "01":
@@ -165,7 +131,7 @@ def test_one_model_and_one_image_still_render(tmp_path, monkeypatch):
     html = paths["html"].read_text()
     data = json.loads(html.split('<script id="data" type="application/json">')[1].split("</script>")[0])
     assert len(data["rows"]) == 1 and data["models"] == {"polyp": ["otsu"]}
-    if _why_no_browser() is None:
+    if why_no_browser() is None:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
         from selenium.webdriver.common.by import By

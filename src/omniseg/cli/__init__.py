@@ -1,6 +1,6 @@
 """The `omniseg` command line: the Typer app, which registers each command group's commands.
 
-A command module (run, study, info, data, api, batch, train) holds plain functions; only this module knows the
+A command module (run, study, review, info, data, api, batch, train) holds plain functions; only this module knows the
 app, so none imports it back. What the commands share (options, error handling, store helpers) is
 :mod:`.common`.
 """
@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from . import api, batch, data, info, run, study, train
+from . import api, batch, data, info, review, run, study, train
 
 app = typer.Typer(
     help="Benchmark general-purpose omnimodels against specialist networks on medical image segmentation.\n\n"
@@ -54,6 +54,7 @@ app.command()(run.merge)
 app.command()(study.curate)
 app.command()(study.report)
 app.command()(study.demo)
+app.command()(review.review)
 app.command("list")(info.list_plugins)
 app.command()(data.init)
 app.add_typer(data.data_app, name="data")

@@ -88,7 +88,7 @@ class Store:
                 # NORMAL in WAL mode survives a killed process; FULL would also survive power loss.
                 self.db.execute("PRAGMA synchronous=NORMAL")
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, 1, 2, 3, SCHEMA_VERSION):
+            if version not in (0, 1, 2, 3, 4, SCHEMA_VERSION):
                 raise OmnisegError(f"{self.path}: store schema {version} is newer than this omniseg's "
                                    f"({SCHEMA_VERSION}); upgrade omniseg or use a new --store")
             if not readonly and version != SCHEMA_VERSION:
@@ -407,6 +407,49 @@ class Store:
             self.db.executemany("INSERT INTO difficulty VALUES (?,?,?,?)",
                                 [(task, sid, v["lesion_share"], None if v["contrast"] != v["contrast"] else v["contrast"])
                                  for sid, v in values.items()])
+
+    # -- expert review (omniseg.study.review) ---------------------------------------------------
+    def set_review_items(self, task: str, options: dict, items: list[dict]) -> None:
+        """Replace a task's review items (each with its ``models``, the models it is credited to), and with them
+        the reviewers' orders and answers: the caller refuses to drop answers unless told to."""
+        with self.transaction():
+            for table in ("reviews", "review_orders", "review_credits", "review_items", "review_sets"):
+                self.db.execute(f"DELETE FROM {table} WHERE task=?", (task,))
+            self.db.execute("INSERT INTO review_sets VALUES (?,?,?)", (task, json.dumps(options, sort_keys=True), time.time()))
+            self.db.executemany(
+                "INSERT INTO review_items VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                [(task, it["item_id"], it["sample_id"], it["side"], it["area"], *it["bbox"], it["height"], it["width"],
+                  it["region"]) for it in items])
+            self.db.executemany("INSERT INTO review_credits VALUES (?,?,?)",
+                                [(task, it["item_id"], m) for it in items for m in sorted(it["models"])])
+
+    def review_order(self, task: str, reviewer: str, seed: int, items: list[str]) -> tuple[int, list[str]]:
+        """A reviewer's order of the items: the one recorded at their first start, else ``items`` (shuffled by the
+        caller with ``seed``), recorded now. Returns the recorded seed and order."""
+        with self.transaction():
+            self.db.execute("INSERT OR IGNORE INTO review_orders VALUES (?,?,?,?,?)",
+                            (task, reviewer, int(seed), json.dumps(items), time.time()))
+            row = self.db.execute("SELECT seed, items FROM review_orders WHERE task=? AND reviewer=?",
+                                  (task, reviewer)).fetchone()
+        return int(row["seed"]), json.loads(row["items"])
+
+    def put_review(self, task: str, item_id: str, reviewer: str, verdict: str, note: str = "",
+                   seconds: float | None = None, source: str = "page", answered_at: float | None = None) -> None:
+        """One reviewer's answer on one item, committed at once (a second answer replaces the first)."""
+        with self.transaction():
+            self.db.execute("INSERT OR REPLACE INTO reviews VALUES (?,?,?,?,?,?,?,?)",
+                            (task, item_id, reviewer, verdict, note or "", _finite(seconds),
+                             time.time() if answered_at is None else answered_at, source))
+
+    def undo_review(self, task: str, reviewer: str) -> str | None:
+        """Delete the reviewer's latest answer; returns its item (None when there was none)."""
+        with self.transaction():
+            row = self.db.execute("SELECT item_id FROM reviews WHERE task=? AND reviewer=? "
+                                  "ORDER BY answered_at DESC, rowid DESC LIMIT 1", (task, reviewer)).fetchone()
+            if row is not None:
+                self.db.execute("DELETE FROM reviews WHERE task=? AND reviewer=? AND item_id=?",
+                                (task, reviewer, row["item_id"]))
+        return None if row is None else row["item_id"]
 
     # -- reading ------------------------------------------------------------------------------
     def query(self, sql: str, params: tuple = ()):

@@ -8,7 +8,8 @@ import sqlite3
 from ..errors import OmnisegError
 from ..scoring.metrics import SCORE_COLUMNS
 
-SCHEMA_VERSION = 4  # 2: models.role; 3: batch_jobs, batch_requests; 4: workers, runs.host/pid, api_calls.cost_known
+SCHEMA_VERSION = 5  # 2: models.role; 3: batch_jobs, batch_requests; 4: workers, runs.host/pid, api_calls.cost_known;
+# 5: the expert review tables (review_sets, review_items, review_credits, review_orders, reviews)
 # (score columns are added as metrics are registered)
 
 SCHEMA = f"""
@@ -75,6 +76,28 @@ CREATE TABLE IF NOT EXISTS subsets (
     sample_id TEXT NOT NULL, split TEXT NOT NULL, reference TEXT NOT NULL,
     metric TEXT NOT NULL, value REAL NOT NULL, created_at REAL NOT NULL,
     PRIMARY KEY (task, subset, rank)
+);
+CREATE TABLE IF NOT EXISTS review_sets (
+    task TEXT PRIMARY KEY, options TEXT NOT NULL, created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS review_items (
+    task TEXT NOT NULL, item_id TEXT NOT NULL, sample_id TEXT NOT NULL, side TEXT NOT NULL,
+    area INTEGER NOT NULL, y0 INTEGER NOT NULL, x0 INTEGER NOT NULL, y1 INTEGER NOT NULL, x1 INTEGER NOT NULL,
+    height INTEGER NOT NULL, width INTEGER NOT NULL, region BLOB NOT NULL,
+    PRIMARY KEY (task, item_id)
+);
+CREATE TABLE IF NOT EXISTS review_credits (
+    task TEXT NOT NULL, item_id TEXT NOT NULL, model TEXT NOT NULL,
+    PRIMARY KEY (task, item_id, model)
+);
+CREATE TABLE IF NOT EXISTS review_orders (
+    task TEXT NOT NULL, reviewer TEXT NOT NULL, seed INTEGER NOT NULL, items TEXT NOT NULL, created_at REAL NOT NULL,
+    PRIMARY KEY (task, reviewer)
+);
+CREATE TABLE IF NOT EXISTS reviews (
+    task TEXT NOT NULL, item_id TEXT NOT NULL, reviewer TEXT NOT NULL, verdict TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT '', seconds REAL, answered_at REAL NOT NULL, source TEXT NOT NULL,
+    PRIMARY KEY (task, item_id, reviewer)
 );
 """
 

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from . import caveats, findings, manifest, routing, stats
+from .review import agreement as review_agreement, claim as review_claim
 from ..scoring.metrics import SCORE_COLUMNS
 from ..store.database import Store, file_name
 
@@ -270,7 +271,7 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
           "Comparisons are paired on the images both models scored: mean difference (A − B) with its bootstrap "
           f"interval, Wilcoxon signed-rank p-value, and wins/ties/losses of A. Below {stats.MIN_N} images no interval, "
           "p-value or verdict is given: it would mean nothing. `manifest.json` says what produced every number.", ""]
-    routes, claim_tables = [], []
+    routes, claim_tables, review_tables, agreements = [], [], [], []
     figdir = out / "figures"
     sections: dict[str, list[str]] = {}  # task -> its part of report.md (report.html shows the same)
     for t in tasks:
@@ -323,6 +324,15 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
         md += lines
         if table is not None:
             claim_tables.append(table)
+        contenders = [(o, "omnimodel") for o in omnis if o != ref] + [(f, "foundation") for f in founds if f != ref]
+        lines, table, reviewed, agreed = review_claim.section(store, t, g, ref, contenders, store.roles(t))
+        md += lines
+        if table is not None:
+            claim_tables.append(table)
+        if reviewed is not None:
+            review_tables.append(reviewed)
+        if agreed is not None:
+            agreements.append(agreed)
         if figures:
             md += ["", "### Figures", ""]
             bp = g.assign(subset_all=True, subset_easiest=g["easiest_rank"].notna(), subset_hardest=g["hardest_rank"].notna())
@@ -353,6 +363,14 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
     if claim_tables:
         paths["claims"] = out / "claims.csv"
         pd.concat(claim_tables).to_csv(paths["claims"], index=False, float_format="%.6g")
+    if review_tables:
+        paths["review"] = out / "review.csv"
+        pd.concat(review_tables).to_csv(paths["review"], index=False, float_format="%.6g")
+    if agreements:
+        paths["review_agreement"] = out / "review_agreement.csv"
+        pd.DataFrame([{**a, "disagreements": " ".join(a["disagreements"])} for a in agreements],
+                     columns=review_agreement.AGREEMENT_COLUMNS).to_csv(paths["review_agreement"], index=False,
+                                                                        float_format="%.6g")
     if routes:
         paths["routing"] = out / "routing.csv"
         pd.concat(routes).to_csv(paths["routing"], index=False, float_format="%.6f")

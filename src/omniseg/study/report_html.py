@@ -201,16 +201,17 @@ def _thumbnails(store: Store, task: str, g: pd.DataFrame, folder: Path) -> dict 
     return {(task, sid): {k: p for k, (p, _) in e.items() if (folder.parent / p).is_file()} for sid, e in wanted.items()}
 
 
-def recorded_samples(store: Store, task: str):
+def recorded_samples(store: Store, task: str, root=None):
     """A function sample id -> Sample (None when it cannot be read) over the dataset the task's last
-    run recorded; a string says why there is none (the data may have moved: reports go on without it)."""
+    run recorded (at ``root`` when given: the data moved); a string says why there is none (reports go on
+    without it)."""
     from .. import datasets
 
     dataset = (store.last_config(task) or {}).get("dataset") or {}
     if not dataset.get("name"):
         return "no run with a dataset recorded"
     try:
-        ds = datasets.open(dataset["name"], dataset.get("root"), dataset.get("options"), dataset.get("max_pixels"))
+        ds = datasets.open(dataset["name"], root or dataset.get("root"), dataset.get("options"), dataset.get("max_pixels"))
         refs = {r.id: r for r in ds.refs("all")}
     except Exception as e:
         return f"dataset not readable ({str(e).splitlines()[0]})"

@@ -76,6 +76,7 @@ class FakeServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)  # notified when the last request in progress ends
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -181,6 +182,15 @@ class FakeServer:
         finally:
             with self._lock:
                 self.in_flight -= 1
+                if self.in_flight == 0:
+                    self._settled.notify_all()
+
+    def settle(self, timeout: float = 60.0) -> None:
+        """Return once no request is in progress: one that a killed client sent is logged when its answer leaves,
+        which may be after the client died (a test that counts what was served before a kill waits for this)."""
+        with self._settled:
+            if not self._settled.wait_for(lambda: self.in_flight == 0, timeout):
+                raise TimeoutError(f"the fake server still had {self.in_flight} request(s) in progress after {timeout} s")
 
     @staticmethod
     def send(h: BaseHTTPRequestHandler, reply: Reply) -> None:

@@ -1,0 +1,62 @@
+"""Agreement between reviewers: Cohen's and Fleiss' kappa against hand-computed values and against scikit-learn's
+and statsmodels' implementations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from omniseg.study.review import agreement
+
+
+def _frame(answers: dict[str, list[str]]) -> pd.DataFrame:
+    return pd.DataFrame([{"item_id": f"i{k:02d}", "reviewer": r, "verdict": v}
+                         for r, vs in answers.items() for k, v in enumerate(vs)])
+
+
+def test_two_reviewers_agreeing_on_three_quarters_give_kappa_one_half():
+    # A: 20 findings then 20 errors; B flips five of each, so they agree on 30 of 40 (po = 0.75) and each says
+    # "finding" half the time (pe = 0.5 * 0.5 + 0.5 * 0.5): kappa = (0.75 - 0.5) / (1 - 0.5) = 0.5 by hand
+    a = ["finding"] * 20 + ["model_wrong"] * 20
+    b = ["model_wrong"] * 5 + ["finding"] * 15 + ["finding"] * 5 + ["model_wrong"] * 15
+    got = agreement.agreement(_frame({"ann": a, "bob": b}))
+    assert got["method"] == "cohen" and got["n_items"] == 40
+    assert got["kappa"] == pytest.approx(0.5, abs=1e-9)
+    from sklearn.metrics import cohen_kappa_score
+
+    assert got["kappa"] == pytest.approx(cohen_kappa_score(a, b), abs=1e-9)
+    assert got["ci_low"] < 0.5 < got["ci_high"]
+    assert got["disagreements"] == [f"i{k:02d}" for k in list(range(5)) + list(range(20, 25))]
+
+
+def test_unequal_margins_and_three_categories_match_scikit_learn():
+    rng = np.random.default_rng(3)
+    cats = np.array(["finding", "model_wrong", "cannot_tell"])
+    a = cats[rng.integers(0, 3, 60)]
+    b = np.where(rng.random(60) < 0.7, a, cats[rng.integers(0, 3, 60)])
+    from sklearn.metrics import cohen_kappa_score
+
+    assert agreement.cohen(a, b) == pytest.approx(cohen_kappa_score(a, b), abs=1e-9)
+
+
+def test_three_reviewers_use_fleiss_kappa_as_statsmodels_computes_it():
+    rng = np.random.default_rng(5)
+    cats = np.array(["finding", "model_wrong", "annotation_wrong", "cannot_tell"])
+    truth = cats[rng.integers(0, 4, 50)]
+    answers = {r: list(np.where(rng.random(50) < 0.8, truth, cats[rng.integers(0, 4, 50)])) for r in ("a", "b", "c")}
+    got = agreement.agreement(_frame(answers))
+    from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
+
+    table, _ = aggregate_raters(np.array([answers[r] for r in ("a", "b", "c")]).T)
+    assert got["method"] == "fleiss" and got["kappa"] == pytest.approx(fleiss_kappa(table), abs=1e-9)
+    # by hand on a tiny table: 2 items, 3 raters; item 1 all "x", item 2 split 2/1
+    # P1 = 1, P2 = (4 + 1 - 3) / 6 = 1/3, Pbar = 2/3; p = (5/6, 1/6), Pe = 26/36; kappa = (2/3 - 26/36) / (10/36) = -0.2
+    assert agreement.fleiss([[3, 0], [2, 1]]) == pytest.approx(-0.2, abs=1e-12)
+
+
+def test_kappa_only_on_items_every_reviewer_answered():
+    df = _frame({"ann": ["finding", "model_wrong", "finding"], "bob": ["finding", "model_wrong"]})
+    got = agreement.agreement(df)
+    assert got["n_items"] == 2 and got["kappa"] == pytest.approx(1.0)
+    assert agreement.agreement(_frame({"ann": ["finding"]})) is None

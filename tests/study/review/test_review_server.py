@@ -1,0 +1,138 @@
+"""The review page served by `omniseg review --reviewer`, answered with the keyboard in headless Chromium: every
+answer lands in the store at once, a killed server resumes at the next item, nothing names a model, and the
+server answers only requests with its token, on 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import sqlite3
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import pytest
+
+import planted_study as ps
+
+KEYS = "2413"  # the answer keys pressed in turn: 2 model wrong, 4 cannot tell, 1 finding, 3 annotation wrong
+VERDICT = {"1": "finding", "2": "model_wrong", "3": "annotation_wrong", "4": "cannot_tell"}
+NAMES = (ps.SPEC, ps.OMNI, "masks", "specialist", "omnimodel")  # the models' names, kind and roles
+
+
+def _serve(store_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_PROXY": "127.0.0.1,localhost"}
+    proc = subprocess.Popen([sys.executable, "-m", "omniseg", "review", "--task", "polyp", "--max", "30", "--reviewer",
+                             "ann", "--order-seed", "3", "--store", str(store_path), "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        m = re.search(r"open (http://127\.0\.0\.1:(\d+)/\?token=(\S+))", line)
+        if m:
+            return proc, m.group(1), int(m.group(2)), m.group(3)
+    raise AssertionError("the server printed no URL:\n" + "".join(seen))
+
+
+def _rows(store_path):
+    db = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT item_id, verdict, seconds FROM reviews WHERE reviewer='ann' ORDER BY answered_at").fetchall()
+    finally:
+        db.close()
+
+
+def _order(store_path):
+    db = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True)
+    try:
+        return json.loads(db.execute("SELECT items FROM review_orders WHERE reviewer='ann'").fetchone()[0])
+    finally:
+        db.close()
+
+
+def _press(browser, key, wait_for):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    ActionChains(browser).send_keys(key).perform()
+    WebDriverWait(browser, 30).until(lambda d: wait_for(d))
+
+
+def _showing(browser):
+    return browser.find_element("id", "viewer").get_attribute("data-item")
+
+
+def _progress(browser):
+    return browser.find_element("id", "progress").text
+
+
+def test_a_reviewer_answers_30_items_with_the_keyboard_across_a_killed_server(tmp_path, browser):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    st, _ = ps.make(tmp_path, n=40)
+    store_path = st.path
+    st.close()
+    proc, url, port, token = _serve(store_path)
+    pressed = {}
+    try:
+        order = _order(store_path)
+        assert len(order) == 30
+        browser.get(url)
+        WebDriverWait(browser, 30).until(lambda d: _showing(d) == order[0])
+        assert _progress(browser).startswith("item 1 of 30")
+        for k in range(20):
+            key = KEYS[k % 4]
+            pressed[order[k]] = VERDICT[key]
+            _press(browser, key, lambda d, k=k: _showing(d) == order[k + 1])
+            assert len(_rows(store_path)) == k + 1  # in the store before the next item shows
+        # blinded: neither the page nor anything it requested names a model, its kind or role
+        source = browser.page_source
+        urls = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        assert any("/api/item/" in u for u in urls) and all(f"token={token}" in u for u in urls)
+        gets = [u for u in urls if "/api/item/" in u or "/api/state" in u] + [url]
+        bodies = [urllib.request.urlopen(u, timeout=30).read().decode() for u in gets]
+        for text in [source, *urls, *bodies]:
+            for name in NAMES:
+                assert name not in text, name
+        # only with the token, only on 127.0.0.1
+        base = f"http://127.0.0.1:{port}"
+        for bad in (base + "/", base + "/api/state", base + "/api/item/1", base + "/?token=" + token[:-1] + "x"):
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(bad, timeout=30)
+            assert e.value.code == 403
+        req = urllib.request.Request(base + "/api/answer", data=b'{"item": "x", "verdict": "finding"}', method="POST")
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=30)
+        assert e.value.code == 403 and len(_rows(store_path)) == 20
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.2", port), timeout=5).close()
+    finally:
+        proc.kill()  # SIGKILL: no chance to tidy up
+        proc.wait()
+    assert len(_rows(store_path)) == 20
+
+    proc, url, port, token = _serve(store_path)
+    try:
+        browser.get(url)
+        WebDriverWait(browser, 30).until(lambda d: _showing(d) == order[20])
+        assert _progress(browser).startswith("item 21 of 30 · 20 answered")
+        for k in range(20, 30):
+            key = KEYS[k % 4]
+            pressed[order[k]] = VERDICT[key]
+            done = (lambda d: d.find_element("id", "done").is_displayed()) if k == 29 else \
+                (lambda d, k=k: _showing(d) == order[k + 1])
+            _press(browser, key, done)
+        rows = _rows(store_path)
+        assert len(rows) == 30 and {i: v for i, v, _ in rows} == pressed
+        assert all(s is not None and s > 0 for _, _, s in rows)
+        # undo takes back the last answer and shows its item again; answering it again restores the row
+        _press(browser, "u", lambda d: _showing(d) == order[29] and not d.find_element("id", "done").is_displayed())
+        assert len(_rows(store_path)) == 29
+        _press(browser, "4", lambda d: d.find_element("id", "done").is_displayed())
+        assert dict((i, v) for i, v, _ in _rows(store_path))[order[29]] == "cannot_tell"
+    finally:
+        proc.kill()
+        proc.wait()
