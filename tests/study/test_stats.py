@@ -39,6 +39,31 @@ def test_paired_matches_scipy_wilcoxon_and_counts():
     assert same["p_wilcoxon"] == 1.0 and same["ties"] == len(X)
 
 
+def test_paired_at_the_tie_boundary_missing_values_and_no_data():
+    # differences of exactly the tie width (binary-exact 0.25) are ties, not wins or losses
+    r = stats.paired([0.75, 0.25, 0.5], [0.5, 0.5, 0.5], tie=0.25)
+    assert (r["wins"], r["ties"], r["losses"]) == (0, 3, 0)
+    # every difference a tie, at the boundary too: no evidence of a difference, whatever Wilcoxon would say
+    assert stats.paired([0.75] * 12, [0.5] * 12, tie=0.25)["p_wilcoxon"] == 1.0
+    # None is a missing score (as pandas gives it): the pair is left out, never an error
+    r = stats.paired([0.5, None, 0.75], [0.25, 0.5, None])
+    assert r["n"] == 1 and r["mean_diff"] == 0.25
+    # no pair at all: NaN without numpy's "mean of empty slice" warning
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = stats.paired([], [])
+    assert r["n"] == 0 and np.isnan(r["mean_diff"]) and np.isnan(r["p_wilcoxon"])
+
+
+def test_paired_interval_is_the_bootstrap_of_the_differences_with_the_seed_given():
+    for seed in (0, 5):
+        r = stats.paired(X, Y, seed=seed)
+        assert (r["diff_ci_low"], r["diff_ci_high"]) == stats.bootstrap_ci(X - Y, seed=seed)
+    assert stats.paired(X, Y, seed=5)["diff_ci_low"] != stats.paired(X, Y, seed=0)["diff_ci_low"]
+
+
 def test_compare_pairs_only_images_both_models_scored():
     rows = []
     for i, (x, y) in enumerate(zip(X, Y)):
