@@ -1,13 +1,15 @@
 """The mutation score per module from `mutmut results --all true` on standard input (scripts/mutation.sh).
 
 A mutant counts as killed when a test failed on it or it timed out; the equivalent mutants listed in
-scripts/mutation_equivalent.txt (`name  reason`, one a line; docs/testing.md) leave the count. Prints one row
+scripts/mutation_equivalent.txt (`name  reason`, one a line; docs/testing.md) leave the count, and so do those
+found by reading the mutated source whose only change is the letter case of an SQL string. Prints one row
 per module, the total, and the survivors still to look at; exit 1 when the total is under --goal (90%).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import re
 import sys
 from collections import Counter, defaultdict
@@ -26,6 +28,45 @@ def equivalents() -> dict[str, str]:
     return out
 
 
+SQL = re.compile(r"\s*(SELECT|INSERT|UPDATE|DELETE|CREATE|WITH|PRAGMA|REPLACE|ALTER|DROP)\b", re.I)
+_trees: dict[Path, dict[str, ast.FunctionDef]] = {}
+
+
+def _functions(path: Path) -> dict[str, ast.FunctionDef]:
+    if path not in _trees:
+        tree = ast.parse(path.read_text()) if path.is_file() else ast.Module(body=[], type_ignores=[])
+        _trees[path] = {n.name: n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    return _trees[path]
+
+
+def sql_case_only(mutant: str, mutants_dir: Path) -> bool:
+    """True when the mutant differs from its original only in the letter case of one SQL string, outside its
+    quoted values: SQLite reads keywords and names case-insensitively, so no test can tell them apart."""
+    module = module_of(mutant)
+    func = mutant[len(module) + 1:]
+    funcs = _functions(mutants_dir / "src" / Path(*module.split(".")).with_suffix(".py"))
+    mut, orig = funcs.get(func), funcs.get(re.sub(r"__mutmut_\d+$", "__mutmut_orig", func))
+    if mut is None or orig is None:
+        return False
+    a, b = list(ast.walk(orig)), list(ast.walk(mut))
+    if len(a) != len(b):
+        return False
+    changed = []
+    for x, y in zip(a, b):
+        if type(x) is not type(y):
+            return False
+        if isinstance(x, ast.Constant):
+            if x.value != y.value:
+                changed.append((x.value, y.value))
+        elif x is not orig and any(getattr(x, f, None) != getattr(y, f, None) for f in ("id", "attr", "arg", "name")):
+            return False
+    if len(changed) != 1 or not all(isinstance(v, str) for v in changed[0]):
+        return False
+    before, after = changed[0]
+    quoted = re.compile(r"'[^']*'")
+    return bool(SQL.match(before)) and before.lower() == after.lower() and quoted.findall(before) == quoted.findall(after)
+
+
 def module_of(mutant: str) -> str:
     """omniseg.scoring.metrics.x_dice__mutmut_3 -> omniseg.scoring.metrics (methods are x\u01c1Class\u01c1name__mutmut_N)."""
     return re.split(r"\.x[_\u01c1]", mutant, maxsplit=1)[0]
@@ -35,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--minutes", type=float, default=None, help="the run's time, for the printout")
     ap.add_argument("--goal", type=float, default=90.0)
+    ap.add_argument("--mutants", type=Path, default=Path("mutants"),
+                    help="mutmut's folder, read to find the mutants that only change the case of SQL")
     args = ap.parse_args(argv)
     eq = equivalents()
     status: dict[str, str] = {}
@@ -45,10 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     if not status:
         print("no mutants in the input: run `mutmut run` first (scripts/mutation.sh)")
         return 1
+    sql_case = {n for n, st in status.items() if st not in KILLED and n not in eq and sql_case_only(n, args.mutants)}
     per: dict[str, Counter] = defaultdict(Counter)
     survivors = []
     for name, st in sorted(status.items()):
-        kind = "equivalent" if name in eq else "killed" if st in KILLED else st
+        kind = "equivalent" if name in eq or name in sql_case else "killed" if st in KILLED else st
         per[module_of(name)][kind] += 1
         if kind not in ("killed", "equivalent"):
             survivors.append((name, st))
@@ -66,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'all':34s} {sum(total.values()):7d} {total['equivalent']:6d} {total['killed']:6d} "
           f"{counted - total['killed']:6d} {score:6.1f}%" + (f"  in {args.minutes:.1f} min" if args.minutes else ""))
     print(f"\nmutation score: {total['killed']}/{counted} = {score:.1f}% of non-equivalent mutants "
-          f"({total['equivalent']} equivalent, listed in {EQUIVALENT.name})")
+          f"({total['equivalent']} equivalent: {len(sql_case)} change only the case of SQL, the rest are listed in "
+          f"{EQUIVALENT.name})")
     if survivors:
         print(f"\n{len(survivors)} not killed (`mutmut show NAME`):")
         for name, st in survivors:

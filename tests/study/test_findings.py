@@ -67,3 +67,141 @@ def test_without_a_control_the_verdict_says_it_is_uncorrected(tmp_path):
     md = (out / "report.md").read_text()
     assert "No second specialist" in md and "not corrected for that selection" in md
     assert set(pd.read_csv(out / "claims.csv")["analysis"]) == {"raw"}
+
+
+# -- the section from a store written by hand: what it says is what the claims table and the scores hold ----------
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from omniseg.store.database import Store  # noqa: E402
+from omniseg.study import claims, findings  # noqa: E402
+
+
+def _scores(n: int, seed: int = 3) -> pd.DataFrame:
+    """n images, three models; image i's lesion covers (i + 1) of 1000 pixels, so its share is (i + 1) / 1000."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        for model, base in (("s1", 0.8), ("s2", 0.7), ("omni", 0.6)):
+            rows.append({"sample_id": f"img{i:02d}", "model": model, "dice": float(np.clip(base + rng.normal(0, 0.1), 0, 1)),
+                         "tp": 0, "fp": 0, "fn": i + 1, "tn": 1000 - (i + 1), "ref_px": i + 1})
+    return pd.DataFrame(rows)
+
+
+def _subsets(store: Store, g: pd.DataFrame, k: int = 12, second: bool = True) -> None:
+    rows = []
+    for ref in ("s1", "s2") if second else ("s1",):
+        order = g[g["model"] == ref].sort_values(["dice", "sample_id"], ascending=[False, True])["sample_id"].tolist()
+        suffix = "" if ref == "s1" else f"@{ref}"
+        for subset, ids in ((f"easiest{suffix}", order[:k]), (f"hardest{suffix}", order[::-1][:k])):
+            rows += [{"subset": subset, "rank": r, "sample_id": s, "split": "test", "reference": ref, "metric": "dice",
+                      "value": 0.0} for r, s in enumerate(ids)]
+    store.set_subsets("t", rows)
+
+
+def test_the_section_states_each_headline_verdict_and_every_row_of_the_claims_table(tmp_path):
+    g = _scores(41)
+    with Store(tmp_path / "s.sqlite") as st:
+        _subsets(st, g)
+        ids, chosen = findings.subsets_of(st, "t")
+        assert ids["easiest"] == g[g["model"] == "s1"].sort_values(["dice", "sample_id"], ascending=[False, True])[
+            "sample_id"].tolist()[:12]
+        assert chosen == {"easiest": "s1", "hardest": "s1", "easiest@s2": "s2", "hardest@s2": "s2"}
+        assert findings.second_specialist(chosen) == "s2"
+        md, table = findings.section(st, "t", g, "s1", ["omni", "s1"], None, "t", foundations=["s2"])
+    wide = g.pivot(index="sample_id", columns="model", values="dice")
+    expected = claims.findings(wide, ids, task="t", specialist="s1", omnimodel="omni", second="s2",
+                               claims=tuple(claims.CLAIMS))
+    got = table[table["contender_role"] == "omnimodel"].drop(columns="contender_role").reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, expected.reset_index(drop=True))
+    assert table["contender_role"].tolist() == ["omnimodel"] * len(expected) + ["foundation"] * len(expected)
+    text = "\n".join(md)
+    assert md[:3] == ["", "### Findings", ""]
+    assert "Specialist `s1` (it picked the easiest and hardest cases), omnimodel `omni`, second specialist `s2` for " \
+           "the controls." in md
+    assert "Specialist `s1` (it picked the easiest and hardest cases), foundation model `s2`, second specialist " \
+           "`s2` for the controls." in md
+    for claim in claims.CLAIMS:
+        row = claims.headline(expected, claim)
+        line = next(x for x in md if x.startswith(f"- **{claims.CLAIMS[claim].capitalize()}**"))
+        assert line.startswith(f"- **{claims.CLAIMS[claim].capitalize()}**: {row['verdict']} (")
+        assert f"specialist − omnimodel Dice {row['estimate']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]" in line
+        p = "<0.001" if row["p_value"] < 0.001 else f"{row['p_value']:.3f}"
+        assert line.endswith(f"permutation p {p}).")
+        basis = {"null-corrected": "after subtracting the gap change selection alone produces",
+                 "independent reference": "cases picked by the second specialist"}.get(row["analysis"], "all cases")
+        assert f"({basis}; " in line, (claim, row["analysis"], line)
+    for r in expected.itertuples(index=False):
+        n = f"{r.n_a}" if r.n_b == 0 else f"{r.n_a} / {r.n_b}"
+        p = "–" if pd.isna(r.p_value) else "<0.001" if r.p_value < 0.001 else f"{r.p_value:.3f}"
+        ci = "[–, –]" if pd.isna(r.ci_low) else f"[{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
+        est = "–" if pd.isna(r.estimate) else f"{r.estimate:+.3f}"
+        assert f"| {r.claim} | {r.analysis} | {r.selected_by} | {r.specialist} − {r.omnimodel} | {n} | {est} | {ci} | {p} | {r.verdict} |" \
+            in md, r
+    assert text.count("| claim | analysis | cases picked by | A − B | n | estimate | 95% CI | p | verdict |") == 2
+    # Dice by lesion size: 41 shares 0.001..0.041, quartile edges 0.011, 0.021, 0.031: 10, 10, 10 and 11 images
+    start = md.index("Dice by reference lesion size (quartiles of the lesion's share of the image):")
+    assert md[start + 2:start + 4] == ["| lesion share | `omni` | `s1` | `s2` |", "|---|---:|---:|---:|"]
+    edges = ["0.001", "0.011", "0.021", "0.031", "0.041"]
+    for q, lo, hi in ((0, 0, 10), (1, 10, 20), (2, 20, 30), (3, 30, 41)):
+        part = g[g["sample_id"].isin([f"img{i:02d}" for i in range(lo, hi)])]
+        means = [f"{part[part['model'] == m]['dice'].mean():.3f}" for m in ("omni", "s1", "s2")]
+        assert md[start + 4 + q] == f"| {edges[q]}–{edges[q + 1]} | " + " | ".join(means) + " |"
+    assert len(md) == start + 8  # no figure asked for
+
+
+def test_without_a_second_specialist_the_raw_rows_are_marked_biased_and_few_images_have_no_size_table(tmp_path):
+    g = _scores(7)
+    with Store(tmp_path / "s.sqlite") as st:
+        _subsets(st, g, k=3, second=False)
+        md, table = findings.section(st, "t", g, "s1", ["omni"], None, "t")
+        none_md, none_table = findings.section(st, "t", g, None, ["omni"], None, "t")
+        only_self, _ = findings.section(st, "t", g, "omni", ["omni"], None, "t")
+    assert set(table["analysis"]) == {"raw"} and set(table["contender_role"]) == {"omnimodel"}
+    easiest = next(x for x in md if x.startswith("- **The specialist wins on the easiest cases**"))
+    assert easiest.startswith(f"- **The specialist wins on the easiest cases**: {claims.UNTESTABLE} (biased raw figure: ")
+    whole = next(x for x in md if x.startswith("- **The specialist wins on the whole test set**"))
+    assert "(all cases; " in whole
+    assert any(x.startswith("Specialist `s1` (it picked the easiest and hardest cases), omnimodel `omni`. No second "
+                            "specialist") for x in md)
+    assert not any(x.startswith("Dice by reference lesion size") for x in md)  # 7 images: under 8
+    assert none_table is None and none_md[3].startswith("No claims tested:")
+    assert only_self[3].startswith("No claims tested:")  # the specialist is no contender of its own
+    g8 = _scores(8)
+    assert findings._by_size(g8, None, "t")[1] == "Dice by reference lesion size (quartiles of the lesion's share of the image):"
+    no_lesion = g8.assign(ref_px=0)
+    assert findings._by_size(no_lesion, None, "t") == []  # no image with a lesion to measure
+
+
+def test_numbers_are_printed_signed_to_three_places_and_small_p_values_as_a_bound():
+    assert findings._fmt(0.1234) == "+0.123" and findings._fmt(-0.5) == "-0.500" and findings._fmt(0.25, False) == "0.250"
+    assert findings._fmt(float("nan")) == "–" and findings._fmt(None) == "–"
+    assert findings._p(0.0009) == "<0.001" and findings._p(0.001) == "0.001" and findings._p(0.04567) == "0.046"
+    assert findings._p(float("nan")) == "–"
+    assert findings._by_size(_scores(8).assign(dice=np.nan), None, "t") == []
+    with_size = findings._by_size(_scores(8), None, "t")
+    assert len(with_size) == 3 + 2 + 4 and pytest.approx(0.001) == float(with_size[5].split(" | ")[0][2:7])
+
+
+def test_with_image_strata_only_the_headline_rests_on_lesion_size_then_contrast(tmp_path):
+    g = _scores(41)
+    share = {f"img{i:02d}": i for i in range(41)}
+    by_share = sorted(share, key=share.get)
+    with Store(tmp_path / "s.sqlite") as st:
+        _subsets(st, g, second=False)
+        rows = [r for r in st.query("SELECT * FROM subsets WHERE task = 't'").to_dict("records")]
+        for subset, ids in (("lesion-small", by_share[:12]), ("lesion-large", by_share[-12:]),
+                            ("contrast-low", by_share[1::3][:12]), ("contrast-high", by_share[2::3][:12])):
+            rows += [{"subset": subset, "rank": r, "sample_id": s, "split": "test", "reference": "image",
+                      "metric": "share", "value": 0.0} for r, s in enumerate(ids)]
+        st.set_subsets("t", rows)
+        md, table = findings.section(st, "t", g, "s1", ["omni"], None, "t")
+        only_contrast = [r for r in rows if not r["subset"].startswith("lesion")]
+        st.set_subsets("t", only_contrast)
+        md2, table2 = findings.section(st, "t", g, "s1", ["omni"], None, "t")
+    hardest = [x for x in md if x.startswith("- **The omnimodel holds up better")][0]
+    assert "(largest against smallest lesions, chosen from the images; " in hardest
+    assert claims.headline(table, "hardest")["analysis"] == "lesion size"
+    hardest2 = [x for x in md2 if x.startswith("- **The omnimodel holds up better")][0]
+    assert "(highest against lowest contrast, chosen from the images; " in hardest2
+    assert "contrast" in set(table2["analysis"]) and "lesion size" not in set(table2["analysis"])

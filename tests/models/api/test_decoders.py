@@ -353,3 +353,157 @@ def test_the_other_forms_are_detected_too(kind, k):
     want = {"prose": ("unparseable", "prose"), "tokens": ("unsupported_format", "seg-tokens"), "empty": ("ok", "empty"),
             "box": ("ok", "box"), "unknown": ("unknown_form", "unknown")}[kind]
     assert (got.status, got.form) == want
+
+
+# -- boundaries of boxes, crops and mask images (each written against a mutant that survived) -------------------
+def test_box_pixels_scale_clip_and_skip_at_their_boundaries():
+    notes: list[str] = []
+    assert d.box_pixels([500, 250, 1000, 750], 2000, 2000, notes) == (1000, 500, 2000, 1500) and notes == []
+    assert d.box_pixels([0, 0, 1000, 1000], 1000, 1000, notes) == (0, 0, 1000, 1000) and notes == []
+    assert d.box_pixels([-5, -5, 1200, 1300], 1000, 1000, notes) == (0, 0, 1000, 1000)
+    assert notes == ["box outside 0..1000 clipped"]
+    for box in ([500, 100, 400, 900], [500, 100, 500, 900], [100, 500, 900, 500], [100, 500, 900, 400]):
+        notes = []
+        assert d.box_pixels(box, 1000, 1000, notes) is None and notes == ["inverted or empty box skipped"], box
+    for box in ([500, 0, 500.4, 1000], [0, 500, 1000, 500.4]):  # under a pixel on one axis only
+        notes = []
+        assert d.box_pixels(box, 1000, 1000, notes) is None and notes == ["box smaller than a pixel skipped"], box
+    for box in ([1, 2, 3], [1, 2, 3, 4, 5], [1, 2, "3", 4], "1234", None):
+        notes = []
+        assert d.box_pixels(box, 100, 100, notes) is None and notes == ["entry without a valid box_2d skipped"], box
+
+
+def _b64(arr: np.ndarray, mode: str | None = None) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(arr.astype(np.uint8), mode).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_a_crop_is_grey_resized_bilinearly_and_added_to_what_is_there():
+    # [0, 255] stretched over 4 pixels: bilinear 0, 64, 191, 255 (bicubic 0, 53, 202, 255; nearest 0, 0, 255, 255)
+    mask = np.zeros((10, 10), bool)
+    assert d.paste_crop(mask, [0, 0, 100, 400], "data:image/png;base64," + _b64(np.array([[0, 255]])), 60, [])
+    assert mask[0, :4].tolist() == [False, True, True, True] and mask.sum() == 3
+    # a second crop over the first adds to it (a union), its background never erases
+    assert d.paste_crop(mask, [0, 0, 100, 400], _b64(np.array([[255, 0]])), 60, [])  # bare base64, no data: prefix
+    assert mask[0, :4].tolist() == [True, True, True, True]
+    rgb = np.zeros((2, 2, 3), np.uint8)
+    rgb[:, 1] = 255
+    colour = np.zeros((10, 10), bool)
+    assert d.paste_crop(colour, [0, 0, 200, 200], _b64(rgb, "RGB"), 127, [])  # a colour crop is read as grey
+    assert colour[:2, :2].tolist() == [[False, True], [False, True]]
+
+
+def test_a_crop_with_stray_characters_in_its_base64_still_decodes():
+    """Line breaks and a comma inside the payload are not base64: they are dropped, as the service's own
+    decoders do, rather than costing the answer."""
+    b = _b64(np.full((4, 4), 255))
+    for payload in ("\n".join(b[i:i + 8] for i in range(0, len(b), 8)), b[:10] + "," + b[10:]):
+        mask = np.zeros((10, 10), bool)
+        notes: list[str] = []
+        assert d.paste_crop(mask, [0, 0, 400, 400], "data:image/png;base64," + payload, 127, notes), notes
+        assert mask.sum() == 16 and notes == []
+
+
+def test_crop_and_image_size_limits_count_pixels_not_the_aspect():
+    wide = Image.new("L", (16_001, 1000))  # 16,001,000 pixels, aspect 16: over the crop limit
+    buf = io.BytesIO()
+    wide.save(buf, format="PNG")
+    notes: list[str] = []
+    assert not d.paste_crop(np.zeros((10, 10), bool), [0, 0, 100, 100], base64.b64encode(buf.getvalue()).decode(), 127, notes)
+    assert notes == ["mask PNG of 16001x1000 pixels skipped (over 16000000)"]
+    exact = Image.new("L", (4000, 4000))  # exactly the limit: read
+    buf = io.BytesIO()
+    exact.save(buf, format="PNG")
+    notes = []
+    assert d.paste_crop(np.zeros((10, 10), bool), [0, 0, 100, 100], base64.b64encode(buf.getvalue()).decode(), 127, notes)
+    assert notes == []
+    buf = io.BytesIO()
+    Image.new("L", (64_001, 1000)).save(buf, format="PNG")
+    out = d.decode_image_mask(buf.getvalue(), 10, 10)
+    assert (out.status, out.form) == ("invalid_answer", "image") and "64001x1000 pixels, over 64000000" in out.reason
+    buf = io.BytesIO()
+    Image.new("L", (8000, 8000)).save(buf, format="PNG")
+    assert d.decode_image_mask(buf.getvalue(), 10, 10).status == "ok"  # exactly the limit
+
+
+def test_mask_images_keep_their_form_reason_and_notes_on_every_path():
+    def png_of(arr, mode=None):
+        buf = io.BytesIO()
+        Image.fromarray(arr.astype(np.uint8), mode).save(buf, format="PNG")
+        return buf.getvalue()
+
+    none = d.decode_image_mask(None, 10, 10)
+    assert (none.status, none.reason, none.form) == ("no_image", "the response held no image", "image")
+    junk = d.decode_image_mask(b"junk", 10, 10)
+    assert (junk.status, junk.form) == ("no_image", "image") and junk.reason.startswith("the returned image cannot be read: ")
+    square = png_of(np.zeros((100, 100)))
+    bad = d.decode_image_mask(square, 90, 120)
+    assert (bad.status, bad.form) == ("aspect_mismatch", "image")
+    assert bad.reason == "returned 100x100 (aspect 1.000) for a 120x90 input"
+    asked = d.decode_image_mask(square, 90, 120, requested_aspect=4 / 3)
+    assert asked.reason == "returned 100x100 (aspect 1.000) for a 120x90 input asked at aspect 1.333"
+    edge = d.decode_image_mask(png_of(np.zeros((100, 125))), 100, 100, tolerance=0.25)  # 1.25 / 1 - 1 = 0.25
+    assert edge.status == "ok" and edge.notes == ["resized from 125x100"]
+    rgb = np.zeros((10, 10, 3))
+    rgb[:, 5:] = 255
+    same = d.decode_image_mask(png_of(rgb, "RGB"), 10, 10)  # a colour picture is read as grey
+    assert same.status == "ok" and same.notes == [] and same.form == "image"
+    assert same.mask.sum() == 50 and same.mask[:, 5:].all()
+
+
+# -- a provider's reply as a prediction (answers.to_prediction) --------------------------------------------------
+from omniseg.models.api.answers import DECODER_VERSION, to_prediction  # noqa: E402
+from omniseg.models.api.types import Reply  # noqa: E402
+
+_TOKENS = {"prompt_tokens": 11, "output_tokens": 22, "thoughts_tokens": 33}
+
+
+def _reply(text="", **kw):
+    return Reply(text=text, model_version="m-001", response_id="r-9", tokens=dict(_TOKENS), **kw)
+
+
+def _meta(**extra):
+    return {"model_version": "m-001", "response_id": "r-9", "decoder_version": DECODER_VERSION, "tokens": _TOKENS,
+            **extra}
+
+
+def test_blocked_empty_and_unfinished_replies_are_failures_that_keep_what_the_api_said():
+    p = to_prediction(_reply(blocked="SAFETY: the prompt", finish="SAFETY"), 10, 10)
+    assert (p.mask, p.status, p.reason) == (None, "blocked", "SAFETY: the prompt")
+    assert p.meta == _meta(finish_reason="SAFETY")
+    p = to_prediction(_reply(has_candidates=False), 10, 10)
+    assert (p.status, p.reason, p.meta) == ("api_error", "the response has no candidates", _meta(finish_reason=""))
+    p = to_prediction(_reply(finish="RECITATION"), 10, 10)
+    assert (p.status, p.reason) == ("blocked", "no answer: finish reason RECITATION")
+    for finish in ("STOP", "MAX_TOKENS", ""):  # an empty answer that finished is the decoder's to judge
+        p = to_prediction(_reply(finish=finish), 10, 10)
+        assert p.status == "unparseable" and p.meta["answer_form"] == "prose", finish
+
+
+def test_a_decoded_reply_records_its_form_point_order_coordinates_and_a_cut_answer():
+    poly = json.dumps([{"label": "p", "points": [[100, 100], [900, 100], [900, 900], [100, 900]]}])
+    p = to_prediction(_reply(poly, finish="STOP"), 10, 10, point_order="yx", coords="norm1")
+    assert p.status == "ok" and p.mask.shape == (10, 10) and p.reason == ""
+    assert p.meta == _meta(finish_reason="STOP", answer_form="polygon/points", notes=[], instances=1,
+                           answer_head=answers_head(poly, 60), point_order="yx", coords="norm1")
+    box = json.dumps([{"box_2d": [0, 0, 500, 500], "label": "p"}])
+    p = to_prediction(_reply(box, finish="MAX_TOKENS"), 10, 10)
+    assert p.meta["answer_form"] == "box" and p.meta["coords"] == "norm1000" and "point_order" not in p.meta
+    assert p.meta["notes"] == ["answer cut at the output-token cap"] and p.mask.sum() == 25
+    crops = json.dumps([{"box_2d": [0, 0, 1000, 1000], "mask": png_uri(np.full((2, 2), 255))}])
+    p = to_prediction(_reply(crops, finish="STOP"), 10, 10)
+    assert p.meta["answer_form"] == "png-crops" and "coords" not in p.meta and "point_order" not in p.meta
+    bad = to_prediction(_reply("sorry, key AIza-secret", finish="STOP"), 10, 10,
+                        redact=lambda s: s.replace("AIza-secret", "***"))
+    assert bad.status == "unparseable" and "***" in bad.reason and "AIza-secret" not in bad.reason
+    img = to_prediction(_reply(image=png(np.full((10, 10), 255, np.uint8)), finish="STOP"), 10, 10)
+    assert img.status == "ok" and img.meta["answer_head"] == "" and img.meta["answer_form"] == "image"
+    notes = to_prediction(_reply(json.dumps([{"box_2d": [0, 0, 500, 1200]}]), finish="STOP"), 10, 10)
+    assert notes.reason == "box outside 0..1000 clipped"
+
+
+def answers_head(text, n):
+    from omniseg.models.api.answers import head
+
+    return head(text, n)

@@ -8,6 +8,7 @@ store, and the later job's outcome winning.
 from __future__ import annotations
 
 import json
+import os
 import random
 
 import pytest
@@ -128,3 +129,50 @@ def test_a_later_jobs_outcome_replaces_an_earlier_one(tmp_path):
     assert book.keys("job2") == ["a", "b"] and book.jobs_like("job") == 2
     listed = {r["job_key"]: r for r in book.all("t")}
     assert (listed["job1"]["answered"], listed["job1"]["failed"]) == (1, 2)
+
+
+def test_an_extra_unkeyed_result_or_an_error_beside_a_response_is_never_an_answer(tmp_path):
+    """A job that returns more inline results than it was sent (the extra without a key) pairs the extra with
+    no request, which collect ignores; an item carrying an error is an error even with a response beside it;
+    a huge error text is kept to 500 characters."""
+    keys = ["k0", "k1"]
+    items = [{"response": _answer(0)}, {"response": _answer(1), "error": {"code": 500, "message": "half done"}},
+             {"response": _answer(2)}]
+    got = list(gb.GeminiJobs(client=None, model="m").results(gb.JobStatus("batches/j", "SUCCEEDED", inline=items),
+                                                              keys, scratch=None))
+    assert [(k, r is None) for k, r, _ in got] == [("k0", False), ("k1", True), (None, False)]
+    assert got[1][2] == {"code": 500, "message": "half done"}
+    store, book = _book(tmp_path, keys)
+    items[1]["error"]["message"] = "x" * 10_000
+    m, out = _Model(items), Settled()
+    collect(book, m, book.open("t", "gem")[0], gb.JobStatus("batches/1", "SUCCEEDED", inline=items), out)
+    assert sorted(m.kept) == ["k0"]
+    (status, error), = book.failures("t", "gem").values()
+    assert status == "api_error" and len(error) == 500 and error.startswith("batch job batches/1: 500 xxx")
+
+
+class _FilesOnly:
+    """What collect() reaches of the google-genai client for a file job: ``files.download(file=, destination=)``."""
+
+    def __init__(self, lines):
+        self.files, self.lines, self.downloaded = self, lines, []
+
+    def download(self, file, destination):
+        self.downloaded.append((file, destination))
+        with open(destination, "w", encoding="utf-8") as f:
+            f.write("\n".join(json.dumps(x) for x in self.lines) + "\n\n")
+
+
+def test_a_file_jobs_results_are_streamed_to_the_stores_scratch_folder_and_removed(tmp_path):
+    keys = ["k0", "k1", "k2"]
+    store, book = _book(tmp_path, keys)
+    client = _FilesOnly([{"key": "k2", "response": _answer(2)}, {"key": "k0", "response": _answer(0)},
+                         {"key": "k1", "error": {"code": 429, "message": "quota"}}])
+    m, out = _Model([]), Settled()
+    m.batch_jobs = lambda: gb.GeminiJobs(client=client, model="m")
+    collect(book, m, book.open("t", "gem")[0], gb.JobStatus("batches/1", "SUCCEEDED", file="files/out"), out)
+    (name, dest), = client.downloaded
+    assert name == "files/out" and dest.startswith(str(store.root)) and dest.endswith("job1.results.jsonl")
+    assert not os.path.exists(dest)  # streamed, read, removed
+    assert sorted(m.kept) == ["k0", "k2"] and json.loads(m.kept["k2"][0])["responseId"] == "r2"
+    assert book.failures("t", "gem") == {"k1": ("api_error", "batch job batches/1: 429 quota")}
