@@ -293,3 +293,61 @@ def test_run_states_say_which_runs_ended(tmp_path):
     mine = st.start_run("t", "test", ["m"], {}, "h", None)
     assert st.run_states("t")[mine] == "running"  # this process
     assert store_mod.process_alive(None, None, None) is False
+
+
+def test_zero_counts_and_costs_are_numbers_and_only_answers_need_a_known_cost(tmp_path):
+    """0 tokens, 0 s and 0 USD are measurements, not missing values; a call that brought no answer (a retried
+    error, a cache hit) has no cost to know, every kind of answer ('answered', 'recovered', 'batch') does."""
+    st = Store(tmp_path / "s.sqlite")
+    st.record(1, "t", "a", "m", status="ok", calls=[
+        {"outcome": "answered", "cache_key": "k0", "cost_usd": 0, "prompt_tokens": 0, "output_tokens": 0,
+         "thoughts_tokens": 0, "http_status": 0, "latency_s": 0}])
+    row = st.db.execute("SELECT cost_usd, cost_known, prompt_tokens, output_tokens, thoughts_tokens, http_status,"
+                        " latency_s FROM api_calls").fetchone()
+    assert tuple(row) == (0.0, 1, 0, 0, 0, 0, 0.0)
+    for outcome in ("answered", "recovered", "batch", "cache_hit", "error"):
+        st.record(1, "t", outcome, "m", status="ok", calls=[{"outcome": outcome, "cache_key": f"x-{outcome}",
+                                                              "cost_usd": float("nan")}])
+    known = dict(st.db.execute("SELECT sample_id, cost_known FROM api_calls WHERE sample_id != 'a'").fetchall())
+    assert known == {"answered": 0, "recovered": 0, "batch": 0, "cache_hit": 1, "error": 1}
+
+
+def test_a_rewrite_records_the_masks_size_and_a_meta_that_json_cannot_hold_as_text(tmp_path):
+    st = Store(tmp_path / "s.sqlite")
+    st.record(1, "t", "a", "m", status="unknown_form", reason="?", meta={})
+    m = np.zeros((3, 5), bool)
+    m[0, 0] = True
+    st.rewrite("t", "a", "m", status="ok", reason="", mask=m, scores={"dice": 1.0, "iou": 1.0},
+               meta={"z": 1, "path": tmp_path / "x.png", "a": np.int64(3)})
+    h, w, meta = st.db.execute("SELECT height, width, meta FROM predictions").fetchone()
+    assert (h, w) == (3, 5)
+    assert meta == '{"a": "3", "path": "' + str(tmp_path / "x.png") + '", "z": 1}'  # keys sorted, the rest as text
+
+
+def test_a_recorded_process_is_alive_only_on_this_host_with_its_pid_and_start_time():
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from omniseg.store.database import _started, process_alive
+
+    host = socket.gethostname()
+    assert process_alive(None, os.getpid(), None) is False and process_alive(host, None, None) is False
+    assert process_alive("another-host.invalid", os.getpid(), None) is None  # cannot tell
+    # the child blocks every signal it can, so one sent to it stays pending where /proc shows it
+    child = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.pthread_sigmask(signal.SIG_BLOCK, "
+                              "set(signal.Signals) - {signal.SIGKILL, signal.SIGSTOP}); print('ready', flush=True); "
+                              "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        assert process_alive(host, child.pid, None) is True
+        assert process_alive(host, child.pid, _started(child.pid)) is True
+        assert process_alive(host, child.pid, "0") is False  # the pid now belongs to another process
+        status = dict(line.split(":\t", 1) for line in open(f"/proc/{child.pid}/status").read().splitlines() if ":\t" in line)
+        assert int(status["SigPnd"], 16) == 0 and int(status["ShdPnd"], 16) == 0  # asking sent no signal
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert process_alive(host, child.pid, None) is False

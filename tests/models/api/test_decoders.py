@@ -507,3 +507,62 @@ def answers_head(text, n):
     from omniseg.models.api.answers import head
 
     return head(text, n)
+
+
+def test_every_option_of_to_prediction_reaches_the_decoder():
+    """Each argument changes the mask or the status the way its own decoder does; the defaults are the documented
+    ones (grey > 127, [x, y] points, 0..1000) and are recorded."""
+    tri_xy = [[100, 100], [900, 100], [100, 700]]  # asymmetric: swapping x and y gives another mask
+    yx = json.dumps([{"points": [[y, x] for x, y in tri_xy]}])
+    want = decode_answer(json.dumps([{"points": tri_xy}]), None, 20, 30).mask
+    assert not np.array_equal(want, decode_answer(yx, None, 20, 30).mask)
+    p = to_prediction(_reply(yx, finish="STOP"), 20, 30, point_order="yx")
+    assert np.array_equal(p.mask, want) and p.meta["point_order"] == "yx"
+    norm1 = json.dumps([{"points": [[x / 1000, y / 1000] for x, y in tri_xy]}])
+    assert np.array_equal(to_prediction(_reply(norm1, finish="STOP"), 20, 30, coords="norm1").mask, want)
+    pixels = json.dumps([{"points": [[x * 0.2, y * 0.1] for x, y in tri_xy]}])  # sent as 200 x 100
+    p = to_prediction(_reply(pixels, finish="STOP"), 20, 30, coords="pixels", sent_size=(200, 100))
+    assert np.array_equal(p.mask, want) and p.meta["coords"] == "pixels"
+    default = to_prediction(_reply(json.dumps([{"points": tri_xy}]), finish="STOP"), 20, 30)
+    assert np.array_equal(default.mask, want)
+    assert (default.meta["point_order"], default.meta["coords"]) == ("xy", "norm1000")
+    grey = json.dumps([{"box_2d": [0, 0, 1000, 1000], "mask": png_uri(np.full((2, 2), 100))}])
+    assert not to_prediction(_reply(grey, finish="STOP"), 4, 4).mask.any()  # 100 is not above 127
+    assert to_prediction(_reply(grey, finish="STOP"), 4, 4, threshold=90).mask.all()
+    prose = to_prediction(_reply("I cannot see a polyp.", finish="STOP"), 4, 4, expect_image=True)
+    assert (prose.status, prose.meta["answer_form"]) == ("no_image", "prose")
+    assert prose.reason == "the response held no image, and its text is no mask: 'I cannot see a polyp.'"
+    square = png(np.full((8, 8), 100, np.uint8))  # a square picture for a 4:3 input
+    assert to_prediction(_reply(image=square, finish="STOP"), 30, 40).status == "aspect_mismatch"
+    asked = to_prediction(_reply(image=square, finish="STOP"), 30, 40, requested_aspect=1.0, threshold=90)
+    assert asked.status == "ok" and asked.mask.all() and asked.reason == "resized from 8x8"
+    mixed = json.dumps([{"box_2d": [0, 0, 500, 500]}, {"box_2d": [500, 500, 1000, 1000], "mask": png_uri(np.full((2, 2), 255))}])
+    p = to_prediction(_reply(mixed, finish="MAX_TOKENS"), 10, 10)
+    assert p.meta["answer_form"] == "box+png-crops" and p.meta["coords"] == "norm1000" and p.mask.sum() == 50
+    two_notes = to_prediction(_reply(json.dumps([{"box_2d": [0, 0, 500, 1200]}, 7]), finish="STOP"), 10, 10)
+    assert two_notes.reason == "box outside 0..1000 clipped; entry in no known form skipped"
+    cut = to_prediction(_reply(finish="RECITATION"), 10, 10)
+    assert cut.meta == _meta(finish_reason="RECITATION")
+
+
+def test_answer_heads_reasons_forms_and_the_entry_limit():
+    from omniseg.models.api.answers import head
+
+    assert head("a  b\n c") == "'a b c'"
+    assert head("x" * 80) == repr("x" * 80) and head("x" * 81) == repr("x" * 80 + "…")
+    assert head("abcdef", 3) == repr("abc…") and head("abc", 3) == repr("abc")
+    seg = dec("<seg_3><seg_9>")
+    assert (seg.status, seg.form, seg.reason) == ("unsupported_format", "seg-tokens",
+                                                  "mask given as <seg_..> tokens: '<seg_3><seg_9>'")
+    unknown = dec('{"answer": 3}')
+    assert (unknown.status, unknown.form, unknown.reason) == ("unknown_form", "unknown",
+                                                              "JSON in no known answer form: '{\"answer\": 3}'")
+    assert dec("42").form == "unknown" and dec("42").reason.startswith("JSON in no known answer form: ")
+    empty = dec("[]")
+    assert empty.status == "ok" and empty.mask.dtype == bool and not empty.mask.any() and empty.notes == ["no objects found"]
+    boxes = json.dumps([{"box_2d": [0, 0, 100, 100]}] * 1000)  # exactly the limit: decoded
+    assert dec(boxes).status == "ok" and dec(boxes).instances == 1000
+    # an empty list or a non-list under a polygon key is no polygon: the entry is in no known form
+    odd = dec(json.dumps([[], {"points": 5}, {"points": [[100, 100], [900, 100], [900, 900]]}]))
+    assert odd.status == "ok" and odd.form == "polygon/points"
+    assert odd.notes == ["entry in no known form skipped", "entry in no known form skipped"]

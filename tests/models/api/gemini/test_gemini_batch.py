@@ -176,3 +176,12 @@ def test_a_file_jobs_results_are_streamed_to_the_stores_scratch_folder_and_remov
     assert not os.path.exists(dest)  # streamed, read, removed
     assert sorted(m.kept) == ["k0", "k2"] and json.loads(m.kept["k2"][0])["responseId"] == "r2"
     assert book.failures("t", "gem") == {"k1": ("api_error", "batch job batches/1: 429 quota")}
+
+
+def test_a_results_file_goes_to_a_folder_made_as_needed_and_read_again_in_it(tmp_path):
+    client = _FilesOnly([{"key": "k0", "response": _answer(0)}])
+    jobs = gb.GeminiJobs(client=client, model="m")
+    scratch = tmp_path / "not" / "yet" / "there" / "job.results.jsonl"
+    for _ in range(2):  # the second time the folder exists
+        got = list(jobs.results(gb.JobStatus("batches/1", "SUCCEEDED", file="files/out"), ["k0"], scratch))
+        assert [k for k, _, _ in got] == ["k0"] and not scratch.exists()
