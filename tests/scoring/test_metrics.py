@@ -204,3 +204,70 @@ def test_a_metric_name_is_checked_when_the_metric_is_made():
             metrics.Metric(bad, fn, "")
     with pytest.raises(ValueError, match="summary must be 'mean' or 'median'"):
         metrics.Metric("x", fn, "", summary="max")
+
+
+# -- literal conventions and a brute-force oracle (each against a mutant that survived) ----------------------------
+def test_zero_denominators_follow_the_other_error():
+    c = metrics.Counts
+    assert metrics.precision(c(0, 0, 0, 5)) == 1.0 and metrics.precision(c(0, 0, 3, 5)) == 0.0
+    assert metrics.recall(c(0, 0, 0, 5)) == 1.0 and metrics.recall(c(0, 3, 0, 5)) == 0.0
+    assert metrics.specificity(c(3, 0, 0, 0)) == 1.0 and metrics.specificity(c(3, 0, 2, 0)) == 0.0
+    assert metrics.dice(c(0, 0, 0, 9)) == 1.0 and metrics.iou(c(0, 0, 0, 9)) == 1.0
+    assert metrics.dice(c(1, 1, 0, 0)) == pytest.approx(2 / 3) and metrics.iou(c(1, 1, 0, 0)) == 0.5
+    assert (c(2, 3, 4, 5).pred_px, c(2, 3, 4, 5).ref_px) == (5, 6)
+
+
+def _hd_brute(pred, ref, q=95.0):
+    """Boundaries by scipy's erosion with a cross (outside the image is background), all pairwise distances."""
+    from scipy import ndimage
+
+    def edges(m):
+        er = ndimage.binary_erosion(m, structure=ndimage.generate_binary_structure(2, 1), border_value=0)
+        return np.argwhere(m & ~er).astype(float)
+
+    a, b = edges(pred), edges(ref)
+    d = np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
+    return max(np.percentile(d.min(axis=1), q), np.percentile(d.min(axis=0), q))
+
+
+def test_hd95_equals_a_brute_force_computation_including_masks_on_the_image_border():
+    rng = np.random.default_rng(11)
+    for i in range(12):
+        h, w = rng.integers(8, 30, size=2)
+        pred, ref = rng.random((h, w)) < 0.3, rng.random((h, w)) < 0.3
+        if i % 3 == 0:
+            pred[0, :] = ref[:, -1] = True  # shapes that touch the border: the crop's margin must not cut them
+        if not (pred.any() and ref.any()):
+            continue
+        for q in (95.0, 50.0, 100.0):
+            assert metrics.hd95(pred, ref, percentile=q) == pytest.approx(_hd_brute(pred, ref, q), abs=1e-9), (i, q)
+    a = np.zeros((20, 30), bool)
+    a[5:8, 4:9] = True
+    b = np.zeros((20, 30), bool)
+    b[12:15, 20:28] = True
+    roi = np.zeros((20, 30), bool)
+    roi[:, :25] = True
+    assert metrics.hd95(a, b, roi) == pytest.approx(_hd_brute(a, b & roi), abs=1e-9)
+    assert metrics.hd95(a, np.zeros_like(a)) == math.hypot(20, 30)
+    assert metrics.hd95(a, b & ~roi, roi) == math.hypot(20, 30)  # the reference lies outside the region
+
+
+def test_only_the_metrics_a_task_asks_for_are_computed_and_cldice_is_null_otherwise():
+    names = [m.name for m in metrics.active()]
+    assert names == ["dice", "iou", "precision", "recall", "specificity", "hd95"]
+    assert [m.name for m in metrics.active(("cldice",))][-1] == "cldice"
+    v = np.zeros((12, 12), bool)
+    v[5, 1:11] = True
+    plain = metrics.score(v, v)
+    assert plain["cldice"] is None and set(plain) == set(metrics.SCORE_COLUMNS)
+    assert metrics.score(v, v, include=("cldice",))["cldice"] == 1.0
+    assert metrics.score(v, v, with_cldice=True)["cldice"] == 1.0
+    assert (plain["tp"], plain["fp"], plain["fn"], plain["tn"], plain["pred_px"], plain["ref_px"]) == (10, 0, 0, 134, 10, 10)
+    with pytest.raises(ValueError, match="region of interest"):
+        metrics.confusion(v, v, np.ones((3, 3), bool))
+    with pytest.raises(ValueError, match="2-D"):
+        metrics.confusion(np.zeros((2, 2, 2)), np.zeros((2, 2, 2)))
+    roi = np.zeros((12, 12), bool)
+    roi[:, :6] = True
+    c = metrics.confusion(v, np.zeros_like(v), roi)
+    assert (c.tp, c.fp, c.fn, c.tn) == (0, 5, 0, 67)
