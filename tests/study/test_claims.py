@@ -223,3 +223,48 @@ def test_gaps_flip_with_the_sign_and_their_verdicts_follow(d_a, d_b):
     assert (c["n_a"], c["n_b"]) == (len(d_a), len(d_b)) and c["ci_low"] <= c["ci_high"]
     n = len(d_a)
     assert claims.verdict(g["ci_low"], g["ci_high"], n) == claims.verdict(neg["ci_low"], neg["ci_high"], n, direction=-1)
+
+
+# -- exact cases of the statistics and the table's bookkeeping (each against a mutant that survived) --------------
+def test_exact_p_values_and_intervals_where_the_null_distribution_is_known():
+    """No difference at all: every resample is as extreme as the estimate, so p is exactly 1; a constant
+    difference has an interval of zero width at that constant; one subset empty gives no numbers."""
+    for n in (200, 1000):
+        g = claims.gap([0.0] * 12, n_resamples=n)
+        assert g["p_value"] == 1.0 and g["estimate"] == 0.0 and (g["ci_low"], g["ci_high"]) == (0.0, 0.0)
+        c = claims.gap_change([0.3] * 11, [0.3] * 13, n_resamples=n)
+        assert c["p_value"] == 1.0 and (c["n_a"], c["n_b"]) == (11, 13)
+    g = claims.gap([0.25] * 15 + [np.nan], n_resamples=500)
+    assert (g["n_a"], g["n_b"], g["estimate"]) == (15, 0, 0.25)
+    assert (g["ci_low"], g["ci_high"]) == pytest.approx((0.25, 0.25), abs=1e-12)
+    # 15 equal differences: only the two all-same-sign flips reach |mean| 0.25, p about 2 / 2**15 (+1 / (n + 1))
+    assert g["p_value"] == pytest.approx(1 / 501, abs=0.004) and g["p_value"] >= 1 / 501
+    c = claims.gap_change([0.5] * 12, [0.1] * 12, n_resamples=500)
+    assert c["estimate"] == pytest.approx(0.4) and (c["ci_low"], c["ci_high"]) == pytest.approx((0.4, 0.4))
+    empty = claims.gap_change([0.1] * 5, [np.nan, np.nan], n_resamples=100)
+    assert (empty["n_a"], empty["n_b"]) == (5, 0) and np.isnan(empty["estimate"]) and np.isnan(empty["p_value"])
+    none = claims.gap([np.nan], n_resamples=100)
+    assert none["n_a"] == 0 and np.isnan(none["ci_low"])
+    assert claims._interval(np.arange(1001.0)) == pytest.approx((25.0, 975.0))
+    assert claims._interval(np.arange(1001.0), 0.5) == pytest.approx((250.0, 750.0))
+    means = claims._means(np.array([2.0, 4.0]), np.random.default_rng(0), 5000)
+    assert len(means) == 5000 and set(np.unique(means)) == {2.0, 3.0, 4.0}
+
+
+def test_a_gap_change_is_judged_on_its_smaller_subset_and_ids_without_scores_are_left_out():
+    ids = [f"i{k:02d}" for k in range(30)]
+    wide = pd.DataFrame({"s": np.linspace(0.5, 0.9, 30), "o": np.linspace(0.4, 0.5, 30)}, index=ids)
+    subsets = {"easiest": ids[:12] + ["gone1"], "hardest": ids[-9:] + ["gone2"]}
+    t = claims.findings(wide, subsets, task="t", specialist="s", omnimodel="o", n_resamples=200)
+    assert t["claim"].tolist() == ["easiest", "hardest"]  # the default claims: no whole-set row
+    easy, hard = t.iloc[0], t.iloc[1]
+    assert (easy["n_a"], easy["n_b"]) == (12, 0) and easy["verdict"].endswith(claims.BIASED)
+    assert (hard["n_a"], hard["n_b"]) == (12, 9)
+    assert hard["verdict"] == "not tested (n = 9, fewer than 10 images)" + claims.BIASED
+    assert easy["estimate"] == pytest.approx((wide["s"] - wide["o"]).iloc[:12].mean())
+    whole = claims.findings(wide, subsets, task="t", specialist="s", omnimodel="o", claims=("all",), n_resamples=200)
+    assert whole["verdict"].tolist() == ["supported"] and whole["selected_by"].tolist() == ["-"]
+    assert whole["n_a"].tolist() == [30]
+    missing_second = claims.findings(wide, subsets, task="t", specialist="s", omnimodel="o", second="absent",
+                                     n_resamples=200)
+    assert missing_second["analysis"].tolist() == ["raw", "raw"]  # a second specialist with no scores adds nothing
