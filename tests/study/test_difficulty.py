@@ -69,3 +69,52 @@ def test_contrast_is_measured_inside_the_region_of_interest():
     same = features(Sample("r", s.image, s.mask, roi=roi))
     assert inside_only["contrast"] == pytest.approx(same["contrast"], rel=1e-6)
     assert features(Sample("r", outside, s.mask))["contrast"] != pytest.approx(same["contrast"], rel=0.05)
+
+
+def _square(h, w, y0, y1, x0, x1):
+    m = np.zeros((h, w), bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def _expected_contrast(grey: np.ndarray, mask: np.ndarray, width: int) -> float:
+    """The documented contrast with the ring built from city-block distances (not by dilation)."""
+    from scipy import ndimage
+
+    dist = ndimage.distance_transform_cdt(~mask, metric="taxicab")
+    inside, around = grey[mask].astype(np.float64), grey[(dist >= 1) & (dist <= width)].astype(np.float64)
+    return abs(inside.mean() - around.mean()) / (np.sqrt((inside.var() + around.var()) / 2) + 1e-6)
+
+
+def test_contrast_weighs_the_channels_as_luma_whichever_side_is_brighter():
+    mask = _square(40, 40, 15, 25, 15, 25)
+    rng = np.random.default_rng(5)
+    for channel, weight in enumerate((0.299, 0.587, 0.114)):
+        for lesion, tissue in ((200, 60), (60, 200)):  # a dark lesion on bright tissue: the same formula
+            values = np.where(mask, lesion, tissue) + rng.integers(-20, 21, (40, 40))
+            img = np.zeros((40, 40, 3), np.uint8)
+            img[..., channel] = values
+            got = features(Sample("c", img, mask))["contrast"]
+            assert got == pytest.approx(_expected_contrast(values * weight, mask, 3), rel=1e-4), (channel, lesion)
+
+
+def test_the_ring_is_max_3_or_a_tenth_of_the_lesions_side_wide_and_needs_10_pixels():
+    """Tissue grey rises 10 per pixel of city-block distance from the lesion, so the ring's mean tells its width."""
+    from scipy import ndimage
+
+    for side, width in ((10, 3), (60, 6)):  # round(0.1 * sqrt(side ** 2)): 1 -> at least 3, 6
+        n = side + 40
+        mask = _square(n, n, 20, 20 + side, 20, 20 + side)
+        dist = ndimage.distance_transform_cdt(~mask, metric="taxicab")
+        grey = np.where(mask, 0, 10 * dist).astype(np.uint8)
+        img = np.repeat(grey[..., None], 3, axis=-1)
+        expected = _expected_contrast(grey, mask, width)
+        assert expected != pytest.approx(_expected_contrast(grey, mask, width + 1), rel=1e-3)  # the width shows
+        assert features(Sample("r", img, mask))["contrast"] == pytest.approx(expected, rel=1e-4), side
+    mask = _square(20, 20, 5, 10, 5, 10)
+    roi = mask.copy()
+    roi[10, 5:10] = roi[4, 5:9] = True  # 9 ring pixels inside the region: too few
+    img = np.zeros((20, 20, 3), np.uint8)
+    assert math.isnan(features(Sample("r", img, mask, roi=roi))["contrast"])
+    roi[4, 9] = True  # the 10th
+    assert not math.isnan(features(Sample("r", img, mask, roi=roi))["contrast"])
