@@ -87,15 +87,17 @@ def _expected_contrast(grey: np.ndarray, mask: np.ndarray, width: int) -> float:
 
 
 def test_contrast_weighs_the_channels_as_luma_whichever_side_is_brighter():
+    """One channel carries the lesion, the others noise: the contrast depends on how the channels are weighed
+    (luma: 0.299 R + 0.587 G + 0.114 B), and a dark lesion on bright tissue counts as much as a bright one."""
     mask = _square(40, 40, 15, 25, 15, 25)
     rng = np.random.default_rng(5)
-    for channel, weight in enumerate((0.299, 0.587, 0.114)):
-        for lesion, tissue in ((200, 60), (60, 200)):  # a dark lesion on bright tissue: the same formula
-            values = np.where(mask, lesion, tissue) + rng.integers(-20, 21, (40, 40))
-            img = np.zeros((40, 40, 3), np.uint8)
-            img[..., channel] = values
+    for channel in range(3):
+        for lesion, tissue in ((200, 60), (60, 200)):
+            img = rng.integers(0, 120, (40, 40, 3)).astype(np.uint8)
+            img[..., channel] = np.where(mask, lesion, tissue) + rng.integers(-20, 21, (40, 40))
+            grey = img.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
             got = features(Sample("c", img, mask))["contrast"]
-            assert got == pytest.approx(_expected_contrast(values * weight, mask, 3), rel=1e-4), (channel, lesion)
+            assert got == pytest.approx(_expected_contrast(grey, mask, 3), rel=1e-4), (channel, lesion)
 
 
 def test_the_ring_is_max_3_or_a_tenth_of_the_lesions_side_wide_and_needs_10_pixels():
