@@ -432,3 +432,17 @@ def test_a_0_128_mask_is_foreground_at_the_default_threshold_and_an_image_is_nev
     ref = ds.refs("all")[0]
     assert [p.name for p in ref.files["masks"]] == ["x_mask.png"]
     assert np.array_equal(ds.load(ref).mask, m)
+
+
+def test_mask_values_of_every_type_come_to_the_8_bit_scale():
+    from omniseg.datasets.folder import to_8bit
+
+    assert to_8bit(np.array([[True, False]])).tolist() == [[255, 0]]
+    assert to_8bit(np.array([[0.0, 0.5, 1.0, 2.0, -1.0, np.nan]])).tolist() == [[0, 128, 255, 255, 0, 0]]
+    assert to_8bit(np.array([[0, 32768, 65535]], np.uint16)).tolist() == [[0, 128, 255]]
+    assert to_8bit(np.array([[0, 2 ** 31 - 1]], np.int32)).tolist() == [[0, 255]]
+    assert to_8bit(np.array([[0, 7, 128, 255]], np.uint8)).tolist() == [[0, 7, 128, 255]]
+    assert to_8bit(np.array([[0, 1]], np.float32)).dtype == np.uint8
+    rgb = np.zeros((1, 2, 3), np.uint16)
+    rgb[0, 1] = 65535
+    assert to_8bit(rgb).shape == (1, 2, 3) and to_8bit(rgb)[0, 1].tolist() == [255, 255, 255]  # channels kept
