@@ -566,3 +566,74 @@ def test_answer_heads_reasons_forms_and_the_entry_limit():
     odd = dec(json.dumps([[], {"points": 5}, {"points": [[100, 100], [900, 100], [900, 900]]}]))
     assert odd.status == "ok" and odd.form == "polygon/points"
     assert odd.notes == ["entry in no known form skipped", "entry in no known form skipped"]
+
+
+# -- the JSON reader and the scanline fill at their edges ------------------------------------------------------------
+def test_the_json_reader_on_fences_prose_and_truncation():
+    assert d.parse_json("```json\n[1, 2]\n```") == ([1, 2], [])  # a fence is not "text after the JSON"
+    assert d.parse_json('Here: {"a": [1]} and {"b": 2}') == ({"a": [1]}, ["text after the JSON ignored"])
+    with pytest.raises(ValueError, match="no JSON in the answer"):
+        d.parse_json("no json here at all")
+    kept = ["truncated answer: kept 2 complete object(s)"]
+    assert d.parse_json('Sure: [ {"a": 1},  {"b": 2}, {"c": ') == ([{"a": 1}, {"b": 2}], kept)
+    assert d.parse_json('[{"a": 1},\n\t{"b": 2}, ') == ([{"a": 1}, {"b": 2}], kept)  # ends in separators
+    assert d.parse_json('[{"a": 1}, X{"b": 2}') == ([{"a": 1}], ["truncated answer: kept 1 complete object(s)"])
+    with pytest.raises(ValueError, match="before any complete object"):
+        d.parse_json('[{"a": ')
+
+
+def _pnpoly(xs, ys, h, w):
+    """Crossing-number point-in-polygon for every pixel centre (the classic PNPOLY test, same half-open rule)."""
+    out = np.zeros((h, w), bool)
+    n = len(xs)
+    for r in range(h):
+        y = r + 0.5
+        for c in range(w):
+            x, inside = c + 0.5, False
+            for i in range(n):
+                x0, y0, x1, y1 = xs[i], ys[i], xs[(i + 1) % n], ys[(i + 1) % n]
+                if (y0 <= y < y1) or (y1 <= y < y0):
+                    if x < x0 + (y - y0) * (x1 - x0) / (y1 - y0):
+                        inside = not inside
+            out[r, c] = inside
+    return out
+
+
+def test_the_scanline_fill_matches_pnpoly_with_vertices_on_pixel_centres():
+    """Vertices on the half-pixel grid put pixel centres exactly on vertices and edges, where only the
+    half-open rule decides; random polygons there, and two polygons in one mask (a union)."""
+    rng = np.random.default_rng(8)
+    for _ in range(40):
+        h, w = rng.integers(4, 12, size=2)
+        n = int(rng.integers(3, 7))
+        xs, ys = rng.integers(-1, w + 1, n) + 0.5, rng.integers(-1, h + 1, n) + 0.5
+        mask = np.zeros((h, w), bool)
+        d.fill_polygon(mask, xs.astype(float), ys.astype(float))
+        assert np.array_equal(mask, _pnpoly(xs, ys, h, w)), (xs.tolist(), ys.tolist(), h, w)
+    mask = np.zeros((6, 10), bool)
+    d.fill_polygon(mask, np.array([0.0, 4, 4, 0]), np.array([0.0, 0, 6, 6]))
+    d.fill_polygon(mask, np.array([6.0, 10, 10, 6]), np.array([0.0, 0, 6, 6]))
+    assert mask[:, :4].all() and mask[:, 6:].all() and not mask[:, 4:6].any()
+
+
+def test_polygon_vertices_are_clipped_to_0_1000_before_filling():
+    """Clipping moves a far vertex onto the border, which tilts its edges inside the image."""
+    notes: list[str] = []
+    far, clipped = np.zeros((20, 20), bool), np.zeros((20, 20), bool)
+    assert d.draw_polygon(far, [[0, 0], [5000, 1000], [0, 1000]], notes)
+    d.draw_polygon(clipped, [[0, 0], [1000, 1000], [0, 1000]], notes)
+    assert np.array_equal(far, clipped) and notes == []
+    below, at0 = np.zeros((1000, 1000), bool), np.zeros((1000, 1000), bool)
+    d.draw_polygon(below, [[-300, -300], [500, -300], [500, 500], [-300, 500]], notes)
+    d.draw_polygon(at0, [[0, 0], [500, 0], [500, 500], [0, 500]], notes)
+    assert np.array_equal(below, at0) and below[0, 0]
+    assert not d.draw_polygon(np.zeros((4, 4), bool), [[1, 2], [3, "x"], [5, 6]], notes)
+    assert notes == ["entry without valid points skipped"]
+
+
+def test_a_mask_picture_is_resized_bilinearly_and_thresholded_above_the_threshold():
+    pic = np.array([[0, 255]] * 2, np.uint8)  # 2 x 2, stretched to 4 x 2: 0, 64, 191, 255 per row
+    out = d.decode_image_mask(png(pic), 2, 4, tolerance=1.0, threshold=60)
+    assert out.mask[0].tolist() == [False, True, True, True] and out.instances == 1 and out.status == "ok"
+    edge = d.decode_image_mask(png(np.array([[127, 128]] * 2, np.uint8)), 2, 2)
+    assert edge.mask[0].tolist() == [False, True]  # grey 127 is background at the threshold 127
