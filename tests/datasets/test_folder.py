@@ -446,3 +446,60 @@ def test_mask_values_of_every_type_come_to_the_8_bit_scale():
     rgb = np.zeros((1, 2, 3), np.uint16)
     rgb[0, 1] = 65535
     assert to_8bit(rgb).shape == (1, 2, 3) and to_8bit(rgb)[0, 1].tolist() == [255, 255, 255]  # channels kept
+
+
+def test_one_sample_read_whole_masks_united_labels_from_the_first_channel_roi_and_split(tmp_path):
+    """Every file of one sample exactly: two masks united (neither replaces the other), an RGBA mask read from its
+    colour channels, RGB label images by their first channel, a region of interest from its own folder, the
+    split in the sample's meta, and the pixel limit applied to masks and regions as to images."""
+    from omniseg.errors import SampleError
+
+    rng = np.random.default_rng(9)
+    a, b = np.zeros((30, 40), bool), np.zeros((30, 40), bool)
+    a[2:10, 2:10] = True
+    b[15:25, 20:35] = True
+    root = tmp_path / "d"
+    _save(root / "images" / "x.png", lesion_image(a | b, rng))
+    _save(root / "masks" / "x_mask.png", (a * 255).astype(np.uint8))
+    rgba = np.zeros((30, 40, 4), np.uint8)
+    rgba[b, :3] = 255  # alpha stays 0: the mask is in the colour channels
+    _save(root / "masks" / "x_mask_1.png", rgba)
+    roi = np.zeros((30, 40), np.uint8)
+    roi[:, :30] = 7
+    _save(root / "roi" / "x_fov.png", roi)
+    ds = FolderDataset(root, {"mask_pattern": "{id}_mask*", "roi": "roi", "roi_pattern": "{id}_fov", "split": "train"})
+    ref, = ds.refs("all")
+    assert ref.problem is None and ref.split == "train" and ref.files["roi"] == root / "roi" / "x_fov.png"
+    s = ds.load(ref)
+    assert np.array_equal(s.mask, a | b) and np.array_equal(s.roi, roi > 0) and s.meta == {"split": "train"}
+    labels = tmp_path / "l"
+    _save(labels / "images" / "y.png", lesion_image(a, rng))
+    lab = np.zeros((30, 40, 3), np.uint8)
+    lab[a, 0] = 2  # label 2 in the first channel; the other channels hold another structure's label
+    lab[b, 1] = 2
+    _save(labels / "labels" / "y.png", lab)
+    only2 = FolderDataset(labels, {"masks": "labels", "labels": [2]})
+    assert np.array_equal(only2.load(only2.refs("all")[0]).mask, a)
+    big = tmp_path / "big"  # a 25 x 30 image (750 pixels) whose mask, or region, is 30 x 40 (1200 pixels)
+    _save(big / "images" / "m.png", lesion_image(a[:25, :30], rng))
+    _save(big / "masks" / "m.png", (a * 255).astype(np.uint8))
+    _save(big / "images" / "r.png", lesion_image(a[:25, :30], rng))
+    _save(big / "masks" / "r.png", (a[:25, :30] * 255).astype(np.uint8))
+    _save(big / "roi" / "m.png", roi)
+    _save(big / "roi" / "r.png", roi)
+    limited = FolderDataset(big, {"roi": "roi"})
+    limited.limit_pixels(1000)
+    for ref in limited.refs("all"):
+        with pytest.raises(SampleError, match="over the limit"):
+            limited.load(ref)  # refused before it is decoded, not after as a size mismatch
+    no_roi = FolderDataset(root, {"mask_pattern": "{id}_mask*", "roi": "roi", "roi_pattern": "{id}_none"})
+    assert no_roi.refs("all")[0].problem == "no region-of-interest mask for x.png in roi/"
+    wrong = tmp_path / "w"
+    _save(wrong / "images" / "z.png", lesion_image(a, rng))
+    _save(wrong / "masks" / "z.png", np.zeros((20, 20), np.uint8))
+    _save(wrong / "images" / "q.png", lesion_image(a, rng))
+    wds = FolderDataset(wrong, {})
+    by_id = {r.id: r for r in wds.refs("all")}
+    assert by_id["q"].problem == "no mask for images/q.png: nothing in masks/ matches q"
+    with pytest.raises(SampleError, match="z"):
+        wds.load(by_id["z"])  # a mask of another size names the sample
