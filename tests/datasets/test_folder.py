@@ -377,7 +377,7 @@ _stem = st.text("ab_-1 ()", min_size=1, max_size=5).filter(lambda s: s.strip() =
 
 
 @given(st.sets(_stem, min_size=1, max_size=6), st.sets(_stem, max_size=8),
-       st.sampled_from(["{id}", "{id}_mask", "{id}_mask*", "{id}*", "p{id}"]))
+       st.sampled_from(["{id}", "{id}_mask", "{id}_mask*", "{id}*", "p{id}", "*_{id}", "{id}_*_m*"]))
 def test_the_pairing_finds_exactly_the_masks_its_pattern_names(images, extra, pattern):
     """The matcher against brute force: for every image id, the mask files whose stem the pattern gives
     (fnmatch for `*`, equality otherwise), whatever the other files in the folder are named."""
@@ -492,6 +492,10 @@ def test_one_sample_read_whole_masks_united_labels_from_the_first_channel_roi_an
     for ref in limited.refs("all"):
         with pytest.raises(SampleError, match="over the limit"):
             limited.load(ref)  # refused before it is decoded, not after as a size mismatch
+    whole = FolderDataset(root, {"mask_pattern": "{id}_mask*"})
+    whole.limit_pixels(1000)
+    with pytest.raises(SampleError, match=r"^\S*x\.png is 40x30 pixels"):
+        whole.load(whole.refs("all")[0])  # the image itself (named first), not only its masks
     no_roi = FolderDataset(root, {"mask_pattern": "{id}_mask*", "roi": "roi", "roi_pattern": "{id}_none"})
     assert no_roi.refs("all")[0].problem == "no region-of-interest mask for x.png in roi/"
     wrong = tmp_path / "w"
