@@ -120,3 +120,14 @@ def test_the_ring_is_max_3_or_a_tenth_of_the_lesions_side_wide_and_needs_10_pixe
     assert math.isnan(features(Sample("r", img, mask, roi=roi))["contrast"])
     roi[4, 9] = True  # the 10th
     assert not math.isnan(features(Sample("r", img, mask, roi=roi))["contrast"])
+
+
+def test_a_one_pixel_lesion_and_a_one_pixel_region_are_measured():
+    mask = _square(20, 20, 10, 11, 10, 11)
+    img = np.zeros((20, 20, 3), np.uint8)
+    img[10, 10] = 200
+    img[::2, ::2, 1] += 30  # some texture in the tissue, so the ring has a spread
+    f = features(Sample("p", img, mask))
+    assert f["lesion_share"] == pytest.approx(1 / 400) and np.isfinite(f["contrast"]) and f["contrast"] > 0
+    one = features(Sample("p", img, mask, roi=mask.copy()))
+    assert one["lesion_share"] == 1.0 and math.isnan(one["contrast"])  # no ring inside a one-pixel region
