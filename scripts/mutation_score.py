@@ -3,7 +3,8 @@
 A mutant counts as killed when a test failed on it or it timed out; the equivalent mutants listed in
 scripts/mutation_equivalent.txt (`name  reason`, one a line; docs/testing.md) leave the count, and so do those
 found by reading the mutated source whose only change is the letter case of an SQL string. Prints one row
-per module, the total, and the survivors still to look at; exit 1 when the total is under --goal (90%).
+per module, the total, and the survivors still to look at; exit 1 when the total is under --goal (90%) or
+when the run did not reach every mutant (the score then covers those it tested).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 EQUIVALENT = Path(__file__).with_name("mutation_equivalent.txt")
 KILLED = {"killed", "timeout"}
+NOT_RUN = "not checked"  # mutmut's word for a mutant the run did not reach (stopped early)
 
 
 def equivalents() -> dict[str, str]:
@@ -94,20 +96,20 @@ def main(argv: list[str] | None = None) -> int:
     for name, st in sorted(status.items()):
         kind = "equivalent" if name in eq or name in sql_case else "killed" if st in KILLED else st
         per[module_of(name)][kind] += 1
-        if kind not in ("killed", "equivalent"):
+        if kind not in ("killed", "equivalent", NOT_RUN):
             survivors.append((name, st))
     total = Counter()
-    print(f"{'module':34s} {'mutants':>7s} {'equiv.':>6s} {'killed':>6s} {'other':>6s} {'score':>7s}")
+    print(f"{'module':34s} {'mutants':>7s} {'equiv.':>6s} {'not run':>7s} {'killed':>6s} {'other':>6s} {'score':>7s}")
     for module, c in sorted(per.items()):
         total.update(c)
-        counted = sum(c.values()) - c["equivalent"]
+        counted = sum(c.values()) - c["equivalent"] - c[NOT_RUN]
         other = counted - c["killed"]
-        print(f"{module:34s} {sum(c.values()):7d} {c['equivalent']:6d} {c['killed']:6d} {other:6d} "
-              f"{100 * c['killed'] / max(counted, 1):6.1f}%")
-    counted = sum(total.values()) - total["equivalent"]
+        print(f"{module:34s} {sum(c.values()):7d} {c['equivalent']:6d} {c[NOT_RUN]:7d} {c['killed']:6d} {other:6d} "
+              + (f"{100 * c['killed'] / counted:6.1f}%" if counted else "      –"))
+    counted = sum(total.values()) - total["equivalent"] - total[NOT_RUN]
     score = 100 * total["killed"] / max(counted, 1)
     stale = sorted(set(eq) - set(status))
-    print(f"{'all':34s} {sum(total.values()):7d} {total['equivalent']:6d} {total['killed']:6d} "
+    print(f"{'all':34s} {sum(total.values()):7d} {total['equivalent']:6d} {total[NOT_RUN]:7d} {total['killed']:6d} "
           f"{counted - total['killed']:6d} {score:6.1f}%" + (f"  in {args.minutes:.1f} min" if args.minutes else ""))
     print(f"\nmutation score: {total['killed']}/{counted} = {score:.1f}% of non-equivalent mutants "
           f"({total['equivalent']} equivalent: {len(sql_case)} change only the case of SQL, the rest are listed in "
@@ -118,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {st:10s} {name}")
     if stale:
         print(f"\n{len(stale)} listed as equivalent but no longer generated (remove them): {', '.join(stale[:10])}")
+    if total[NOT_RUN]:
+        print(f"\nthe run did not finish: {total[NOT_RUN]} mutants not tested (`mutmut run` again goes on where it "
+              "stopped); the score covers only those tested")
+        return 1
     return 0 if score >= args.goal else 1
 
 
