@@ -453,7 +453,7 @@ def test_mask_images_keep_their_form_reason_and_notes_on_every_path():
 
 
 # -- a provider's reply as a prediction (answers.to_prediction) --------------------------------------------------
-from omniseg.models.api.answers import DECODER_VERSION, to_prediction  # noqa: E402
+from omniseg.models.api.answers import DECODER_VERSION, head, to_prediction  # noqa: E402
 from omniseg.models.api.types import Reply  # noqa: E402
 
 _TOKENS = {"prompt_tokens": 11, "output_tokens": 22, "thoughts_tokens": 33}
@@ -486,7 +486,7 @@ def test_a_decoded_reply_records_its_form_point_order_coordinates_and_a_cut_answ
     p = to_prediction(_reply(poly, finish="STOP"), 10, 10, point_order="yx", coords="norm1")
     assert p.status == "ok" and p.mask.shape == (10, 10) and p.reason == ""
     assert p.meta == _meta(finish_reason="STOP", answer_form="polygon/points", notes=[], instances=1,
-                           answer_head=answers_head(poly, 60), point_order="yx", coords="norm1")
+                           answer_head=head(poly, 60), point_order="yx", coords="norm1")
     box = json.dumps([{"box_2d": [0, 0, 500, 500], "label": "p"}])
     p = to_prediction(_reply(box, finish="MAX_TOKENS"), 10, 10)
     assert p.meta["answer_form"] == "box" and p.meta["coords"] == "norm1000" and "point_order" not in p.meta
@@ -501,12 +501,6 @@ def test_a_decoded_reply_records_its_form_point_order_coordinates_and_a_cut_answ
     assert img.status == "ok" and img.meta["answer_head"] == "" and img.meta["answer_form"] == "image"
     notes = to_prediction(_reply(json.dumps([{"box_2d": [0, 0, 500, 1200]}]), finish="STOP"), 10, 10)
     assert notes.reason == "box outside 0..1000 clipped"
-
-
-def answers_head(text, n):
-    from omniseg.models.api.answers import head
-
-    return head(text, n)
 
 
 def test_every_option_of_to_prediction_reaches_the_decoder():
@@ -546,8 +540,6 @@ def test_every_option_of_to_prediction_reaches_the_decoder():
 
 
 def test_answer_heads_reasons_forms_and_the_entry_limit():
-    from omniseg.models.api.answers import head
-
     assert head("a  b\n c") == "'a b c'"
     assert head("x" * 80) == repr("x" * 80) and head("x" * 81) == repr("x" * 80 + "…")
     assert head("abcdef", 3) == repr("abc…") and head("abc", 3) == repr("abc")
