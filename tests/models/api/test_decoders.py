@@ -373,10 +373,8 @@ def test_box_pixels_scale_clip_and_skip_at_their_boundaries():
         assert d.box_pixels(box, 100, 100, notes) is None and notes == ["entry without a valid box_2d skipped"], box
 
 
-def _b64(arr: np.ndarray, mode: str | None = None) -> str:
-    buf = io.BytesIO()
-    Image.fromarray(arr.astype(np.uint8), mode).save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
+def _b64(arr: np.ndarray) -> str:
+    return base64.b64encode(png(arr.astype(np.uint8))).decode()
 
 
 def test_a_crop_is_grey_resized_bilinearly_and_added_to_what_is_there():
@@ -390,7 +388,7 @@ def test_a_crop_is_grey_resized_bilinearly_and_added_to_what_is_there():
     rgb = np.zeros((2, 2, 3), np.uint8)
     rgb[:, 1] = 255
     colour = np.zeros((10, 10), bool)
-    assert d.paste_crop(colour, [0, 0, 200, 200], _b64(rgb, "RGB"), 127, [])  # a colour crop is read as grey
+    assert d.paste_crop(colour, [0, 0, 200, 200], _b64(rgb), 127, [])  # a colour crop is read as grey
     assert colour[:2, :2].tolist() == [[False, True], [False, True]]
 
 
@@ -428,10 +426,8 @@ def test_crop_and_image_size_limits_count_pixels_not_the_aspect():
 
 
 def test_mask_images_keep_their_form_reason_and_notes_on_every_path():
-    def png_of(arr, mode=None):
-        buf = io.BytesIO()
-        Image.fromarray(arr.astype(np.uint8), mode).save(buf, format="PNG")
-        return buf.getvalue()
+    def png_of(arr):
+        return png(arr.astype(np.uint8))
 
     none = d.decode_image_mask(None, 10, 10)
     assert (none.status, none.reason, none.form) == ("no_image", "the response held no image", "image")
@@ -447,7 +443,7 @@ def test_mask_images_keep_their_form_reason_and_notes_on_every_path():
     assert edge.status == "ok" and edge.notes == ["resized from 125x100"]
     rgb = np.zeros((10, 10, 3))
     rgb[:, 5:] = 255
-    same = d.decode_image_mask(png_of(rgb, "RGB"), 10, 10)  # a colour picture is read as grey
+    same = d.decode_image_mask(png_of(rgb), 10, 10)  # a colour picture is read as grey
     assert same.status == "ok" and same.notes == [] and same.form == "image"
     assert same.mask.sum() == 50 and same.mask[:, 5:].all()
 
