@@ -30,7 +30,8 @@ def equivalents() -> dict[str, str]:
     return out
 
 
-SQL = re.compile(r"\s*(SELECT|INSERT|UPDATE|DELETE|CREATE|WITH|PRAGMA|REPLACE|ALTER|DROP)\b", re.I)
+SQL = re.compile(r"\s*(SELECT|INSERT|UPDATE|DELETE|CREATE|WITH|PRAGMA|REPLACE|ALTER|DROP|AND|OR|WHERE|ORDER|GROUP|JOIN|LEFT)\b",
+                 re.I)  # a statement, or a clause added to one
 _trees: dict[Path, dict[str, ast.FunctionDef]] = {}
 
 
@@ -93,8 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     sql_case = {n for n, st in status.items() if st not in KILLED and n not in eq and sql_case_only(n, args.mutants)}
     per: dict[str, Counter] = defaultdict(Counter)
     survivors = []
+    moved = sorted(n for n in eq if status.get(n) in KILLED)  # a test kills it: the listing names another mutant now
     for name, st in sorted(status.items()):
-        kind = "equivalent" if name in eq or name in sql_case else "killed" if st in KILLED else st
+        kind = "killed" if st in KILLED else "equivalent" if name in eq or name in sql_case else st
         per[module_of(name)][kind] += 1
         if kind not in ("killed", "equivalent", NOT_RUN):
             survivors.append((name, st))
@@ -118,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{len(survivors)} not killed (`mutmut show NAME`):")
         for name, st in survivors:
             print(f"  {st:10s} {name}")
+    if moved:
+        print(f"\n{len(moved)} listed as equivalent but killed, counted as killed (mutmut numbers a function's mutants "
+              f"in order, so a new mutant before them moves the names: list them again): {', '.join(moved[:10])}")
     if stale:
         print(f"\n{len(stale)} listed as equivalent but no longer generated (remove them): {', '.join(stale[:10])}")
     if total[NOT_RUN]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 from pathlib import Path
 
@@ -18,9 +20,22 @@ settings.register_profile("omniseg", derandomize=True, database=None, deadline=N
 settings.load_profile("omniseg")
 
 REPO = Path(__file__).resolve().parents[1]
+
 SHARED_DATA = REPO.parent / "shared" / "data"
 KVASIR_REAL = SHARED_DATA / "kvasir-seg" / "Kvasir-SEG"
 BUSI_REAL = SHARED_DATA / "busi" / "Dataset_BUSI_with_GT"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under mutmut, the fastest tests first: its fork server hands a mutant's tests over in no set order,
+    and with -x the mutant then dies by its quickest killer instead of whichever came first (durations from
+    mutmut's own stats; its stats, clean and forced-fail runs keep the usual order)."""
+    mutant = os.environ.get("MUTANT_UNDER_TEST", "")
+    stats = Path("mutmut-stats.json")  # mutmut runs the tests inside mutants/
+    if "__mutmut_" not in mutant or not stats.is_file():
+        return
+    durations = json.loads(stats.read_text()).get("duration_by_test", {})
+    items.sort(key=lambda item: durations.get(item.nodeid, float("inf")))
 
 
 def blob_mask(h: int, w: int, rng: np.random.Generator, empty: bool = False) -> np.ndarray:

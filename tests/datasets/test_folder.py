@@ -185,7 +185,7 @@ def test_a_split_file_and_its_unlisted_ids(tmp_path):
     ds = FolderDataset(tmp_path / "f", {"images": "Original", "masks": "Ground Truth", "split": "split.csv"})
     refs = {r.id: r for r in ds.refs()}
     assert refs["1"].split == "train" and refs["2"].split == "test"
-    assert refs["4"].problem == "4 is not listed in the split file split.csv"
+    assert refs["4"].problem == "4 is not listed in the split file split.csv" and refs["4"].split == "test"
 
 
 def test_builtin_tasks_work_from_any_folder(tmp_path):
@@ -442,7 +442,10 @@ def test_mask_values_of_every_type_come_to_the_8_bit_scale():
     assert to_8bit(np.array([[0, 32768, 65535]], np.uint16)).tolist() == [[0, 128, 255]]
     assert to_8bit(np.array([[0, 2 ** 31 - 1]], np.int32)).tolist() == [[0, 255]]
     assert to_8bit(np.array([[0, 7, 128, 255]], np.uint8)).tolist() == [[0, 7, 128, 255]]
-    assert to_8bit(np.array([[0, 1]], np.float32)).dtype == np.uint8
+    assert to_8bit(np.array([[0, 0.5, 1]], np.float32)).tolist() == [[0, 128, 255]]
+    assert to_8bit(np.array([[0, 7, 127]], np.int8)).tolist() == [[0, 7, 127]]  # 8-bit values stay, signed too
+    for dtype in (bool, np.float32, np.float64, np.uint8, np.int8, np.uint16, np.int32):
+        assert to_8bit(np.zeros((1, 2), dtype)).dtype == np.uint8, dtype
     rgb = np.zeros((1, 2, 3), np.uint16)
     rgb[0, 1] = 65535
     assert to_8bit(rgb).shape == (1, 2, 3) and to_8bit(rgb)[0, 1].tolist() == [255, 255, 255]  # channels kept
@@ -507,3 +510,55 @@ def test_one_sample_read_whole_masks_united_labels_from_the_first_channel_roi_an
     assert by_id["q"].problem == "no mask for images/q.png: nothing in masks/ matches q"
     with pytest.raises(SampleError, match="z"):
         wds.load(by_id["z"])  # a mask of another size names the sample
+
+
+def test_the_split_option_and_an_image_without_a_mask_last_in_the_folder(tmp_path):
+    from omniseg.datasets.base import split_of
+
+    images, masks = cvc_clinicdb(tmp_path / "f", n=12)
+    (masks / "9.tif").unlink()  # the last id in sorted order ("9" after "12") has no mask: a problem, not an error
+    opts = {"images": "Original", "masks": "Ground Truth"}
+    refs = FolderDataset(tmp_path / "f", opts).refs("all")
+    assert [r.id for r in refs if r.problem] == ["9"] and len(refs) == 12
+    assert [r.split for r in refs] == [split_of("folder", r.id) for r in refs]
+    assert {r.split for r in refs} == {"train", "test"}  # 12 hashed ids fall on both sides
+    for split in ("train", "test"):
+        assert {r.split for r in FolderDataset(tmp_path / "f", opts | {"split": split}).refs("all")} == {split}
+
+
+def test_a_region_of_interest_in_colour_at_value_1_and_files_of_the_wrong_size_name_the_sample(tmp_path):
+    from omniseg.errors import SampleError
+
+    rng = np.random.default_rng(4)
+    a = np.zeros((30, 40), bool)
+    a[5:20, 5:25] = True
+    root = tmp_path / "d"
+    _save(root / "images" / "x.png", lesion_image(a, rng))
+    _save(root / "masks" / "x.png", (a * 255).astype(np.uint8))
+    roi = np.zeros((30, 40, 3), np.uint8)
+    roi[:, :30, 2] = 1  # only the blue channel, at 1
+    _save(root / "roi" / "x.png", roi)
+    ds = FolderDataset(root, {"roi": "roi"})
+    s = ds.load(ds.refs("all")[0])
+    assert s.roi.shape == (30, 40) and np.array_equal(s.roi, roi[..., 2] > 0)
+    _save(root / "roi" / "x.png", np.ones((30, 41), np.uint8))
+    with pytest.raises(SampleError, match=r"^x: roi \S*x\.png is 41x30 but the image is 40x30"):
+        ds.load(ds.refs("all")[0])
+    _save(root / "masks" / "x.png", np.zeros((31, 40), np.uint8))
+    with pytest.raises(SampleError, match=r"^x: mask \S*x\.png is 40x31 but the image is 40x30"):
+        FolderDataset(root).load(FolderDataset(root).refs("all")[0])
+
+
+def test_every_file_with_the_stem_an_exact_pattern_gives_is_a_mask(tmp_path):
+    """Like a wildcard pattern's matches, two files with the one stem (x.png and x.tif) are both the sample's masks."""
+    rng = np.random.default_rng(5)
+    a, b = np.zeros((20, 20), bool), np.zeros((20, 20), bool)
+    a[:, :5], b[:, 15:] = True, True
+    root = tmp_path / "d"
+    _save(root / "images" / "x.png", lesion_image(a | b, rng))
+    _save(root / "masks" / "x.png", (a * 255).astype(np.uint8))
+    _save(root / "masks" / "x.tif", (b * 255).astype(np.uint8))
+    ds = FolderDataset(root)
+    ref, = ds.refs("all")
+    assert ref.files["masks"] == [root / "masks" / "x.png", root / "masks" / "x.tif"]
+    assert np.array_equal(ds.load(ref).mask, a | b)

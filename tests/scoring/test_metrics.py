@@ -199,6 +199,7 @@ def test_a_metric_name_is_checked_when_the_metric_is_made():
     fn = lambda p, r, roi, c: 0.0  # noqa: E731
     assert metrics.Metric("area_ratio2", fn, "").name == "area_ratio2"
     assert metrics.Metric("a" * 41, fn, "").summary == "mean"
+    assert metrics.Metric("area_median", fn, "", summary="median").summary == "median"
     for bad in ("", "Area", "2x", "area-ratio", "a" * 42, "tp", "ref_px", 7):
         with pytest.raises(ValueError, match="metric name"):
             metrics.Metric(bad, fn, "")
@@ -271,3 +272,16 @@ def test_only_the_metrics_a_task_asks_for_are_computed_and_cldice_is_null_otherw
     roi[:, :6] = True
     c = metrics.confusion(v, np.zeros_like(v), roi)
     assert (c.tp, c.fp, c.fn, c.tn) == (0, 5, 0, 67)
+
+
+def test_cldice_of_one_pixel_skeletons_disjoint_masks_and_inside_a_region_of_interest():
+    dot = np.zeros((9, 12), bool)
+    dot[4, 4] = True  # a skeleton of one pixel: each side's share is 1 / 1
+    assert metrics.cldice(dot, dot) == 1.0
+    square = np.zeros((9, 12), bool)
+    square[3:6, 3:6] = True
+    other = np.roll(square, 5, axis=1)  # columns 8 to 10
+    assert metrics.cldice(square, other) == 0.0  # no skeleton pixel inside the other mask, both ways
+    roi = np.zeros((9, 12), bool)
+    roi[:, :7] = True  # the stray square outside the region is not counted
+    assert metrics.cldice(square | other, square, roi) == 1.0 and metrics.cldice(square | other, square) < 1.0

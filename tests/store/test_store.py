@@ -351,3 +351,19 @@ def test_a_recorded_process_is_alive_only_on_this_host_with_its_pid_and_start_ti
         child.send_signal(signal.SIGKILL)
         child.wait()
     assert process_alive(host, child.pid, None) is False
+
+
+def test_a_reused_pid_is_no_running_run_and_a_store_without_process_columns_still_answers(tmp_path):
+    st = Store(tmp_path / "s.sqlite")
+    reused = st.start_run("t", "test", ["m"], {}, "h", None)  # this process's pid, another process's start time
+    st.db.execute("UPDATE runs SET pid_started = 'not-this-start' WHERE run_id = ?", (reused,))
+    assert st.run_states("t") == {reused: "did not end"}
+    for column in ("host", "pid", "pid_started"):  # a store written before runs recorded their process
+        st.db.execute(f"ALTER TABLE runs DROP COLUMN {column}")
+    assert st.run_states("t") == {reused: "did not end"}
+
+
+def test_a_review_answer_stores_an_empty_note_and_the_page_as_its_source_by_default(tmp_path):
+    st = Store(tmp_path / "s.sqlite")
+    st.put_review("t", "item1", "ann", "agree", answered_at=5.0)
+    assert st.db.execute("SELECT * FROM reviews").fetchall()[0][:] == ("t", "item1", "ann", "agree", "", None, 5.0, "page")

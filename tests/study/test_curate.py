@@ -147,3 +147,56 @@ def test_curation_control_in_the_config_is_used_without_the_flag(store_path):
     lists = curate(st, "t", 1)
     assert [r["sample_id"] for r in lists["easiest@ref2"]] == ["b"] and [r["sample_id"] for r in lists["hardest@ref2"]] == ["a"]
     assert [r["sample_id"] for r in lists["easiest"]] == ["a"]
+
+
+def test_fifty_by_default_and_no_warning_when_exactly_enough(store_path):
+    st = seeded_store(store_path, {f"s{i:03d}": i / 120 for i in range(120)})
+    lists = curate(st, "t")
+    assert len(lists["easiest"]) == len(lists["hardest"]) == 50
+    assert lists["easiest"][0]["sample_id"] == "s119" and lists["hardest"][0]["sample_id"] == "s000"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 4 cases make exactly 2 easiest and 2 hardest: nothing to warn about
+        four = seeded_store(store_path.with_name("four.sqlite"), {"a": 0.1, "b": 0.2, "c": 0.3, "d": 0.4})
+        assert len(curate(four, "t", 2)["hardest"]) == 2
+
+
+def test_without_a_recorded_reference_the_first_specialist_ranks(store_path):
+    st = seeded_store(store_path, {"a": 0.9, "b": 0.1})  # "ref" scores: a easiest
+    for sid, v in {"a": 0.2, "b": 0.8}.items():
+        st.record(1, "t", sid, "unet", status="ok", scores={"dice": v, "iou": v / (2 - v)})
+    st.set_model("t", "ref", "otsu", {}, "h1")  # a floor, listed first
+    st.set_model("t", "unet", "unet", {}, "h2", role="specialist")
+    cfg = {"split": "test", "curation": {"reference": None}, "models": [{"name": "ref"}, {"name": "unet"}]}
+    st.start_run("t", "test", ["ref", "unet"], cfg, "h", None)
+    lists = curate(st, "t", 1)
+    assert lists["easiest"][0]["reference"] == "unet" and lists["easiest"][0]["sample_id"] == "b"
+    st.set_model("t", "unet", "unet", {}, "h2", role="omnimodel")  # no specialist at all: the first model
+    assert curate(st, "t", 1)["easiest"][0]["reference"] == "ref"
+
+
+def test_strata_recorded_in_the_config_are_measured_and_data_root_is_where_the_images_are(store_path, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    import pytest
+    from omniseg.errors import OmnisegError
+
+    values = {"a": 0.9, "b": 0.1, "c": 0.5}
+    st = seeded_store(store_path, values)
+    cfg = {"split": "test", "curation": {"reference": "ref", "strata": True}, "models": [{"name": "ref"}],
+           "dataset": {"name": "folder", "root": str(tmp_path / "moved"), "options": None}}
+    st.start_run("t", "test", ["ref"], cfg, "h", None)
+    with pytest.raises(OmnisegError, match="--strata reads the images"):
+        curate(st, "t", 1)  # strata from the config: the recorded root is gone
+    assert curate(st, "t", 1, strata=False)["easiest"][0]["sample_id"] == "a"  # the flag wins
+    root = tmp_path / "here"
+    for i, sid in enumerate(values):
+        m = np.zeros((20, 20), np.uint8)
+        m[2:4 + 4 * i, 2:10] = 255
+        for folder, arr in (("images", np.dstack([m // 2 + 60] * 3)), ("masks", m)):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr).save(root / folder / f"{sid}.png")
+    curate(st, "t", 1, data_root=root, progress=False)
+    shares = st.query("SELECT sample_id, lesion_share FROM difficulty ORDER BY sample_id")
+    assert shares["sample_id"].tolist() == ["a", "b", "c"]
+    assert shares["lesion_share"].tolist() == pytest.approx([16 / 400, 48 / 400, 80 / 400])

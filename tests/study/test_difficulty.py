@@ -131,3 +131,10 @@ def test_a_one_pixel_lesion_and_a_one_pixel_region_are_measured():
     assert f["lesion_share"] == pytest.approx(1 / 400) and np.isfinite(f["contrast"]) and f["contrast"] > 0
     one = features(Sample("p", img, mask, roi=mask.copy()))
     assert one["lesion_share"] == 1.0 and math.isnan(one["contrast"])  # no ring inside a one-pixel region
+
+
+def test_no_lesion_gives_both_keys_and_flat_regions_a_large_positive_contrast():
+    s = _disc(40, 40, 8, 200, 100, 0)  # no noise: both variances are 0
+    empty = features(Sample("e", s.image, np.zeros_like(s.mask)))
+    assert set(empty) == {"lesion_share", "contrast"} and empty["lesion_share"] == 0.0
+    assert features(s)["contrast"] == pytest.approx(100 / 1e-6)  # the guard keeps the division positive and finite

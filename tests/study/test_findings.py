@@ -88,9 +88,9 @@ def _scores(n: int, seed: int = 3) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _subsets(store: Store, g: pd.DataFrame, k: int = 12, second: bool = True) -> None:
+def _subsets(store: Store, g: pd.DataFrame, k: int = 12, second: bool = True, first: bool = True) -> None:
     rows = []
-    for ref in ("s1", "s2") if second else ("s1",):
+    for ref in ("s1",) * first + ("s2",) * second:
         order = g[g["model"] == ref].sort_values(["dice", "sample_id"], ascending=[False, True])["sample_id"].tolist()
         suffix = "" if ref == "s1" else f"@{ref}"
         for subset, ids in ((f"easiest{suffix}", order[:k]), (f"hardest{suffix}", order[::-1][:k])):
@@ -205,3 +205,18 @@ def test_with_image_strata_only_the_headline_rests_on_lesion_size_then_contrast(
     hardest2 = [x for x in md2 if x.startswith("- **The omnimodel holds up better")][0]
     assert "(highest against lowest contrast, chosen from the images; " in hardest2
     assert "contrast" in set(table2["analysis"]) and "lesion size" not in set(table2["analysis"])
+
+
+def test_the_second_specialists_lists_alone_head_the_claims_and_a_foundation_models_claims_name_it(tmp_path):
+    g = _scores(41)
+    with Store(tmp_path / "s.sqlite") as st:
+        _subsets(st, g, first=False)  # only easiest@s2 / hardest@s2: no null correction, the independent reference
+        md, table = findings.section(st, "t", g, "s1", ["omni", "s1"], None, "t", foundations=["s2"])
+        assert set(table["analysis"]) == {"independent reference", "raw"}
+        for word in ("omnimodel", "foundation model"):
+            assert any(x.startswith("- **The specialist wins on the easiest cases**: ")
+                       and f"(cases picked by the second specialist; specialist − {word} Dice" in x for x in md), word
+        assert any(x.startswith("- **The foundation model holds up better on the hardest cases") for x in md)
+        _subsets(st, g, k=1)  # lists of one case each
+        assert findings.subsets_of(st, "t")[1] == {"easiest": "s1", "hardest": "s1", "easiest@s2": "s2",
+                                                  "hardest@s2": "s2"}

@@ -15,6 +15,7 @@ import bisect
 import csv
 import fnmatch
 import glob
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +124,7 @@ def stem_matcher(folder: Path, pattern: str, suffixes: tuple[str, ...] = SUFFIXE
         if "*" not in pattern:
             want = pattern.replace("{id}", sid)
             i = bisect.bisect_left(keys, want)
-            return [p for s, p in stems[i:i + 1] if s == want]
+            return [p for s, p in itertools.takewhile(lambda sp: sp[0] == want, stems[i:])]  # x.png and x.tif alike
         want = pattern.replace("{id}", glob.escape(sid))
         prefix = pattern.split("*", 1)[0].replace("{id}", sid)  # the literal part before the first wildcard
         i = bisect.bisect_left(keys, prefix)

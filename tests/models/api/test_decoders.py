@@ -360,6 +360,7 @@ def test_box_pixels_scale_clip_and_skip_at_their_boundaries():
     notes: list[str] = []
     assert d.box_pixels([500, 250, 1000, 750], 2000, 2000, notes) == (1000, 500, 2000, 1500) and notes == []
     assert d.box_pixels([0, 0, 1000, 1000], 1000, 1000, notes) == (0, 0, 1000, 1000) and notes == []
+    assert d.box_pixels([999, 999, 1000, 1000], 1000, 1000, notes) == (999, 999, 1000, 1000) and notes == []
     assert d.box_pixels([-5, -5, 1200, 1300], 1000, 1000, notes) == (0, 0, 1000, 1000)
     assert notes == ["box outside 0..1000 clipped"]
     for box in ([500, 100, 400, 900], [500, 100, 500, 900], [100, 500, 900, 500], [100, 500, 900, 400]):
@@ -625,3 +626,88 @@ def test_a_mask_picture_is_resized_bilinearly_and_thresholded_above_the_threshol
     assert out.mask[0].tolist() == [False, True, True, True] and out.instances == 1 and out.status == "ok"
     edge = d.decode_image_mask(png(np.array([[127, 128]] * 2, np.uint8)), 2, 2)
     assert edge.mask[0].tolist() == [False, True]  # grey 127 is background at the threshold 127
+
+
+def test_a_vertex_left_of_or_above_the_image_moves_onto_the_border():
+    """Clipping at 0 moves a vertex that is outside on one axis only, which tilts its edges inside the image."""
+    for far, border in (([-1000, 500], [0, 500]), ([500, -1000], [500, 0])):
+        rest = [[1000, 0], [1000, 1000]] if far[0] < 0 else [[0, 1000], [1000, 1000]]
+        a, b = np.zeros((20, 20), bool), np.zeros((20, 20), bool)
+        d.draw_polygon(a, [far, *rest], [])
+        d.draw_polygon(b, [border, *rest], [])
+        assert np.array_equal(a, b) and a.sum() == 200, far  # half the image (no pixel centre lies on an edge)
+
+
+def test_an_entry_holding_several_bare_rings_fills_each():
+    left = [[0, 0], [300, 0], [300, 1000], [0, 1000]]
+    right = [[700, 0], [1000, 0], [1000, 1000], [700, 1000]]
+    out = dec(json.dumps([[left, right]]), 10, 10)  # one entry: a list of rings
+    assert out.status == "ok" and out.form == "polygon/bare" and out.instances == 2
+    assert out.mask[:, :3].all() and out.mask[:, 7:].all() and not out.mask[:, 3:7].any()
+    odd = dec(json.dumps([[left, [1, 2, 3]]]), 10, 10)  # a ring beside something that is no ring
+    assert odd.status == "unknown_form" and odd.notes == ["entry in no known form skipped"]
+    assert dec(json.dumps([[left, []]]), 10, 10).status == "unknown_form"
+
+
+def test_the_coordinate_conventions_scale_to_0_1000_exactly():
+    from omniseg.models.api.answers import _scale
+
+    assert _scale("norm1", None) == (1000.0, 1000.0)
+    assert _scale("pixels", (200, 50)) == (5.0, 20.0)  # sent size is (width, height)
+    assert _scale("norm1000", None) == (1.0, 1.0)
+    with pytest.raises(ValueError, match="size of the image as sent"):
+        _scale("pixels", None)
+
+
+def test_a_bad_crop_after_a_good_one_keeps_the_good_one():
+    a = blob(20, 60, 30, 90)
+    bad = entry(a) | {"mask": "data:image/png;base64,bm90IGEgcG5n"}
+    out = dec(json.dumps([entry(a), bad]))
+    assert out.status == "ok" and out.instances == 1 and dice(out.mask, a) > 0.95
+
+
+def test_the_vertex_limit_counts_the_whole_answer_and_allows_exactly_the_limit(monkeypatch):
+    from omniseg.models.api import answers
+
+    MAX_VERTICES = 40  # the counting is what is tested; 100,000 vertices would only make it slow
+    monkeypatch.setattr(answers, "MAX_VERTICES", MAX_VERTICES)
+    def ring(n):  # n vertices on a circle
+        t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+        return np.round(np.stack([500 + 400 * np.cos(t), 500 + 400 * np.sin(t)], 1), 2).tolist()
+
+    half = MAX_VERTICES // 2
+    at = dec(json.dumps([{"points": ring(half)}, {"points": ring(MAX_VERTICES - half)}]), 10, 10)
+    assert at.status == "ok" and at.instances == 2  # exactly the limit, over two entries
+    over = dec(json.dumps([{"points": ring(half)}, {"points": ring(half + 1)}, {"points": ring(3)}]), 10, 10)
+    assert over.status == "invalid_answer" and over.form == "too-large" and over.mask is None
+
+
+def test_failures_after_reading_every_entry_keep_their_notes_reason_and_form():
+    unknown = dec(json.dumps([{"centre": [3, 4]}, {"radius": 9}]))
+    assert unknown.status == "unknown_form" and unknown.form == "unknown"
+    assert unknown.notes == ["entry in no known form skipped"] * 2 and unknown.reason.startswith("JSON in no known")
+    out = dec(json.dumps([{"box_2d": [600, 200, 300, 100]}, {"box_2d": [1, 1, 1, 1]}]))
+    assert out.status == "invalid_answer" and out.form == "box" and out.mask is None
+    assert out.reason.startswith("none of 2 entries held a usable mask: '[{")
+    assert out.notes == ["inverted or empty box skipped"] * 2
+
+
+def test_a_failure_keeps_its_notes_and_has_no_form_unless_given():
+    bare = d.Decoded.fail("unparseable", "why")
+    assert (bare.mask, bare.status, bare.reason, bare.notes, bare.form) == (None, "unparseable", "why", [], "")
+    assert d.Decoded.fail("invalid_answer", "why", ["a note"], form="box").notes == ["a note"]
+
+
+def test_a_crops_box_follows_the_rules_of_a_box_without_a_mask():
+    """Its key gives the order (box_2d is [y0, x0, y1, x1], bbox, bbox_2d and box [x0, y0, x1, y1]) and the model's
+    coordinate convention applies, as for a box without a mask."""
+    e = entry(blob(20, 60, 30, 90))
+    y0, x0, y1, x1 = e["box_2d"]
+    want = dec(json.dumps([e])).mask
+    for key in ("bbox", "bbox_2d", "box"):
+        out = dec(json.dumps([{key: [x0, y0, x1, y1], "mask": e["mask"]}]))
+        assert out.status == "ok" and out.form == "png-crops" and np.array_equal(out.mask, want), key
+    pixels = {"box_2d": [y0 * H / 2000, x0 * W / 2000, y1 * H / 2000, x1 * W / 2000], "mask": e["mask"]}
+    assert np.array_equal(dec(json.dumps([pixels]), coords="pixels", sent_size=(W // 2, H // 2)).mask, want)
+    out = dec(json.dumps([{"box_2d": [1, 2, "3", 4], "mask": e["mask"]}]))
+    assert out.status == "invalid_answer" and out.notes == ["entry without a valid box_2d skipped"]

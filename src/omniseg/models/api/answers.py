@@ -35,10 +35,12 @@ from .decoders import (
 if TYPE_CHECKING:
     from .types import Reply
 
-DECODER_VERSION = "4"  # 4: NaN/infinite coordinates skipped, bounds on entries and vertices; 3: boxes, coordinates
+DECODER_VERSION = "5"  # 5: a crop's box read as a mask-less box is (key, order, coordinates); 4: NaN/infinite
+# coordinates skipped, bounds on entries and vertices; 3: boxes, coordinates
 
 FORMS = {
-    "png-crops": "entries with box_2d ([y0, x0, y1, x1], 0..1000) and a PNG probability crop under mask (Gemini 2.5)",
+    "png-crops": "entries with a box (box_2d [y0, x0, y1, x1] in 0..1000 from Gemini 2.5, or any key of BOX_KEYS, read "
+                 "as a box without a mask is) and a PNG probability crop under mask",
     "polygon/<key>": "entries whose <key> (mask, points, polygon, vertices, ...) holds [[x, y], ...] in 0..1000 "
                      "(Gemini 3.x, Robotics-ER: under mask for the documented prompt); bare, per entry or wrapped",
     "polygon/bare": "a list of [x, y] points, or a list of such lists",
@@ -169,7 +171,8 @@ def decode_answer(text: str, image: bytes | None, h: int, w: int, *, threshold: 
         crop = e.get("mask") if isinstance(e, dict) else None
         if isinstance(crop, str):
             forms.add("png-crops")
-            used += paste_crop(mask, e.get("box_2d", e.get("box")), crop, threshold, notes)
+            # the box by the rules of a box without a mask: its key's order, the coordinate convention
+            used += paste_crop(mask, _box_1000(e, sx, sy), crop, threshold, notes)
             continue
         poly = _polygons(e)
         if poly is not None:
