@@ -285,3 +285,19 @@ def test_cldice_of_one_pixel_skeletons_disjoint_masks_and_inside_a_region_of_int
     roi = np.zeros((9, 12), bool)
     roi[:, :7] = True  # the stray square outside the region is not counted
     assert metrics.cldice(square | other, square, roi) == 1.0 and metrics.cldice(square | other, square) < 1.0
+
+
+def test_masks_of_any_number_type_count_their_non_zero_pixels_and_every_metric_sees_the_region():
+    rng = np.random.default_rng(8)
+    pred, ref, roi = rng.random((3, 20, 20)) > 0.5
+    as_bool = metrics.score(pred, ref, roi, with_cldice=True)
+    # 0/2, 0/1 and 0/4 read as masks, not as numbers (whose bits share nothing: 2 & 1 == 0)
+    p8, r32, roi8 = pred.astype(np.uint8) * 2, ref.astype(np.int32), roi.astype(np.uint8) * 4
+    assert metrics.score(p8, r32, roi8, with_cldice=True) == as_bool
+    assert metrics.confusion(p8, r32, roi8) == metrics.confusion(pred, ref, roi)  # each function on its own too
+    assert metrics.hd95(p8, r32, roi8) == metrics.hd95(pred, ref, roi)
+    assert metrics.cldice(p8, r32) == metrics.cldice(pred, ref)
+    assert as_bool["hd95"] == metrics.hd95(pred, ref, roi) != metrics.hd95(pred, ref)
+    assert as_bool["cldice"] == metrics.cldice(pred, ref, roi)
+    with pytest.raises(ValueError, match="region of interest"):
+        metrics.hd95(pred, ref, roi[:, :10])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -367,3 +369,30 @@ def test_a_review_answer_stores_an_empty_note_and_the_page_as_its_source_by_defa
     st = Store(tmp_path / "s.sqlite")
     st.put_review("t", "item1", "ann", "agree", answered_at=5.0)
     assert st.db.execute("SELECT * FROM reviews").fetchall()[0][:] == ("t", "item1", "ann", "agree", "", None, 5.0, "page")
+
+
+def test_a_call_row_keeps_each_field_as_given_and_its_defaults(tmp_path):
+    st = Store(tmp_path / "s.sqlite")
+    run = st.start_run("t", "test", ["m"], {}, "h", None)
+    st.add_calls(run, "t", "a", "m", [{}, {"attempt": 2, "outcome": "http_error", "error": 503, "model_version": 7},
+                                      {"outcome": "answered", "model_version": "gemini-x", "cache_key": "k1"}])
+    rows = st.db.execute("SELECT attempt, outcome, error, model_version FROM api_calls ORDER BY rowid").fetchall()
+    assert [tuple(r) for r in rows] == [(0, "", None, None), (2, "http_error", "503", None), (0, "answered", None, "gemini-x")]
+    booking = {"outcome": "answered", "cost_usd": 0.5, "prompt_tokens": 3}
+    st.add_calls(run, "t", "b", "m", [{"outcome": "cache_hit", "cache_key": "k1", "booking": booking},
+                                      {"outcome": "cache_hit", "cache_key": "k2", "booking": booking}])
+    recovered = st.db.execute("SELECT cache_key FROM api_calls WHERE outcome = 'recovered'").fetchall()
+    assert [r[0] for r in recovered] == ["k2"]  # k1 was booked already; the one after it still is
+
+
+def test_a_row_without_a_mask_and_a_probability_map_out_of_range(tmp_path):
+    st = Store(tmp_path / "s.sqlite")
+    run = st.start_run("t", "test", ["m"], {}, "h", None)
+    st.record(run, "t", "a", "m", status="error", meta={"z": 1, "a": tmp_path / "p"})
+    row = st.db.execute("SELECT reason, mask_path, prob_path, height, width, meta FROM predictions").fetchone()
+    assert tuple(row) == ("", None, None, None, None, json.dumps({"a": str(tmp_path / "p"), "z": 1}))
+    st.record(run, "t", "b", "m", status="ok", mask=np.ones((2, 3), bool), prob=np.array([[-0.5, 0.5, 1.5]] * 2))
+    path = st.db.execute("SELECT prob_path FROM predictions WHERE sample_id = 'b'").fetchone()[0]
+    assert np.asarray(Image.open(st.path.parent / path)).tolist() == [[0, 128, 255]] * 2
+    st.record(run, "t", "c", "m", status="ok", mask=np.ones((2, 3), bool), meta={"k": [1]})
+    assert st.db.execute("SELECT meta FROM predictions WHERE sample_id = 'c'").fetchone()[0] == '{"k": [1]}'

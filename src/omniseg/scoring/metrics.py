@@ -120,6 +120,7 @@ def _masked(pred, ref, roi) -> tuple[np.ndarray, np.ndarray, int]:
     ref = np.asarray(ref, dtype=bool)
     _check(pred, ref, roi)
     if roi is not None:
+        roi = np.asarray(roi, dtype=bool)  # a 0/4 region is a region, as in confusion (True & 4 would be 0)
         pred = pred & roi
         ref = ref & roi
     return pred, ref, int(pred.any()) + int(ref.any())
