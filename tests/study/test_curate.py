@@ -2,7 +2,11 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
+import pytest
+from PIL import Image
 
+from omniseg.errors import OmnisegError
 from omniseg.study.curate import curate
 from omniseg.store.database import Store
 
@@ -175,12 +179,6 @@ def test_without_a_recorded_reference_the_first_specialist_ranks(store_path):
 
 
 def test_strata_recorded_in_the_config_are_measured_and_data_root_is_where_the_images_are(store_path, tmp_path):
-    import numpy as np
-    from PIL import Image
-
-    import pytest
-    from omniseg.errors import OmnisegError
-
     values = {"a": 0.9, "b": 0.1, "c": 0.5}
     st = seeded_store(store_path, values)
     cfg = {"split": "test", "curation": {"reference": "ref", "strata": True}, "models": [{"name": "ref"}],

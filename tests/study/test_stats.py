@@ -114,10 +114,6 @@ def test_paired_comparisons_are_antisymmetric_and_count_every_image(rows):
 def test_the_bootstrap_interval_is_the_percentile_method_drawn_in_chunks_from_seed_0():
     """The interval every report prints, drawn exactly: seed 0 unless told, 10,000 resamples in chunks that keep
     the index matrix under 2,000,000 entries (300 values: chunks of 6,666), the 2.5th and 97.5th percentiles."""
-    import numpy as np
-
-    from omniseg.study import stats
-
     x = np.random.default_rng(11).uniform(0, 1, 300)
     rng = np.random.default_rng(0)
     means = np.concatenate([x[rng.integers(0, 300, size=(k, 300))].mean(axis=1) for k in (6666, 3334)])
