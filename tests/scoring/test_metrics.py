@@ -253,6 +253,17 @@ def test_hd95_equals_a_brute_force_computation_including_masks_on_the_image_bord
     assert metrics.hd95(a, b & ~roi, roi) == math.hypot(20, 30)  # the reference lies outside the region
 
 
+def test_the_percentile_of_hd95_is_numpys_to_the_last_bit():
+    rng = np.random.default_rng(5)
+    for i in range(400):
+        n = int(rng.integers(1, 60))
+        values = np.sqrt(rng.integers(0, 400, n).astype(float)) if i % 2 else rng.random(n) * 100
+        for q in (0.0, 37.5, 50.0, 95.0, 99.9, 100.0, float(rng.random() * 100)):
+            kept = values.copy()
+            assert metrics._percentile(values, q) == np.percentile(values, q), (i, n, q)
+            assert (values == kept).all()  # the distances are not reordered under the caller
+
+
 def test_only_the_metrics_a_task_asks_for_are_computed_and_cldice_is_null_otherwise():
     names = [m.name for m in metrics.active()]
     assert names == ["dice", "iou", "precision", "recall", "specificity", "hd95"]

@@ -106,12 +106,28 @@ def _edge_points(mask: np.ndarray) -> np.ndarray:
     """(row, col) of boundary pixels: the mask minus its 4-connected erosion, outside as background.
 
     Same edges as ``scipy.ndimage.binary_erosion`` with a cross (what MONAI uses), computed with
-    shifted views of a padded copy, which is several times faster on 2-D masks.
+    shifted views of a padded copy, in place, which is several times faster on 2-D masks.
     """
-    p = np.pad(mask, 1)
-    interior = p[1:-1, 1:-1] & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
-    flat = np.flatnonzero(mask & ~interior)
-    return np.column_stack(np.divmod(flat, mask.shape[1]))
+    h, w = mask.shape
+    p = np.zeros((h + 2, w + 2), bool)
+    p[1:-1, 1:-1] = mask
+    edge = p[:-2, 1:-1] & p[2:, 1:-1]
+    edge &= p[1:-1, :-2]
+    edge &= p[1:-1, 2:]  # with the pixel itself: the interior
+    np.greater(mask, edge, out=edge)  # mask and not interior
+    return np.column_stack(np.divmod(np.flatnonzero(edge), w))
+
+
+def _percentile(values: np.ndarray, q: float) -> float:
+    """``np.percentile(values, q)`` (its default 'linear' method, the same arithmetic), without its overhead."""
+    n = values.size
+    k = (n - 1) * (q / 100)
+    lo = int(k)  # k >= 0: the floor
+    hi = min(lo + 1, n - 1)
+    part = np.partition(values, (lo, hi))
+    a, b = float(part[lo]), float(part[hi])
+    t = k - lo
+    return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t  # numpy's _lerp, exactly
 
 
 def _masked(pred, ref, roi) -> tuple[np.ndarray, np.ndarray, int]:
@@ -126,6 +142,9 @@ def _masked(pred, ref, roi) -> tuple[np.ndarray, np.ndarray, int]:
     return pred, ref, int(pred.any()) + int(ref.any())
 
 
+_TREE = dict(leafsize=32, balanced_tree=False, compact_nodes=False)
+
+
 def hd95(pred: np.ndarray, ref: np.ndarray, roi: np.ndarray | None = None, percentile: float = 95.0) -> float:
     """Symmetric percentile Hausdorff distance in pixels (see the module docstring)."""
     pred, ref, present = _masked(pred, ref, roi)
@@ -133,17 +152,19 @@ def hd95(pred: np.ndarray, ref: np.ndarray, roi: np.ndarray | None = None, perce
         return 0.0 if present == 0 else math.hypot(*pred.shape)
     # Only the bounding box of both masks matters: crop with a one-pixel margin
     # so the erosion sees background around the shapes, as MONAI does.
-    rows = np.flatnonzero((pred | ref).any(axis=1))
-    cols = np.flatnonzero((pred | ref).any(axis=0))
+    both = pred | ref
+    rows = np.flatnonzero(both.any(axis=1))
+    cols = np.flatnonzero(both.any(axis=0))
     r0, r1 = max(rows[0] - 1, 0), rows[-1] + 2
     c0, c1 = max(cols[0] - 1, 0), cols[-1] + 2
     ep = _edge_points(pred[r0:r1, c0:c1])
     er = _edge_points(ref[r0:r1, c0:c1])
-    # Nearest-boundary queries on a k-d tree touch only boundary pixels, far fewer
-    # than the distance transform of the whole crop.
-    d_pr = cKDTree(er).query(ep, k=1)[0]
-    d_rp = cKDTree(ep).query(er, k=1)[0]
-    return float(max(np.percentile(d_pr, percentile), np.percentile(d_rp, percentile)))
+    # Nearest-boundary queries on a k-d tree touch only boundary pixels, far fewer than the
+    # distance transform of the whole crop. Sliding-midpoint trees with 32-point leaves build and
+    # search faster on these small 2-D sets than the default median-balanced ones (same answers).
+    d_pr = cKDTree(er, **_TREE).query(ep, k=1)[0]
+    d_rp = cKDTree(ep, **_TREE).query(er, k=1)[0]
+    return max(_percentile(d_pr, percentile), _percentile(d_rp, percentile))
 
 
 def cldice(pred: np.ndarray, ref: np.ndarray, roi: np.ndarray | None = None) -> float:
