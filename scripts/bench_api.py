@@ -77,14 +77,21 @@ def bench(provider: str, args) -> None:
                 spaced = (args.images - 1) * 60 / rpm + args.latency if rpm else 0.0
                 best = max(math.ceil(args.images / cap) * args.latency, spaced)
                 with Store(store) as st:
-                    t = time.perf_counter()
+                    wall, t = time.time(), time.perf_counter()
                     s = run(cfg, st, limit=args.images, progress=False)
                     took = time.perf_counter() - t
                     calls = st.query("SELECT COUNT(*) n FROM api_calls WHERE outcome = 'answered'")["n"][0]
+                    # when the first request left (its answer's booking time less its latency) and the last
+                    # answer was booked: the start-up against the steady rate
+                    span = st.query("SELECT MIN(created_at - latency_s) a, MAX(created_at) b FROM api_calls "
+                                    "WHERE outcome = 'answered'")
+                    first, last = float(span["a"][0]), float(span["b"][0])
                 rate = calls / took
                 print(f"  cap {cap:3d}, rpm {rpm or 'none':>5}: {calls} calls in {took:6.1f}s = {rate:6.2f} req/s;"
                       f" ideal {ideal:6.2f}; ratio {rate / ideal:.3f}; best possible {best:.1f}s, ratio to it "
                       f"{best / took:.3f}  ({dict(s.statuses)})")
+                print(f"    first request about {first - wall:.2f}s after the start; from it to the last answer "
+                      f"{calls / (last - first):6.2f} req/s = {calls / (last - first) / ideal:.3f} of the ideal")
             with Store(store) as st:
                 t = time.perf_counter()
                 run(cfg, st, limit=args.images, progress=False, force=True)

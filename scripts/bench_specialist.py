@@ -133,8 +133,10 @@ def main() -> None:
         _, spec, _ = load_checkpoint(ckpt)
         print(f"{spec.arch}/{spec.encoder} at {spec.input_size}px, batch {args.batch_size}, "
               f"{args.threads} threads, {args.limit} Kvasir-SEG images")
-        t_bare = bare(ckpt, args.limit, args.batch_size)
+        # the bare loop before and after the harness, averaged: a shared machine's drifting load falls on both
+        t_before = bare(ckpt, args.limit, args.batch_size)
         t_h = harness(cfg, tmp / "s.sqlite", args.limit, args.batch_size)
+        t_bare = (t_before + bare(ckpt, args.limit, args.batch_size)) / 2
         print(f"bare forward loop: {args.limit / t_bare:7.2f} images/s ({t_bare:.1f}s)")
         print(f"omniseg run:       {args.limit / t_h:7.2f} images/s ({t_h:.1f}s)")
         print(f"ratio harness/bare: {t_bare / t_h:.3f}")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import segmentation_models_pytorch  # noqa: F401  (a hard dependency: a broken install fails here, never skips)
 import torch
+from PIL import Image
 
 from omniseg import models
 from omniseg.config import ModelConfig
@@ -52,6 +53,21 @@ def test_saved_checkpoint_reloads_with_identical_predictions(tmp_path, net):
         native, full = postprocess(torch.sigmoid(net(preprocess([samples()[0].image], SPEC))), [(60, 70)], SPEC)[0]
     np.testing.assert_allclose(first[0].prob, native, atol=1e-5)
     assert np.array_equal(first[0].mask, full > 0.5)
+
+
+def test_inference_feeds_the_network_the_pixels_training_fed_it():
+    from omniseg.models.specialist import preprocess
+    from omniseg.training.train import _prepare
+
+    for s in samples():  # 60x70, 64x64 (no resize) and 50x90 against a 64-pixel input
+        trained, _ = _prepare(s, SPEC)
+        expected = preprocess([trained], SPEC.model_copy(update={"resize": "pad"}))  # what a training batch is
+        assert torch.equal(preprocess([s.image], SPEC), expected), s.id
+    wide = np.random.default_rng(3).integers(0, 256, (120, 300, 3), dtype=np.uint8)
+    by_pil = np.asarray(Image.fromarray(wide).resize((64, 64), Image.BILINEAR))
+    x = preprocess([wide], SPEC)
+    mean, std = torch.tensor(SPEC.mean).view(3, 1, 1), torch.tensor(SPEC.std).view(3, 1, 1)
+    assert torch.allclose(x[0] * std + mean, torch.from_numpy(by_pil).permute(2, 0, 1).float() / 255, atol=1e-6)
 
 
 def test_plain_state_dict_loads_with_arch_from_options(tmp_path, net):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from PIL import Image
 from pydantic import Field
 
 from ..datasets.base import Sample
@@ -137,17 +138,28 @@ def pick_device(device: str) -> str:
     return device
 
 
+def resize_input(image: np.ndarray, size: int) -> np.ndarray:
+    """A uint8 image at the network's square input size: PIL's bilinear (antialiased), as in training.
+
+    Training (omniseg.training.train) resizes the same way, so the network sees at inference the pixels it
+    learnt from; resizing the uint8 image first also spares a float copy of the full-size image (docs/scaling.md).
+    """
+    if image.shape[:2] == (size, size):
+        return image
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+
+
 def preprocess(images: list[np.ndarray], spec: NetSpec):
     """uint8 HxWx3 images -> a normalized float batch at the network's input size."""
     import torch
     import torch.nn.functional as F
 
+    if spec.resize == "resize":
+        images = [resize_input(im, spec.input_size) for im in images]
     tensors = [torch.from_numpy(im if im.flags.writeable and im.flags.c_contiguous else im.copy())
                .permute(2, 0, 1).float().div_(255) for im in images]
     if spec.resize == "resize":
-        s = spec.input_size
-        x = torch.stack([F.interpolate(t[None], size=(s, s), mode="bilinear", antialias=True, align_corners=False)[0]
-                         for t in tensors])
+        x = torch.stack(tensors)
     else:
         h = max(t.shape[1] for t in tensors)
         w = max(t.shape[2] for t in tensors)
@@ -200,7 +212,7 @@ class Specialist(Segmenter):
     kind = "unet"
     role = "specialist"
     trainable = True
-    version = "1"
+    version = "2"  # 2: inputs resized by PIL, as in training (1: torch's antialiased bilinear)
     Options = SpecialistOptions
     unhashed = ("trained_on", "training")  # follow from the checkpoint, whose sha256 is hashed
 

@@ -27,7 +27,7 @@ from ..progress import bar as progress_bar
 from ..config import TaskConfig, TrainConfig
 from ..datasets.base import Sample, split_fingerprint
 from ..errors import OmnisegError, SampleError
-from ..models.specialist import NetSpec, build_net, pick_device, preprocess, save_checkpoint
+from ..models.specialist import NetSpec, build_net, pick_device, preprocess, resize_input, save_checkpoint
 
 
 @dataclass
@@ -55,7 +55,7 @@ def _prepare(sample: Sample, spec: NetSpec) -> tuple[np.ndarray, np.ndarray]:
         img = img * sample.roi[..., None]
     if spec.resize == "resize":
         s = spec.input_size
-        img = np.asarray(Image.fromarray(img).resize((s, s), Image.BILINEAR))
+        img = resize_input(img, s)  # the specialist's own input resize: what inference will see
         mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((s, s), Image.NEAREST)) > 127
     return img, mask
 
