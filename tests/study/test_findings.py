@@ -173,11 +173,7 @@ def test_without_a_second_specialist_the_raw_rows_are_marked_biased_and_few_imag
     assert findings._by_size(no_lesion, None, "t") == []  # no image with a lesion to measure
 
 
-def test_numbers_are_printed_signed_to_three_places_and_small_p_values_as_a_bound():
-    assert findings._fmt(0.1234) == "+0.123" and findings._fmt(-0.5) == "-0.500" and findings._fmt(0.25, False) == "0.250"
-    assert findings._fmt(float("nan")) == "–" and findings._fmt(None) == "–"
-    assert findings._p(0.0009) == "<0.001" and findings._p(0.001) == "0.001" and findings._p(0.04567) == "0.046"
-    assert findings._p(float("nan")) == "–"
+def test_dice_by_size_needs_scores_and_prints_its_bands():
     assert findings._by_size(_scores(8).assign(dice=np.nan), None, "t") == []
     with_size = findings._by_size(_scores(8), None, "t")
     assert len(with_size) == 3 + 2 + 4 and pytest.approx(0.001) == float(with_size[5].split(" | ")[0][2:7])

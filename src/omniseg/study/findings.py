@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from . import claims
+from .numbers import figure, p_value
 from ..store.database import Store
 
 
@@ -25,14 +26,6 @@ def subsets_of(store: Store, task: str) -> tuple[dict[str, list[str]], dict[str,
 
 def second_specialist(chosen: dict[str, str]) -> str | None:
     return next((name.split("@", 1)[1] for name in sorted(chosen) if name.startswith("easiest@")), None)
-
-
-def _fmt(v: float, signed: bool = True) -> str:
-    return "–" if pd.isna(v) else (f"{v:+.3f}" if signed else f"{v:.3f}")
-
-
-def _p(p: float) -> str:
-    return "–" if pd.isna(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
 
 
 def section(store: Store, task: str, g: pd.DataFrame, specialist: str | None, omnimodels: list[str],
@@ -84,13 +77,13 @@ def _claims_md(task: str, wide: pd.DataFrame, ids: dict, specialist: str, omnimo
                  else "all cases")
         text = text.replace("omnimodel", word)
         md.append(f"- **{text.capitalize()}**: {row['verdict']} ({basis}; specialist − {word} Dice "
-                  f"{_fmt(row['estimate'])} [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}], permutation p {_p(row['p_value'])}).")
+                  f"{figure(row['estimate'])} [{figure(row['ci_low'])}, {figure(row['ci_high'])}], permutation p {p_value(row['p_value'])}).")
     md += ["", "| claim | analysis | cases picked by | A − B | n | estimate | 95% CI | p | verdict |",
            "|---|---|---|---|---:|---:|---|---:|---|"]
     for r in table.itertuples(index=False):
         n = f"{r.n_a}" if r.n_b == 0 else f"{r.n_a} / {r.n_b}"
         md.append(f"| {r.claim} | {r.analysis} | {r.selected_by} | {r.specialist} − {r.omnimodel} | {n} | "
-                  f"{_fmt(r.estimate)} | [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}] | {_p(r.p_value)} | {r.verdict} |")
+                  f"{figure(r.estimate)} | [{figure(r.ci_low)}, {figure(r.ci_high)}] | {p_value(r.p_value)} | {r.verdict} |")
     md += ["", "For `easiest` the estimate is the gap on those cases; for `hardest` it is the gap on the easiest "
            "minus the gap on the hardest (positive: the gap shrinks on hard cases). `selection alone` puts the "
            "second specialist in the omnimodel's place; `null-corrected` = raw − selection alone. `lesion size` "

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from . import caveats, findings, manifest, routing, stats
+from .numbers import p_value
 from .review import agreement as review_agreement, claim as review_claim
 from ..scoring.metrics import SCORE_COLUMNS
 from ..store.database import Store, file_name
@@ -196,7 +197,7 @@ def _ci(lo: float, hi: float, n: int | None = None) -> str:
 def _p(p: float, n: int | None = None) -> str:
     if n is not None and n < stats.MIN_N:
         return "–"
-    return "–" if pd.isna(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
+    return p_value(p)
 
 
 def _montage_rows(store: Store, task: str, df: pd.DataFrame, models: list[str], k: int) -> list[dict] | str:
