@@ -301,7 +301,9 @@ def test_sigkill_part_way_then_rerun_repeats_no_answer_it_kept(tmp_path, kill_af
         assert killed.returncode == -signal.SIGKILL, killed.stderr
         with sqlite3.connect(tmp_path / "runs" / "answers.sqlite") as db:
             kept_at_kill = db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
-        assert kept_at_kill == kill_after
+        # group commit: the n-th put returns once its group is on disk, and answers that landed with it share that
+        # commit; each holds one of the 4 request slots until kept, so at most 4 more than n can be on disk
+        assert kill_after <= kept_at_kill <= kill_after + 4
         done = subprocess.run([sys.executable, "-m", "omniseg.cli", *map(str, args)], capture_output=True, text=True,
                               timeout=300)
         assert done.returncode == 0, done.stderr
