@@ -111,3 +111,119 @@ def test_the_real_kvasir_seg_exports_and_passes_nnunets_check(tmp_path):
     assert len(test_ids) == 200
     assert {r["id"] for r in ids_file(folder) if r["split"] == "test"} == test_ids
     assert len(list((folder / "imagesTs").iterdir())) == 200 and len(list((folder / "imagesTr").iterdir())) == 800
+
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+from omniseg.datasets.nnunet import write_ids  # noqa: E402
+from omniseg.models.masks import read_id_map  # noqa: E402
+
+#: ids a file system allows in a stem: any text without '/' or NUL (and encodable: no lone surrogates)
+ID_TEXT = st.text(st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",)), min_size=1, max_size=120)
+
+
+@given(st.lists(ID_TEXT, min_size=1, max_size=12, unique=True))
+def test_the_id_map_round_trips_any_ids(tmp_path_factory, ids):
+    path = tmp_path_factory.mktemp("ids") / "omniseg_ids.tsv"
+    cases = case_ids(ids)
+    write_ids(path, [(cases[i], i, "test") for i in ids])
+    assert read_id_map(path) == cases
+    assert all(len(c) <= 100 and c.isascii() for c in cases.values()) and len(set(cases.values())) == len(ids)
+
+
+NASTY_IDS = ['q"uote', "tab\there", "ü" * 125, "x" * 250, "it's #1", "semi;colon", "[brackets] & {braces}"]
+
+
+def test_ids_of_any_text_survive_run_export_and_the_id_map(tmp_path):
+    """Quotes, tabs, unicode and 250-byte ids (254-byte file names): run writes their masks, export writes their
+    cases, the id map brings them back, and the predictions named by case score against the right samples."""
+    root = tmp_path / "d"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(5)
+    from conftest import blob_mask, lesion_image
+
+    ids = [f"a{k}" for k in range(10)] + NASTY_IDS
+    for sid in ids:
+        m = blob_mask(32, 40, rng)
+        Image.fromarray(lesion_image(m, rng)).save(root / "images" / f"{sid}.png")
+        Image.fromarray(m.astype(np.uint8) * 255).save(root / "masks" / f"{sid}.png")
+    cfg_path = write_config(tmp_path / "f.yaml", "own", "folder", root, "  - name: otsu\n    kind: otsu\n")
+    store = tmp_path / "s.sqlite"
+    r = CliRunner().invoke(app, ["run", "--config", str(cfg_path), "--store", str(store), "-q"])
+    assert r.exit_code == 0, r.output
+    with Store(store) as st_:
+        rows = st_.query("SELECT sample_id, status, mask_path FROM predictions")
+    assert sorted(rows.sample_id) == sorted(ids) and set(rows.status) == {"ok"}
+    assert all((tmp_path / p).is_file() and len(Path(p).name.encode()) <= 255 for p in rows.mask_path)
+    out = export(tmp_path, cfg_path)
+    folder = tmp_path / "raw" / "Dataset501_Own"
+    id_map = read_id_map(folder / "omniseg_ids.tsv")
+    assert sorted(id_map) == sorted(ids)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for sub in ("labelsTr", "labelsTs"):
+        for p in (folder / sub).iterdir():
+            (pred / p.name).write_bytes(p.read_bytes())
+    entry = out.split("models: in", 1)[1].split("\n", 2)[2]
+    cfg = config.load(write_config(tmp_path / "r.yaml", "own", "folder", root, entry))
+    with Store(tmp_path / "r.sqlite") as st_:
+        run(cfg, st_, split="all", progress=False)
+        df = st_.query("SELECT p.sample_id, p.status, c.dice FROM predictions p JOIN scores c "
+                       "USING (task, sample_id, model)").set_index("sample_id")
+    assert sorted(df.index) == sorted(ids) and set(df.status) == {"ok"} and (df.dice == 1.0).all()
+
+
+def test_an_export_that_cannot_train_writes_nothing_and_paths_are_quoted(tmp_path):
+    root = make_kvasir(tmp_path / "k", n=4)
+    spaced = tmp_path / "a dir #1"
+    cfg_path = write_config(tmp_path / "k.yaml", "polyp", "folder", root, "  - name: e\n    kind: ellipse\n",
+                            "")
+    cfg_path.write_text(cfg_path.read_text().replace("  name: folder\n", "  name: folder\n  options: {split: test}\n"))
+    r = CliRunner().invoke(app, ["export", "nnunet", "--config", str(cfg_path), "--out", str(spaced / "raw"), "-q"])
+    assert r.exit_code == 2 and "every sample is in the test split" in r.output, r.output
+    assert not (spaced / "raw" / "Dataset501_Polyp").exists()
+    cfg_path.write_text(cfg_path.read_text().replace("{split: test}", "{split: hash}"))
+    r = CliRunner().invoke(app, ["export", "nnunet", "--config", str(cfg_path), "--out", str(spaced / "raw"), "-q",
+                                 "--predictions", str(spaced / "p'red")])
+    assert r.exit_code == 0, r.output
+    import shlex
+
+    line = next(x.strip() for x in r.output.splitlines() if x.strip().startswith("export nnUNet_raw="))
+    assert shlex.split(line)[1] == f"nnUNet_raw={(spaced / 'raw').resolve()}"
+    predict = next(x.strip() for x in r.output.splitlines() if x.strip().startswith("nnUNetv2_predict"))
+    assert shlex.split(predict)[4] == str(spaced / "p'red")
+    entry = yaml.safe_load(r.output.split("models: in", 1)[1].split("\n", 2)[2])[0]
+    assert entry["options"]["folder"] == str(spaced / "p'red")
+    assert entry["options"]["id_map"] == str(spaced / "raw" / "Dataset501_Polyp" / "omniseg_ids.tsv")
+
+
+def test_a_task_named_background_keeps_nnunets_label_0_and_out_must_be_a_folder(tmp_path):
+    root = make_kvasir(tmp_path / "k", n=6)
+    cfg_path = write_config(tmp_path / "k.yaml", "background", "kvasir-seg", root, "  - name: e\n    kind: ellipse\n")
+    export(tmp_path, cfg_path)
+    meta = json.loads((tmp_path / "raw" / "Dataset501_Background" / "dataset.json").read_text())
+    assert meta["labels"] == {"background": 0, "foreground": 1}
+    (tmp_path / "file").write_text("x")
+    r = CliRunner().invoke(app, ["export", "nnunet", "--config", str(cfg_path), "--out", str(tmp_path / "file")])
+    assert r.exit_code == 2 and "is a file" in r.output and "Traceback" not in r.output, r.output
+
+
+def test_an_id_map_with_a_byte_order_mark_reads_and_a_missing_one_is_one_message(tmp_path):
+    root = make_kvasir(tmp_path / "k", n=2)
+    preds = tmp_path / "p"
+    preds.mkdir()
+    ds = datasets.open("kvasir-seg", root)
+    for k, r in enumerate(ds.refs("all")):
+        Image.fromarray(ds.load(r).mask.astype(np.uint8)).save(preds / f"c{k}.png")
+    (tmp_path / "ids.csv").write_text("case,id\nc0,case000\nc1,case001\n", encoding="utf-8-sig")
+    assert read_id_map(tmp_path / "ids.csv") == {"case000": "c0", "case001": "c1"}
+    entry = (f"  - name: nn\n    kind: masks\n    options: {{folder: {preds}, values: labels, labels: [1], "
+             f"id_map: {tmp_path / 'ids.csv'}}}\n")
+    with Store(tmp_path / "s.sqlite") as st_:
+        run(config.load(write_config(tmp_path / "t.yaml", "polyp", "kvasir-seg", root, entry)), st_, progress=False)
+        assert set(st_.query("SELECT status FROM predictions").status) == {"ok"}
+    gone = write_config(tmp_path / "g.yaml", "polyp", "kvasir-seg", root, entry.replace("ids.csv", "gone.csv"))
+    r = CliRunner().invoke(app, ["run", "--config", str(gone), "--store", str(tmp_path / "g.sqlite"), "-q"])
+    assert r.exit_code == 2 and "options.id_map" in r.output and "gone.csv" in r.output, r.output
+    assert "Traceback" not in r.output

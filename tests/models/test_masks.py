@@ -193,3 +193,178 @@ def test_an_id_map_names_files_that_are_not_sample_ids(tmp_path):
     df = scores(tmp_path / "s.sqlite", "nn")
     assert list(df.status) == ["ok", "ok", "missing"] and list(df.dice) == [1.0, 1.0, 0.0]
     assert "not in options.id_map" in df.loc["case002", "reason"]
+
+
+def masks_model(folder: Path, **options):
+    from omniseg.models.masks import MasksFromDisk, MasksOptions
+
+    return MasksFromDisk("nn", MasksOptions(folder=folder, **options))
+
+
+def sample_like(mask: np.ndarray, sid: str = "s"):
+    from omniseg.datasets.base import Sample
+
+    return Sample(id=sid, image=np.zeros(mask.shape + (3,), np.uint8), mask=mask)
+
+
+def a_lesion(h: int = 24, w: int = 30) -> np.ndarray:
+    m = np.zeros((h, w), bool)
+    m[5:15, 8:20] = True
+    m[18:22, 2:5] = True
+    return m
+
+
+def palette_png(path: Path, indices: np.ndarray, palette: list[int]) -> None:
+    im = Image.fromarray(indices.astype(np.uint8))
+    im.putpalette(palette + [0] * (768 - len(palette)))  # an 'L' image with a palette becomes 'P'
+    assert im.mode == "P"
+    im.save(path)
+
+
+@pytest.mark.parametrize("write", [
+    pytest.param(lambda p, m: np.save(p / "s.npy", m.astype(np.int64) * 255), id="int64-0-255-npy"),
+    pytest.param(lambda p, m: Image.fromarray(m.astype(np.uint16) * 255).save(p / "s.png"), id="uint16-png-0-255"),
+    pytest.param(lambda p, m: Image.fromarray(m.astype(np.uint16) * 65535).save(p / "s.png"), id="uint16-png-0-65535"),
+    pytest.param(lambda p, m: np.save(p / "s.npy", np.where(m, 1, -1).astype(np.int8)), id="int8-minus1-1"),
+    pytest.param(lambda p, m: np.save(p / "s.npy", np.where(m, 7, -3).astype(np.int32)), id="int32-minus3-7"),
+    pytest.param(lambda p, m: np.save(p / "s.npy", m.astype(np.uint32) * 1000), id="uint32-0-1000"),
+    pytest.param(lambda p, m: palette_png(p / "s.png", m * 2, [0, 0, 0, 255, 0, 0, 255, 255, 255]), id="palette-index-2"),
+    pytest.param(lambda p, m: palette_png(p / "s.png", m * 1, [0, 0, 0, 200, 30, 30]), id="palette-index-1-red"),
+    pytest.param(lambda p, m: tifffile.imwrite(p / "s.tif", m.astype(np.int16) * 300), id="int16-tif-0-300"),
+    pytest.param(lambda p, m: Image.fromarray(m.astype(np.uint8) * 255).save(p / "s.png"), id="uint8-png-0-255"),
+    pytest.param(lambda p, m: png(p / "s.png", m, scale=1), id="uint8-png-0-1"),
+])
+def test_a_binary_mask_in_a_wider_or_signed_type_reads_as_its_values_say(tmp_path, write):
+    m = a_lesion()
+    write(tmp_path, m)
+    pred = masks_model(tmp_path).predict(sample_like(m))
+    assert pred.status == "ok", pred.reason
+    assert np.array_equal(pred.mask, m)
+
+
+def test_a_probability_map_in_int64_is_read_on_its_8bit_scale(tmp_path):
+    m = a_lesion()
+    p = np.where(m, 200, 40).astype(np.int64)
+    p[0, 0] = 128  # 128/255 = 0.502: at or above 0.5
+    np.save(tmp_path / "s.npy", p)
+    pred = masks_model(tmp_path, values="probability", threshold=0.5).predict(sample_like(m))
+    want = m.copy()
+    want[0, 0] = True
+    assert pred.status == "ok" and np.array_equal(pred.mask, want)
+    assert pred.prob[5, 8] == pytest.approx(200 / 255) and pred.prob[1, 1] == pytest.approx(40 / 255)
+
+
+@pytest.mark.parametrize("bad, words", [
+    (lambda m: m.astype(np.complex64), "complex"),
+    (lambda m: np.where(m, "a", "b"), "<U1"),
+])
+def test_what_cannot_be_a_mask_is_an_error_row_with_a_reason(tmp_path, bad, words):
+    m = a_lesion()
+    np.save(tmp_path / "s.npy", bad(m))
+    pred = masks_model(tmp_path).predict(sample_like(m))
+    assert pred.status == "error" and words in pred.reason and "s.npy" in pred.reason
+
+
+def test_a_negative_probability_is_refused(tmp_path):
+    m = a_lesion()
+    np.save(tmp_path / "s.npy", np.where(m, 100, -5).astype(np.int16))
+    pred = masks_model(tmp_path, values="probability").predict(sample_like(m))
+    assert pred.status == "error" and "negative" in pred.reason
+
+
+def test_a_folder_that_reads_as_empty_everywhere_is_warned_about(tmp_path):
+    root = make_kvasir(tmp_path / "k", n=4, size=(40, 48))
+    preds = tmp_path / "p"
+    preds.mkdir()
+    for sid, ref in references(root).items():  # 0/255 saved as float 0..255 with values: probability (0..1 expected)
+        png(preds / f"{sid}.png", np.zeros_like(ref))
+    cfg = config.load(write_config(tmp_path / "t.yaml", "polyp", "kvasir-seg", root, entry("nn", preds)))
+    with Store(tmp_path / "s.sqlite") as st, pytest.warns(UserWarning, match=r"model 'nn': all 4 prediction files"):
+        run(cfg, st, progress=False, split="all")
+    with Store(tmp_path / "s2.sqlite") as st:  # one non-empty file: no warning
+        png(preds / "case000.png", references(root)["case000"])
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            run(config.load(write_config(tmp_path / "t.yaml", "polyp", "kvasir-seg", root, entry("nn", preds))), st,
+                progress=False, split="all")
+
+
+def test_the_dataset_pixel_limit_holds_for_prediction_files_both_ways(tmp_path):
+    root = make_kvasir(tmp_path / "k", n=2, size=(40, 48))  # 1,920 pixels an image
+    preds = tmp_path / "p"
+    preds.mkdir()
+    for sid, ref in references(root).items():
+        png(preds / f"{sid}.png", np.asarray(Image.fromarray(ref).resize((50, 50), Image.NEAREST)))  # 2,500 pixels
+    cfg = config.load(write_config(tmp_path / "t.yaml", "polyp", "kvasir-seg", root, entry("nn", preds, size="resize"),
+                                   extra=""))
+    lowered = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"max_pixels": 2000})})
+    with Store(tmp_path / "s.sqlite") as st:
+        run(lowered, st, progress=False, split="all")
+    df = scores(tmp_path / "s.sqlite", "nn")
+    assert set(df.status) == {"error"} and all("over the limit" in r for r in df.reason), df.reason.tolist()
+    # raised above the default of 100 million: a 10240 x 10240 prediction is read (and then refused by its size)
+    m = masks_model(tmp_path / "big")
+    (tmp_path / "big").mkdir()
+    big = np.lib.format.open_memmap(tmp_path / "big" / "s.npy", mode="w+", dtype=np.uint8, shape=(10240, 10240))
+    del big
+    from omniseg.models.base import RunContext
+
+    assert "over the limit" in m.predict(sample_like(a_lesion())).reason
+    m.bind(RunContext(max_pixels=120_000_000))
+    pred = m.predict(sample_like(a_lesion()))
+    assert pred.status == "error" and "is 10240x10240 but the image is 30x24" in pred.reason
+
+
+from hypothesis import given, strategies as hst  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+#: file type -> the dtypes it stores as they are
+STORES = {
+    ".npy": ("bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float32", "float64"),
+    ".tif": ("bool", "uint8", "uint16", "uint32", "int8", "int16", "int32", "int64", "float32", "float64"),
+    ".png": ("bool", "uint8", "uint16"),
+    ".bmp": ("bool", "uint8"),
+}
+
+
+@hst.composite
+def saved_masks(draw):
+    suffix = draw(hst.sampled_from(sorted(STORES)))
+    dtype = np.dtype(draw(hst.sampled_from(STORES[suffix])))
+    mask = draw(hnp.arrays(bool, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=12)))
+    if dtype == bool:
+        return suffix, mask, mask
+    if dtype.kind == "f":
+        fg = draw(hst.floats(0.01, 1.0))
+        return suffix, mask, np.where(mask, fg, 0.0).astype(dtype)
+    info = np.iinfo(dtype)
+    if dtype.kind == "u":
+        bg, fg = 0, draw(hst.integers(1, int(info.max)))
+    else:
+        bg, fg = draw(hst.sampled_from([
+            (0, draw(hst.integers(1, int(info.max)))),  # 0 and a positive value
+            (0, draw(hst.integers(int(info.min), -1))),  # 0 and a negative one
+            (draw(hst.integers(int(info.min), -1)), draw(hst.integers(1, int(info.max)))),  # -a / b
+        ]))
+    return suffix, mask, np.where(mask, fg, bg).astype(dtype)
+
+
+def save_as(path: Path, values: np.ndarray) -> None:
+    if path.suffix == ".npy":
+        np.save(path, values)
+    elif path.suffix == ".tif":
+        tifffile.imwrite(path, values)
+    else:
+        Image.fromarray(values).save(path)
+
+
+@given(saved_masks())
+def test_any_binary_mask_in_any_supported_type_and_file_reads_back_as_itself(tmp_path_factory, case):
+    suffix, mask, values = case
+    folder = tmp_path_factory.mktemp("m")
+    save_as(folder / f"s{suffix}", values)
+    pred = masks_model(folder).predict(sample_like(mask))
+    assert pred.status == "ok", pred.reason
+    assert np.array_equal(pred.mask, mask), (values.dtype, suffix, np.unique(values))

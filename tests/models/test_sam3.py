@@ -110,21 +110,26 @@ def test_the_box_oracle_prompts_with_the_reference_box_in_pixels_and_is_privileg
     assert preds[2].status == "ok" and not preds[2].mask.any() and "no box" in preds[2].meta["note"]
 
 
-def test_a_failing_forward_pass_gives_every_sample_of_its_batch_an_error_row(checkpoint, monkeypatch):
+def test_a_batch_whose_forward_pass_fails_is_tried_image_by_image(checkpoint, monkeypatch):
+    """Out of memory on a batch of two: each image alone succeeds; a forward pass that always fails gives every
+    sample its own error row, never an exception."""
     m = build(checkpoint, batch_size=2)
-    calls = {"n": 0}
+    calls = {"n": 0, "fail": {1}}
     real = m.net.forward
 
     def flaky(*a, **kw):
         calls["n"] += 1
-        if calls["n"] == 1:
+        if calls["n"] in calls["fail"]:
             raise RuntimeError("CUDA out of memory (injected)")
         return real(*a, **kw)
 
     monkeypatch.setattr(m.net, "forward", flaky)
     preds = m.predict_batch(samples(3))
-    assert [p.status for p in preds] == ["error", "error", "ok"]
-    assert "out of memory" in preds[0].reason
+    assert [p.status for p in preds] == ["ok", "ok", "ok"] and calls["n"] == 4  # batch, 2 alone, last batch
+    calls.update(n=0, fail=set(range(1, 100)))
+    preds = m.predict_batch(samples(3))
+    assert [p.status for p in preds] == ["error", "error", "error"] and calls["n"] == 4
+    assert all("out of memory" in p.reason for p in preds)
 
 
 def test_a_checkpoint_that_does_not_load_is_one_message_naming_it(tmp_path):

@@ -56,7 +56,7 @@ def test_the_shards_are_disjoint_cover_every_sample_and_do_not_depend_on_the_oth
     assert all(180 < len(s) < 320 for s in slices)  # a hash, not a split by position
     assert {i for i in ids[:10] if in_shard(i, (2, 4))} == slices[1] & set(ids[:10])
     assert parse_shard("2/4") == (2, 4) and parse_shard(None) is None
-    for bad in ("0/4", "5/4", "2", "a/b", "-1/3"):
+    for bad in ("0/4", "5/4", "2", "a/b", "-1/3", "²/3", "1/³", "١/2"):
         with pytest.raises(OmnisegError, match="expected K/N"):
             parse_shard(bad)
 
@@ -113,3 +113,109 @@ def test_stores_made_with_other_settings_are_refused_naming_the_model(tmp_path):
     assert "Traceback" not in r.output
     r = CliRunner().invoke(app, ["merge", str(tmp_path / "nowhere.sqlite"), "--into", str(tmp_path / "m2.sqlite")])
     assert r.exit_code == 2 and "no store there" in r.output
+
+
+FOLDER = "task: polyp\ndataset:\n  name: folder\n  root: {root}\n  options: {{masks: masks, threshold: {t}}}\nsplit: all\nmodels:\n"
+
+
+def folder_study(tmp_path: Path, n: int = 8) -> Path:
+    """A Kvasir-shaped folder read by the `folder` kind, whose mask threshold is a dataset setting."""
+    return make_kvasir(tmp_path / "k", n=n)
+
+
+def test_sources_that_disagree_with_each_other_are_refused_before_anything_is_written(tmp_path):
+    root = folder_study(tmp_path)
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text(FOLDER.format(root=root, t=128) + LOCAL)
+    b.write_text(FOLDER.format(root=root, t=250) + LOCAL)
+    cli("run", "--config", a, "--store", tmp_path / "sa" / "s.sqlite", "-q", "--shard", "1/2")
+    cli("run", "--config", b, "--store", tmp_path / "sb" / "s.sqlite", "-q", "--shard", "2/2")
+    target = tmp_path / "m" / "s.sqlite"
+    r = CliRunner().invoke(app, ["merge", str(tmp_path / "sa" / "s.sqlite"), str(tmp_path / "sb" / "s.sqlite"),
+                                 "--into", str(target)])
+    assert r.exit_code == 2 and "other dataset settings" in r.output and "dataset.options" in r.output, r.output
+    assert "250" in r.output and "128" in r.output and not target.exists()
+    # the same samples in two stores, in different splits (each alone against an empty target is fine)
+    cli("run", "--config", a, "--store", tmp_path / "c1" / "s.sqlite", "-q")
+    cli("run", "--config", a, "--store", tmp_path / "c2" / "s.sqlite", "-q")
+    with sqlite3.connect(tmp_path / "c2" / "s.sqlite") as db:
+        db.execute("UPDATE samples SET split = CASE split WHEN 'train' THEN 'test' ELSE 'train' END "
+                   "WHERE sample_id = 'case003'")
+    r = CliRunner().invoke(app, ["merge", str(tmp_path / "c1" / "s.sqlite"), str(tmp_path / "c2" / "s.sqlite"),
+                                 "--into", str(target)])
+    assert r.exit_code == 2 and "sample 'case003'" in r.output and "different splits" in r.output, r.output
+    assert not target.exists()
+    # a target run with other settings than a source: refused too, the target unchanged
+    cli("merge", tmp_path / "sa" / "s.sqlite", "--into", target)
+    before = digest(target)
+    r = CliRunner().invoke(app, ["merge", str(tmp_path / "sb" / "s.sqlite"), "--into", str(target)])
+    assert r.exit_code == 2 and "other dataset settings" in r.output and digest(target) == before
+
+
+def test_a_store_merged_while_its_run_was_writing_ends_its_run_at_the_next_merge(tmp_path):
+    import shutil
+
+    root = make_kvasir(tmp_path / "k", n=8)
+    from conftest import write_config
+
+    cfg = write_config(tmp_path / "c.yaml", "polyp", "kvasir-seg", root, LOCAL)
+    shard = tmp_path / "sh" / "s.sqlite"
+    cli("run", "--config", cfg, "--store", shard, "-q")
+    # the store as a merge saw it mid-run: the run marked running (by this live process), half of its rows written
+    mid = tmp_path / "mid" / "s.sqlite"
+    shutil.copytree(shard.parent, mid.parent)
+    import os
+
+    with sqlite3.connect(mid) as db:
+        db.execute("UPDATE runs SET status = 'running', finished_at = NULL, summary = NULL, pid = ?", (os.getpid(),))
+        db.execute("DELETE FROM predictions WHERE sample_id > 'case003'")
+        db.execute("DELETE FROM scores WHERE sample_id > 'case003'")
+    with sqlite3.connect(shard) as db:
+        db.execute("UPDATE runs SET pid = ?", (os.getpid(),))
+    target = tmp_path / "m" / "s.sqlite"
+    cli("merge", mid, "--into", target)
+    assert table(target, "SELECT status FROM runs") == [("running",)]
+    cli("merge", shard, "--into", target)
+    assert table(target, "SELECT status, finished_at IS NOT NULL, summary IS NOT NULL FROM runs") == [("finished", 1, 1)]
+    assert table(target, "SELECT COUNT(*) FROM predictions") == [(16,)]
+    with sqlite3.connect(shard) as db:
+        db.execute("UPDATE runs SET status = 'running'")  # a later merge of an older copy does not undo the end
+    cli("merge", shard, "--into", target)
+    assert table(target, "SELECT status FROM runs") == [("finished",)]
+
+
+def test_a_merge_that_adds_pairs_says_the_review_items_are_stale_and_review_rebuilds_them(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "study" / "review"))
+    import planted_study as ps
+    from omniseg.study.review import items
+
+    st, _ = ps.make(tmp_path / "whole", n=12)
+    st.close()
+    from omniseg.store.database import Store
+
+    src = tmp_path / "whole" / "runs" / "s.sqlite"
+    part = tmp_path / "part" / "s.sqlite"
+    part.parent.mkdir()
+    import shutil
+
+    shutil.copy(src, part)
+    with sqlite3.connect(part) as db:
+        db.execute("DELETE FROM predictions WHERE sample_id >= 'case006'")
+        db.execute("DELETE FROM scores WHERE sample_id >= 'case006'")
+    with Store(part) as st:
+        (tmp_path / "part" / "masks").symlink_to(tmp_path / "whole" / "runs" / "masks")
+        half = items.build(st, "polyp")["items"]
+    out = cli("merge", src, "--into", part)
+    assert "review items predate the pairs just added" in out and "--rebuild" in out
+    with Store(part) as st:
+        whole = items.build(st, "polyp")["items"]  # no answers yet: built again from every pair
+        assert whole > half
+        some = sorted(items.load(st, "polyp"))[0]
+        st.put_review("polyp", some, "ann", "model_wrong")
+        st.db.execute("UPDATE predictions SET created_at = created_at + 1 WHERE sample_id = 'case000'")  # redone
+        with pytest.raises(OmnisegError, match="changed since they were built"):
+            items.build(st, "polyp")
+        assert items.build(st, "polyp", rebuild=True)["items"] == whole
+        assert len(st.query("SELECT * FROM reviews")) == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -396,3 +397,36 @@ def test_a_row_without_a_mask_and_a_probability_map_out_of_range(tmp_path):
     assert np.asarray(Image.open(st.path.parent / path)).tolist() == [[0, 128, 255]] * 2
     st.record(run, "t", "c", "m", status="ok", mask=np.ones((2, 3), bool), meta={"k": [1]})
     assert st.db.execute("SELECT meta FROM predictions WHERE sample_id = 'c'").fetchone()[0] == '{"k": [1]}'
+
+
+from hypothesis import given, strategies as hst  # noqa: E402
+
+from omniseg.store.schema import file_name  # noqa: E402
+
+
+@given(hst.lists(hst.text(max_size=40) | hst.text(min_size=101, max_size=300), min_size=1, max_size=6, unique=True))
+def test_a_file_name_fits_any_file_system_and_tells_ids_apart(ids):
+    names = [file_name(i) for i in ids]
+    for i, n in zip(ids, names):
+        raw = n.encode(errors="surrogatepass")
+        assert 0 < len(raw) <= 100 and "/" not in n and "\x00" not in n and not n.startswith(".")
+        assert len((n + ".prob.png.4194304.tmp").encode(errors="surrogatepass")) <= 255
+        if i and len(i.encode(errors="surrogatepass")) <= 100 and all(c.isalnum() or c in "-_.() " for c in i) \
+                and not i.startswith("."):
+            assert n == i  # a readable id stays as it is
+    assert len(set(names)) == len(names)
+
+
+def test_a_250_byte_id_gets_its_mask_and_probability_files(tmp_path):
+    st = Store(tmp_path / "s.sqlite")
+    run_id = st.start_run("t", "test", ["m"], {}, "h", None)
+    ids = ["x" * 250, "é" * 125, "a/b" * 80]
+    st.add_samples("t", [(sid, "test", None, {}) for sid in ids])
+    for sid in ids:
+        st.record(run_id, "t", sid, "m", status="ok", mask=np.ones((4, 5), bool), prob=np.full((4, 5), 0.7),
+                  scores={"dice": 1.0})
+    rows = st.query("SELECT sample_id, mask_path, prob_path FROM predictions")
+    assert sorted(rows.sample_id) == sorted(ids)
+    for p in [*rows.mask_path, *rows.prob_path]:
+        assert (tmp_path / p).is_file() and len(Path(p).name.encode()) <= 255
+    st.close()

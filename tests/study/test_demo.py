@@ -21,7 +21,14 @@ def test_the_demo_trains_runs_curates_and_reports_offline_and_says_it_is_a_demo(
     assert d.report == out / "report" / "report.html" and d.report.is_file() and d.data_kind == "generated"
     assert any("generated polyp-like images" in s for s in said) and any("stand-in" in s for s in said)
     md = (out / "report" / "report.md").read_text()
-    assert md.startswith("# omniseg report — DEMO") and "## demo (demo)" in md and "| Dice (demo) |" in md
+    assert md.startswith("# omniseg report — DEMO") and "| Dice (demo) |" in md
+    headings = [line for line in md.splitlines() if line.startswith("#")]
+    assert {"## demo", "### Findings", "### Expert review (claim 4)", "### Figures"} <= {h.split(" (demo")[0] for h in headings}
+    assert all("DEMO" in h or "(demo; `gemini` answered by a local stand-in)" in h for h in headings), headings
+    import pandas as pd
+
+    claims = pd.read_csv(out / "report" / "claims.csv")
+    assert len(claims) and claims["demo"].all()
     assert "**Demo.**" in md and "did not answer from its provider's API** but from `http://127.0.0.1:" in md
     html = d.report.read_text()
     assert "DEMO" in html and "did not answer from its provider" in html and "127.0.0.1" in html
@@ -40,3 +47,16 @@ def test_live_without_a_key_is_one_message_before_anything_happens(tmp_path, mon
     r = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "d"), "--live", "-q"])
     assert r.exit_code == 2 and "--live asks the real Gemini API: set GEMINI_API_KEY" in r.output, r.output
     assert not (tmp_path / "d" / "runs").exists()
+
+
+def test_a_file_as_out_and_a_folder_too_small_to_curate_are_one_message_before_training(tmp_path, monkeypatch):
+    from conftest import make_kvasir
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file").write_text("x")
+    r = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "file"), "-q"])
+    assert r.exit_code == 2 and "is a file" in r.output and "Traceback" not in r.output, r.output
+    small = make_kvasir(tmp_path / "k", n=12)
+    r = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "d"), "--data-root", str(small), "-q"])
+    assert r.exit_code == 2 and "the demo needs at least" in r.output, r.output
+    assert not (tmp_path / "d").exists()  # nothing trained, nothing written

@@ -249,3 +249,28 @@ def test_three_roles_every_table_and_figure_has_them_and_findings_state_both_pai
     figs = {p.name for p in (out / "figures").iterdir()}
     assert {"polyp_scatter_omni.png", "polyp_scatter_sam.png", "polyp_boxplots.png", "polyp_cases.png"} <= figs
     assert "sam-box" in md.split("Dice by reference lesion size")[1].split("\n\n")[1]  # every model in the size table
+
+
+def test_a_privileged_model_given_the_specialist_role_is_never_a_contender_reference_or_router(tmp_path):
+    """SAM 3's box-oracle entered with `role: specialist` (first in the config, no curation reference) was the
+    curation reference, a specialist in the Findings ("does not beat the floor") and the routing."""
+    from omniseg.testing import tiny_sam3
+
+    ckpt = tiny_sam3.save(tmp_path / "sam3")
+    models = (f"  - name: boxy\n    kind: sam3\n    role: specialist\n    options: {{checkpoint: {ckpt}, "
+              "target: the polyp, mode: box-oracle, score_threshold: 0.99}\n" + TWO +
+              "  - name: ellipse\n    kind: ellipse\n    options: {radius: 0.28}\n")
+    out, md = _cli_report(tmp_path, models, n=24, extra="")
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "runs" / "s.sqlite") as db:
+        assert {r[0] for r in db.execute("SELECT DISTINCT reference FROM subsets")} == {"spec"}
+    summary = pd.read_csv(out / "summary.csv").set_index(["subset", "model"])
+    assert summary.loc[("all", "boxy"), "dice_mean"] < summary.loc[("all", "ellipse"), "dice_mean"]  # below the floor
+    head = md.split("| subset | model |")[0]
+    assert "boxy" not in head  # no "does not beat the floor" for a model that is no contender
+    after_tables = md.split("### Findings")[1].split("Dice by reference lesion size")[0]
+    assert "boxy" not in after_tables and "`spec`" in md
+    assert "Routing: `boxy`" not in md and "`boxy` is least confident" not in md
+    claims = pd.read_csv(out / "claims.csv")
+    assert set(claims.specialist) == {"spec"} and "boxy" not in set(claims.omnimodel)

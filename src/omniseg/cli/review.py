@@ -49,6 +49,8 @@ def review(
         raise OmnisegError(f"--split must be train, test or all, not {split!r}")
     if subset is not None and subset not in ("easiest", "hardest"):
         raise OmnisegError(f"--subset must be easiest or hardest, not {subset!r}")
+    if export is not None and export.exists() and not export.is_dir():  # before a reviewer's order is recorded
+        raise OmnisegError(f"--export {export} is a file; name a folder for the review page")
     with existing_store(store) as st:
         if import_file is not None:
             for t, n in sorted(page.import_csv(st, import_file, task).items()):

@@ -21,6 +21,7 @@ from ..config import TaskConfig
 from ..errors import OmnisegError
 from ..models.base import RunContext
 from ..models.api.remote import RemoteSegmenter
+from ..store.schema import file_name
 from .runner import open_dataset
 
 PROBE_COLUMNS = ("sample_id", "status", "model_version", "form", "answer", "area", "dice", "tokens_in", "tokens_out",
@@ -84,7 +85,7 @@ def probe(cfg: TaskConfig, *, model: str | None = None, n: int = 3, store_root: 
         if p.status == "ok":
             area = float(p.mask.mean())
             dice = metrics.score(p.mask, s.mask, s.roi)["dice"]
-        path = out / f"{entry.name}_{''.join(ch if ch.isalnum() or ch in '-_' else '_' for ch in s.id)}.png"
+        path = out / f"{entry.name}_{file_name(s.id)}.png"  # any id: a name the file system takes
         _strip(s.image, s.mask, p.mask if p.status == "ok" else None).save(path)
         rows.append({"sample_id": s.id, "status": p.status, "model_version": p.meta.get("model_version"),
                      "form": p.meta.get("answer_form", ""), "answer": p.meta.get("answer_head", "") or p.reason[:60],

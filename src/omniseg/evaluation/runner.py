@@ -8,6 +8,7 @@ model, a model that fails gets an 'error' row scored as an empty prediction.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 import warnings
 from collections import Counter
@@ -93,10 +94,10 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     """'K/N' -> (K, N), 1 <= K <= N; None for None."""
     if text is None:
         return None
-    k, _, n = text.partition("/")
-    if not (k.strip().isdigit() and n.strip().isdigit()) or not 1 <= int(k) <= int(n):
+    m = re.fullmatch(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*", text)  # ASCII digits only: '²'.isdigit() is true
+    if m is None or not 1 <= int(m[1]) <= int(m[2]):
         raise OmnisegError(f"--shard {text!r}: expected K/N with 1 <= K <= N, e.g. --shard 2/4")
-    return int(k), int(n)
+    return int(m[1]), int(m[2])
 
 
 def in_shard(sample_id: str, shard: tuple[int, int] | None) -> bool:
@@ -164,7 +165,8 @@ def _run_claimed(cfg: TaskConfig, store: Store, ds, refs: list[SampleRef], segs:
     """:func:`run` once this process is the one worker of its models."""
     _check_signatures(store, cfg.task, segs, force)
     for m in segs:
-        m.bind(RunContext(store_root=store.root, refresh=refresh, max_cost=max_cost))
+        m.bind(RunContext(store_root=store.root, refresh=refresh, max_cost=max_cost,
+                          max_pixels=cfg.dataset.max_pixels))
     batch_size = batch_size or max([m.preferred_batch or 8 for m in segs])
 
     store.add_samples(cfg.task, [(r.id, r.split, r.problem, r.meta) for r in refs])

@@ -37,6 +37,7 @@ class RunContext:
     # --batch: answers come from the archive (a batch job put them there); nothing is called online.
     answers_only: bool = False
     batch_failures: dict = field(default_factory=dict)  # cache key -> (status, reason) of a job's failed request
+    max_pixels: int | None = None  # dataset.max_pixels: the largest file a model reads from disk (None: the default)
 
 
 
@@ -83,6 +84,10 @@ class Segmenter:
     #: signature keys left out of the hash: they are recorded per row and can be brought up to date
     #: without redoing the pair (e.g. an API model's decoder version, see `omniseg redecode`)
     unhashed: ClassVar[tuple[str, ...]] = ()
+    #: options that do not change what the model says (where, how fast, how it is called): left out of the
+    #: signature, so changing them redoes nothing. Every other option changes the signature (the contract test
+    #: of tests/models/test_contract.py tries each one).
+    inert: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str, options: Options | None = None):
         self.name = name
@@ -104,7 +109,8 @@ class Segmenter:
 
     def signature(self) -> dict[str, Any]:
         """Everything that decides this model's output; stored so results stay traceable."""
-        return {"kind": self.kind, "version": self.version, "options": self.options.model_dump(mode="json")}
+        return {"kind": self.kind, "version": self.version,
+                "options": self.options.model_dump(mode="json", exclude=set(self.inert))}
 
     def signature_hash(self) -> str:
         sig = {k: v for k, v in self.signature().items() if k not in self.unhashed}

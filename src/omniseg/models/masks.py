@@ -13,6 +13,7 @@ folder is not a change.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,7 +21,7 @@ import numpy as np
 from PIL import Image
 from pydantic import Field, model_validator
 
-from ..datasets.base import DEFAULT_MAX_PIXELS, Sample, binarize_rgb, check_pixels, files_with
+from ..datasets.base import DEFAULT_MAX_PIXELS, Sample, check_pixels, files_with
 from ..datasets.folder import read_array, stem_matcher, to_8bit
 from ..errors import OmnisegError, SampleError
 from ..options import Options
@@ -75,30 +76,83 @@ def read_npy(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndar
 
 
 def read_id_map(path: Path) -> dict[str, str]:
-    """``id -> case`` from a TSV or CSV file with a header naming the columns ``case`` and ``id``."""
+    """``id -> case`` from a TSV or CSV file with a header naming the columns ``case`` and ``id`` (quoted fields as
+    the csv module writes them, as `omniseg export nnunet` does; a byte-order mark is allowed)."""
     import csv
 
     try:
-        text = path.read_text()
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            head = f.readline()
+            f.seek(0)
+            delimiter = "\t" if "\t" in head else ","
+            rows = list(csv.DictReader(f, delimiter=delimiter))
     except OSError as e:
         raise OmnisegError(f"options.id_map {path}: {e.strerror or e}") from None
-    delimiter = "\t" if "\t" in text.partition("\n")[0] else ","
-    rows = list(csv.DictReader(text.splitlines(), delimiter=delimiter))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise OmnisegError(f"options.id_map {path}: not a UTF-8 TSV or CSV file ({e})") from None
     if not rows or not {"case", "id"} <= set(rows[0]):
         raise OmnisegError(f"options.id_map {path}: expected a header with the columns 'case' and 'id'")
     out: dict[str, str] = {}
     for n, row in enumerate(rows, start=2):
+        if row["id"] is None or row["case"] is None:
+            raise OmnisegError(f"options.id_map {path} row {n}: fewer fields than the header names")
         if row["id"] in out and out[row["id"]] != row["case"]:
-            raise OmnisegError(f"options.id_map {path} line {n}: id {row['id']!r} is given two cases")
+            raise OmnisegError(f"options.id_map {path} row {n}: id {row['id']!r} is given two cases")
         out[row["id"]] = row["case"]
     return out
+
+
+def binary(arr: np.ndarray) -> np.ndarray:
+    """A binary mask read by its own values, whatever its type. Values of one sign (0 and positive, or 0 and
+    negative): foreground is more than half the largest magnitude, so 0/1, 0/255, 0/65535 and palette indices 0/2
+    read alike (for 8-bit files this is the grey level 128 every black-and-white reader uses, and JPEG noise stays
+    background). Values of both signs (-1/1): above the middle of their range. Real-valued masks are 0..1 maps
+    (foreground from 0.5 of 1; NaN is background); colour files are read by their grey level (Pillow's luma)."""
+    if arr.dtype == bool:
+        return arr if arr.ndim == 2 else arr.any(axis=-1)
+    if np.issubdtype(arr.dtype, np.floating):
+        arr = to_8bit(arr)
+    if arr.ndim == 3:
+        if arr.shape[2] >= 3 and arr.min() >= 0 and 1 < arr.max() <= 255:
+            rgb = np.ascontiguousarray(arr[..., :3].astype(np.uint8))
+            arr = np.asarray(Image.fromarray(rgb).convert("L"))
+        else:  # 0/1 label files, two-channel and wide-range files: the strongest channel
+            arr = arr.max(axis=-1)
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0 < hi:
+        return arr > (lo + hi) / 2
+    size = np.abs(arr.astype(np.float64))  # float64: the magnitude of int64's lowest value has no int64
+    return size > size.max() / 2
+
+
+def probability(arr: np.ndarray, path: Path) -> np.ndarray:
+    """A probability map on 0..1: real numbers as they are (NaN: 0); 8-bit files divided by 255 and 16-bit ones
+    by 65535; other integer types by 255 when their values fit 8 bits, else by 65535 when they fit 16 bits."""
+    if not np.issubdtype(arr.dtype, np.integer):
+        return np.nan_to_num(arr.astype(np.float32))
+    if arr.size and int(arr.min()) < 0:
+        raise SampleError(f"{path} holds negative values ({int(arr.min())}); a probability map holds 0..1, or "
+                          "0..255 / 0..65535 in an integer file")
+    hi = int(arr.max()) if arr.size else 0
+    if arr.dtype in (np.uint8, np.uint16):
+        scale = np.iinfo(arr.dtype).max
+    elif hi <= 255:
+        scale = 255
+    elif hi <= 65535:
+        scale = 65535
+    else:
+        raise SampleError(f"{path} holds {arr.dtype} values up to {hi}; a probability map in an integer file is "
+                          "0..255 or 0..65535")
+    return arr.astype(np.float32) / scale
 
 
 class MasksFromDisk(Segmenter):
     kind = "masks"
     role = "specialist"  # nnU-Net's masks, the usual case; a config entry's `role:` says otherwise
+    version = "2"  # 2: binary files read by their own range (int64 0/255, 16-bit 0/255, -1/1, palette indices)
     Options = MasksOptions
-    unhashed = ("folder",)  # where the files are is not what they say (their content is hashed)
+    inert = ("folder",)  # where the files are is not what they say (their content is hashed) ...
+    unhashed = ("folder",)  # ... but the manifest names it
 
     def __init__(self, name: str, options: MasksOptions | None = None):
         super().__init__(name, options)
@@ -106,6 +160,7 @@ class MasksFromDisk(Segmenter):
         self._listing: str | None = None
         self._match = None
         self._cases: dict[str, str] | None = None
+        self._read_files = self._empty_files = 0  # this run's: a folder that reads as empty everywhere is warned of
 
     def _case_of(self) -> dict[str, str] | None:
         """sample id -> the {id} of its file, from ``id_map`` (None without one)."""
@@ -142,15 +197,18 @@ class MasksFromDisk(Segmenter):
 
     def signature(self) -> dict[str, Any]:
         sig = super().signature()
-        sig["folder"] = sig["options"].pop("folder")
+        sig["folder"] = str(self.options.folder)
         sig["files"] = {"count": len(self._prediction_files()), "sha256": self.listing_hash()}
-        if self.options.id_map is not None:  # which file a sample reads is part of the answer
-            sig["options"]["id_map"] = hashlib.sha256(self.options.id_map.read_bytes()).hexdigest()
+        if self.options.id_map is not None:  # which file a sample reads is part of the answer: what the map says
+            sig["options"]["id_map"] = hashlib.sha256(json.dumps(sorted(self._case_of().items())).encode()).hexdigest()
         return sig
 
     def _read(self, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         """(mask, probability map or None) of one file, at the file's own size."""
-        arr = read_npy(path) if path.suffix.lower() == ".npy" else read_array(path)
+        limit = self.context.max_pixels or DEFAULT_MAX_PIXELS  # dataset.max_pixels, told by the run
+        arr = read_npy(path, limit) if path.suffix.lower() == ".npy" else read_array(path, limit)
+        if arr.dtype != bool and not np.issubdtype(arr.dtype, np.integer) and not np.issubdtype(arr.dtype, np.floating):
+            raise SampleError(f"{path} holds {arr.dtype} values; a mask holds integers, booleans or real numbers")
         o = self.options
         if arr.ndim == 3 and o.channel is not None:
             if o.channel >= arr.shape[2]:
@@ -162,17 +220,9 @@ class MasksFromDisk(Segmenter):
         if o.values == "probability":
             if arr.ndim == 3:
                 raise SampleError(f"{path} has {arr.shape[2]} channels; say which holds the probability (options.channel)")
-            if np.issubdtype(arr.dtype, np.integer):
-                prob = arr.astype(np.float32) / np.iinfo(arr.dtype).max
-            else:
-                prob = np.nan_to_num(arr.astype(np.float32))
+            prob = probability(arr, path)
             return prob >= o.threshold, prob
-        if arr.dtype != bool and np.issubdtype(arr.dtype, np.integer) and arr.size and int(arr.max()) == 1 \
-                and int(arr.min()) >= 0:
-            return (arr if arr.ndim == 2 else arr.max(axis=-1)) >= 1, None  # a 0/1 label file (nnU-Net's)
-        v = to_8bit(arr)
-        rgb = np.repeat(v[..., None], 3, axis=-1) if v.ndim == 2 else v[..., :3]
-        return binarize_rgb(np.ascontiguousarray(rgb), path, 128), None
+        return binary(arr), None
 
     def predict(self, sample: Sample) -> Prediction:
         self._prediction_files()
@@ -203,4 +253,15 @@ class MasksFromDisk(Segmenter):
                     m = np.asarray(Image.fromarray(m).resize((w, h), Image.NEAREST))
             mask |= m
             prob = p if prob is None or p is None else np.maximum(prob, p)
+            self._read_files += 1
+            self._empty_files += not m.any()
         return Prediction(mask=mask, prob=prob, meta={"files": [p.name for p in paths]})
+
+    def close(self) -> None:
+        import warnings
+
+        if self._read_files >= 2 and self._empty_files == self._read_files:
+            warnings.warn(f"model {self.name!r}: all {self._read_files} prediction files read in this run are empty "
+                          f"masks (options.values: {self.options.values}); if they are not, check values, threshold, "
+                          f"labels and channel against the files in {self.options.folder}")
+        self._read_files = self._empty_files = 0

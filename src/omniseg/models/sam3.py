@@ -25,8 +25,8 @@ from ..datasets.base import Sample
 from ..errors import OmnisegError
 from ..options import Options
 from .base import Prediction, Segmenter
+from .device import PATTERN as DEVICE, pick as pick_device
 
-DEVICE_PATTERN = r"auto|cpu|cuda|cuda:\d+|mps"
 
 
 class Sam3Options(Options):
@@ -42,7 +42,7 @@ class Sam3Options(Options):
     score_threshold: float = Field(0.5, ge=0, le=1, description="instances scoring at or above this are kept")
     mask_threshold: float = Field(0.5, gt=0, lt=1, description="an instance's mask probability at or above this is foreground")
     combine: Literal["union", "best"] = Field("union", description="union: every kept instance; best: the highest-scoring one")
-    device: str = Field("auto", pattern=f"^({DEVICE_PATTERN})$", description="auto (CUDA when present), cpu, cuda, cuda:N, mps")
+    device: str = Field("auto", pattern=f"^({DEVICE})$", description="auto (CUDA when present), cpu, cuda, cuda:N, mps")
     batch_size: int = Field(4, ge=1, description="images per forward pass")
     precision: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="weights and inputs on the device; half precisions only where the device has them")
@@ -75,6 +75,7 @@ class Sam3(Segmenter):
     kind = "sam3"
     role = "foundation"
     version = "1"
+    inert = ("device", "batch_size")  # where and how many at once do not change what it says
     Options = Sam3Options
 
     def __init__(self, name: str, options: Sam3Options | None = None):
@@ -87,7 +88,7 @@ class Sam3(Segmenter):
             raise OmnisegError(f"model {name!r} (kind sam3) needs transformers with SAM 3: "
                                f"pip install 'omniseg[sam]' ({e})") from None
         self.prompt = o.prompt or concept(o.target)
-        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if o.device == "auto" else o.device
+        self.device = pick_device(o.device, f"model {name!r} (kind sam3)")  # before minutes spent loading weights
         self.dtype = getattr(torch, o.precision)
         local = Path(o.checkpoint).expanduser()
         from transformers.utils import logging as hf_logging
@@ -112,8 +113,6 @@ class Sam3(Segmenter):
 
     def signature(self) -> dict[str, Any]:
         sig = super().signature()
-        for k in ("device", "batch_size"):  # where and how many at once do not change what it says
-            sig["options"].pop(k, None)
         sig["options"]["checkpoint"] = self.weights if Path(self.options.checkpoint).expanduser().is_dir() \
             else self.options.checkpoint
         sig["weights"] = self.weights
@@ -127,12 +126,20 @@ class Sam3(Segmenter):
             chunk = samples[i:i + self.options.batch_size]
             try:
                 out.extend(self._chunk(chunk))
-            except Exception as e:  # e.g. out of memory: every sample of the chunk gets its row
-                out.extend(Prediction.failed(f"{type(e).__name__}: {e}") for _ in chunk)
+            except Exception as e:  # e.g. out of memory, or one image it cannot take: each sample alone
+                out.extend(self._alone(s) for s in chunk) if len(chunk) > 1 else \
+                    out.append(Prediction.failed(f"{type(e).__name__}: {e}"))
         return out
 
     def predict(self, sample: Sample) -> Prediction:
         return self.predict_batch([sample])[0]
+
+    def _alone(self, sample: Sample) -> Prediction:
+        """One sample of a batch that failed, predicted by itself: a failure of its own, or the batch's."""
+        try:
+            return self._chunk([sample])[0]
+        except Exception as e:
+            return Prediction.failed(f"{type(e).__name__}: {e}")
 
     def _chunk(self, chunk: list[Sample]) -> list[Prediction]:
         import torch

@@ -21,6 +21,7 @@ from ..datasets.base import Sample
 from ..errors import CheckpointError, CheckpointMissing
 from ..options import Options
 from .base import Prediction, Segmenter
+from .device import PATTERN as DEVICE, pick as pick_device
 
 FORMAT = "omniseg-specialist/1"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -116,28 +117,6 @@ def load_checkpoint(path: str | Path, fallback: NetSpec | None = None, device: s
     return net, spec, info
 
 
-DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
-
-
-def pick_device(device: str) -> str:
-    """The torch device to use; one message for a misspelt one or a GPU that is not there."""
-    import re
-
-    import torch
-
-    if not re.fullmatch(DEVICE_PATTERN, device):
-        raise CheckpointError(f"device {device!r} is not one of auto, cpu, cuda, cuda:N, mps")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise CheckpointError(f"device {device!r} asked for, but torch sees no CUDA device")
-    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
-        raise CheckpointError(f"device {device!r} asked for, but torch sees {torch.cuda.device_count()} CUDA device(s)")
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise CheckpointError("device 'mps' asked for, but torch sees no Apple GPU")
-    return device
-
-
 def resize_input(image: np.ndarray, size: int) -> np.ndarray:
     """A uint8 image at the network's square input size: PIL's bilinear (antialiased), as in training.
 
@@ -200,7 +179,7 @@ def confidence(prob: np.ndarray, floor: float = 0.1) -> float:
 
 class SpecialistOptions(NetSpec):
     checkpoint: Path = Field(description="checkpoint file (omniseg's, or a plain smp state_dict with arch/encoder set here)")
-    device: str = Field("auto", pattern=f"^({DEVICE_PATTERN})$", description="auto (CUDA when present), cpu, cuda, cuda:N, mps")
+    device: str = Field("auto", pattern=f"^({DEVICE})$", description="auto (CUDA when present), cpu, cuda, cuda:N, mps")
     batch_size: int = Field(8, ge=1, description="images per forward pass")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
     threshold: float | None = Field(None, gt=0, lt=1, description="override the checkpoint's threshold")  # type: ignore[assignment]
@@ -214,6 +193,7 @@ class Specialist(Segmenter):
     trainable = True
     version = "2"  # 2: inputs resized by PIL, as in training (1: torch's antialiased bilinear)
     Options = SpecialistOptions
+    inert = ("device", "batch_size", "threads")  # where and how many at once do not change what it says
     unhashed = ("trained_on", "training")  # follow from the checkpoint, whose sha256 is hashed
 
     def __init__(self, name: str, options: SpecialistOptions | None = None):
@@ -223,7 +203,7 @@ class Specialist(Segmenter):
         o = self.options
         if o.threads:
             torch.set_num_threads(o.threads)
-        self.device = pick_device(o.device)
+        self.device = pick_device(o.device, f"model {name!r} (kind {self.kind})")
         fallback = NetSpec(**{k: getattr(o, k) for k in NetSpec.model_fields if k != "threshold"})
         self.net, self.spec, self.info = load_checkpoint(o.checkpoint, fallback, self.device)
         self.threshold = o.threshold if o.threshold is not None else self.spec.threshold
@@ -233,9 +213,6 @@ class Specialist(Segmenter):
 
     def signature(self) -> dict[str, Any]:
         sig = super().signature()
-        sig["options"].pop("device", None)  # where it runs does not change what it says
-        sig["options"].pop("batch_size", None)
-        sig["options"].pop("threads", None)
         sig["checkpoint_sha256"] = self.info["sha256"]
         sig["threshold"] = self.threshold
         # what the network learnt from, for the manifest's cross-dataset note (None for a plain state_dict)
@@ -270,9 +247,12 @@ class Specialist(Segmenter):
         for idx in groups.values():
             try:
                 probs = self.probabilities([samples[i].image for i in idx])
-            except Exception as e:  # e.g. out of memory: every sample of the batch gets its row
-                for i in idx:
-                    out[i] = Prediction.failed(f"{type(e).__name__}: {e}")
+            except Exception as e:  # e.g. out of memory, or one image it cannot take: each sample alone
+                if len(idx) > 1:
+                    for i in idx:
+                        out[i] = self.predict_batch([samples[i]])[0]
+                else:
+                    out[idx[0]] = Prediction.failed(f"{type(e).__name__}: {e}")
                 continue
             for i, (native, full) in zip(idx, probs):
                 mask = full > self.threshold

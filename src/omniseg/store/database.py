@@ -9,6 +9,7 @@ docs/outputs.md documents every table and column.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -241,6 +242,13 @@ class Store:
         rows = self.db.execute("SELECT model, kind, role FROM models WHERE task = ?", (task,)).fetchall()
         return {r[0]: role_of(r[1], r[2]) for r in rows}
 
+    def privileged(self, task: str) -> set[str]:
+        """The task's models told something a fair contender is not (SAM 3's box-oracle): never in claims, routing,
+        curation or review, whatever their role."""
+        rows = self.db.execute("SELECT model FROM models WHERE task = ? AND "
+                               "COALESCE(json_extract(signature, '$.privileged'), 0)", (task,)).fetchall()
+        return {r[0] for r in rows}
+
     def add_samples(self, task: str, rows: Iterable[tuple[str, str, str | None, dict]]) -> None:
         # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         """(sample_id, split, problem, meta) for every sample a run was asked to cover."""
@@ -282,7 +290,8 @@ class Store:
             write(tmp)
             os.replace(tmp, dest)
         except OSError as e:
-            tmp.unlink(missing_ok=True) if tmp.parent.is_dir() else None
+            with contextlib.suppress(OSError):  # the cleanup must not hide the error it cleans up after
+                tmp.unlink(missing_ok=True)
             raise OmnisegError(f"cannot write {dest}: {e.strerror or e}; free disk space or make {dest.parent} "
                                "writable, then rerun the same command to resume (finished pairs are kept)") from None
         return rel.as_posix()
@@ -440,6 +449,15 @@ class Store:
             self.db.execute("INSERT OR REPLACE INTO reviews VALUES (?,?,?,?,?,?,?,?)",
                             (task, item_id, reviewer, verdict, note or "", _finite(seconds),
                              time.time() if answered_at is None else answered_at, source))
+
+    def put_reviews(self, answers: list[tuple], source: str) -> None:
+        """Answers (task, item, reviewer, verdict, note, seconds, answered_at or None), all in one transaction: an
+        import is stored whole or not at all."""
+        now = time.time()
+        with self.transaction():
+            self.db.executemany("INSERT OR REPLACE INTO reviews VALUES (?,?,?,?,?,?,?,?)",
+                                [(t, i, r, v, note or "", _finite(sec), now if at is None else at, source)
+                                 for t, i, r, v, note, sec, at in answers])
 
     def undo_review(self, task: str, reviewer: str) -> str | None:
         """Delete the reviewer's latest answer; returns its item (None when there was none)."""

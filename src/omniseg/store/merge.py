@@ -45,14 +45,22 @@ def merge(sources: list[Path], into: Path) -> Merged:
         if Path(path).resolve() == into.resolve():
             raise OmnisegError(f"{path} is the target store itself; name the shard stores and --into another")
     seen: dict[tuple[str, str], tuple[str, Path]] = {}
+    splits: dict[tuple[str, str], tuple[str, Path]] = {}
+    settings: dict[str, tuple[dict, Path]] = {}
     for path in sources:  # every source against the others first: a refused merge writes nothing
         with Store(path, readonly=True) as src:
             for r in _rows(src, "SELECT task, model, signature_hash FROM models"):
-                had = seen.setdefault((r["task"], r["model"]), (r["signature_hash"], Path(path)))
-                if had[0] != r["signature_hash"]:
-                    raise OmnisegError(f"{path}: model {r['model']!r} of task {r['task']!r} was made with other settings "
-                                       f"than in {had[1]} (signature {r['signature_hash']} against {had[0]}); merge "
-                                       "only the shards of one configuration")
+                _agree(seen, (r["task"], r["model"]), r["signature_hash"], path, lambda had, where: (
+                    f"{path}: model {r['model']!r} of task {r['task']!r} was made with other settings than in {where} "
+                    f"(signature {r['signature_hash']} against {had}); merge only the shards of one configuration"))
+            for r in _rows(src, "SELECT task, sample_id, split FROM samples"):
+                _agree(splits, (r["task"], r["sample_id"]), r["split"], path, lambda had, where: (
+                    f"{path}: sample {r['sample_id']!r} of task {r['task']!r} is in split {r['split']!r} there and "
+                    f"{had!r} in {where}; these stores saw different splits"))
+            _same_dataset(src, settings)
+    if into.is_file():
+        with Store(into, readonly=True) as dst:
+            _same_dataset(dst, settings)
     with Store(into) as dst:
         for path in sources:
             with Store(path, readonly=True) as src:
@@ -63,7 +71,44 @@ def merge(sources: list[Path], into: Path) -> Merged:
             _merge_archive(Path(path).with_name(ARCHIVE), into.with_name(ARCHIVE), out)
         if out.pairs_added and dst.db.execute("SELECT COUNT(*) FROM subsets").fetchone()[0]:
             out.notes.append("the target's curated subsets predate the pairs just added: run `omniseg curate` again")
+        if out.pairs_added:
+            for (task,) in dst.db.execute("SELECT DISTINCT task FROM review_items ORDER BY task"):
+                out.notes.append(f"task {task!r}: the review items predate the pairs just added: run `omniseg review "
+                                 f"--task {task} --rebuild` (with the options they were built with) before more answers "
+                                 "are given; claim 4 is otherwise tested on part of the data")
     return out
+
+
+def _agree(seen: dict, key: tuple, value, path: Path, says) -> None:
+    """Note ``value`` for ``key`` as ``path`` has it (the first store seen stands), or refuse the merge with
+    ``says(value seen, store seen in)`` when another store had another value."""
+    had, where = seen.setdefault(key, (value, Path(path)))
+    if had != value:
+        raise OmnisegError(says(had, where))
+
+
+#: keys of a run's recorded dataset configuration that may differ between shards (the data's place on each machine)
+PLACE = ("root",)
+
+
+def _same_dataset(store: Store, settings: dict[str, tuple[dict, Path]]) -> None:
+    """Refuse a store whose runs read a task's dataset with other settings (a mask threshold, options, the pixel
+    limit) than a store seen before: their scores would not be of the same references."""
+    import json
+
+    for r in _rows(store, "SELECT task, config FROM runs ORDER BY run_id"):
+        try:
+            ds = json.loads(r["config"]).get("dataset") or {}
+        except (ValueError, AttributeError):
+            continue  # a run row without a readable configuration says nothing about the dataset
+        mine = {k: v for k, v in ds.items() if k not in PLACE}
+        had, where = settings.setdefault(r["task"], (mine, store.path))
+        if had != mine:
+            keys = sorted(k for k in set(had) | set(mine) if had.get(k) != mine.get(k))
+            diff = "; ".join(f"dataset.{k}: {json.dumps(mine.get(k))} there, {json.dumps(had.get(k))} in {where}"
+                             for k in keys)
+            raise OmnisegError(f"{store.path}: task {r['task']!r} was run with other dataset settings ({diff}); merge "
+                               "only the shards of one configuration")
 
 
 def _check(src: Store, dst: Store) -> None:
@@ -103,6 +148,9 @@ def _merge_one(src: Store, dst: Store, out: Merged) -> None:
                                   (r["task"], r["started_at"], r["host"], r["pid"])).fetchone()
             if same is not None:
                 runs[r["run_id"]] = same[0]
+                if r["status"] != "running":  # merged while it ran: it has ended since, and says how
+                    dst.db.execute("UPDATE runs SET status = ?, finished_at = ?, summary = ? WHERE run_id = ? AND "
+                                   "status = 'running'", (r["status"], r["finished_at"], r["summary"], same[0]))
                 continue
             cur = dst.db.execute(f"INSERT INTO runs ({', '.join(run_cols)}) VALUES ({','.join('?' * len(run_cols))})",
                                  tuple(r[c] for c in run_cols))

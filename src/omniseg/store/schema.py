@@ -102,18 +102,25 @@ CREATE TABLE IF NOT EXISTS reviews (
 """
 
 
-def file_name(part: str) -> str:
-    """A file-name-safe rendering of an id, distinct for distinct ids.
+#: the longest name :func:`file_name` gives, in UTF-8 bytes: file systems allow 255, and a file's suffixes
+#: (``.prob.png``), a writer's temporary suffix and a report's two or three names in one file name need the rest
+NAME_BYTES = 100
+
+
+def file_name(part: str, limit: int = NAME_BYTES) -> str:
+    """A file-name-safe rendering of an id, distinct for distinct ids, at most ``limit`` bytes in UTF-8.
 
     Ids keep their spaces and brackets (``benign (12)``); any other character is replaced, and then
     a short hash of the original id is appended, so ``x;1``, ``x:1`` and ``x_1`` get three files.
-    A leading dot is replaced too: no name can be ``.`` or ``..`` or hidden.
+    A leading dot is replaced too: no name can be ``.`` or ``..`` or hidden. A longer id is cut (at a
+    character boundary) and given the hash, so any id fits the file system (the id itself stays in the store).
     """
     name = "".join(ch if ch.isalnum() or ch in "-_.() " else "_" for ch in part)
     if name.startswith("."):
         name = "_" + name[1:]
-    if name != part or not name:
-        name += "~" + hashlib.sha256(part.encode()).hexdigest()[:8]
+    if name != part or not name or len(name.encode()) > limit:
+        tag = "~" + hashlib.sha256(part.encode(errors="surrogatepass")).hexdigest()[:8]
+        name = name.encode()[:limit - len(tag)].decode(errors="ignore") + tag
     return name
 
 

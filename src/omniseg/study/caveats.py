@@ -21,6 +21,15 @@ def is_demo(store: Store, task: str) -> bool:
     return bool((store.last_config(task) or {}).get("demo"))
 
 
+def demo_tag(store: Store, task: str) -> str:
+    """What every heading of a demo task's report ends with: that it is a demo, and which model answered from a
+    stand-in (an endpoint not its provider's); '' for a study."""
+    if not is_demo(store, task):
+        return ""
+    stand_ins = sorted(endpoints(store, task))
+    return " (demo" + (f"; {', '.join(f'`{m}`' for m in stand_ins)} answered by a local stand-in" if stand_ins else "") + ")"
+
+
 def endpoints(store: Store, task: str) -> dict[str, list[str]]:
     """API model -> the endpoints its answers came from that are not its provider's default."""
     from .. import models
@@ -39,16 +48,18 @@ def endpoints(store: Store, task: str) -> dict[str, list[str]]:
     return out
 
 
-def floor_failures(summary: pd.DataFrame, roles: dict[str, str]) -> list[tuple[str, str, float, str, float]]:
+def floor_failures(summary: pd.DataFrame, roles: dict[str, str],
+                   privileged: set[str] = frozenset()) -> list[tuple[str, str, float, str, float]]:
     """(model, role, its Dice, the best floor, that floor's Dice) for every specialist or omnimodel whose mean
-    Dice on the whole split is not above every floor's."""
+    Dice on the whole split is not above every floor's (a privileged model is no contender: left out)."""
     part = summary[summary["subset"] == "all"].set_index("model")["dice_mean"]
     floors = {m: v for m, v in part.items() if roles.get(m) == "floor" and pd.notna(v)}
     if not floors:
         return []
     best = max(floors, key=lambda m: (floors[m], m))
     return [(m, roles[m], float(v), best, float(floors[best])) for m, v in part.items()
-            if roles.get(m) in ("specialist", "omnimodel", "foundation") and pd.notna(v) and v <= floors[best]]
+            if roles.get(m) in ("specialist", "omnimodel", "foundation") and m not in privileged and pd.notna(v)
+            and v <= floors[best]]
 
 
 def lines(store: Store, task: str, summary: pd.DataFrame) -> list[str]:
@@ -60,7 +71,7 @@ def lines(store: Store, task: str, summary: pd.DataFrame) -> list[str]:
     for model, urls in endpoints(store, task).items():
         out.append(f"**`{model}` did not answer from its provider's API** but from {', '.join(f'`{u}`' for u in urls)}: "
                    "its numbers are that server's (a local model, a proxy, or omniseg's stand-in), not the provider's.")
-    for model, role, dice, floor, floor_dice in floor_failures(summary, store.roles(task)):
+    for model, role, dice, floor, floor_dice in floor_failures(summary, store.roles(task), store.privileged(task)):
         out.append(f"**The {role} `{model}` does not beat the floor `{floor}`** (Dice {dice:.3f} against {floor_dice:.3f} "
                    "on the whole split): a training-free reference does as well, so its comparisons say little "
                    "(an undertrained specialist, a wrong prompt, a broken decoder?).")

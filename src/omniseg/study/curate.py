@@ -28,9 +28,9 @@ def default_reference(store: Store, task: str) -> str:
         raise OmnisegError(f"no runs of task {task!r} in {store.path}: run `omniseg run --task {task}` first")
     if cfg["curation"]["reference"]:
         return cfg["curation"]["reference"]
-    roles = store.roles(task)  # else the first specialist, else the first model
+    roles, privileged = store.roles(task), store.privileged(task)  # else the first fair specialist, else the first model
     names = [m["name"] for m in cfg["models"]]
-    return next((n for n in names if roles.get(n) == "specialist"), names[0])
+    return next((n for n in names if roles.get(n) == "specialist" and n not in privileged), names[0])
 
 
 def scored_split(store: Store, task: str, reference: str) -> str:

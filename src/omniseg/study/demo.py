@@ -22,6 +22,8 @@ from ..errors import OmnisegError
 
 #: where `omniseg data fetch polyp` puts Kvasir-SEG, looked for before generating a dataset
 KVASIR_HOME = Path("data") / "Kvasir-SEG"
+#: the fewest images of each split a demo runs on: a training set to learn from, easiest and hardest cases to pick
+MIN_TRAIN, MIN_TEST = 8, 4
 
 
 @dataclass
@@ -107,10 +109,20 @@ def run(out: Path, *, data_root: Path | None = None, live: bool = False, minutes
     from ..store.database import Store
     from ..training.train import train
 
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise OmnisegError(f"--out {out} is a file; name a folder for the demo's data, store and report")
     real = data_root or (KVASIR_HOME if (KVASIR_HOME / "images").is_dir() else None)
     if real is not None and not (Path(real) / "images").is_dir():
         raise OmnisegError(f"--data-root {real}: no images/ folder (Kvasir-SEG's layout) there")
+    if real is not None:  # before minutes of training: enough images to train on and to curate
+        from ..datasets import open as open_data
+
+        splits = [r.split for r in open_data("kvasir-seg", real).refs("all")]
+        if splits.count("test") < MIN_TEST or splits.count("train") < MIN_TRAIN:
+            raise OmnisegError(f"--data-root {real}: {splits.count('train')} training and {splits.count('test')} test "
+                               f"images; the demo needs at least {MIN_TRAIN} and {MIN_TEST} (about "
+                               f"{5 * MIN_TEST} images in all), or leave --data-root out to generate them")
+    out.mkdir(parents=True, exist_ok=True)
     data = Path(real) if real else out / "data" / "Kvasir-SEG-like"
     if real:
         say(f"data: the real Kvasir-SEG at {data} (the test split's first 60 images are run)")

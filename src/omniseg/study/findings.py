@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import claims
+from . import caveats, claims
 from .numbers import figure, p_value
 from ..store.database import Store
 
@@ -33,7 +33,7 @@ def section(store: Store, task: str, g: pd.DataFrame, specialist: str | None, om
     """Markdown lines of the task's Findings (the claims for each omnimodel, then the same claims for each
     foundation model, then Dice by lesion size) and its claims table (None without a specialist and a contender).
     claims.csv's ``omnimodel`` column names the contender; ``contender_role`` says which kind it is."""
-    md = ["", "### Findings", ""]
+    md = ["", f"### Findings{caveats.demo_tag(store, task)}", ""]
     contenders = [(o, "omnimodel") for o in omnimodels if o != specialist] + \
                  [(f, "foundation") for f in foundations if f != specialist]
     if not specialist or not contenders:

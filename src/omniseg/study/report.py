@@ -151,13 +151,14 @@ def _roles(store: Store, task: str, models: list[str], specialist: str | None, o
     instead), and the reference: the model that picked the cases (else the config's curation reference, else the
     first specialist). A privileged model (told the reference's box) is no contender: it is left out here."""
     roles = store.roles(task)
-    specs = [specialist] if specialist else [m for m in models if roles.get(m) == "specialist"]
+    specs = [specialist] if specialist else [m for m in models if roles.get(m) == "specialist" and m not in privileged]
     omnis = [omnimodel] if omnimodel else [m for m in models if roles.get(m) == "omnimodel" and m not in privileged]
     founds = [m for m in models if roles.get(m) == "foundation" and m not in privileged]
     picked = store.query("SELECT DISTINCT reference FROM subsets WHERE task = ? AND subset = 'easiest'",
                          (task,))["reference"].tolist()
     configured = ((store.last_config(task) or {}).get("curation") or {}).get("reference")
-    reference = specialist or next((m for m in picked + [configured] + specs if m in models), None)
+    reference = specialist or next((m for m in picked + [configured] + specs if m in models and m not in privileged),
+                                   None)
     return [m for m in specs if m in models], [m for m in omnis if m in models], founds, reference
 
 
@@ -280,7 +281,8 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
         g = df[df["task"] == t]
         models = sorted(g["model"].unique())
         cautions = caveats.lines(store, t, summary[summary["task"] == t])
-        md += [f"## {t}" + (" (demo)" if caveats.is_demo(store, t) else ""), "",
+        tag = caveats.demo_tag(store, t)
+        md += [f"## {t}{tag}", "",
                *(["Read this first:", "", *[f"- {c}" for c in cautions], ""] if cautions else []), *_runs_lines(store, t),
                "| subset | model | n | " + ("Dice (demo)" if caveats.is_demo(store, t) else "Dice")
                + " | median | 95% CI | IoU | precision | recall | failure rate |",
@@ -335,7 +337,7 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
         if agreed is not None:
             agreements.append(agreed)
         if figures:
-            md += ["", "### Figures", ""]
+            md += ["", f"### Figures{tag}", ""]
             bp = g.assign(subset_all=True, subset_easiest=g["easiest_rank"].notna(), subset_hardest=g["hardest_rank"].notna())
             p = fig.boxplots(bp, models, figdir / f"{stem}_boxplots.png", f"{t}: Dice per image")
             md.append(f"![{t} box plots](figures/{p.name})")
@@ -345,11 +347,12 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
                 ranks = g.drop_duplicates("sample_id").set_index("sample_id")
                 subset = np.where(ranks.loc[wide.index, "easiest_rank"].notna(), "easiest",
                                   np.where(ranks.loc[wide.index, "hardest_rank"].notna(), "hardest", "other"))
-                name = f"{stem}_scatter.png" if len(against) == 1 else f"{stem}_scatter_{file_name(y)}.png"
+                name = f"{stem}_scatter.png" if len(against) == 1 else f"{stem}_scatter_{file_name(y, 60)}.png"
                 p = fig.paired_scatter(wide.assign(subset=subset), x, y, figdir / name, f"{t}: {x} against {y}, per image")
                 md.append(f"![{t} paired scatter](figures/{p.name})")
             for (sp, om), curve in curves.items():
-                name = f"{stem}_routing.png" if len(curves) == 1 else f"{stem}_routing_{file_name(sp)}_{file_name(om)}.png"
+                name = f"{stem}_routing.png" if len(curves) == 1 else \
+                    f"{stem}_routing_{file_name(sp, 60)}_{file_name(om, 60)}.png"
                 p = fig.routing_plot(curve, sp, om, figdir / name, f"{t}: complementary routing")
                 md.append(f"![{t} routing](figures/{p.name})")
             rows = _montage_rows(store, t, g, models, k)
@@ -363,7 +366,9 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
         sections[t] = md[first:]
     if claim_tables:
         paths["claims"] = out / "claims.csv"
-        pd.concat(claim_tables).to_csv(paths["claims"], index=False, float_format="%.6g")
+        claims_df = pd.concat(claim_tables)
+        claims_df["demo"] = [caveats.is_demo(store, t) for t in claims_df["task"]]  # a demo's claims say so per row
+        claims_df.to_csv(paths["claims"], index=False, float_format="%.6g")
     if review_tables:
         paths["review"] = out / "review.csv"
         pd.concat(review_tables).to_csv(paths["review"], index=False, float_format="%.6g")

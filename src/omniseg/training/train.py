@@ -27,7 +27,8 @@ from ..progress import bar as progress_bar
 from ..config import TaskConfig, TrainConfig
 from ..datasets.base import Sample, split_fingerprint
 from ..errors import OmnisegError, SampleError
-from ..models.specialist import NetSpec, build_net, pick_device, preprocess, resize_input, save_checkpoint
+from ..models.device import pick as pick_device
+from ..models.specialist import NetSpec, build_net, preprocess, resize_input, save_checkpoint
 
 
 @dataclass

@@ -96,3 +96,49 @@ def test_an_import_is_checked_against_the_items_before_anything_is_written(tmp_p
     other.write_text("a,b\n1,2\n")
     with pytest.raises(OmnisegError, match="not a review CSV"):
         page.import_csv(st, other)
+
+
+def _answers(tmp_path, *rows: tuple[int, str, str, str]):
+    """A store with review items, and a CSV of (item index, verdict, seconds, answered_at) rows by bob."""
+    st, _ = ps.make(tmp_path, n=12)
+    items.build(st, "polyp")
+    good = sorted(items.load(st, "polyp"))
+    path = tmp_path / "a.csv"
+    path.write_text("task,item_id,reviewer,verdict,note,seconds,answered_at\n"
+                    + "".join(f"polyp,{good[k]},bob,{v},,{sec},{at}\n" for k, v, sec, at in rows))
+    return st, path
+
+
+@pytest.mark.parametrize("column, value", [("answered_at", "nan"), ("answered_at", "inf"), ("seconds", "-inf"),
+                                           ("seconds", "-3"), ("answered_at", "1e999")])
+def test_an_import_with_a_number_that_is_no_time_writes_nothing(tmp_path, column, value):
+    row = {"seconds": "1.5", "answered_at": "1700000000", column: value}
+    st, csv_path = _answers(tmp_path, (0, "finding", "1.5", "1700000000"), (1, "model_wrong", "1.5", "1700000001"),
+                            (2, "model_wrong", row["seconds"], row["answered_at"]))
+    with pytest.raises(OmnisegError, match=f"line 4: {column} {value!r}"):
+        page.import_csv(st, csv_path)
+    assert len(st.query("SELECT * FROM reviews")) == 0
+
+
+def test_two_different_answers_of_one_reviewer_on_one_item_are_reported_not_reduced(tmp_path):
+    st, csv_path = _answers(tmp_path, (0, "model_wrong", "1.5", "1700000000"), (1, "model_wrong", "1.5", "1700000001"),
+                            (0, "cannot_tell", "2.5", "1700000002"))
+    with pytest.raises(OmnisegError, match=r"lines 2 and 4: two answers of 'bob' on item"):
+        page.import_csv(st, csv_path)
+    assert len(st.query("SELECT * FROM reviews")) == 0
+    same = tmp_path / "same.csv"  # the same answer twice (a CSV concatenated with itself) is one answer
+    lines = csv_path.read_text().splitlines()
+    same.write_text("\n".join(lines[:3] + lines[1:3]) + "\n")
+    assert page.import_csv(st, same) == {"polyp": 2}
+    assert len(st.query("SELECT * FROM reviews")) == 2
+
+
+def test_export_to_a_file_is_one_message_and_records_no_order(tmp_path):
+    st, _ = ps.make(tmp_path, n=8)
+    st.close()
+    (tmp_path / "page").write_text("x")
+    r = CliRunner().invoke(app, ["review", "--task", "polyp", "--reviewer", "ann", "--export", str(tmp_path / "page"),
+                                 "--store", str(tmp_path / "runs" / "s.sqlite"), "-q"])
+    assert r.exit_code == 2 and "is a file" in r.output and "Traceback" not in r.output, r.output
+    with Store(tmp_path / "runs" / "s.sqlite") as st:
+        assert len(st.query("SELECT * FROM review_orders")) == 0

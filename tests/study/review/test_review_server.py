@@ -137,3 +137,28 @@ def test_a_reviewer_answers_30_items_with_the_keyboard_across_a_killed_server(tm
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.parametrize("body", [
+    {"item": ["x"], "verdict": "finding"}, {"item": "ITEM", "verdict": ["finding"]}, {"item": {"a": 1}, "verdict": 2},
+    {"item": "ITEM", "verdict": "model_wrong", "seconds": [1]}, {"item": "ITEM", "verdict": "model_wrong", "note": {}},
+    ["ITEM", "model_wrong"], "ITEM", None, 12,
+])
+def test_an_answer_of_the_wrong_shape_is_a_400_never_a_500(tmp_path, body):
+    from starlette.testclient import TestClient
+
+    from omniseg.study.review import items, server
+
+    st, _ = ps.make(tmp_path, n=8)
+    items.build(st, "polyp")
+    _, order = items.order(st, "polyp", "ann", 1)
+    client = TestClient(server.app(st, "polyp", "ann", order, "tok"))  # raises what the server raises
+    body = json.loads(json.dumps(body).replace("ITEM", order[0]))
+    r = client.post("/api/answer?token=tok", json=body)
+    if isinstance(body, dict) and isinstance(body.get("item"), str) and body.get("verdict") == "model_wrong":
+        assert r.status_code == 200  # a wrong-typed extra field is left out, not a failure
+        row = st.db.execute("SELECT seconds, note FROM reviews").fetchone()
+        assert row[0] is None and row[1] == ""
+    else:
+        assert r.status_code == 400 and "expected" in r.json()["error"]
+        assert st.db.execute("SELECT COUNT(*) FROM reviews").fetchone()[0] == 0

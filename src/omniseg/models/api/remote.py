@@ -42,6 +42,10 @@ class RemoteSegmenter(Segmenter):
     key_variables: ClassVar[tuple[str, ...]] = ()
     default_prompts: ClassVar[dict[str, str]] = {}
     unhashed = ("decoder_version",)  # rows record it; `omniseg redecode` updates them
+    # how and where it is called does not change the answer
+    inert = ("max_in_flight", "rpm", "max_retries", "backoff_s", "backoff_max_s", "timeout_s", "price", "cache",
+             "base_url", "batch", "batch_poll_s", "batch_input", "batch_inline_mb", "vertexai", "project", "location",
+             "max_retry_wait_s", "max_answer_mb")
 
     def __init__(self, name: str, options: RemoteOptions | None = None):
         super().__init__(name, options)
@@ -102,10 +106,6 @@ class RemoteSegmenter(Segmenter):
 
     def signature(self) -> dict[str, Any]:
         sig = super().signature()
-        for k in ("max_in_flight", "rpm", "max_retries", "backoff_s", "backoff_max_s", "timeout_s", "price", "cache", "base_url",
-                  "batch", "batch_poll_s", "batch_input", "batch_inline_mb", "vertexai", "project", "location",
-                  "max_retry_wait_s", "max_answer_mb"):
-            sig["options"].pop(k, None)  # how and where it is called does not change the answer
         sig["prompt_text"] = self.template()
         sig["decoder_version"] = answers.DECODER_VERSION
         return sig
@@ -256,7 +256,14 @@ class RemoteSegmenter(Segmenter):
         prompt = self._prompt()
         futures = []
         for s in samples:
-            pixels, gen, key = self._request(s, prompt)
+            try:
+                pixels, gen, key = self._request(s, prompt)
+            except OmnisegError:  # the model cannot work at all (a setting): said once, for the run
+                raise
+            except Exception as e:  # an image that cannot be sent: its own row, the others go on
+                futures.append(_done(Prediction.failed(f"the image could not be prepared for the API: "
+                                                       f"{type(e).__name__}: {e}")))
+                continue
             fresh = self.context.refresh and not self.context.answers_only  # --batch has just refreshed the archive
             hit = None if fresh or self.archive is None else self.archive.get_with_call(key)
             if hit is not None or self.context.answers_only:  # no call: from the archive, or --batch's verdict
@@ -350,7 +357,12 @@ class RemoteSegmenter(Segmenter):
                     # Awaited only now, so that requests take their slots in the order they were submitted (a quota
                     # or a budget stops the run after the first samples, not after random ones); the encoding
                     # started at submission and is done by now, except for the first few requests.
-                    payload = await asyncio.wrap_future(encoded)
+                    try:
+                        payload = await asyncio.wrap_future(encoded)
+                    except OmnisegError:  # no key, no credentials: the run stops with that message
+                        raise
+                    except Exception as e:  # an image PIL cannot encode (e.g. no pixels): its row, no call
+                        return Prediction.failed(f"the image could not be encoded for the API: {type(e).__name__}: {e}")
                     client = self._client()
                 if self.stop_reason:  # another request hit the daily quota or the budget meanwhile
                     return stopped()
@@ -435,3 +447,10 @@ class RemoteSegmenter(Segmenter):
         self.stop_reason = (f"{error}; {self.unkept} answer(s) received could not be kept in the answer archive "
                             "(their rows keep them)")
         return booking, False
+
+
+def _done(pred: Prediction) -> concurrent.futures.Future:
+    """A future that already holds its prediction (no call to make)."""
+    f: concurrent.futures.Future = concurrent.futures.Future()
+    f.set_result(pred)
+    return f

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .. import claims, stats
+from .. import caveats, claims, stats
 from ..numbers import figure, p_value
 from ...store.database import Store
 from . import agreement as agreement_mod
@@ -69,7 +69,7 @@ def section(store: Store, task: str, g: pd.DataFrame, specialist: str | None, co
     and the reviewers' agreement (None with fewer than two)."""
     from .items import load
 
-    md = ["", "### Expert review (claim 4)", ""]
+    md = ["", f"### Expert review (claim 4){caveats.demo_tag(store, task)}", ""]
     answers = reviews(store, task)
     if answers.empty:
         md.append(f"Claim 4 ({TEXT}): not tested: it needs an expert to look at the regions where models and "

@@ -112,10 +112,8 @@ def read_mask(store: Store, path: str | None, shape: tuple[int, int]) -> np.ndar
 
 def default_models(store: Store, task: str) -> list[str]:
     """The task's specialists, omnimodels and foundation models, privileged ones left out."""
-    rows = store.query("SELECT model, COALESCE(json_extract(signature, '$.privileged'), 0) AS privileged "
-                       "FROM models WHERE task = ? ORDER BY model", (task,))
-    roles = store.roles(task)
-    return [m for m, p in zip(rows["model"], rows["privileged"]) if roles.get(m) in ROLES and not p]
+    roles, privileged = store.roles(task), store.privileged(task)
+    return [m for m in sorted(roles) if roles[m] in ROLES and m not in privileged]
 
 
 def build(store: Store, task: str, *, models: Iterable[str] | None = None, subset: str | None = None,
@@ -139,14 +137,6 @@ def build(store: Store, task: str, *, models: Iterable[str] | None = None, subse
                            "with --models")
     options = {"models": models, "subset": subset, "split": split, "max": int(max_items), "min_area": int(min_area),
                "seed": int(seed)}
-    have = store.query("SELECT options FROM review_sets WHERE task = ?", (task,))
-    if len(have) and json.loads(have["options"][0]) == options:
-        return counts(store, task)
-    answers = int(store.query("SELECT COUNT(*) AS n FROM reviews WHERE task = ?", (task,))["n"][0])
-    if len(have) and answers and not rebuild:
-        raise OmnisegError(f"task {task!r}: review items were built with other options ({have['options'][0]}) and "
-                           f"{answers} answers are recorded against them; run with the same options, or pass "
-                           "--rebuild to build new items and drop those answers")
     where, params = ["p.task = ?", "p.status = 'ok'", f"p.model IN ({','.join('?' * len(models))})"], [task, *models]
     if subset:
         if not len(store.query("SELECT 1 FROM subsets WHERE task = ? AND subset = ? LIMIT 1", (task, subset))):
@@ -156,9 +146,24 @@ def build(store: Store, task: str, *, models: Iterable[str] | None = None, subse
     elif split != "all":
         where.append("s.split = ?")
         params.append(split)
-    rows = store.query(f"SELECT p.sample_id, p.model, p.mask_path FROM predictions p JOIN samples s "
+    rows = store.query(f"SELECT p.sample_id, p.model, p.mask_path, p.created_at FROM predictions p JOIN samples s "
                        f"ON s.task = p.task AND s.sample_id = p.sample_id WHERE {' AND '.join(where)} "
                        "ORDER BY p.sample_id, p.model", tuple(params))
+    # what the items were drawn from: predictions added (a merge) or redone (--force) since make them stale
+    basis = hashlib.sha256(rows.to_json(orient="values", double_precision=15).encode()).hexdigest()[:16]
+    have = store.query("SELECT options FROM review_sets WHERE task = ?", (task,))
+    built = json.loads(have["options"][0]) if len(have) else None
+    same = built is not None and {k: v for k, v in built.items() if k != "basis"} == options
+    fresh = same and built.get("basis", basis) == basis  # a store from before the basis was kept: taken as fresh
+    if fresh and not rebuild:
+        return counts(store, task)
+    answers = int(store.query("SELECT COUNT(*) AS n FROM reviews WHERE task = ?", (task,))["n"][0])
+    if built is not None and answers and not rebuild:
+        why = ("the predictions the review items were drawn from changed since they were built (a merge or a "
+               f"--force run; {len(rows)} now)" if same else "the review items were built with other options "
+               f"({json.dumps({k: v for k, v in built.items() if k != 'basis'})})")
+        raise OmnisegError(f"task {task!r}: {why}, and {answers} answers are recorded against them; "
+                           "run with the same options, or pass --rebuild to build new items and drop those answers")
     if rows.empty:
         raise OmnisegError(f"task {task!r}: no scored predictions of {', '.join(models)} to review"
                            + (f" in subset {subset!r}" if subset else f" on split {split!r}"))
@@ -183,7 +188,7 @@ def build(store: Store, task: str, *, models: Iterable[str] | None = None, subse
     if len(items) > max_items:
         keep = np.sort(np.random.default_rng(seed).choice(len(items), size=max_items, replace=False))
         items = [items[i] for i in keep]
-    store.set_review_items(task, options, items)
+    store.set_review_items(task, {**options, "basis": basis}, items)
     return counts(store, task)
 
 

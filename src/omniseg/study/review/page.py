@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import math
 from pathlib import Path
 
 from ...errors import OmnisegError
@@ -90,6 +91,7 @@ def import_csv(store: Store, path: Path, task: str | None = None) -> dict[str, i
         raise OmnisegError(f"{path}: cannot read: {e}") from None
     known: dict[str, dict] = {}
     problems = []
+    answers: dict[tuple[str, str, str], tuple[int, tuple]] = {}  # (task, item, reviewer) -> (line, answer)
     for n, r in enumerate(rows, start=2):
         t = (r.get("task") or "").strip()
         if task and t != task:
@@ -97,7 +99,8 @@ def import_csv(store: Store, path: Path, task: str | None = None) -> dict[str, i
             continue
         if t not in known:
             known[t] = items_mod.load(store, t)
-        it = known[t].get((r.get("item_id") or "").strip())
+        item_id, who = (r.get("item_id") or "").strip(), (r.get("reviewer") or "").strip()
+        it = known[t].get(item_id)
         verdict = (r.get("verdict") or "").strip()
         if it is None:
             problems.append(f"line {n}: item {r.get('item_id')!r} is not a review item of task {t!r} in {store.path}")
@@ -105,20 +108,29 @@ def import_csv(store: Store, path: Path, task: str | None = None) -> dict[str, i
             problems.append(f"line {n}: verdict {verdict!r}; expected one of {', '.join(VERDICTS)}")
         elif verdict == "finding" and it["side"] == "reference-only":
             problems.append(f"line {n}: 'finding' on a region the annotation marks (reference-only)")
-        elif not (r.get("reviewer") or "").strip():
+        elif not who:
             problems.append(f"line {n}: no reviewer")
+        numbers = {}
         for col in ("seconds", "answered_at"):
+            text = (r.get(col) or "").strip()
             try:
-                float(r.get(col) or 0)
+                numbers[col] = float(text) if text else None
             except ValueError:
                 problems.append(f"line {n}: {col} {r.get(col)!r} is not a number")
+                continue
+            if numbers[col] is not None and not (math.isfinite(numbers[col]) and numbers[col] >= 0):
+                problems.append(f"line {n}: {col} {r.get(col)!r} is not a time (a finite number of seconds, 0 or more)")
+        answer = (verdict, r.get("note") or "", numbers.get("seconds"), numbers.get("answered_at"))
+        first = answers.setdefault((t, item_id, who), (n, answer))
+        if first[1][:2] != answer[:2]:
+            problems.append(f"lines {first[0]} and {n}: two answers of {who!r} on item {item_id!r} "
+                            f"({first[1][0]} and {verdict}); keep one")
     if problems:
         more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
         raise OmnisegError(f"{path}: nothing imported:\n  " + "\n  ".join(problems[:10]) + more)
+    store.put_reviews([(t, item_id, who, *answer) for (t, item_id, who), (_, answer) in answers.items()],
+                      source="import")
     done: dict[str, int] = {}
-    for r in rows:
-        store.put_review(r["task"].strip(), r["item_id"].strip(), r["reviewer"].strip(), r["verdict"].strip(),
-                         r.get("note") or "", float(r["seconds"]) if r.get("seconds") else None, source="import",
-                         answered_at=float(r["answered_at"]) if r.get("answered_at") else None)
-        done[r["task"].strip()] = done.get(r["task"].strip(), 0) + 1
+    for t, _, _ in answers:
+        done[t] = done.get(t, 0) + 1
     return done

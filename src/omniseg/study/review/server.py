@@ -72,19 +72,22 @@ def app(store: Store, task: str, reviewer: str, order: list[str], token: str, da
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
     async def post_answer(request: Request):
+        expected = "expected a JSON object {item, verdict} with a known item and one of " + ", ".join(VERDICTS)
         try:
             a = await request.json()
         except ValueError:
-            return JSONResponse({"error": "the body is not JSON"}, status_code=400)
-        if not isinstance(a, dict) or a.get("item") not in pictures.items or a.get("verdict") not in VERDICTS:
-            return JSONResponse({"error": "expected {item, verdict} with a known item and one of "
-                                          + ", ".join(VERDICTS)}, status_code=400)
+            return JSONResponse({"error": f"the body is not JSON; {expected}"}, status_code=400)
+        # any JSON may come: check the types before a value is looked up (a list is no dictionary key)
+        if not (isinstance(a, dict) and isinstance(a.get("item"), str) and isinstance(a.get("verdict"), str)
+                and a["item"] in pictures.items and a["verdict"] in VERDICTS):
+            return JSONResponse({"error": expected}, status_code=400)
         if a["verdict"] == "finding" and pictures.items[a["item"]]["side"] == "reference-only":
             return JSONResponse({"error": "'finding' is not an answer for a region the annotation marks"}, status_code=400)
-        seconds = a.get("seconds")
+        seconds, note = a.get("seconds"), a.get("note")
+        seconds = seconds if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) else None
         with lock:
-            store.put_review(task, a["item"], reviewer, a["verdict"], str(a.get("note") or "")[:10_000],
-                             seconds if isinstance(seconds, (int, float)) else None, source="page")
+            store.put_review(task, a["item"], reviewer, a["verdict"], note[:10_000] if isinstance(note, str) else "",
+                             seconds, source="page")
             return JSONResponse(state())
 
     def post_undo(request: Request):
