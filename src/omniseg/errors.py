@@ -21,6 +21,11 @@ class SampleError(OmnisegError):
     """One sample cannot be used (unreadable file, missing mask, size mismatch)."""
 
 
+class EmptyShard(OmnisegError):
+    """``--shard K/N`` with no sample in the K-th slice (more shards than samples): nothing to do, which is no
+    failure (a job array's merge waits for every task to succeed)."""
+
+
 class CheckpointError(OmnisegError):
     """A model checkpoint is missing, corrupt or does not fit its configuration."""
 

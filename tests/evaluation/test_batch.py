@@ -350,3 +350,25 @@ def test_all_1000_kvasir_images_as_one_file_job(tmp_path, api_key):
     with Store(store) as st:
         rows = api_rows(st)
         assert len(rows) == 1000 and rows["sample_id"].is_unique
+
+
+@pytest.mark.parametrize("target, n", [("omniseg.models.api.gemini.batch:GeminiJobs.status", 1),  # the job is open
+                                       ("omniseg.models.api.gemini.model:Gemini.batch_request", 3)])  # input half written
+def test_an_online_run_after_a_killed_batch_run_collects_its_job_instead_of_paying_again(tmp_path, api_key, target, n):
+    """Found by tests/cli/test_sequences.py: a batch run killed once its job was created, then an online run of the
+    same model: the online run asked for every pair again (12 answers paid for 6 pairs) while the job's answers
+    waited on the server. The online run now collects the open job first, and removes a half-written input file."""
+    root = make_kvasir(tmp_path / "K", n=6)
+    store = tmp_path / "runs" / "s.sqlite"
+    with FakeGemini(request_s=0.01) as srv:
+        cfg = gemini_yaml(tmp_path, root, srv.url, batch_poll_s=0.05, batch_input="file")
+        killed = run_killed_after_calls(["run", "--config", cfg, "--store", store, "--batch", "-q"], target, n)
+        assert killed.returncode == -9, killed.stderr
+        srv.settle()
+        out = _run("run", "--config", cfg, "--store", store)
+        ok = [e for e in srv.log if e["kind"] == "ok"]
+        assert len(ok) == 6 and srv.batch.jobs_created == (1 if target.endswith("status") else 0)
+        if target.endswith("status"):
+            assert "open batch job(s) of an earlier run collected first" in out
+            assert {e.get("via") for e in ok} == {"batch"}
+    invariants.check(store, asked={(f"case{i:03d}", "gem") for i in range(6)}, key=api_key, served_ok=6)

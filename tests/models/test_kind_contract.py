@@ -32,7 +32,7 @@ from omniseg.models.specialist import NetSpec, build_net, save_checkpoint
 from omniseg.testing import tiny_sam3
 from omniseg.testing.fake_gemini import FakeGemini
 from omniseg.testing.fake_openai import FakeOpenAI
-from omniseg.testing.gemini_answers import Reply, error
+from omniseg.testing.gemini_answers import error
 
 from conftest import blob_mask, lesion_image
 

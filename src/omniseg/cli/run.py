@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from ..errors import OmnisegError
+from ..errors import EmptyShard, OmnisegError
 from .common import ConfigOpt, StoreOpt, TaskOpt, friendly, retry_statuses, run_and_tell, split_names, store_path
 
 
@@ -59,9 +59,12 @@ def run(
                        f"estimated cost {e['cost_usd']:.4f} USD{both}")
         typer.echo(f"total estimated cost: {sum(e['cost_usd'] for e in est.values()):.4f} USD (dry run: nothing called or written)")
         return
-    run_and_tell(cfg, path, model_names=split_names(models), split=split, limit=limit, force=force,
-                 data_root=data_root, batch_size=batch_size, progress=not quiet, argv=sys.argv[1:],
-                 refresh=refresh, max_cost=max_cost, retry=retry, batch=batch, shard=sliced)
+    try:
+        run_and_tell(cfg, path, model_names=split_names(models), split=split, limit=limit, force=force,
+                     data_root=data_root, batch_size=batch_size, progress=not quiet, argv=sys.argv[1:],
+                     refresh=refresh, max_cost=max_cost, retry=retry, batch=batch, shard=sliced)
+    except EmptyShard as e:  # more shards than samples: this task of a job array succeeds with nothing to do
+        typer.echo(f"note: {e}")
 
 
 @friendly

@@ -131,6 +131,21 @@ def settle(task: str, store: Store, ds, m, refs: list[SampleRef], *, submit: boo
     return out
 
 
+def tidy(task: str, store: Store, m, progress: bool = True) -> list[str]:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
+    """Before an online run of a model that can send batch jobs: remove the input file a killed batch run left in
+    the scratch folder, and collect the jobs it left open (waiting for them if they still run): their answers are
+    paid for, and asking online for the same pairs would pay twice. Returns notes for the user."""
+    book, out = JobBook(store), Settled()
+    _clear_scratch(store, m.name, book)
+    rows = book.open(task, m.name)
+    for row in rows:
+        _finish(book, m, row, out, progress)
+    said = [f"{m.name}: {len(rows)} open batch job(s) of an earlier run collected first, so that their answers are "
+            "not paid for again online (`omniseg batch cancel` drops a job instead)"] if rows else []
+    return said + out.notes
+
+
 def _submit(book: JobBook, task: str, store: Store, ds, m, refs: list[SampleRef], *, skip: set[str],
             max_cost: float | None, progress: bool) -> dict | None:
     # pragma: no mutate block (outside the mutation scope: docs/testing.md)

@@ -8,6 +8,7 @@ model, a model that fails gets an 'error' row scored as an empty prediction.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import time
 import warnings
@@ -23,7 +24,7 @@ from .. import datasets, models
 from ..scoring import metrics
 from ..config import TaskConfig
 from ..datasets.base import SampleRef, split_fingerprint
-from ..errors import CheckpointMissing, OmnisegError, SampleError
+from ..errors import CheckpointMissing, EmptyShard, OmnisegError, SampleError
 from ..models.base import Prediction, RunContext, Segmenter
 from ..store.database import Store
 
@@ -100,13 +101,32 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return int(m[1]), int(m[2])
 
 
-def in_shard(sample_id: str, shard: tuple[int, int] | None) -> bool:
-    """Whether a sample belongs to shard K of N: a salted sha256 of its id, so the N slices are disjoint, cover
-    every sample and stay the same whatever the machine, the order or the other samples."""
+def in_shard(key: str, shard: tuple[int, int] | None) -> bool:
+    """Whether a sample whose :func:`shard_key` is ``key`` belongs to shard K of N: a salted sha256 of the key, so
+    the N slices are disjoint, cover every sample and stay the same whatever the machine, the order or the other
+    samples."""
     if shard is None:
         return True
     k, n = shard
-    return int(hashlib.sha256(b"omniseg-shard:" + sample_id.encode()).hexdigest()[:12], 16) % n == k - 1
+    return int(hashlib.sha256(b"omniseg-shard:" + key.encode(errors="surrogatepass")).hexdigest()[:12], 16) % n == k - 1
+
+
+#: bytes of an image file that decide its shard, with its size (copies of a file agree on both)
+SHARD_BYTES = 64 * 1024
+
+
+def shard_key(ref: SampleRef) -> str:
+    """What decides a sample's shard: its image file's content (size and first 64 KiB), so that copies of one
+    image under several ids land in one shard and are asked for once (two shards would each pay for the same
+    answer); the id when the sample has no readable image file."""
+    path = (ref.files or {}).get("image")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(SHARD_BYTES)
+            size = os.fstat(f.fileno()).st_size
+    except (OSError, TypeError):
+        return ref.id
+    return f"{size}:{hashlib.sha256(head).hexdigest()}"
 
 
 def select_refs(ds, split: str, limit: int | None = None, shard: tuple[int, int] | None = None) -> list[SampleRef]:
@@ -114,7 +134,7 @@ def select_refs(ds, split: str, limit: int | None = None, shard: tuple[int, int]
     refs = ds.refs(split)
     if limit is not None:
         refs = refs[:limit]
-    return [r for r in refs if in_shard(r.id, shard)]
+    return refs if shard is None else [r for r in refs if in_shard(shard_key(r), shard)]
 
 
 def score_prediction(cfg: TaskConfig, sample, pred: Prediction) -> tuple[Prediction, dict | None]:
@@ -145,9 +165,11 @@ def run(cfg: TaskConfig, store: Store, *, model_names: list[str] | None = None, 
     split = split or cfg.split
     ds = open_dataset(cfg, data_root)
     refs: list[SampleRef] = select_refs(ds, split, limit, shard)
+    if not refs and shard and select_refs(ds, split, limit, None):
+        raise EmptyShard(f"{cfg.task}: no sample of split {split!r} falls in shard {shard[0]}/{shard[1]}: nothing to "
+                         "do (no store written)")
     if not refs:
-        raise OmnisegError(f"{cfg.task}: no samples in split {split!r} under {ds.root}"
-                           + (f" in shard {shard[0]}/{shard[1]}" if shard else ""))
+        raise OmnisegError(f"{cfg.task}: no samples in split {split!r} under {ds.root}")
     segs = select_models(cfg, model_names)
     names = [m.name for m in segs]
     store.claim(cfg.task, names, " ".join(argv) if argv else f"run --task {cfg.task}")
@@ -272,7 +294,10 @@ def _batch_stage(cfg, store, ds, segs, refs, done, *, batch, submit, retry, max_
     notes: list[str] = []
     try:
         for m in segs:
-            if not (batch_mod.supports(m) and (batch or getattr(m.options, "batch", False) or not submit)):
+            if not batch_mod.supports(m):
+                continue
+            if not (batch or getattr(m.options, "batch", False) or not submit):  # online: what a killed batch run left
+                notes.extend(batch_mod.tidy(cfg.task, store, m, progress))
                 continue
             todo = [r for r in refs if (r.id, m.name) not in done]
             settled = batch_mod.settle(cfg.task, store, ds, m, todo, submit=submit, retry=retry, max_cost=max_cost,

@@ -278,3 +278,34 @@ def test_an_answer_echoing_the_key_reaches_no_file(tmp_path, provider):
     assert r.exit_code == 0, r.output
     assert "[redacted]" in (out / "report.html").read_text()
     invariants.check(store, asked={(f"case{i:03d}", p.model) for i in range(3)}, key=p.key, served_ok=3)
+
+
+@pytest.mark.parametrize("refresh", [False, True])
+def test_a_duplicate_image_is_asked_for_and_booked_once_online(tmp_path, provider, refresh):
+    """Found by tests/cli/test_sequences.py: two samples with the same pixels in one run were both sent, both paid
+    and the one kept answer booked twice. The second now waits for the first's answer and takes it from the
+    archive (with --refresh too: asked again once, not twice)."""
+    p = provider
+    root = make_kvasir(tmp_path / "k", n=4)
+    for sub in ("images", "masks"):
+        for copy in ("case000 copy", "case000 twin"):
+            (root / sub / f"{copy}.jpg").write_bytes((root / sub / "case000.jpg").read_bytes())
+    with p.server() as srv:
+        cfg = p.yaml(tmp_path, root, srv.url)
+        store = tmp_path / "s.sqlite"
+        args = ["run", "--config", str(cfg), "--store", str(store), "-q"]
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 0, r.output
+        if refresh:
+            r = CliRunner().invoke(app, args + ["--force", "--refresh"])
+            assert r.exit_code == 0, r.output
+        served = [e["image_sha"] for e in srv.log if e["kind"] == "ok"]
+    assert len(served) == len(set(served)) * (2 if refresh else 1) == 4 * (2 if refresh else 1)
+    with Store(store) as st:
+        rows = st.query("SELECT sample_id, status FROM predictions")
+        per_key = st.query("SELECT cache_key, COUNT(*) AS n FROM api_calls WHERE outcome IN ('answered', 'recovered') "
+                           "GROUP BY cache_key")
+    assert set(rows.status) == {"ok"} and len(rows) == 6
+    assert len(per_key) == 4 and set(per_key.n) == {2 if refresh else 1}  # each answer received booked once
+    if not refresh:
+        invariants.check(store, asked={(sid, p.model) for sid in rows.sample_id}, key=p.key, served_ok=len(served))

@@ -60,6 +60,7 @@ class RemoteSegmenter(Segmenter):
         self._client_lock = threading.Lock()
         self._encoder: concurrent.futures.ThreadPoolExecutor | None = None
         self._outstanding: set[concurrent.futures.Future] = set()
+        self._asking: dict[str, concurrent.futures.Future] = {}  # archive key -> the request on its way for it
         self.unkept = 0  # answers received that the archive could not keep (a full disk); their rows keep them
         threading.Thread(target=self._import_sdk, name=f"api-import-{name}").start()  # from the first instant
 
@@ -273,9 +274,29 @@ class RemoteSegmenter(Segmenter):
                 continue
             # encoded at once, in order, on the encoder threads; sent in the same order (see _one)
             encoded = self._encoder.submit(self._encode, pixels, prompt, gen)
-            futures.append(asyncio.run_coroutine_threadsafe(self._one(s, pixels, encoded, gen, prompt, key), loop))
+            first = self._asking.get(key)
+            if first is not None:  # the same request is on its way for another sample (a duplicate image)
+                work = self._twin(first, s, pixels, encoded, gen, prompt, key)
+            else:
+                work = self._one(s, pixels, encoded, gen, prompt, key)
+            f = asyncio.run_coroutine_threadsafe(work, loop)
+            if first is None:
+                self._asking[key] = f
+                f.add_done_callback(lambda done, k=key: self._asking.pop(k, None) if self._asking.get(k) is done else None)
+            futures.append(f)
         self._outstanding.update(futures)
         return futures
+
+    async def _twin(self, first: concurrent.futures.Future, sample: Sample, pixels: np.ndarray,
+                    encoded: concurrent.futures.Future, gen: dict, prompt: str, key: str) -> Prediction:
+        """A sample whose request (same pixels, prompt and settings) is already on its way for another one: it
+        waits for that answer and takes it from the archive, so one answer is asked for and paid once; only when
+        the first got none (a failure, a stop) does it ask itself."""
+        await asyncio.wrap_future(first)
+        hit = await asyncio.get_running_loop().run_in_executor(None, self.archive.get_with_call, key)
+        if hit is not None:
+            return self._from_archive(*hit, key, sample)
+        return await self._one(sample, pixels, encoded, gen, prompt, key)
 
     def collect(self, handle: list[concurrent.futures.Future]) -> list[Prediction]:
         try:
