@@ -368,3 +368,21 @@ def test_any_binary_mask_in_any_supported_type_and_file_reads_back_as_itself(tmp
     pred = masks_model(folder).predict(sample_like(mask))
     assert pred.status == "ok", pred.reason
     assert np.array_equal(pred.mask, mask), (values.dtype, suffix, np.unique(values))
+
+
+@pytest.mark.parametrize("values, scale", [
+    ([0, 40, 255], 255),  # 0 is a probability; 255 is still the 8-bit scale
+    ([0, 256, 1000], 65535),  # past 8 bits: the 16-bit scale
+    ([0, 65535], 65535),
+])
+def test_an_integer_probability_map_is_divided_by_the_scale_its_values_fit_as_float32(values, scale):
+    from omniseg.models.masks import probability
+
+    arr = np.array([values], dtype=np.int64)
+    prob = probability(arr, Path("p.npy"))
+    assert prob.dtype == np.float32 and np.allclose(prob, np.array([values]) / scale)
+    assert probability(np.array([[0.25, np.nan]], np.float64), Path("p.npy")).dtype == np.float32
+    empty = probability(np.zeros((0, 0), np.int64), Path("p.npy"))
+    assert empty.shape == (0, 0) and empty.dtype == np.float32
+    with pytest.raises(Exception, match="up to 70000"):
+        probability(np.array([[0, 70000]], np.int64), Path("p.npy"))

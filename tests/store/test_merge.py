@@ -270,3 +270,27 @@ def test_copies_of_one_image_land_in_one_shard_and_are_paid_once(tmp_path, api_k
     target = tmp_path / "m" / "s.sqlite"
     cli("merge", *[s for s in shards if s.is_file()], "--into", target)
     invariants.check(target, asked={(r.id, "gem") for r in ds.refs("all")}, key=api_key, served_ok=8)
+
+
+def test_a_source_that_disagrees_with_the_target_alone_is_refused_and_the_target_unchanged(tmp_path):
+    """Each source against what the target already holds: a model made with other settings, a sample in another
+    split (the sources agreeing with each other is not enough)."""
+    from conftest import write_config
+
+    root = make_kvasir(tmp_path / "k", n=6)
+    one = write_config(tmp_path / "a.yaml", "polyp", "kvasir-seg", root, LOCAL)
+    other = write_config(tmp_path / "b.yaml", "polyp", "kvasir-seg", root, LOCAL.replace("sigma: 1.0", "sigma: 3.0"))
+    for name, cfg in (("a", one), ("b", one), ("c", other)):
+        cli("run", "--config", cfg, "--store", tmp_path / name / "s.sqlite", "-q")
+    target = tmp_path / "m" / "s.sqlite"
+    cli("merge", tmp_path / "a" / "s.sqlite", "--into", target)
+    before = digest(target)
+    r = CliRunner().invoke(app, ["merge", str(tmp_path / "c" / "s.sqlite"), "--into", str(target)])
+    assert r.exit_code == 2 and "model 'otsu' of task 'polyp' was made with other settings" in r.output, r.output
+    assert str(target) in r.output and digest(target) == before
+    with sqlite3.connect(tmp_path / "b" / "s.sqlite") as db:
+        db.execute("UPDATE samples SET split = CASE split WHEN 'train' THEN 'test' ELSE 'train' END "
+                   "WHERE sample_id = 'case002'")
+    r = CliRunner().invoke(app, ["merge", str(tmp_path / "b" / "s.sqlite"), "--into", str(target)])
+    assert r.exit_code == 2 and "sample 'case002' of task 'polyp' is in split" in r.output, r.output
+    assert "these stores saw different splits" in r.output and digest(target) == before

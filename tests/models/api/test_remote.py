@@ -309,3 +309,28 @@ def test_a_duplicate_image_is_asked_for_and_booked_once_online(tmp_path, provide
     assert len(per_key) == 4 and set(per_key.n) == {2 if refresh else 1}  # each answer received booked once
     if not refresh:
         invariants.check(store, asked={(sid, p.model) for sid in rows.sample_id}, key=p.key, served_ok=len(served))
+
+
+@pytest.mark.parametrize("model, mode, max_out, typical", [
+    ("gemini-3.1-flash-image", "image-mask", 8192, 1290),  # an image answer: its fixed token count
+    ("gemini-3.5-flash", "polygon", 8192, 1000),  # text: a typical answer, capped by the settings
+    ("gemini-3.5-flash", "polygon", 300, 300),
+])
+def test_a_dry_run_prices_each_call_at_a_typical_answer_of_its_mode(tmp_path, model, mode, max_out, typical, monkeypatch):
+    """--dry-run's estimate: input tokens at the input price plus a typical answer at the output price (with an
+    input price of 0 and an output price of 1 USD per token, the estimate is the typical answer's token count)."""
+    from omniseg import models
+    from omniseg.config import ModelConfig
+    from omniseg.datasets.base import Sample
+    from omniseg.models.base import RunContext
+
+    monkeypatch.setenv("GEMINI_API_KEY", API_KEY)
+    m = models.build(ModelConfig(name="gem", kind="gemini", options={
+        "model": model, "mode": mode, "max_output_tokens": max_out, "base_url": "http://127.0.0.1:9",
+        "price": {"input_per_mtok": 0, "output_per_mtok": 1e6}}))
+    m.bind(RunContext(store_root=tmp_path, look_only=True))
+    import numpy as np
+
+    samples = [Sample(f"s{i}", np.full((30, 40, 3), 10 * i, np.uint8), np.zeros((30, 40), bool)) for i in range(3)]
+    est = m.estimate(samples)
+    assert est == {"calls": 3, "cached": 0, "cost_usd": pytest.approx(3 * typical)}

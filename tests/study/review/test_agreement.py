@@ -60,3 +60,13 @@ def test_kappa_only_on_items_every_reviewer_answered():
     got = agreement.agreement(df)
     assert got["n_items"] == 2 and got["kappa"] == pytest.approx(1.0)
     assert agreement.agreement(_frame({"ann": ["finding"]})) is None
+
+
+def test_no_kappa_when_every_answer_is_one_category():
+    """Chance agreement of 1 leaves kappa undefined: NaN, not a division by zero (Cohen's and Fleiss' alike)."""
+    import numpy as np
+
+    from omniseg.study.review.agreement import cohen, fleiss
+
+    assert np.isnan(fleiss([[3, 0], [3, 0], [3, 0]])) and np.isnan(fleiss([[4], [4]]))
+    assert np.isnan(cohen(["a", "a", "a"], ["a", "a", "a"]))

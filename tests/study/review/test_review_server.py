@@ -162,3 +162,57 @@ def test_an_answer_of_the_wrong_shape_is_a_400_never_a_500(tmp_path, body):
     else:
         assert r.status_code == 400 and "expected" in r.json()["error"]
         assert st.db.execute("SELECT COUNT(*) FROM reviews").fetchone()[0] == 0
+
+
+def test_the_api_in_process_token_state_items_answers_and_undo(tmp_path):
+    """The same server app, in this process (so that every handler's line is attributed to a test): the token
+    guards every route; state counts and points at the first unanswered item; items are 1..n in the reviewer's
+    order and name no model; an answer is committed before the reply; 'finding' is refused on a reference-only
+    region; undo takes back the latest answer and says which item it was."""
+    from starlette.testclient import TestClient
+
+    from omniseg.study.review import items, server
+
+    st, _ = ps.make(tmp_path, n=12)
+    items.build(st, "polyp")
+    _, order = items.order(st, "polyp", "ann", 5)
+    st.db.execute("UPDATE review_items SET side = 'reference-only' WHERE item_id = ?", (order[3],))  # one of each
+    loaded = items.load(st, "polyp")
+    client = TestClient(server.app(st, "polyp", "ann", order, "tok-123"))
+    for path in ("/", "/api/state", "/api/item/1", "/?token=tok-12", "/api/state?token=TOK-123"):
+        r = client.get(path)
+        assert r.status_code == 403 and "token" in r.text
+    assert client.post("/api/answer", json={"item": order[0], "verdict": "model_wrong"}).status_code == 403
+    page = client.get("/?token=tok-123")
+    assert page.status_code == 200 and page.headers["cache-control"] == "no-store" and "<html" in page.text.lower()
+    n = len(order)
+    assert client.get("/api/state?token=tok-123").json() == {"n": n, "answered": 0, "next": 1}
+    for k in (0, n + 1):
+        r = client.get(f"/api/item/{k}?token=tok-123")
+        assert r.status_code == 404 and f"there are {n}" in r.json()["error"]
+    first = client.get("/api/item/1?token=tok-123")
+    body = first.json()
+    assert first.headers["cache-control"] == "no-store"
+    assert body["item"] == order[0] and body["k"] == 1 and body["n"] == n and body["answer"] is None
+    assert body["side"] == loaded[order[0]]["side"] and body["image"].startswith("data:image/jpeg;base64,")
+    assert body["overlay"].startswith("data:image/png;base64,") and len(body["box"]) == 4
+    assert not {ps.SPEC, ps.OMNI} & set(first.text.split('"'))
+    ref_only = next(i for i in order if loaded[i]["side"] == "reference-only")
+    r = client.post("/api/answer?token=tok-123", json={"item": ref_only, "verdict": "finding"})
+    assert r.status_code == 400 and "annotation marks" in r.json()["error"]
+    r = client.post("/api/answer?token=tok-123", json={"item": order[0], "verdict": "cannot_tell", "note": "blurry",
+                                                       "seconds": 2.5})
+    assert r.status_code == 200 and r.json() == {"n": n, "answered": 1, "next": 2}
+    row = st.db.execute("SELECT item_id, verdict, note, seconds, source FROM reviews").fetchall()
+    assert [tuple(x) for x in row] == [(order[0], "cannot_tell", "blurry", 2.5, "page")]
+    assert client.get("/api/item/1?token=tok-123").json()["answer"] == {"verdict": "cannot_tell", "note": "blurry"}
+    client.post("/api/answer?token=tok-123", json={"item": order[2], "verdict": "model_wrong", "note": "x" * 20_000})
+    assert len(st.db.execute("SELECT note FROM reviews WHERE item_id = ?", (order[2],)).fetchone()[0]) == 10_000
+    assert client.get("/api/state?token=tok-123").json() == {"n": n, "answered": 2, "next": 2}
+    undone = client.post("/api/undo?token=tok-123").json()
+    assert undone == {"n": n, "answered": 1, "next": 2, "undone": 3}
+    undone = client.post("/api/undo?token=tok-123").json()
+    assert undone["undone"] == 1 and undone["answered"] == 0
+    assert client.post("/api/undo?token=tok-123").json()["undone"] is None  # nothing left to take back
+    r = client.post("/api/answer?token=tok-123", content=b"{not json")
+    assert r.status_code == 400 and "not JSON" in r.json()["error"]

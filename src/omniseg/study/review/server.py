@@ -105,6 +105,7 @@ def app(store: Store, task: str, reviewer: str, order: list[str], token: str, da
 
 def serve(store: Store, task: str, reviewer: str, *, host: str = DEFAULT_HOST, port: int = 0,
           seed: int | None = None, data_root=None, say=print) -> None:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
     """Serve until interrupted; prints the URL (with its token) once the socket listens."""
     import uvicorn
 
