@@ -70,3 +70,30 @@ def test_no_kappa_when_every_answer_is_one_category():
 
     assert np.isnan(fleiss([[3, 0], [3, 0], [3, 0]])) and np.isnan(fleiss([[4], [4]]))
     assert np.isnan(cohen(["a", "a", "a"], ["a", "a", "a"]))
+
+
+def test_the_interval_is_the_percentile_bootstrap_over_items_drawn_with_seed_0():
+    """The interval drawn by hand: 2,000 resamples of the items (numpy's generator, seed 0), each a kappa from
+    scikit-learn, NaN resamples left out, the 2.5th and 97.5th percentiles."""
+    from sklearn.metrics import cohen_kappa_score
+
+    rng_answers = np.random.default_rng(11)
+    a = rng_answers.choice(["finding", "model_wrong"], 24)
+    b = np.where(rng_answers.random(24) < 0.8, a, rng_answers.choice(["finding", "model_wrong"], 24))
+    got = agreement.agreement(_frame({"ann": list(a), "bob": list(b)}))
+    rng = np.random.default_rng(0)
+    boot = []
+    for _ in range(agreement.N_RESAMPLES):
+        idx = rng.integers(0, 24, 24)
+        x, y = a[idx], b[idx]
+        boot.append(np.nan if len(set(x) | set(y)) == 1 else cohen_kappa_score(x, y))
+    boot = np.array(boot)
+    lo, hi = np.percentile(boot[~np.isnan(boot)], [2.5, 97.5])
+    assert agreement.N_RESAMPLES == 2_000
+    assert got["ci_low"] == pytest.approx(lo, abs=1e-12) and got["ci_high"] == pytest.approx(hi, abs=1e-12)
+
+
+def test_no_interval_when_every_resample_agrees_on_one_category():
+    got = agreement.agreement(_frame({"ann": ["finding"] * 5, "bob": ["finding"] * 5}))
+    assert np.isnan(got["kappa"]) and np.isnan(got["ci_low"]) and np.isnan(got["ci_high"])
+    assert got["disagreements"] == [] and got["n_items"] == 5
