@@ -142,7 +142,7 @@ KINDS: dict[str, Kind] = {
                    fault=_server_refuses("gemini"), fault_statuses=("api_error",)),
     "openai": Kind(_api(lambda env: env.openai.url + "/v1", model="Qwen/Qwen2.5-VL-7B-Instruct", key_env="VLM_KEY"),
                    alternatives={"prompts": lambda env: {"mine": "Mark {target}."}, "prompt": lambda env: "mine",
-                                 "key_env": lambda env: "OTHER_KEY",
+                                 "key_env": lambda env: "OTHER_KEY", "resize_rule": lambda env: "ollama",
                                  "price": lambda env: {"input_per_mtok": 9, "output_per_mtok": 9},
                                  "cache": lambda env: str(env.root / "other.sqlite")},
                    fault=_server_refuses("openai"), fault_statuses=("api_error",)),

@@ -650,13 +650,13 @@ def test_an_entry_holding_several_bare_rings_fills_each():
 
 
 def test_the_coordinate_conventions_scale_to_0_1000_exactly():
-    from omniseg.models.api.answers import _scale
+    from omniseg.models.api.frames import scale_to_1000
 
-    assert _scale("norm1", None) == (1000.0, 1000.0)
-    assert _scale("pixels", (200, 50)) == (5.0, 20.0)  # sent size is (width, height)
-    assert _scale("norm1000", None) == (1.0, 1.0)
+    assert scale_to_1000("norm1", None) == (1000.0, 1000.0)
+    assert scale_to_1000("pixels", (200, 50)) == (5.0, 20.0)  # sent size is (width, height)
+    assert scale_to_1000("norm1000", None) == (1.0, 1.0)
     with pytest.raises(ValueError, match="size of the image as sent"):
-        _scale("pixels", None)
+        scale_to_1000("pixels", None)
 
 
 def test_a_bad_crop_after_a_good_one_keeps_the_good_one():

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from ..base import Prediction
+from . import tagged
+from .frames import ResizeRule, scale_to_1000
 from .decoders import (
     MAX_ENTRIES,
     MAX_VERTICES,
@@ -30,12 +32,15 @@ from .decoders import (
     is_point,
     parse_json,
     paste_crop,
+    strip_fences,
 )
 
 if TYPE_CHECKING:
     from .types import Reply
 
-DECODER_VERSION = "5"  # 5: a crop's box read as a mask-less box is (key, order, coordinates); 4: NaN/infinite
+DECODER_VERSION = "6"  # 6: the tagged and tokenized forms of open models (tagged.py), points, Florence-2's Python
+# literals (no longer salvaged as truncated JSON), Qwen2.5-VL's own frame, colour-coded mask pictures;
+# 5: a crop's box read as a mask-less box is (key, order, coordinates); 4: NaN/infinite
 # coordinates skipped, bounds on entries and vertices; 3: boxes, coordinates
 
 FORMS = {
@@ -45,9 +50,22 @@ FORMS = {
                      "(Gemini 3.x, Robotics-ER: under mask for the documented prompt); bare, per entry or wrapped",
     "polygon/bare": "a list of [x, y] points, or a list of such lists",
     "seg-tokens": "<seg_N> mask tokens: no public decoder, never guessed (status unsupported_format)",
-    "image": "a mask picture in an image part (image-output models)",
+    "image": "a mask picture in an image part (image-output models); a colour-coded one (one colour per class) has "
+             "every colour but the background's as foreground",
     "empty": "an empty list: the model found nothing (a valid empty prediction)",
     "box": "boxes without masks, filled as crude masks (status ok; reports can separate them by form)",
+    "point": "points (point_2d [x, y], or entries {x, y}): one pixel each; a location, not a region (Qwen, Moondream)",
+    "paligemma/loc": "PaliGemma's four <locNNNN> tokens per object: y0 x0 y1 x1 on 0..1023, filled as boxes",
+    "paligemma/seg": "PaliGemma's <locNNNN> and 16 <segNNN> tokens: drawn only with its VQ-VAE codebook "
+                     "(status unsupported_format naming the option seg_codebook without it)",
+    "florence/loc": "Florence-2's raw <loc_N> tokens on 0..999 bins: four after a label are a box",
+    "florence/loc-polygon": "Florence-2's raw <loc_N> tokens: an even run of six or more is a polygon",
+    "florence/literal": "Florence-2's post-processed Python literal {'<TASK>': {'bboxes': ..., 'polygons': ...}} in "
+                        "pixels of the image as sent",
+    "internvl/box": "InternVL's <ref>label</ref><box>[[x1, y1, x2, y2]]</box> on 0..1000",
+    "deepseek/box": "DeepSeek-VL2's <|ref|>label<|/ref|><|det|>[[x1, y1, x2, y2]]<|/det|> on 0..999",
+    "molmo/points": "Molmo's <point x=.. y=..> and <points x1=.. y1=.. ...> tags in percent: one pixel each",
+    "svg-path": "Moondream's segmentation: an SVG path in 0..1 of the image",
     "prose": "no JSON at all (status unparseable)",
     "unknown": "JSON in none of these forms (status unknown_form)",
     "too-large": "more entries or polygon vertices than one answer may hold (decoders.MAX_ENTRIES, MAX_VERTICES): "
@@ -59,9 +77,8 @@ POLYGON_KEYS = ("mask", "points", "polygon", "polygons", "vertices", "coordinate
 #: keys under which an entry may hold a box without a mask: box_2d is [y0, x0, y1, x1] (Gemini), the others
 #: [x0, y0, x1, y1] (open vision-language models)
 BOX_KEYS = ("box_2d", "bbox_2d", "bbox", "box")
-#: coordinate conventions of points and boxes (a model's option, recorded with each row)
-COORDS = {"norm1000": "0..1000 of the image's width and height (Gemini)", "norm1": "0..1 of the image",
-          "pixels": "pixels of the image as it was sent"}
+#: keys under which an entry holds one point [x, y] (Qwen's point_2d)
+POINT_KEYS = ("point_2d", "point")
 #: keys under which a list of entries may be wrapped ({"boxes": [...]} and the like)
 WRAPPERS = ("masks", "boxes", "segmentation_masks", "objects", "polygons", "results", "predictions", "detections",
             "items")
@@ -81,6 +98,9 @@ def _entries(value: object) -> list | None:
         for key in WRAPPERS:
             if isinstance(value.get(key), list):
                 return _entries(value[key])
+        points = value.get("points")  # Moondream's {"points": [{"x": .., "y": ..}, ...]}; else a polygon's key
+        if isinstance(points, list) and points and all(isinstance(p, dict) for p in points):
+            return points
         return [value]
     return None
 
@@ -104,17 +124,6 @@ def _polygons(entry: object) -> tuple[str, list] | None:
     return None
 
 
-def _scale(coords: str, sent_size: tuple[int, int] | None) -> tuple[float, float]:
-    """Factors that bring x and y of the given convention to 0..1000."""
-    if coords == "norm1":
-        return 1000.0, 1000.0
-    if coords == "pixels":
-        if not sent_size:
-            raise ValueError("pixel coordinates need the size of the image as sent")
-        return 1000.0 / sent_size[0], 1000.0 / sent_size[1]
-    return 1.0, 1.0
-
-
 def _to_1000(points: list, point_order: str, sx: float, sy: float) -> list:
     """[x, y] points in 0..1000, whatever order and convention they came in (left as they are when invalid)."""
     if not all(is_point(p) for p in points):
@@ -136,25 +145,87 @@ def _box_1000(entry: dict, sx: float, sy: float) -> list | None:
     return None
 
 
+def _point(entry: dict) -> list | None:
+    """An entry's single point as given ([x, y] under point_2d / point, or the keys x and y), or None."""
+    for key in POINT_KEYS:
+        if is_point(entry.get(key)):
+            return list(entry[key])
+    if is_number(entry.get("x")) and is_number(entry.get("y")) and len(entry) <= 3:  # {x, y} and perhaps a label
+        return [entry["x"], entry["y"]]
+    return None
+
+
+def _corner_box(entry: dict) -> list | None:
+    """A box given by its corners' keys (x_min, y_min, x_max, y_max: Moondream) as [x0, y0, x1, y1], or None."""
+    v = [entry.get(k) for k in ("x_min", "y_min", "x_max", "y_max")]
+    return v if all(is_number(c) for c in v) else None
+
+
+def draw_point(mask: np.ndarray, point: list, notes: list[str]) -> bool:
+    """Mark the pixel holding a point [x, y] in 0..1000; False (with a note) when it is outside the image."""
+    h, w = mask.shape
+    x, y = point[0] / 1000 * w, point[1] / 1000 * h
+    if not (0 <= x <= w and 0 <= y <= h):
+        notes.append("point outside the image skipped")
+        return False
+    mask[min(int(y), h - 1), min(int(x), w - 1)] = True
+    return True
+
+
+def draw_shapes(shapes: "tagged.Shapes", h: int, w: int, text: str) -> Decoded:
+    """A tagged answer's boxes (filled), points (a pixel each) and polygons as one mask."""
+    notes = list(shapes.notes)
+    if shapes.unsupported:
+        return Decoded.fail("unsupported_format", f"{shapes.unsupported}: {head(text)}", notes, form=shapes.form)
+    mask = np.zeros((h, w), bool)
+    used = 0
+    for x0, y0, x1, y1 in shapes.boxes:
+        bounds = box_pixels([y0, x0, y1, x1], h, w, notes)
+        if bounds is not None:
+            mask[bounds[0]:bounds[2], bounds[1]:bounds[3]] = True
+            used += 1
+    used += sum(draw_point(mask, p, notes) for p in shapes.points)
+    used += sum(draw_polygon(mask, p, notes) for p in shapes.polygons)
+    if used == 0:
+        return Decoded.fail("invalid_answer", f"none of {shapes.count()} shapes was usable: {head(text)}", notes,
+                            form=shapes.form)
+    return Decoded(mask, notes=notes, instances=used, form=shapes.form)
+
+
 def decode_answer(text: str, image: bytes | None, h: int, w: int, *, threshold: int = THRESHOLD,
                   point_order: str = "xy", expect_image: bool = False, requested_aspect: float | None = None,
-                  coords: str = "norm1000", sent_size: tuple[int, int] | None = None) -> Decoded:
+                  coords: str = "norm1000", sent_size: tuple[int, int] | None = None,
+                  resize_rule: ResizeRule | None = None) -> Decoded:
     """Detect the answer's form and decode it into an ``h`` x ``w`` mask (or a failure status).
 
-    ``coords`` is the convention of points and boxes (:data:`COORDS`); ``sent_size`` the (width, height)
-    of the image as sent, for pixel coordinates.
+    ``coords`` is the convention of points and boxes in JSON answers (:data:`omniseg.models.api.frames.COORDS`);
+    ``sent_size`` the (width, height) of the image as sent, for pixel coordinates; ``resize_rule`` how the model
+    resized it, for its own pixels. Tagged and tokenized answers (:mod:`.tagged`) carry their own frame.
     """
     if image is not None:
         return decode_image_mask(image, h, w, requested_aspect, threshold)
     if "<seg_" in text:
         return Decoded.fail("unsupported_format", f"mask given as <seg_..> tokens: {head(text)}", form="seg-tokens")
-    try:
-        value, notes = parse_json(text)
-    except ValueError as e:
-        if expect_image:
-            return Decoded.fail("no_image", f"the response held no image, and its text is no mask: {head(text)}",
-                                form="prose")
-        return Decoded.fail("unparseable", f"{e}: {head(text)}", form="prose")
+    shapes = tagged.read(text)
+    if shapes is not None:
+        return draw_shapes(shapes, h, w, text)
+    literal = tagged.python_literal(strip_fences(text))
+    if literal is not None:  # a Python literal (Florence-2), read whole: never salvaged as truncated JSON
+        value, notes = literal, []
+        shapes = tagged.florence_literal(value, sent_size)
+        if shapes is not None:
+            return draw_shapes(shapes, h, w, text)
+    else:
+        try:
+            value, notes = parse_json(text)
+        except ValueError as e:
+            if expect_image:
+                return Decoded.fail("no_image", f"the response held no image, and its text is no mask: {head(text)}",
+                                    form="prose")
+            return Decoded.fail("unparseable", f"{e}: {head(text)}", form="prose")
+    shapes = tagged.moondream_path(value)
+    if shapes is not None:
+        return draw_shapes(shapes, h, w, text)
     entries = _entries(value)
     if entries is None:
         return Decoded.fail("unknown_form", f"JSON in no known answer form: {head(text)}", form="unknown")
@@ -166,13 +237,18 @@ def decode_answer(text: str, image: bytes | None, h: int, w: int, *, threshold: 
     mask = np.zeros((h, w), bool)
     forms: set[str] = set()
     used = vertices = 0
-    sx, sy = _scale(coords, sent_size)
+    sx, sy = scale_to_1000(coords, sent_size, resize_rule)
     for e in entries:
         crop = e.get("mask") if isinstance(e, dict) else None
         if isinstance(crop, str):
             forms.add("png-crops")
             # the box by the rules of a box without a mask: its key's order, the coordinate convention
             used += paste_crop(mask, _box_1000(e, sx, sy), crop, threshold, notes)
+            continue
+        point = _point(e) if isinstance(e, dict) else None
+        if point is not None:
+            forms.add("point")
+            used += draw_point(mask, _to_1000([point], point_order, sx, sy)[0], notes)
             continue
         poly = _polygons(e)
         if poly is not None:
@@ -184,6 +260,9 @@ def decode_answer(text: str, image: bytes | None, h: int, w: int, *, threshold: 
             used += sum(draw_polygon(mask, _to_1000(p, point_order, sx, sy), notes) for p in poly[1])
             continue
         box = _box_1000(e, sx, sy) if isinstance(e, dict) else None
+        corners = _corner_box(e) if isinstance(e, dict) and box is None else None
+        if corners is not None:
+            box = [corners[1] * sy, corners[0] * sx, corners[3] * sy, corners[2] * sx]
         if box == []:
             forms.add("box")
             notes.append("box with a coordinate that is not a finite number skipped")
@@ -206,7 +285,8 @@ def decode_answer(text: str, image: bytes | None, h: int, w: int, *, threshold: 
 
 def to_prediction(reply: "Reply", h: int, w: int, *, threshold: int = THRESHOLD, point_order: str = "xy",
                   expect_image: bool = False, requested_aspect: float | None = None, coords: str = "norm1000",
-                  sent_size: tuple[int, int] | None = None, redact: Callable[[str], str] = str) -> Prediction:
+                  sent_size: tuple[int, int] | None = None, redact: Callable[[str], str] = str,
+                  resize_rule: ResizeRule | None = None) -> Prediction:
     """A provider's reply as a prediction: blocks and empty candidates first, then the detected form.
 
     ``meta`` records what the API and the decoder said (docs/outputs.md); ``meta["tokens"]`` is
@@ -221,13 +301,16 @@ def to_prediction(reply: "Reply", h: int, w: int, *, threshold: int = THRESHOLD,
     if not reply.text and reply.image is None and reply.finish not in ("STOP", "MAX_TOKENS", ""):
         return Prediction.failed(f"no answer: finish reason {reply.finish}", status="blocked", **meta)
     d = decode_answer(reply.text, reply.image, h, w, threshold=threshold, point_order=point_order,
-                      expect_image=expect_image, requested_aspect=requested_aspect, coords=coords, sent_size=sent_size)
+                      expect_image=expect_image, requested_aspect=requested_aspect, coords=coords, sent_size=sent_size,
+                      resize_rule=resize_rule)
     meta.update(answer_form=d.form, notes=d.notes, instances=d.instances,
                 answer_head=head(reply.text, 60) if reply.text else "")
-    if "polygon" in d.form:
+    if "polygon/" in d.form or "point" in d.form.split("+"):
         meta["point_order"] = point_order
-    if "polygon" in d.form or "box" in d.form.split("+"):
+    if "polygon/" in d.form or {"box", "point"} & set(d.form.split("+")):  # JSON forms read in the model's frame
         meta["coords"] = coords
+        if coords == "model-pixels":
+            meta["resize_rule"] = (resize_rule or ResizeRule()).model_dump()
     if reply.finish == "MAX_TOKENS":
         meta["notes"] = d.notes + ["answer cut at the output-token cap"]
     if d.status != "ok":

@@ -25,6 +25,8 @@ MAX_ENTRIES = 1000
 MAX_VERTICES = 100_000
 MAX_CROP_PIXELS = 16_000_000
 MAX_IMAGE_PIXELS = 64_000_000
+#: share of a mask picture's pixels in colour (channels more than 32 apart) from which it is read as colour-coded
+COLOURED = 0.01
 
 STATUSES = {
     "ok": "a mask was decoded (an empty list is a valid empty prediction); notes say what was repaired",
@@ -216,7 +218,7 @@ def decode_image_mask(data: bytes | None, h: int, w: int, requested_aspect: floa
         if img.width * img.height > MAX_IMAGE_PIXELS:
             return Decoded.fail("invalid_answer", f"the returned image is {img.width}x{img.height} pixels, over "
                                 f"{MAX_IMAGE_PIXELS}: not decoded", form="image")
-        img = img.convert("L")
+        rgb = np.asarray(img.convert("RGB"))
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         return Decoded.fail("no_image", f"the returned image cannot be read: {e}", form="image")
     aspect = img.width / img.height
@@ -226,7 +228,15 @@ def decode_image_mask(data: bytes | None, h: int, w: int, requested_aspect: floa
                             f"returned {img.width}x{img.height} (aspect {aspect:.3f}) for a {w}x{h} input"
                             + (f" asked at aspect {requested_aspect:.3f}" if requested_aspect else ""), form="image")
     notes = [] if (img.width, img.height) == (w, h) else [f"resized from {img.width}x{img.height}"]
-    grey = np.asarray(img.resize((w, h), Image.BILINEAR))
+    spread = rgb.max(axis=2).astype(np.int16) - rgb.min(axis=2)
+    if float((spread > 32).mean()) > COLOURED:  # one colour per class (image-output models may colour-code)
+        colours, counts = np.unique(rgb.reshape(-1, 3) // 32, axis=0, return_counts=True)
+        background = colours[counts.argmax()].astype(np.int16) * 32 + 16
+        grey = np.where(np.abs(rgb.astype(np.int16) - background).max(axis=2) > 64, 255, 0).astype(np.uint8)
+        notes.append("colour-coded picture: every colour but the background's is foreground")
+    else:
+        grey = np.asarray(Image.fromarray(rgb).convert("L"))
+    grey = np.asarray(Image.fromarray(grey).resize((w, h), Image.BILINEAR))
     return Decoded(grey > threshold, notes=notes, instances=1, form="image")
 
 

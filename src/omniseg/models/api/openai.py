@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from ...datasets.base import Sample
+from .frames import RuleOption
 from .types import Failure, Price, RemoteOptions, Reply, retry_after_seconds, transport_error
 from ...redaction import watch
 from .remote import RemoteSegmenter
@@ -44,9 +45,13 @@ class OpenAIOptions(RemoteOptions):
     key_env: str | None = Field("OPENAI_API_KEY", description="environment variable holding the key; null for a "
                                                               "local server without one")
     mode: Literal["polygon", "box"] = Field("polygon", description="the prompt family: polygons, or boxes (crude masks)")
-    coords: Literal["norm1000", "norm1", "pixels"] = Field(
-        "norm1000", description="the model's coordinate convention: 0..1000, 0..1, or pixels of the image as sent "
-                                "(Qwen2.5-VL answers in pixels); recorded with each row")
+    coords: Literal["norm1000", "norm1", "pixels", "model-pixels"] = Field(
+        "norm1000", description="the model's coordinate convention: 0..1000 (Qwen3-VL), 0..1, pixels of the image as "
+                                "sent, or model-pixels: pixels of the model's own resized input (Qwen2.5-VL; the "
+                                "rule is resize_rule); recorded with each row")
+    resize_rule: RuleOption = Field("qwen2.5-vl", description="with coords: model-pixels, how the model's processor "
+                                    "resizes the image: qwen2.5-vl (the checkpoints' processor: vLLM, SGLang, "
+                                    "transformers), ollama (under a megapixel), or {factor, min_pixels, max_pixels}")
     temperature: float | None = Field(0.0, ge=0, le=2)
     price: Price = Field(Price(input_per_mtok=0.0, output_per_mtok=0.0), description="USD per million tokens "
                                                                                      "(0 for your own server)")

@@ -29,6 +29,7 @@ from ...datasets.base import Sample
 from ...errors import OmnisegError
 from ...redaction import redact, watch
 from . import answers, decoders
+from .frames import rule_of
 from .types import (Failure, RemoteOptions, Reply, checked_tokens, estimate_input_tokens, pixels_digest, png_bytes,
                     sent_pixels, sent_size, start_loop, stop_loop)
 from ..base import Prediction, Segmenter
@@ -247,6 +248,7 @@ class RemoteSegmenter(Segmenter):
                                      expect_image=o.mode == "image-mask",
                                      requested_aspect=decoders.ASPECT_RATIOS.get(gen.get("aspect_ratio", "")),
                                      coords=getattr(o, "coords", "norm1000"), sent_size=sent_size(h, w, o.max_side),
+                                     resize_rule=rule_of(getattr(o, "resize_rule", None)),
                                      redact=self.redact)
 
     # -- running ------------------------------------------------------------------------------
