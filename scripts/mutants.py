@@ -150,7 +150,7 @@ MUTANTS = [
       'both(claim, "null-corrected", second, specialist, omnimodel, easy, hard)',
       T + "study/test_claims.py::test_findings_table_lays_the_analyses_side_by_side"),
     m("pixel-coords-unscaled", "pixel coordinates read as 0..1000",
-      "src/omniseg/models/api/answers.py", "return 1000.0 / sent_size[0], 1000.0 / sent_size[1]", "return 1.0, 1.0",
+      "src/omniseg/models/api/frames.py", "return 1000.0 / w, 1000.0 / h", "return 1.0, 1.0",
       T + "models/api/test_decoders.py::test_coordinate_conventions_give_the_same_mask"),
     m("retry-after-ignored", "the OpenAI-compatible retry-after header ignored",
       "src/omniseg/models/api/openai.py", "retryable=err.code in RETRY_CODES, delay=err.retry_after)",

@@ -274,3 +274,43 @@ def test_a_privileged_model_given_the_specialist_role_is_never_a_contender_refer
     assert "Routing: `boxy`" not in md and "`boxy` is least confident" not in md
     claims = pd.read_csv(out / "claims.csv")
     assert set(claims.specialist) == {"spec"} and "boxy" not in set(claims.omnimodel)
+
+
+def test_a_box_only_model_is_named_and_its_localisation_shown_beside_its_dice(tmp_path, monkeypatch):
+    """An open model answering boxes (the fake OpenAI-compatible server, mode box) beside a floor: the report says
+    it answered boxes only, and its localisation (detection F1, box IoU) is high where its Dice cannot be."""
+    from typer.testing import CliRunner
+
+    from conftest import OPENAI_KEY, make_kvasir, openai_yaml
+    from omniseg.cli import app
+    from omniseg.testing import fake_openai as fo
+
+    monkeypatch.setenv("VLM_KEY", OPENAI_KEY)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    from conftest import sent_png_sha
+    from omniseg import config, datasets
+
+    root = make_kvasir(tmp_path / "k", n=12)
+    ds = datasets.open("kvasir-seg", root)
+    masks = {r.id: ds.load(r).mask for r in ds.refs("all")}
+    shas = sent_png_sha(config.load(openai_yaml(tmp_path, root, "http://127.0.0.1:9", mode="box")), "vlm")
+    # a model that finds each polyp and answers its box (in 0..1000): localised exactly, drawn as a rectangle
+    with fo.FakeOpenAI(lambda req: fo.completion(fo.boxes(masks[shas[req.image_sha]]))) as srv:
+        cfg = openai_yaml(tmp_path, root, srv.url, mode="box")
+        cfg.write_text(cfg.read_text() + "  - name: ellipse\n    kind: ellipse\n")
+        store, out = tmp_path / "runs" / "s.sqlite", tmp_path / "rep"
+        for args in (["run", "--config", str(cfg), "--store", str(store), "-q"],
+                     ["curate", "--store", str(store), "-n", "3", "--by", "ellipse", "-q"],
+                     ["report", "--store", str(store), "--out", str(out), "--split", "all", "--no-figures", "--no-html"]):
+            r = CliRunner().invoke(app, args)
+            assert r.exit_code == 0, (args, r.output)
+    md = (out / "report.md").read_text()
+    table = md.split("Localisation (where")[1].split("\n\n")[1]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in table.splitlines()[2:]}
+    assert rows["vlm"][0] == "boxes only" and rows["ellipse"][0] == "masks"
+    summary = pd.read_csv(out / "summary.csv").set_index(["subset", "model"])
+    vlm = summary.loc[("all", "vlm")]
+    assert vlm["det_f1_mean"] == 1.0 and vlm["box_iou_mean"] > 0.97 and vlm["dice_mean"] < 0.9
+    assert rows["vlm"][1] == f"{vlm['box_iou_mean']:.3f}"
+    per_image = pd.read_csv(out / "per_image.csv")
+    assert set(per_image.loc[per_image.model == "vlm", "answer_form"]) == {"box"}

@@ -225,11 +225,15 @@ HD95 = Metric("hd95", lambda p, r, roi, c: hd95(p, r, roi), "95th-percentile Hau
 CLDICE = Metric("cldice", lambda p, r, roi, c: cldice(p, r, roi), "centreline Dice, for tubular structures",
                 opt_in=True)
 
-REGISTRY = Registry("metric", {m: f"omniseg.scoring.metrics:{m.upper()}" for m in
-                               ("dice", "iou", "precision", "recall", "specificity", "hd95", "cldice")})
+#: localisation metrics (omniseg.scoring.localisation): where the answer is, apart from its shape
+LOCALISATION = ("box_iou", "pointing", "det_precision", "det_recall", "det_f1")
+REGISTRY = Registry("metric", {
+    **{m: f"omniseg.scoring.metrics:{m.upper()}" for m in
+       ("dice", "iou", "precision", "recall", "specificity", "hd95", "cldice")},
+    **{m: f"omniseg.scoring.localisation:{m.upper()}" for m in LOCALISATION}})
 
 #: The columns a new store starts with (extensions' metrics add theirs when first recorded).
-SCORE_COLUMNS = COUNT_COLUMNS + ("dice", "iou", "precision", "recall", "specificity", "hd95", "cldice")
+SCORE_COLUMNS = COUNT_COLUMNS + ("dice", "iou", "precision", "recall", "specificity", "hd95", "cldice") + LOCALISATION
 
 
 def active(include: tuple[str, ...] | list[str] = ()) -> list[Metric]:

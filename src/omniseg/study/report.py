@@ -109,6 +109,43 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
                            kind="stable").reset_index(drop=True)
 
 
+def answered_as(forms: pd.Series) -> str:
+    """What a model's ok answers were: 'boxes only', 'points only', 'masks' (or a local model's masks), or
+    'mixed' with the share of boxes and points."""
+    from ..models.api.answers import BOX_FORMS, POINT_FORMS
+
+    forms = forms.dropna()
+    if forms.empty:
+        return "masks"
+    parts = [set(f.split("+")) for f in forms]
+    boxes = sum(p <= BOX_FORMS for p in parts)
+    points = sum(p <= POINT_FORMS for p in parts)
+    if boxes == len(parts):
+        return "boxes only"
+    if points == len(parts):
+        return "points only"
+    if boxes + points == 0:
+        return "masks"
+    return f"mixed ({boxes / len(parts):.0%} boxes, {points / len(parts):.0%} points)"
+
+
+def _localisation_md(g: pd.DataFrame, summary_all: pd.DataFrame, mark) -> list[str]:
+    """Where each model put its answers, apart from their shape (docs/metrics.md), beside what they answered with:
+    a box-only model's Dice measures its format as much as its perception."""
+    cols = ["box_iou_mean", "pointing_mean", "det_precision_mean", "det_recall_mean", "det_f1_mean"]
+    if summary_all.empty or not all(c in summary_all.columns for c in cols):
+        return []
+    ok = g[g["status"] == "ok"]
+    md = ["", "Localisation (where, apart from the shape drawn; a filled box or a point cannot reach a Dice of 1):", "",
+          "| model | answered as | box IoU | pointing | detection precision / recall / F1 |", "|---|---|---:|---:|---|"]
+    for r in summary_all.itertuples(index=False):
+        shown = [("–" if pd.isna(v) else f"{v:.3f}") for v in (r.box_iou_mean, r.pointing_mean, r.det_precision_mean,
+                                                               r.det_recall_mean, r.det_f1_mean)]
+        md.append(f"| {mark(r.model)} | {answered_as(ok.loc[ok['model'] == r.model, 'answer_form'])} | {shown[0]} | "
+                  f"{shown[1]} | {shown[2]} / {shown[3]} / {shown[4]} |")
+    return md
+
+
 def _extra_metrics(df: pd.DataFrame) -> list[tuple[str, str]]:
     """(metric, mean|median) for the metric columns with values beyond the ones summarized in full."""
     from ..scoring import metrics
@@ -298,6 +335,7 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
             md += ["", f"**Privileged** ({', '.join(f'`{m}`' for m in sorted(privileged))}): told where the target is "
                    "(SAM 3's box-oracle prompts with the reference mask's bounding box). An upper bound of what a prompt "
                    "can do, not a contender: left out of the claims and the routing."]
+        md += _localisation_md(g, summary[(summary["task"] == t) & (summary["subset"] == "all")], mark)
         cmp_t = comparisons[comparisons["task"] == t]
         if len(cmp_t):
             md += ["", "Paired comparisons (Dice):", "",

@@ -38,7 +38,7 @@ from .decoders import (
 if TYPE_CHECKING:
     from .types import Reply
 
-DECODER_VERSION = "6"  # 6: the tagged and tokenized forms of open models (tagged.py), points, Florence-2's Python
+DECODER_VERSION = "7"  # 7: the boxes and points an answer located kept in meta.located (a chain's prompts); 6: the tagged and tokenized forms of open models (tagged.py), points, Florence-2's Python
 # literals (no longer salvaged as truncated JSON), Qwen2.5-VL's own frame, colour-coded mask pictures;
 # 5: a crop's box read as a mask-less box is (key, order, coordinates); 4: NaN/infinite
 # coordinates skipped, bounds on entries and vertices; 3: boxes, coordinates
@@ -77,6 +77,10 @@ POLYGON_KEYS = ("mask", "points", "polygon", "polygons", "vertices", "coordinate
 #: keys under which an entry may hold a box without a mask: box_2d is [y0, x0, y1, x1] (Gemini), the others
 #: [x0, y0, x1, y1] (open vision-language models)
 BOX_KEYS = ("box_2d", "bbox_2d", "bbox", "box")
+#: forms that locate without drawing a shape: boxes filled as crude masks, points drawn as a pixel each (reports
+#: name the models that answered only so, and show their localisation beside their Dice)
+BOX_FORMS = frozenset({"box", "paligemma/loc", "florence/loc", "internvl/box", "deepseek/box"})
+POINT_FORMS = frozenset({"point", "molmo/points"})
 #: keys under which an entry holds one point [x, y] (Qwen's point_2d)
 POINT_KEYS = ("point_2d", "point")
 #: keys under which a list of entries may be wrapped ({"boxes": [...]} and the like)
@@ -161,14 +165,30 @@ def _corner_box(entry: dict) -> list | None:
     return v if all(is_number(c) for c in v) else None
 
 
-def draw_point(mask: np.ndarray, point: list, notes: list[str]) -> bool:
-    """Mark the pixel holding a point [x, y] in 0..1000; False (with a note) when it is outside the image."""
+def draw_point(mask: np.ndarray, point: list, notes: list[str], located: dict | None = None) -> bool:
+    """Mark the pixel holding a point [x, y] in 0..1000; False (with a note) when it is outside the image.
+    ``located`` collects the point in pixels."""
     h, w = mask.shape
     x, y = point[0] / 1000 * w, point[1] / 1000 * h
     if not (0 <= x <= w and 0 <= y <= h):
         notes.append("point outside the image skipped")
         return False
     mask[min(int(y), h - 1), min(int(x), w - 1)] = True
+    if located is not None:
+        located.setdefault("points", []).append([round(x, 2), round(y, 2)])
+    return True
+
+
+def fill_box(mask: np.ndarray, box: object, notes: list[str], located: dict | None = None) -> bool:
+    """Fill a box ([y0, x0, y1, x1] in 0..1000) as a crude mask; False (with a note) when unusable. ``located``
+    collects it as [x0, y0, x1, y1] pixel edges."""
+    bounds = box_pixels(box, *mask.shape, notes)
+    if bounds is None:
+        return False
+    y0, x0, y1, x1 = bounds
+    mask[y0:y1, x0:x1] = True
+    if located is not None:
+        located.setdefault("boxes", []).append([x0, y0, x1, y1])
     return True
 
 
@@ -178,18 +198,14 @@ def draw_shapes(shapes: "tagged.Shapes", h: int, w: int, text: str) -> Decoded:
     if shapes.unsupported:
         return Decoded.fail("unsupported_format", f"{shapes.unsupported}: {head(text)}", notes, form=shapes.form)
     mask = np.zeros((h, w), bool)
-    used = 0
-    for x0, y0, x1, y1 in shapes.boxes:
-        bounds = box_pixels([y0, x0, y1, x1], h, w, notes)
-        if bounds is not None:
-            mask[bounds[0]:bounds[2], bounds[1]:bounds[3]] = True
-            used += 1
-    used += sum(draw_point(mask, p, notes) for p in shapes.points)
+    located: dict = {}
+    used = sum(fill_box(mask, [y0, x0, y1, x1], notes, located) for x0, y0, x1, y1 in shapes.boxes)
+    used += sum(draw_point(mask, p, notes, located) for p in shapes.points)
     used += sum(draw_polygon(mask, p, notes) for p in shapes.polygons)
     if used == 0:
         return Decoded.fail("invalid_answer", f"none of {shapes.count()} shapes was usable: {head(text)}", notes,
                             form=shapes.form)
-    return Decoded(mask, notes=notes, instances=used, form=shapes.form)
+    return Decoded(mask, notes=notes, instances=used, form=shapes.form, located=located)
 
 
 def decode_answer(text: str, image: bytes | None, h: int, w: int, *, threshold: int = THRESHOLD,
@@ -236,6 +252,7 @@ def decode_answer(text: str, image: bytes | None, h: int, w: int, *, threshold: 
                             f"not decoded: {head(text)}", notes, form="too-large")
     mask = np.zeros((h, w), bool)
     forms: set[str] = set()
+    located: dict = {}
     used = vertices = 0
     sx, sy = scale_to_1000(coords, sent_size, resize_rule)
     for e in entries:
@@ -243,12 +260,16 @@ def decode_answer(text: str, image: bytes | None, h: int, w: int, *, threshold: 
         if isinstance(crop, str):
             forms.add("png-crops")
             # the box by the rules of a box without a mask: its key's order, the coordinate convention
-            used += paste_crop(mask, _box_1000(e, sx, sy), crop, threshold, notes)
+            box = _box_1000(e, sx, sy)
+            if paste_crop(mask, box, crop, threshold, notes):
+                used += 1
+                y0, x0, y1, x1 = box_pixels(box, h, w, [])  # usable, or the crop was not pasted
+                located.setdefault("boxes", []).append([x0, y0, x1, y1])  # the crop's box: where the model put it
             continue
         point = _point(e) if isinstance(e, dict) else None
         if point is not None:
             forms.add("point")
-            used += draw_point(mask, _to_1000([point], point_order, sx, sy)[0], notes)
+            used += draw_point(mask, _to_1000([point], point_order, sx, sy)[0], notes, located)
             continue
         poly = _polygons(e)
         if poly is not None:
@@ -268,10 +289,7 @@ def decode_answer(text: str, image: bytes | None, h: int, w: int, *, threshold: 
             notes.append("box with a coordinate that is not a finite number skipped")
         elif box is not None:
             forms.add("box")
-            bounds = box_pixels(box, h, w, notes)
-            if bounds is not None:
-                mask[bounds[0]:bounds[2], bounds[1]:bounds[3]] = True
-                used += 1
+            used += fill_box(mask, box, notes, located)
         else:
             notes.append("entry in no known form skipped")
     form = "+".join(sorted(forms)) or "unknown"
@@ -280,7 +298,7 @@ def decode_answer(text: str, image: bytes | None, h: int, w: int, *, threshold: 
             return Decoded.fail("unknown_form", f"JSON in no known answer form: {head(text)}", notes, form=form)
         return Decoded.fail("invalid_answer", f"none of {len(entries)} entries held a usable mask: {head(text)}",
                             notes, form=form)
-    return Decoded(mask, notes=notes, instances=used, form=form)
+    return Decoded(mask, notes=notes, instances=used, form=form, located=located)
 
 
 def to_prediction(reply: "Reply", h: int, w: int, *, threshold: int = THRESHOLD, point_order: str = "xy",
@@ -311,6 +329,8 @@ def to_prediction(reply: "Reply", h: int, w: int, *, threshold: int = THRESHOLD,
         meta["coords"] = coords
         if coords == "model-pixels":
             meta["resize_rule"] = (resize_rule or ResizeRule()).model_dump()
+    if d.located:
+        meta["located"] = d.located
     if reply.finish == "MAX_TOKENS":
         meta["notes"] = d.notes + ["answer cut at the output-token cap"]
     if d.status != "ok":

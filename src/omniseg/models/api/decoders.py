@@ -48,9 +48,12 @@ class Decoded:
     notes: list[str] = field(default_factory=list)
     instances: int = 0
     form: str = ""  # the answer form that was detected (omniseg.models.api.answers.FORMS)
+    #: where the answer put things, in pixels of the image: {"boxes": [[x0, y0, x1, y1], ...] (pixel edges),
+    #: "points": [[x, y], ...]}; what a chain (omniseg.models.chain) prompts a segmenter with
+    located: dict = field(default_factory=dict)
 
     @classmethod
-    def fail(cls, status: str, reason: str, notes: list[str] | None = None, form: str = "") -> "Decoded":
+    def fail(cls, status: str, reason: str, notes: list[str] | None = None, form: str = "") -> "Decoded":  # noqa: D102
         return cls(None, status, reason, notes or [], form=form)
 
 
