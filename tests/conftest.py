@@ -465,3 +465,18 @@ def browser():
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     yield driver
     driver.quit()
+
+
+@pytest.fixture
+def sent_polyps(tmp_path, monkeypatch):
+    """12 generated Kvasir-SEG cases for an `openai` entry named vlm (key in VLM_KEY): (root, {id: mask},
+    {sha of the PNG sent: id}), so a fake server can answer each image by its own reference."""
+    from omniseg import config, datasets
+
+    monkeypatch.setenv("VLM_KEY", OPENAI_KEY)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    root = make_kvasir(tmp_path / "k", n=12)
+    ds = datasets.open("kvasir-seg", root)
+    masks = {r.id: ds.load(r).mask for r in ds.refs("all")}
+    shas = sent_png_sha(config.load(openai_yaml(tmp_path, root, "http://127.0.0.1:9", mode="box")), "vlm")
+    return root, masks, shas

@@ -29,7 +29,7 @@ from omniseg.errors import OmnisegError
 from omniseg.models.api.decoders import STATUSES as DECODED
 from omniseg.models.base import STATUSES, Prediction, RunContext
 from omniseg.models.specialist import NetSpec, build_net, save_checkpoint
-from omniseg.testing import tiny_sam3
+from omniseg.testing import tiny_codebook, tiny_sam3
 from omniseg.testing.fake_gemini import FakeGemini
 from omniseg.testing.fake_openai import FakeOpenAI
 from omniseg.testing.gemini_answers import error
@@ -80,6 +80,8 @@ class Kind:
     fault: Callable[[Any, Env, Any], None] | None = None
     #: statuses its fault may give
     fault_statuses: tuple[str, ...] = ("error",)
+    #: the other entries it works through (a chain's source), as ModelConfigs
+    peers: Callable[[Env], list] | None = None
 
 
 def _oom(m, env, monkeypatch):
@@ -143,10 +145,20 @@ KINDS: dict[str, Kind] = {
     "openai": Kind(_api(lambda env: env.openai.url + "/v1", model="Qwen/Qwen2.5-VL-7B-Instruct", key_env="VLM_KEY"),
                    alternatives={"prompts": lambda env: {"mine": "Mark {target}."}, "prompt": lambda env: "mine",
                                  "key_env": lambda env: "OTHER_KEY", "resize_rule": lambda env: "ollama",
+                                 "seg_codebook": lambda env: str(tiny_codebook.save(env.root / "vae-oid.npz")),
                                  "price": lambda env: {"input_per_mtok": 9, "output_per_mtok": 9},
                                  "cache": lambda env: str(env.root / "other.sqlite")},
                    fault=_server_refuses("openai"), fault_statuses=("api_error",)),
+    "chain": Kind(lambda env: {"source": "the-openai-source", "segmenter": _sam3_stage(env, 0)},
+                  alternatives={"source": lambda env: "the-gemini-source", "segmenter": lambda env: _sam3_stage(env, 1)},
+                  peers=lambda env: [ModelConfig(name="the-openai-source", kind="openai", options=KINDS["openai"].options(env)),
+                                     ModelConfig(name="the-gemini-source", kind="gemini", options=KINDS["gemini"].options(env))],
+                  fault=_server_refuses("openai"), fault_statuses=("api_error",)),
 }
+
+
+def _sam3_stage(env: Env, which: int) -> dict:
+    return {"kind": "sam3", "options": {"checkpoint": str(env.sam3[which]), "device": "cpu", "target": "the polyp"}}
 
 
 def _copy(folder: Path, to: Path) -> Path:
@@ -193,6 +205,8 @@ def env(tmp_path_factory):
 
 def build(kind: str, env: Env, tmp_path: Path, **changed):
     m = models.build(ModelConfig(name=f"the-{kind}", kind=kind, options={**KINDS[kind].options(env), **changed}))
+    if KINDS[kind].peers is not None:
+        models.link([m], KINDS[kind].peers(env))
     m.bind(RunContext(store_root=tmp_path))
     return m
 

@@ -276,24 +276,16 @@ def test_a_privileged_model_given_the_specialist_role_is_never_a_contender_refer
     assert set(claims.specialist) == {"spec"} and "boxy" not in set(claims.omnimodel)
 
 
-def test_a_box_only_model_is_named_and_its_localisation_shown_beside_its_dice(tmp_path, monkeypatch):
+def test_a_box_only_model_is_named_and_its_localisation_shown_beside_its_dice(tmp_path, sent_polyps):
     """An open model answering boxes (the fake OpenAI-compatible server, mode box) beside a floor: the report says
     it answered boxes only, and its localisation (detection F1, box IoU) is high where its Dice cannot be."""
     from typer.testing import CliRunner
 
-    from conftest import OPENAI_KEY, make_kvasir, openai_yaml
+    from conftest import openai_yaml
     from omniseg.cli import app
     from omniseg.testing import fake_openai as fo
 
-    monkeypatch.setenv("VLM_KEY", OPENAI_KEY)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    from conftest import sent_png_sha
-    from omniseg import config, datasets
-
-    root = make_kvasir(tmp_path / "k", n=12)
-    ds = datasets.open("kvasir-seg", root)
-    masks = {r.id: ds.load(r).mask for r in ds.refs("all")}
-    shas = sent_png_sha(config.load(openai_yaml(tmp_path, root, "http://127.0.0.1:9", mode="box")), "vlm")
+    root, masks, shas = sent_polyps
     # a model that finds each polyp and answers its box (in 0..1000): localised exactly, drawn as a rectangle
     with fo.FakeOpenAI(lambda req: fo.completion(fo.boxes(masks[shas[req.image_sha]]))) as srv:
         cfg = openai_yaml(tmp_path, root, srv.url, mode="box")

@@ -135,7 +135,7 @@ def _tell(st, s, path: Path) -> None:
                    + f"; cost {r.cost:.4f} USD"
                    + (f" ({int(r.recovered)} answers of an interrupted run booked now)" if r.recovered else ""))
     for r in versions.itertuples():
-        if r.asked and not str(r.model_version).startswith(r.asked):
+        if isinstance(r.asked, str) and r.asked and not str(r.model_version).startswith(r.asked):
             typer.secho(f"warning: {r.model} asked for {r.asked} but {r.n} answer(s) came from {r.model_version}: "
                         "the API routes a retired model to another one (docs/omnimodels.md)", fg="yellow", err=True)
     for note in s.notes:

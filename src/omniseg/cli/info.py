@@ -27,12 +27,13 @@ def list_plugins() -> None:
                                  ("model kinds", models.REGISTRY, lambda c: f"role {c.role}"),
                                  ("metrics", metrics.REGISTRY, lambda m: m.description + (" (opt-in)" if m.opt_in else ""))):
         typer.echo(f"{title}:")
+        wide = max([12, *map(len, reg.names())])
         for name in reg.names():
             try:
                 what = describe(reg.get(name))
             except Exception as e:  # a broken entry is shown, not fatal
                 what = f"cannot load: {type(e).__name__}: {e}"
-            typer.echo(f"  {name:12s} {what:44s} {reg.origin(name)}")
+            typer.echo(f"  {name:{wide}s} {what:44s} {reg.origin(name)}")
     typer.echo("roles: " + "; ".join(f"{r}: {d}" for r, d in ROLES.items()))
     for origin, error in plugins.FAILURES:
         typer.secho(f"extension not loaded: {origin}: {error}", fg="yellow")

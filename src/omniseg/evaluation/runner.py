@@ -74,7 +74,7 @@ def select_models(cfg: TaskConfig, names: list[str] | None) -> list[Segmenter]:
                 f"omniseg train --task {cfg.task}" + ("" if m.name == (cfg.train.model if cfg.train else "unet")
                                                       else f" --model {m.name}"),
                 others) from None
-    return built
+    return models.link(built, cfg.models)
 
 
 def _check_signatures(store: Store, task: str, segs: list[Segmenter], force: bool) -> None:
@@ -367,7 +367,8 @@ def _received(segs, prepared) -> list[tuple]:
     out = []
     for m in segs:
         samples, handle, _ = handles[m.name]
-        if not samples or handle is samples:  # nothing submitted, or a local model (nothing paid)
+        if not samples or handle is samples or not isinstance(handle, list):  # nothing submitted, a local model or a
+            # chain (nothing paid of its own: its first stage archived what it received)
             continue
         for s, f in zip(samples, handle):
             if f.done() and not f.cancelled() and f.exception() is None and f.result().status != "skipped":

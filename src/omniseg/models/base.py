@@ -100,6 +100,15 @@ class Segmenter:
     def bind(self, context: RunContext) -> None:
         self.context = context
 
+    def needs(self) -> tuple[str, ...]:
+        """Names of other model entries this one works through (a chain's source); :func:`omniseg.models.link`
+        attaches them."""
+        return ()
+
+    def attach(self, peers: dict[str, "Segmenter"], running: frozenset[str]) -> None:
+        """Receive the entries named by :meth:`needs`; ``running``: the names the run itself runs (their models are
+        shared, not owned)."""
+
     def check_ready(self) -> None:
         """Raise an OmnisegError when the model cannot predict anything (checked before a run starts)."""
 

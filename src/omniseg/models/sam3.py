@@ -121,57 +121,72 @@ class Sam3(Segmenter):
         return sig
 
     def predict_batch(self, samples: list[Sample]) -> list[Prediction]:
-        out: list[Prediction] = []
-        for i in range(0, len(samples), self.options.batch_size):
-            chunk = samples[i:i + self.options.batch_size]
-            try:
-                out.extend(self._chunk(chunk))
-            except Exception as e:  # e.g. out of memory, or one image it cannot take: each sample alone
-                out.extend(self._alone(s) for s in chunk) if len(chunk) > 1 else \
-                    out.append(Prediction.failed(f"{type(e).__name__}: {e}"))
-        return out
+        if not self.privileged:
+            return self._predict(samples, None)
+        boxes = [[box] if (box := reference_box(s.mask)) is not None else [] for s in samples]
+        return self.segment_boxes(samples, boxes, nothing="empty reference: no box to prompt with")
+
+    def segment_boxes(self, samples: list[Sample], boxes: list[list[list[float]]],
+                      nothing: str = "no box to prompt with") -> list[Prediction]:
+        """Each sample prompted with the text concept and its boxes ([x0, y0, x1, y1] in pixels, as positive
+        exemplars): the promptable-segmenter contract a chain (omniseg.models.chain) draws through. A sample
+        without a box gets an empty mask noting ``nothing``."""
+        out: list[Prediction | None] = [None] * len(samples)
+        groups: dict[int, list[int]] = {}
+        for i, b in enumerate(boxes):  # one forward pass takes the same number of boxes for every image
+            groups.setdefault(len(b), []).append(i)
+        for n, idx in groups.items():
+            if n == 0:
+                for i in idx:
+                    out[i] = Prediction(mask=np.zeros(samples[i].mask.shape, bool),
+                                        meta={"prompt": self.prompt, "boxes": 0, "note": nothing})
+                continue
+            for i, p in zip(idx, self._predict([samples[i] for i in idx], [boxes[i] for i in idx])):
+                out[i] = p
+        return out  # type: ignore[return-value]
 
     def predict(self, sample: Sample) -> Prediction:
         return self.predict_batch([sample])[0]
 
-    def _alone(self, sample: Sample) -> Prediction:
+    def _predict(self, samples: list[Sample], boxes: list[list[list[float]]] | None) -> list[Prediction]:
+        out: list[Prediction] = []
+        for i in range(0, len(samples), self.options.batch_size):
+            chunk = samples[i:i + self.options.batch_size]
+            some = None if boxes is None else boxes[i:i + self.options.batch_size]
+            try:
+                out.extend(self._chunk(chunk, some))
+            except Exception as e:  # e.g. out of memory, or one image it cannot take: each sample alone
+                if len(chunk) == 1:
+                    out.append(Prediction.failed(f"{type(e).__name__}: {e}"))
+                else:
+                    out.extend(self._alone(s, None if some is None else some[j]) for j, s in enumerate(chunk))
+        return out
+
+    def _alone(self, sample: Sample, boxes: list[list[float]] | None) -> Prediction:
         """One sample of a batch that failed, predicted by itself: a failure of its own, or the batch's."""
         try:
-            return self._chunk([sample])[0]
+            return self._chunk([sample], None if boxes is None else [boxes])[0]
         except Exception as e:
             return Prediction.failed(f"{type(e).__name__}: {e}")
 
-    def _chunk(self, chunk: list[Sample]) -> list[Prediction]:
+    def _chunk(self, chunk: list[Sample], boxes: list[list[list[float]]] | None) -> list[Prediction]:
         import torch
 
         o = self.options
-        preds: dict[int, Prediction] = {}
-        asked = list(range(len(chunk)))
-        boxes = None
-        if self.privileged:
-            found = {j: reference_box(chunk[j].mask) for j in asked}
-            for j, box in found.items():  # nothing to point at: the oracle knows there is nothing
-                if box is None:
-                    preds[j] = Prediction(mask=np.zeros(chunk[j].mask.shape, bool),
-                                          meta={"prompt": self.prompt, "note": "empty reference: no box to prompt with"})
-            asked = [j for j in asked if found[j] is not None]
-            boxes = [[found[j]] for j in asked]
-        if asked:
-            kw = {"input_boxes": boxes, "input_boxes_labels": [[1] for _ in asked]} if boxes is not None else {}
-            inputs = self.processor(images=[np.array(chunk[j].image) for j in asked], text=[self.prompt] * len(asked),
-                                    return_tensors="pt", **kw)
-            inputs = {k: (v.to(self.device, dtype=self.dtype) if torch.is_floating_point(v) else v.to(self.device))
-                      if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-            with torch.inference_mode():
-                outputs = self.net(**inputs)
-            results = self.processor.post_process_instance_segmentation(
-                outputs, threshold=o.score_threshold, mask_threshold=o.mask_threshold,
-                target_sizes=[chunk[j].mask.shape for j in asked])
-            for j, r in zip(asked, results):
-                preds[j] = self._combine(chunk[j], r)
-        return [preds[j] for j in range(len(chunk))]
+        kw = {"input_boxes": boxes, "input_boxes_labels": [[1] * len(b) for b in boxes]} if boxes is not None else {}
+        inputs = self.processor(images=[np.array(s.image) for s in chunk], text=[self.prompt] * len(chunk),
+                                return_tensors="pt", **kw)
+        inputs = {k: (v.to(self.device, dtype=self.dtype) if torch.is_floating_point(v) else v.to(self.device))
+                  if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+        with torch.inference_mode():
+            outputs = self.net(**inputs)
+        results = self.processor.post_process_instance_segmentation(
+            outputs, threshold=o.score_threshold, mask_threshold=o.mask_threshold,
+            target_sizes=[s.mask.shape for s in chunk])
+        return [self._combine(s, r, None if boxes is None else len(boxes[j]))
+                for j, (s, r) in enumerate(zip(chunk, results))]
 
-    def _combine(self, sample: Sample, result: dict) -> Prediction:
+    def _combine(self, sample: Sample, result: dict, boxes: int | None) -> Prediction:
         masks = result["masks"].detach().cpu().numpy().astype(bool)
         scores = result["scores"].detach().float().cpu().numpy()
         h, w = sample.mask.shape
@@ -185,6 +200,8 @@ class Sam3(Segmenter):
             mask &= sample.roi
         meta = {"prompt": self.prompt, "instances": int(len(scores)),
                 "scores": [round(float(s), 4) for s in sorted(scores, reverse=True)[:10]]}
+        if boxes is not None:
+            meta["boxes"] = boxes
         if self.privileged:
             meta["privileged"] = "box-oracle: prompted with the reference's bounding box"
         return Prediction(mask=mask, meta=meta)

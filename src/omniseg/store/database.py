@@ -249,6 +249,11 @@ class Store:
                                "COALESCE(json_extract(signature, '$.privileged'), 0)", (task,)).fetchall()
         return {r[0] for r in rows}
 
+    def signatures(self, task: str) -> dict[str, dict]:
+        """Model -> its recorded signature (kind, options, and what each kind adds: a chain's source, SAM 3's mode)."""
+        rows = self.db.execute("SELECT model, kind, signature FROM models WHERE task = ?", (task,)).fetchall()
+        return {r[0]: {"kind": r[1], **(json.loads(r[2]) if r[2] else {})} for r in rows}
+
     def add_samples(self, task: str, rows: Iterable[tuple[str, str, str | None, dict]]) -> None:
         # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         """(sample_id, split, problem, meta) for every sample a run was asked to cover."""

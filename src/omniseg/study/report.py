@@ -35,6 +35,7 @@ _SUMMARIZED = {"dice", "iou", "precision", "recall", "hd95"}
 COMPARISON_COLUMNS = ["task", "subset", "model_a", "model_b", "n", "mean_diff", "diff_ci_low", "diff_ci_high",
                       "p_wilcoxon", "wins", "ties", "losses"]
 SUBSETS = ("all", "easiest", "hardest")
+DECOMPOSITION_COLUMNS = ["task", "chain", "stage", "model", "n", "dice_mean", "iou_mean"]
 ROUTING_SHARES = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)
 
 
@@ -143,6 +144,65 @@ def _localisation_md(g: pd.DataFrame, summary_all: pd.DataFrame, mark) -> list[s
                                                                r.det_recall_mean, r.det_f1_mean)]
         md.append(f"| {mark(r.model)} | {answered_as(ok.loc[ok['model'] == r.model, 'answer_form'])} | {shown[0]} | "
                   f"{shown[1]} | {shown[2]} / {shown[3]} / {shown[4]} |")
+    return md
+
+
+def decomposition(g: pd.DataFrame, signatures: dict[str, dict], specialists: list[str]) -> list[pd.DataFrame]:
+    """Per chain of the task, its stages side by side on the images all of them scored: the omnimodel alone, the
+    omnimodel's boxes drawn by the segmenter, the segmenter from text, the segmenter from the reference's box
+    (privileged), and the specialist. Columns: stage, model, n, dice_mean, iou_mean (a stage not run: no model)."""
+    out = []
+    def chained(sig: dict) -> bool:  # a model that draws another entry's answers (omniseg.models.chain)
+        return isinstance(sig.get("segmenter"), dict) and bool((sig.get("options") or {}).get("source"))
+
+    for chain in sorted(m for m, sig in signatures.items() if chained(sig) and m in set(g["model"])):
+        sig = signatures[chain]
+        drawer = sig["segmenter"].get("kind") or "segmenter"
+        alike = [m for m, s in signatures.items() if s.get("kind") == drawer and m in set(g["model"])]
+        stages = [("omnimodel alone", (sig.get("options") or {}).get("source")),
+                  (f"omnimodel → {drawer}", chain),
+                  (f"{drawer} from text", next((m for m in sorted(alike) if not signatures[m].get("privileged")), None)),
+                  (f"{drawer} from the reference's box (privileged)",
+                   next((m for m in sorted(alike) if signatures[m].get("privileged")), None)),
+                  ("specialist", specialists[0] if specialists else None)]
+        present = [m for _, m in stages if m is not None and m in set(g["model"])]
+        scored = g[g["model"].isin(present) & g["dice"].notna()]
+        common = scored.groupby("sample_id")["model"].nunique()
+        common = set(common[common == len(present)].index)
+        rows = []
+        for stage, m in stages:
+            s = scored[(scored["model"] == m) & scored["sample_id"].isin(common)] if m in present else scored.iloc[0:0]
+            rows.append({"chain": chain, "stage": stage, "model": m if m in present else None, "n": len(s),
+                         "dice_mean": s["dice"].mean() if len(s) else float("nan"),
+                         "iou_mean": s["iou"].mean() if len(s) else float("nan")})
+        out.append(pd.DataFrame(rows))
+    return out
+
+
+def _decomposition_md(tables: list[pd.DataFrame]) -> list[str]:
+    """The gap to the specialist split into where (localisation) and what shape (delineation)."""
+    md = []
+    for t in tables:
+        chain = t["chain"].iloc[0]
+        md += ["", f"Where against what shape (`{chain}`: the omnimodel locates, the segmenter draws; on the images "
+               "every stage scored):", "", "| stage | model | n | Dice | IoU |", "|---|---|---:|---:|---:|"]
+        for r in t.itertuples(index=False):
+            if r.model is None:
+                md.append(f"| {r.stage} | not run | – | – | – |")
+            else:
+                md.append(f"| {r.stage} | {r.model} | {r.n} | {r.dice_mean:.3f} | {r.iou_mean:.3f} |")
+        d = t.set_index("stage")["dice_mean"]
+        chained, oracle, spec = d.iloc[1], d.iloc[3], d.iloc[4]
+        parts = []
+        if pd.notna(oracle) and pd.notna(chained):
+            parts.append(f"where (the reference's box against the omnimodel's boxes, same segmenter): {oracle - chained:+.3f}")
+        if pd.notna(spec) and pd.notna(oracle):
+            parts.append(f"what shape (the specialist against the segmenter given the reference's box): {spec - oracle:+.3f}")
+        if parts:
+            md += ["", "Dice gap: " + "; ".join(parts) + "."]
+        else:
+            md += ["", "Add a segmenter entry with `mode: box-oracle` and a specialist to split the gap into where "
+                       "and what shape."]
     return md
 
 
@@ -310,7 +370,7 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
           "Comparisons are paired on the images both models scored: mean difference (A − B) with its bootstrap "
           f"interval, Wilcoxon signed-rank p-value, and wins/ties/losses of A. Below {stats.MIN_N} images no interval, "
           "p-value or verdict is given: it would mean nothing. `manifest.json` says what produced every number.", ""]
-    routes, claim_tables, review_tables, agreements = [], [], [], []
+    routes, claim_tables, review_tables, agreements, decompositions = [], [], [], [], []
     figdir = out / "figures"
     sections: dict[str, list[str]] = {}  # task -> its part of report.md (report.html shows the same)
     for t in tasks:
@@ -345,6 +405,9 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
                 md.append(f"| {r.subset} | {mark(r.model_a)} − {mark(r.model_b)} | {r.n} | {r.mean_diff:+.3f} | "
                           f"{_ci(r.diff_ci_low, r.diff_ci_high, r.n)} | {_p(r.p_wilcoxon, r.n)} | {r.wins} / {r.ties} / {r.losses} |")
         specs, omnis, founds, ref = _roles(store, t, models, specialist, omnimodel, privileged)
+        split_up = decomposition(g, store.signatures(t), specs)
+        md += _decomposition_md(split_up)
+        decompositions += [d.assign(task=t) for d in split_up]
         pairs = [(sp, om) for sp in specs for om in omnis + founds if sp != om]
         curves = {}
         for sp, om in pairs:
@@ -415,6 +478,9 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
         pd.DataFrame([{**a, "disagreements": " ".join(a["disagreements"])} for a in agreements],
                      columns=review_agreement.AGREEMENT_COLUMNS).to_csv(paths["review_agreement"], index=False,
                                                                         float_format="%.6g")
+    if decompositions:
+        paths["decomposition"] = out / "decomposition.csv"
+        pd.concat(decompositions)[DECOMPOSITION_COLUMNS].to_csv(paths["decomposition"], index=False, float_format="%.6f")
     if routes:
         paths["routing"] = out / "routing.csv"
         pd.concat(routes).to_csv(paths["routing"], index=False, float_format="%.6f")

@@ -107,15 +107,30 @@ def test_a_complete_python_literal_is_no_truncated_json():
 
 
 #: the grammars' building blocks, cut and mixed at random
-PIECES = st.sampled_from(["<loc0256>", "<loc1023>", "<seg012>", "<loc_5>", "<loc_999>", "<box>", "</box>", "[[1, 2, 3, 4]]",
+PIECES = st.sampled_from(["<loc0256>", "<loc1023>", "<seg012>", "<seg999>", "<seg000>" * 16, "<loc0900><loc0100>", "<loc_5>", "<loc_999>", "<box>", "</box>", "[[1, 2, 3, 4]]",
                           "<|det|>", "<|/det|>", '<point x="1e308" y="nan">', "<points x1=", "M 0.1", " L 1e999 0",
                           "Z", "{'<OD>': {'bboxes': [[", "]]}}", "'", "\"", "[", "{", "NaN", "-", "99999999999999999999",
                           ";", " polyp ", "<ref>", "</ref>", "\u202e", "\x00"])
 
 
-@given(st.lists(PIECES, max_size=30).map("".join))
-def test_any_mix_of_the_grammars_ends_as_a_status_never_an_exception(text):
-    d = decode_answer(text, None, 16, 20, sent_size=(20, 16))
+_CODEBOOK: list[str] = []
+
+
+def codebook() -> str:
+    """A stand-in PaliGemma codebook, made once for the module (hypothesis runs many examples per test)."""
+    if not _CODEBOOK:
+        import tempfile
+        from pathlib import Path
+
+        from omniseg.testing import tiny_codebook
+
+        _CODEBOOK.append(str(tiny_codebook.save(Path(tempfile.mkdtemp()) / "vae.npz", entries=64)))
+    return _CODEBOOK[0]
+
+
+@given(st.lists(PIECES, max_size=30).map("".join), st.booleans())
+def test_any_mix_of_the_grammars_ends_as_a_status_never_an_exception(text, with_codebook):
+    d = decode_answer(text, None, 16, 20, sent_size=(20, 16), seg_codebook=codebook() if with_codebook else None)
     assert d.status in ("ok", "unparseable", "invalid_answer", "unknown_form", "unsupported_format")
     assert (d.mask is not None) == (d.status == "ok")
     if d.mask is not None:

@@ -38,7 +38,9 @@ from .decoders import (
 if TYPE_CHECKING:
     from .types import Reply
 
-DECODER_VERSION = "7"  # 7: the boxes and points an answer located kept in meta.located (a chain's prompts); 6: the tagged and tokenized forms of open models (tagged.py), points, Florence-2's Python
+DECODER_VERSION = "7"  # 7: the boxes and points an answer located kept in meta.located (a chain's prompts),
+# PaliGemma's <seg> tokens drawn with the codebook named by seg_codebook; 6: the tagged and tokenized forms of open
+# models (tagged.py), points, Florence-2's Python
 # literals (no longer salvaged as truncated JSON), Qwen2.5-VL's own frame, colour-coded mask pictures;
 # 5: a crop's box read as a mask-less box is (key, order, coordinates); 4: NaN/infinite
 # coordinates skipped, bounds on entries and vertices; 3: boxes, coordinates
@@ -56,8 +58,8 @@ FORMS = {
     "box": "boxes without masks, filled as crude masks (status ok; reports can separate them by form)",
     "point": "points (point_2d [x, y], or entries {x, y}): one pixel each; a location, not a region (Qwen, Moondream)",
     "paligemma/loc": "PaliGemma's four <locNNNN> tokens per object: y0 x0 y1 x1 on 0..1023, filled as boxes",
-    "paligemma/seg": "PaliGemma's <locNNNN> and 16 <segNNN> tokens: drawn only with its VQ-VAE codebook "
-                     "(status unsupported_format naming the option seg_codebook without it)",
+    "paligemma/seg": "PaliGemma's <locNNNN> and 16 <segNNN> tokens: drawn in the box with its VQ-VAE codebook "
+                     "(the option seg_codebook: .paligemma_masks); without it status unsupported_format naming it",
     "florence/loc": "Florence-2's raw <loc_N> tokens on 0..999 bins: four after a label are a box",
     "florence/loc-polygon": "Florence-2's raw <loc_N> tokens: an even run of six or more is a polygon",
     "florence/literal": "Florence-2's post-processed Python literal {'<TASK>': {'bboxes': ..., 'polygons': ...}} in "
@@ -192,26 +194,56 @@ def fill_box(mask: np.ndarray, box: object, notes: list[str], located: dict | No
     return True
 
 
-def draw_shapes(shapes: "tagged.Shapes", h: int, w: int, text: str) -> Decoded:
-    """A tagged answer's boxes (filled), points (a pixel each) and polygons as one mask."""
+def draw_shapes(shapes: "tagged.Shapes", h: int, w: int, text: str, seg_codebook: str | None = None) -> Decoded:
+    """A tagged answer's boxes (filled), points (a pixel each), polygons and PaliGemma masks (drawn with
+    ``seg_codebook``) as one mask."""
     notes = list(shapes.notes)
     if shapes.unsupported:
         return Decoded.fail("unsupported_format", f"{shapes.unsupported}: {head(text)}", notes, form=shapes.form)
+    if shapes.masks and not seg_codebook:
+        return Decoded.fail("unsupported_format", "the mask came as PaliGemma <seg> tokens, which only the VQ-VAE "
+                            "codebook of big_vision (vae-oid.npz) draws: set the model's option seg_codebook to that "
+                            f"file: {head(text)}", notes, form=shapes.form)
     mask = np.zeros((h, w), bool)
     located: dict = {}
     used = sum(fill_box(mask, [y0, x0, y1, x1], notes, located) for x0, y0, x1, y1 in shapes.boxes)
     used += sum(draw_point(mask, p, notes, located) for p in shapes.points)
     used += sum(draw_polygon(mask, p, notes) for p in shapes.polygons)
+    if shapes.masks:
+        used += draw_codebook_masks(mask, shapes.masks, seg_codebook, notes, located)
     if used == 0:
         return Decoded.fail("invalid_answer", f"none of {shapes.count()} shapes was usable: {head(text)}", notes,
                             form=shapes.form)
     return Decoded(mask, notes=notes, instances=used, form=shapes.form, located=located)
 
 
+def draw_codebook_masks(mask: np.ndarray, masks: list, codebook: str, notes: list[str], located: dict) -> int:
+    """PaliGemma's masks (box, 16 codebook indices) decoded and pasted into their boxes; how many were drawn."""
+    from . import paligemma_masks
+
+    h, w = mask.shape
+    n = paligemma_masks.entries(codebook)
+    usable = []
+    for (x0, y0, x1, y1), idx in masks:
+        bounds = box_pixels([y0, x0, y1, x1], h, w, notes)
+        if bounds is None:
+            continue
+        if max(idx) >= n:
+            notes.append(f"a <seg> index past the codebook's {n} entries: the object skipped")
+            continue
+        usable.append((bounds, idx))
+    if not usable:
+        return 0
+    for (py0, px0, py1, px1), m64 in zip((b for b, _ in usable), paligemma_masks.decode(codebook, [i for _, i in usable])):
+        mask[py0:py1, px0:px1] |= paligemma_masks.in_box(m64, py1 - py0, px1 - px0)
+        located.setdefault("boxes", []).append([px0, py0, px1, py1])
+    return len(usable)
+
+
 def decode_answer(text: str, image: bytes | None, h: int, w: int, *, threshold: int = THRESHOLD,
                   point_order: str = "xy", expect_image: bool = False, requested_aspect: float | None = None,
                   coords: str = "norm1000", sent_size: tuple[int, int] | None = None,
-                  resize_rule: ResizeRule | None = None) -> Decoded:
+                  resize_rule: ResizeRule | None = None, seg_codebook: str | None = None) -> Decoded:
     """Detect the answer's form and decode it into an ``h`` x ``w`` mask (or a failure status).
 
     ``coords`` is the convention of points and boxes in JSON answers (:data:`omniseg.models.api.frames.COORDS`);
@@ -224,7 +256,7 @@ def decode_answer(text: str, image: bytes | None, h: int, w: int, *, threshold: 
         return Decoded.fail("unsupported_format", f"mask given as <seg_..> tokens: {head(text)}", form="seg-tokens")
     shapes = tagged.read(text)
     if shapes is not None:
-        return draw_shapes(shapes, h, w, text)
+        return draw_shapes(shapes, h, w, text, seg_codebook)
     literal = tagged.python_literal(strip_fences(text))
     if literal is not None:  # a Python literal (Florence-2), read whole: never salvaged as truncated JSON
         value, notes = literal, []
@@ -304,7 +336,7 @@ def decode_answer(text: str, image: bytes | None, h: int, w: int, *, threshold: 
 def to_prediction(reply: "Reply", h: int, w: int, *, threshold: int = THRESHOLD, point_order: str = "xy",
                   expect_image: bool = False, requested_aspect: float | None = None, coords: str = "norm1000",
                   sent_size: tuple[int, int] | None = None, redact: Callable[[str], str] = str,
-                  resize_rule: ResizeRule | None = None) -> Prediction:
+                  resize_rule: ResizeRule | None = None, seg_codebook: str | None = None) -> Prediction:
     """A provider's reply as a prediction: blocks and empty candidates first, then the detected form.
 
     ``meta`` records what the API and the decoder said (docs/outputs.md); ``meta["tokens"]`` is
@@ -320,7 +352,7 @@ def to_prediction(reply: "Reply", h: int, w: int, *, threshold: int = THRESHOLD,
         return Prediction.failed(f"no answer: finish reason {reply.finish}", status="blocked", **meta)
     d = decode_answer(reply.text, reply.image, h, w, threshold=threshold, point_order=point_order,
                       expect_image=expect_image, requested_aspect=requested_aspect, coords=coords, sent_size=sent_size,
-                      resize_rule=resize_rule)
+                      resize_rule=resize_rule, seg_codebook=seg_codebook)
     meta.update(answer_form=d.form, notes=d.notes, instances=d.instances,
                 answer_head=head(reply.text, 60) if reply.text else "")
     if "polygon/" in d.form or "point" in d.form.split("+"):

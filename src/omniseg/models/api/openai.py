@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from ...datasets.base import Sample
+from ...errors import OmnisegError
 from .frames import RuleOption
 from .types import Failure, Price, RemoteOptions, Reply, retry_after_seconds, transport_error
 from ...redaction import watch
@@ -52,6 +53,8 @@ class OpenAIOptions(RemoteOptions):
     resize_rule: RuleOption = Field("qwen2.5-vl", description="with coords: model-pixels, how the model's processor "
                                     "resizes the image: qwen2.5-vl (the checkpoints' processor: vLLM, SGLang, "
                                     "transformers), ollama (under a megapixel), or {factor, min_pixels, max_pixels}")
+    seg_codebook: str | None = Field(None, description="PaliGemma's mask codebook (big_vision's vae-oid.npz): with it, "
+                                     "<seg> tokens are drawn as masks; without it they are unsupported_format")
     temperature: float | None = Field(0.0, ge=0, le=2)
     price: Price = Field(Price(input_per_mtok=0.0, output_per_mtok=0.0), description="USD per million tokens "
                                                                                      "(0 for your own server)")
@@ -75,6 +78,21 @@ class OpenAICompatible(RemoteSegmenter):
     def __init__(self, name: str, options: OpenAIOptions | None = None):
         super().__init__(name, options)
         self.key_variables = (self.options.key_env,) if self.options.key_env else ()  # for the key and redaction
+        if self.options.seg_codebook:  # a wrong file is said now, not as a failed row per answer
+            from . import paligemma_masks
+
+            try:
+                paligemma_masks.load(self.options.seg_codebook)
+            except OmnisegError as e:
+                raise OmnisegError(f"model {name!r}: option seg_codebook: {e}") from None
+
+    def signature(self) -> dict[str, Any]:
+        sig = super().signature()
+        if self.options.seg_codebook:  # the weights, wherever the file lies
+            from . import paligemma_masks
+
+            sig["options"]["seg_codebook"] = paligemma_masks.digest(self.options.seg_codebook)
+        return sig
 
     def _generation(self, sample: Sample) -> dict[str, Any]:
         o = self.options

@@ -249,7 +249,7 @@ class RemoteSegmenter(Segmenter):
                                      requested_aspect=decoders.ASPECT_RATIOS.get(gen.get("aspect_ratio", "")),
                                      coords=getattr(o, "coords", "norm1000"), sent_size=sent_size(h, w, o.max_side),
                                      resize_rule=rule_of(getattr(o, "resize_rule", None)),
-                                     redact=self.redact)
+                                     seg_codebook=getattr(o, "seg_codebook", None), redact=self.redact)
 
     # -- running ------------------------------------------------------------------------------
     # One event loop in a background thread serves the whole run, so that the cap on requests in

@@ -6,7 +6,8 @@ Each grammar below is read by a pure function into :class:`Shapes` (boxes, point
 * **PaliGemma / PaliGemma 2** (big_vision's PaliGemma README and its demo's parser): per object four
   ``<locNNNN>`` tokens, y0 x0 y1 x1 on 0..1023 (a coordinate is ``N / 1024`` of the side), optionally 16
   ``<segNNN>`` tokens, then the label; objects separated by ``;``. The seg tokens index a VQ-VAE codebook
-  (``vae-oid.npz``): without it they cannot be drawn (status ``unsupported_format``, naming ``seg_codebook``).
+  (``vae-oid.npz``, drawn by :mod:`.paligemma_masks`): without it they cannot be drawn (status
+  ``unsupported_format``, naming the option ``seg_codebook``).
 * **Florence-2** raw output: ``<loc_N>`` tokens on 0..999 bins (a bin's centre is ``(N + 0.5) / 1000``), four
   after a label for a box (x1 y1 x2 y2), an even run of six or more for a polygon (x y pairs).
   Its processor's post-processed answers are Python literals: see :func:`florence_literal`.
@@ -37,11 +38,13 @@ class Shapes:
     boxes: list[list[float]] = field(default_factory=list)  # [x0, y0, x1, y1] in 0..1000
     points: list[list[float]] = field(default_factory=list)  # [x, y] in 0..1000
     polygons: list[list[list[float]]] = field(default_factory=list)  # [[x, y], ...] in 0..1000
+    #: PaliGemma masks: ([x0, y0, x1, y1] in 0..1000, 16 codebook indices), drawn with the codebook (.paligemma_masks)
+    masks: list[tuple[list[float], list[int]]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     unsupported: str = ""  # why the answer cannot be drawn (seg tokens without their codebook)
 
     def count(self) -> int:
-        return len(self.boxes) + len(self.points) + len(self.polygons)
+        return len(self.boxes) + len(self.points) + len(self.polygons) + len(self.masks)
 
 
 def _finite(*values: float) -> bool:
@@ -50,6 +53,7 @@ def _finite(*values: float) -> bool:
 
 _PALI_OBJECT = re.compile(r"((?:<loc\d{4}>){4})((?:<seg\d{3}>){0,16})")
 _PALI_LOC = re.compile(r"<loc(\d{4})>")
+_PALI_SEG = re.compile(r"<seg(\d{3})>")
 
 
 def paligemma(text: str) -> Shapes | None:
@@ -59,14 +63,17 @@ def paligemma(text: str) -> Shapes | None:
     out = Shapes("paligemma/loc")
     for m in _PALI_OBJECT.finditer(text):
         y0, x0, y1, x1 = (int(v) / 1024 * 1000 for v in _PALI_LOC.findall(m.group(1)))
-        if m.group(2):
+        seg = [int(v) for v in _PALI_SEG.findall(m.group(2))]
+        if len(seg) == 16:
             out.form = "paligemma/seg"
-            out.unsupported = ("the mask came as PaliGemma <seg> tokens, which only the VQ-VAE codebook of big_vision "
-                               "(vae-oid.npz) draws: set the model's option seg_codebook to that file")
-        out.boxes.append([x0, y0, x1, y1])
-        if len(out.boxes) > MAX_SHAPES:
+            out.masks.append(([x0, y0, x1, y1], seg))
+        else:
+            if seg:
+                out.notes.append(f"{len(seg)} <seg> tokens, not 16: the object read as its box")
+            out.boxes.append([x0, y0, x1, y1])
+        if out.count() > MAX_SHAPES:
             break
-    return out if out.boxes else None
+    return out if out.count() else None
 
 
 _FLORENCE_LOC = re.compile(r"<loc_(\d{1,3})>")
