@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
 
 from .errors import ConfigError, unknown_name
 from .models.specialist import NetSpec
@@ -66,6 +66,17 @@ class CurationConfig(_Strict):
 class MetricsConfig(_Strict):
     cldice: bool = Field(False, description="compute centreline Dice (for tubular structures such as vessels)")
     include: list[str] = Field(default_factory=list, description="opt-in metrics to compute as well (`omniseg list` names them)")
+    spacing: tuple[PositiveFloat, PositiveFloat] | None = Field(
+        None, description="the pixel spacing in mm, [row, column]: HD95, NSD and MASD are then in mm (else in pixels)")
+    nsd_tolerance: PositiveFloat = Field(2.0, description="NSD's tolerance tau: mm with a spacing, pixels without")
+    boundary_width: PositiveInt | None = Field(None, description="boundary IoU's band in pixels (default: 2% of the "
+                                                                 "image diagonal, Cheng et al. 2021)")
+
+    def geometry(self):
+        """The :class:`omniseg.scoring.metrics.Geometry` these settings give."""
+        from .scoring.metrics import Geometry
+
+        return Geometry(spacing=self.spacing, tolerance=self.nsd_tolerance, width=self.boundary_width)
 
 
 class TrainConfig(_Strict):

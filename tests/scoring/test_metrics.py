@@ -266,9 +266,9 @@ def test_the_percentile_of_hd95_is_numpys_to_the_last_bit():
 
 def test_only_the_metrics_a_task_asks_for_are_computed_and_cldice_is_null_otherwise():
     names = [m.name for m in metrics.active()]
-    assert names == ["dice", "iou", "precision", "recall", "specificity", "hd95", "box_iou", "pointing",
-                     "det_precision", "det_recall", "det_f1"]
-    assert [m.name for m in metrics.active(("cldice",))][6] == "cldice"
+    assert names == ["dice", "iou", "precision", "recall", "specificity", "hd95", "nsd", "masd", "boundary_iou",
+                     "box_iou", "pointing", "det_precision", "det_recall", "det_f1"]
+    assert [m.name for m in metrics.active(("cldice",))][9] == "cldice"
     v = np.zeros((12, 12), bool)
     v[5, 1:11] = True
     plain = metrics.score(v, v)

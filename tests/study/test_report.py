@@ -306,3 +306,21 @@ def test_a_box_only_model_is_named_and_its_localisation_shown_beside_its_dice(tm
     assert rows["vlm"][1] == f"{vlm['box_iou_mean']:.3f}"
     per_image = pd.read_csv(out / "per_image.csv")
     assert set(per_image.loc[per_image.model == "vlm", "answer_form"]) == {"box"}
+
+
+def test_hd95_and_nsd_are_in_the_summary_table_in_mm_when_the_task_states_a_spacing(tmp_path):
+    """Metrics Reloaded's boundary metrics beside Dice: in pixels by default, in mm (with tau in mm) when the task
+    configures a pixel spacing, and the numbers are summary.csv's."""
+    rows = {}
+    for name, extra in (("px", ""), ("mm", "metrics:\n  spacing: [0.5, 0.25]\n  nsd_tolerance: 1.5\n")):
+        out, md = _cli_report(tmp_path / name, TWO, n=12, extra="curation:\n  reference: spec\n" + extra)
+        head = md.split("| subset | model |")[1].splitlines()[0]
+        summary = pd.read_csv(out / "summary.csv").set_index(["subset", "model"])
+        line = next(x for x in md.splitlines() if x.startswith("| all | omni |"))
+        cells = [c.strip() for c in line.split("|")[1:-1]]
+        assert cells[9] == f"{summary.loc[('all', 'omni'), 'hd95_median']:.2f}"
+        assert cells[10] == f"{summary.loc[('all', 'omni'), 'nsd_mean']:.3f}"
+        rows[name] = (head, summary.loc[("all", "omni"), "hd95_median"])
+    assert "HD95 (px), median | NSD (τ = 2 px)" in rows["px"][0]
+    assert "HD95 (mm), median | NSD (τ = 1.5 mm)" in rows["mm"][0]
+    assert rows["mm"][1] < rows["px"][1]  # half a millimetre or less per pixel: a smaller number in mm

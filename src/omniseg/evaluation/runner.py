@@ -146,7 +146,7 @@ def score_prediction(cfg: TaskConfig, sample, pred: Prediction) -> tuple[Predict
         pred = Prediction.failed(f"model returned a mask of shape {got}, expected {sample.mask.shape}")
     used = pred.mask if pred.status == "ok" else np.zeros_like(sample.mask)
     return pred, metrics.score(used.astype(bool), sample.mask, sample.roi, with_cldice=cfg.metrics.cldice,
-                               include=cfg.metrics.include)
+                               include=cfg.metrics.include, geometry=cfg.metrics.geometry())
 
 
 def run(cfg: TaskConfig, store: Store, *, model_names: list[str] | None = None, split: str | None = None,

@@ -10,9 +10,17 @@ Conventions (docs/metrics.md states them for users; tests check them):
 * Precision, recall and specificity with a zero denominator are 1 when the
   numerator's complement is also zero (nothing claimed and nothing missed) and 0
   otherwise, so an empty prediction never earns a perfect precision on a lesion.
-* HD95 is symmetric: the larger of the two directed 95th percentiles of
-  boundary-to-boundary Euclidean distances in pixels (MONAI and DeepMind style).
-  Exactly one mask empty: the image diagonal (the worst possible); both empty: 0.
+* Boundary metrics (Metrics Reloaded's recommendation for binary segmentation: an overlap metric and a
+  boundary one) read each mask's boundary (the mask minus its 4-connected erosion, as MONAI) and the
+  Euclidean distances from every boundary pixel of one mask to the other's nearest, in millimetres when the
+  task states a pixel spacing (:class:`Geometry`), else in pixels:
+  HD95 is the larger of the two directed 95th percentiles (MONAI and DeepMind style); MASD the mean of the
+  two directed mean distances (Metrics Reloaded); NSD (normalized surface distance, surface Dice at
+  tolerance tau) the share of both boundaries within tau of the other. Exactly one mask empty: HD95 and
+  MASD the image diagonal (the worst possible), NSD 0; both empty: 0, 0 and 1.
+* Boundary IoU (Cheng et al., CVPR 2021): the IoU of the two masks' inner bands of ``width`` pixels
+  (pixels within that chessboard distance of the outside; default 2% of the image diagonal, their
+  default); both empty 1, one empty 0.
 * clDice (centreline Dice, for tubular structures) uses skeletons; both empty: 1.
 """
 
@@ -20,6 +28,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from dataclasses import asdict, dataclass
 from typing import Callable, Literal
 
@@ -145,11 +154,34 @@ def _masked(pred, ref, roi) -> tuple[np.ndarray, np.ndarray, int]:
 _TREE = dict(leafsize=32, balanced_tree=False, compact_nodes=False)
 
 
-def hd95(pred: np.ndarray, ref: np.ndarray, roi: np.ndarray | None = None, percentile: float = 95.0) -> float:
-    """Symmetric percentile Hausdorff distance in pixels (see the module docstring)."""
+@dataclass(frozen=True)
+class Geometry:
+    """What the boundary metrics need beyond the masks: the pixel spacing and their tolerances."""
+
+    spacing: tuple[float, float] | None = None  # (row, column) in mm per pixel; None: distances in pixels
+    tolerance: float = 2.0  # NSD's tau, in the distances' unit (mm with a spacing, pixels without)
+    width: int | None = None  # boundary IoU's band in pixels; None: 2% of the image diagonal (at least 1)
+
+    @property
+    def unit(self) -> str:
+        return "mm" if self.spacing else "px"
+
+
+PIXELS = Geometry()
+
+
+def _diagonal(shape: tuple[int, int], spacing: tuple[float, float] | None) -> float:
+    sy, sx = spacing or (1.0, 1.0)
+    return math.hypot(shape[0] * sy, shape[1] * sx)
+
+
+def surface_distances(pred: np.ndarray, ref: np.ndarray, roi: np.ndarray | None = None,
+                      spacing: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray] | int:
+    """Distances from each boundary pixel of ``pred`` to the nearest of ``ref`` and back (mm with ``spacing``, else
+    pixels); when either mask is empty, how many are non-empty (0 or 1) instead."""
     pred, ref, present = _masked(pred, ref, roi)
-    if present < 2:  # both empty: 0; exactly one empty: the worst possible, the diagonal
-        return 0.0 if present == 0 else math.hypot(*pred.shape)
+    if present < 2:
+        return present
     # Only the bounding box of both masks matters: crop with a one-pixel margin
     # so the erosion sees background around the shapes, as MONAI does.
     both = pred | ref
@@ -159,12 +191,106 @@ def hd95(pred: np.ndarray, ref: np.ndarray, roi: np.ndarray | None = None, perce
     c0, c1 = max(cols[0] - 1, 0), cols[-1] + 2
     ep = _edge_points(pred[r0:r1, c0:c1])
     er = _edge_points(ref[r0:r1, c0:c1])
+    if spacing is not None:
+        scale = np.asarray(spacing, float)
+        ep, er = ep * scale, er * scale
     # Nearest-boundary queries on a k-d tree touch only boundary pixels, far fewer than the
     # distance transform of the whole crop. Sliding-midpoint trees with 32-point leaves build and
     # search faster on these small 2-D sets than the default median-balanced ones (same answers).
     d_pr = cKDTree(er, **_TREE).query(ep, k=1)[0]
     d_rp = cKDTree(ep, **_TREE).query(er, k=1)[0]
-    return max(_percentile(d_pr, percentile), _percentile(d_rp, percentile))
+    return d_pr, d_rp
+
+
+def _hd_of(d, shape, spacing, percentile: float = 95.0) -> float:
+    if isinstance(d, int):  # both empty: 0; exactly one empty: the worst possible, the diagonal
+        return 0.0 if d == 0 else _diagonal(shape, spacing)
+    return max(_percentile(d[0], percentile), _percentile(d[1], percentile))
+
+
+def _nsd_of(d, tolerance: float) -> float:
+    """The share of both boundaries' distances at most ``tolerance``; a distance equal to it in exact arithmetic
+    (5 pixels of 0.7 mm against 3.5 mm) counts, whichever way its floating-point rounding fell."""
+    if isinstance(d, int):
+        return 1.0 if d == 0 else 0.0
+    tau = tolerance * (1 + 1e-9)
+    return float((np.count_nonzero(d[0] <= tau) + np.count_nonzero(d[1] <= tau)) / (d[0].size + d[1].size))
+
+
+def _masd_of(d, shape, spacing) -> float:
+    if isinstance(d, int):
+        return 0.0 if d == 0 else _diagonal(shape, spacing)
+    return float((d[0].mean() + d[1].mean()) / 2)
+
+
+def hd95(pred: np.ndarray, ref: np.ndarray, roi: np.ndarray | None = None, percentile: float = 95.0,
+         spacing: tuple[float, float] | None = None) -> float:
+    """Symmetric percentile Hausdorff distance, in pixels or with ``spacing`` in mm (see the module docstring)."""
+    return _hd_of(surface_distances(pred, ref, roi, spacing), np.shape(pred), spacing, percentile)
+
+
+def nsd(pred: np.ndarray, ref: np.ndarray, roi: np.ndarray | None = None, tolerance: float = 2.0,
+        spacing: tuple[float, float] | None = None) -> float:
+    """Normalized surface distance: the share of both boundaries within ``tolerance`` of the other's."""
+    return _nsd_of(surface_distances(pred, ref, roi, spacing), tolerance)
+
+
+def masd(pred: np.ndarray, ref: np.ndarray, roi: np.ndarray | None = None,
+         spacing: tuple[float, float] | None = None) -> float:
+    """Mean average surface distance: the mean of the two directed mean boundary distances."""
+    return _masd_of(surface_distances(pred, ref, roi, spacing), np.shape(pred), spacing)
+
+
+def band_width(shape: tuple[int, int], width: int | None = None) -> int:
+    """Boundary IoU's band in pixels: ``width``, else Cheng et al.'s default, 2% of the image diagonal (>= 1)."""
+    return width if width is not None else max(1, int(round(0.02 * math.hypot(*shape))))
+
+
+def _band(mask: np.ndarray, width: int) -> np.ndarray:
+    """The pixels of ``mask`` within chessboard distance ``width`` of the outside (what ``width`` erosions with a
+    3 x 3 square remove), the image's outside counting as outside."""
+    from scipy import ndimage
+
+    inside = ndimage.distance_transform_cdt(np.pad(mask, 1), metric="chessboard")[1:-1, 1:-1]
+    return mask & (inside <= width)
+
+
+def boundary_iou(pred: np.ndarray, ref: np.ndarray, roi: np.ndarray | None = None, width: int | None = None) -> float:
+    """Boundary IoU (Cheng et al., CVPR 2021): the IoU of the masks' inner bands (see the module docstring)."""
+    pred, ref, present = _masked(pred, ref, roi)
+    if present < 2:
+        return 1.0 if present == 0 else 0.0
+    d = band_width(pred.shape, width)
+    both = pred | ref  # only the masks' box (and a margin wider than the band) matters
+    rows = np.flatnonzero(both.any(axis=1))
+    cols = np.flatnonzero(both.any(axis=0))
+    box = (slice(max(rows[0] - d - 1, 0), rows[-1] + d + 2), slice(max(cols[0] - d - 1, 0), cols[-1] + d + 2))
+    bp, br = _band(pred[box], d), _band(ref[box], d)
+    return float(np.count_nonzero(bp & br) / np.count_nonzero(bp | br))
+
+
+#: per thread, the latest image's (counts, spacing, distances): score() gives every metric of one image the same
+#: fresh Counts, so HD95, NSD and MASD read the boundaries once (held here, the Counts' id cannot be reused)
+_last = threading.local()
+
+
+def _distances(pred, ref, roi, counts: Counts, spacing):
+    last = getattr(_last, "value", None)
+    if last is None or last[0] is not counts or last[1] != spacing:
+        last = _last.value = (counts, spacing, surface_distances(pred, ref, roi, spacing))
+    return last[2]
+
+
+def _hd95(p, r, roi, c, g: Geometry) -> float:
+    return _hd_of(_distances(p, r, roi, c, g.spacing), np.shape(p), g.spacing)
+
+
+def _nsd(p, r, roi, c, g: Geometry) -> float:
+    return _nsd_of(_distances(p, r, roi, c, g.spacing), g.tolerance)
+
+
+def _masd(p, r, roi, c, g: Geometry) -> float:
+    return _masd_of(_distances(p, r, roi, c, g.spacing), np.shape(p), g.spacing)
 
 
 def cldice(pred: np.ndarray, ref: np.ndarray, roi: np.ndarray | None = None) -> float:
@@ -194,14 +320,16 @@ class Metric:
     None) and their :class:`Counts`. ``summary`` says how summary.csv aggregates it (``<name>_mean`` or
     ``<name>_median``); an ``opt_in`` metric is computed only for tasks that name it in
     ``metrics.include``. Registering one (a line in :data:`REGISTRY`, or an extension: omniseg.plugins)
-    is all it takes: the store adds its column, per_image.csv and summary.csv carry it.
+    is all it takes: the store adds its column, per_image.csv and summary.csv carry it. A ``geometric`` metric
+    also receives the task's :class:`Geometry` (pixel spacing, tolerances) as a fifth argument.
     """
 
     name: str
-    fn: Callable[[np.ndarray, np.ndarray, np.ndarray | None, Counts], float]
+    fn: Callable[..., float]
     description: str
     summary: Literal["mean", "median"] = "mean"
     opt_in: bool = False
+    geometric: bool = False
 
     def __post_init__(self):
         # the name becomes a store column and a CSV header: refused when the metric is defined, not when
@@ -220,20 +348,28 @@ IOU = Metric("iou", lambda p, r, roi, c: iou(c), "TP / (TP + FP + FN); both empt
 PRECISION = Metric("precision", lambda p, r, roi, c: precision(c), "TP / (TP + FP)")
 RECALL = Metric("recall", lambda p, r, roi, c: recall(c), "TP / (TP + FN), the sensitivity")
 SPECIFICITY = Metric("specificity", lambda p, r, roi, c: specificity(c), "TN / (TN + FP)")
-HD95 = Metric("hd95", lambda p, r, roi, c: hd95(p, r, roi), "95th-percentile Hausdorff distance in pixels",
-              summary="median")
+HD95 = Metric("hd95", _hd95, "95th-percentile Hausdorff distance (mm with a spacing, else pixels)", summary="median",
+              geometric=True)
+NSD = Metric("nsd", _nsd, "share of both boundaries within the tolerance tau of the other (surface Dice)",
+             geometric=True)
+MASD = Metric("masd", _masd, "mean of the two directed mean boundary distances (mm with a spacing, else pixels)",
+              summary="median", geometric=True)
+BOUNDARY_IOU = Metric("boundary_iou", lambda p, r, roi, c, g: boundary_iou(p, r, roi, g.width),
+                      "IoU of the masks' inner boundary bands (Cheng et al. 2021)", geometric=True)
 CLDICE = Metric("cldice", lambda p, r, roi, c: cldice(p, r, roi), "centreline Dice, for tubular structures",
                 opt_in=True)
 
 #: localisation metrics (omniseg.scoring.localisation): where the answer is, apart from its shape
 LOCALISATION = ("box_iou", "pointing", "det_precision", "det_recall", "det_f1")
+#: the boundary metrics Metrics Reloaded recommends beside an overlap metric
+BOUNDARY = ("hd95", "nsd", "masd", "boundary_iou")
 REGISTRY = Registry("metric", {
     **{m: f"omniseg.scoring.metrics:{m.upper()}" for m in
-       ("dice", "iou", "precision", "recall", "specificity", "hd95", "cldice")},
+       ("dice", "iou", "precision", "recall", "specificity", *BOUNDARY, "cldice")},
     **{m: f"omniseg.scoring.localisation:{m.upper()}" for m in LOCALISATION}})
 
 #: The columns a new store starts with (extensions' metrics add theirs when first recorded).
-SCORE_COLUMNS = COUNT_COLUMNS + ("dice", "iou", "precision", "recall", "specificity", "hd95", "cldice") + LOCALISATION
+SCORE_COLUMNS = COUNT_COLUMNS + ("dice", "iou", "precision", "recall", "specificity", *BOUNDARY, "cldice") + LOCALISATION
 
 
 def active(include: tuple[str, ...] | list[str] = ()) -> list[Metric]:
@@ -243,14 +379,15 @@ def active(include: tuple[str, ...] | list[str] = ()) -> list[Metric]:
 
 
 def score(pred: np.ndarray, ref: np.ndarray, roi: np.ndarray | None = None, *, with_cldice: bool = False,
-          include: tuple[str, ...] | list[str] = ()) -> dict:
-    """Counts and every active metric of one image, as a flat dict (docs/outputs.md)."""
+          include: tuple[str, ...] | list[str] = (), geometry: Geometry = PIXELS) -> dict:
+    """Counts and every active metric of one image, as a flat dict (docs/outputs.md); distances in ``geometry``'s
+    unit."""
     c = confusion(pred, ref, roi)
     row: dict = asdict(c)
     row.update(pred_px=c.pred_px, ref_px=c.ref_px)
     wanted = tuple(include) + (("cldice",) if with_cldice else ())
     for m in active(wanted):
-        row[m.name] = float(m.fn(pred, ref, roi, c))
+        row[m.name] = float(m.fn(pred, ref, roi, c, geometry) if m.geometric else m.fn(pred, ref, roi, c))
     if not with_cldice and "cldice" not in wanted:
         row["cldice"] = None  # the column exists in every store; NULL unless the task asks for it
     return row

@@ -280,6 +280,16 @@ def _routing_md(curve: pd.DataFrame, spec: str, omni: str) -> list[str]:
     return md
 
 
+def _distance_unit(store: Store, task: str) -> tuple[str, float]:
+    """The unit of the task's boundary distances ('mm' with a configured pixel spacing, else 'px') and NSD's tau."""
+    m = (store.last_config(task) or {}).get("metrics") or {}
+    return ("mm" if m.get("spacing") else "px"), float(m.get("nsd_tolerance", 2.0))
+
+
+def _num(v: float, spec: str) -> str:
+    return "–" if v is None or pd.isna(v) else format(v, spec)
+
+
 def _fmt(mean: float, std: float) -> str:
     if pd.isna(mean):
         return "–"
@@ -379,18 +389,21 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
         models = sorted(g["model"].unique())
         cautions = caveats.lines(store, t, summary[summary["task"] == t])
         tag = caveats.demo_tag(store, t)
+        unit, tau = _distance_unit(store, t)
         md += [f"## {t}{tag}", "",
                *(["Read this first:", "", *[f"- {c}" for c in cautions], ""] if cautions else []), *_runs_lines(store, t),
                "| subset | model | n | " + ("Dice (demo)" if caveats.is_demo(store, t) else "Dice")
-               + " | median | 95% CI | IoU | precision | recall | failure rate |",
-               "|---|---|---:|---|---:|---|---|---:|---:|---:|"]
+               + f" | median | 95% CI | IoU | precision | recall | HD95 ({unit}), median | NSD (τ = {tau:g} {unit}) "
+               "| failure rate |",
+               "|---|---|---:|---|---:|---|---|---:|---:|---:|---:|---:|"]
         privileged = set(g.loc[g["privileged"], "model"])
         mark = lambda m: f"{m} (privileged)" if m in privileged else m  # noqa: E731
         for r in summary[summary["task"] == t].itertuples(index=False):
             fr = "–" if pd.isna(r.failure_rate) else f"{r.failure_rate:.1%}"
             md.append(f"| {r.subset} | {mark(r.model)} | {r.n} | {_fmt(r.dice_mean, r.dice_std)} | {r.dice_median:.3f} | "
                       f"{_ci(r.dice_ci_low, r.dice_ci_high, r.n)} | {_fmt(r.iou_mean, r.iou_std)} | "
-                      f"{r.precision_mean:.3f} | {r.recall_mean:.3f} | {fr} |")
+                      f"{r.precision_mean:.3f} | {r.recall_mean:.3f} | {_num(r.hd95_median, '.2f')} | "
+                      f"{_num(getattr(r, 'nsd_mean', float('nan')), '.3f')} | {fr} |")
         if privileged:
             md += ["", f"**Privileged** ({', '.join(f'`{m}`' for m in sorted(privileged))}): told where the target is "
                    "(SAM 3's box-oracle prompts with the reference mask's bounding box). An upper bound of what a prompt "
