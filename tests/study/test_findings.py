@@ -126,27 +126,29 @@ def test_the_section_states_each_headline_verdict_and_every_row_of_the_claims_ta
         line = next(x for x in md if x.startswith(f"- **{claims.CLAIMS[claim].capitalize()}**"))
         assert line.startswith(f"- **{claims.CLAIMS[claim].capitalize()}**: {row['verdict']} (")
         assert f"specialist − omnimodel Dice {row['estimate']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]" in line
-        p = "<0.001" if row["p_value"] < 0.001 else f"{row['p_value']:.3f}"
-        assert line.endswith(f"permutation p {p}).")
+        p = "<0.001" if row["p_holm"] < 0.001 else f"{row['p_holm']:.3f}"
+        assert line.endswith(f"permutation p {p} (Holm)).")  # adjusted over the table's tests, and said so
         basis = {"null-corrected": "after subtracting the gap change selection alone produces",
                  "independent reference": "cases picked by the second specialist"}.get(row["analysis"], "all cases")
         assert f"({basis}; " in line, (claim, row["analysis"], line)
     for r in expected.itertuples(index=False):
         n = f"{r.n_a}" if r.n_b == 0 else f"{r.n_a} / {r.n_b}"
-        p = "–" if pd.isna(r.p_value) else "<0.001" if r.p_value < 0.001 else f"{r.p_value:.3f}"
+        p = "–" if pd.isna(r.p_holm) else "<0.001" if r.p_holm < 0.001 else f"{r.p_holm:.3f}"
         ci = "[–, –]" if pd.isna(r.ci_low) else f"[{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
         est = "–" if pd.isna(r.estimate) else f"{r.estimate:+.3f}"
         assert f"| {r.claim} | {r.analysis} | {r.selected_by} | {r.specialist} − {r.omnimodel} | {n} | {est} | {ci} | {p} | {r.verdict} |" \
             in md, r
-    assert text.count("| claim | analysis | cases picked by | A − B | n | estimate | 95% CI | p | verdict |") == 2
+    assert text.count("| claim | analysis | cases picked by | A − B | n | estimate | 95% CI | p (Holm) | verdict |") == 2
+    tested = int(expected["p_value"].notna().sum())
+    assert text.count(f"p-values adjusted for the {tested} tests of this table (Holm's step-down method)") == 2
     # Dice by lesion size: 41 shares 0.001..0.041, quartile edges 0.011, 0.021, 0.031: 10, 10, 10 and 11 images
     start = md.index("Dice by reference lesion size (quartiles of the lesion's share of the image):")
-    assert md[start + 2:start + 4] == ["| lesion share | `omni` | `s1` | `s2` |", "|---|---:|---:|---:|"]
+    assert md[start + 2:start + 4] == ["| lesion share | n | `omni` | `s1` | `s2` |", "|---|---:|---:|---:|---:|"]
     edges = ["0.001", "0.011", "0.021", "0.031", "0.041"]
     for q, lo, hi in ((0, 0, 10), (1, 10, 20), (2, 20, 30), (3, 30, 41)):
         part = g[g["sample_id"].isin([f"img{i:02d}" for i in range(lo, hi)])]
         means = [f"{part[part['model'] == m]['dice'].mean():.3f}" for m in ("omni", "s1", "s2")]
-        assert md[start + 4 + q] == f"| {edges[q]}–{edges[q + 1]} | " + " | ".join(means) + " |"
+        assert md[start + 4 + q] == f"| {edges[q]}–{edges[q + 1]} | {hi - lo} | " + " | ".join(means) + " |"
     assert len(md) == start + 8  # no figure asked for
 
 

@@ -324,3 +324,25 @@ def test_hd95_and_nsd_are_in_the_summary_table_in_mm_when_the_task_states_a_spac
     assert "HD95 (px), median | NSD (τ = 2 px)" in rows["px"][0]
     assert "HD95 (mm), median | NSD (τ = 1.5 mm)" in rows["mm"][0]
     assert rows["mm"][1] < rows["px"][1]  # half a millimetre or less per pixel: a smaller number in mm
+
+
+def test_tables_state_holms_adjustment_and_mark_gaps_on_cases_a_model_picked_itself(tmp_path):
+    """A floor "beat" the specialist on the cases the specialist picked as its worst, p < 0.001, with no caveat
+    outside Findings; eighteen p-values and no word on multiple comparisons."""
+    models = TWO + "  - name: ellipse\n    kind: ellipse\n    options: {radius: 0.3}\n"
+    out, md = _cli_report(tmp_path, models, n=40, curate_args=("-n", "12"))
+    comparisons = pd.read_csv(out / "comparisons.csv")
+    tested = int(comparisons["p_wilcoxon"].notna().sum())
+    assert tested > 1 and "| Wilcoxon p (Holm) |" in md
+    assert f"p-values adjusted for the {tested} comparisons of this table (Holm's step-down method" in md
+    paired = md.split("Paired comparisons (Dice):")[1].split("\n\n")[1].splitlines()[2:]
+    for r in comparisons.itertuples():
+        line = next(x for x in paired if x.startswith(f"| {r.subset} | {r.model_a} − {r.model_b}"))
+        picked = r.subset != "all" and "spec" in (r.model_a, r.model_b)
+        assert line.startswith(f"| {r.subset} | {r.model_a} − {r.model_b} †") == picked, line
+        p = line.split("|")[6].strip()
+        assert p == ("–" if pd.isna(r.p_holm) else "<0.001" if r.p_holm < 0.001 else f"{r.p_holm:.3f}"), (line, r.p_holm)
+    assert "† the pair includes the model that picked these cases (`spec`) by its own score" in md
+    assert "The `easiest` and `hardest` rows are the cases `spec` picked by its own Dice" in md
+    claims_csv = pd.read_csv(out / "claims.csv")
+    assert {"p_value", "p_holm"} <= set(claims_csv.columns)

@@ -126,3 +126,33 @@ def test_the_bootstrap_interval_is_the_percentile_method_drawn_in_chunks_from_se
     a, b = np.random.default_rng(12).uniform(0, 1, (2, 40))
     r = stats.paired(a, b)
     assert (r["diff_ci_low"], r["diff_ci_high"]) == stats.bootstrap_ci(a - b, seed=0)
+
+
+@given(st.lists(st.one_of(st.floats(0, 1), st.just(float("nan")), st.sampled_from([0.0, 0.01, 0.05, 1.0])),
+                min_size=0, max_size=40))
+def test_holm_is_statsmodels_multipletests_and_leaves_untested_rows_untested(p):
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.array(p, dtype=float)
+    got = stats.holm(p)
+    assert np.array_equal(np.isnan(got), np.isnan(p))
+    tested = ~np.isnan(p)
+    if tested.any():
+        want = multipletests(p[tested], method="holm")[1]
+        assert np.allclose(got[tested], want, rtol=0, atol=1e-12)
+        assert (got[tested] >= p[tested] - 1e-15).all() and (got[tested] <= 1).all()
+
+
+def test_the_comparisons_keep_the_raw_p_and_add_holms_per_task():
+    rng = np.random.default_rng(3)
+    rows = []
+    for task in ("a", "b"):
+        for m, shift in (("x", 0.0), ("y", 0.05), ("z", 0.3)):
+            for i in range(30):
+                rows.append({"task": task, "sample_id": f"s{i}", "model": m, "dice": float(np.clip(0.5 + shift
+                             + rng.normal(0, 0.1), 0, 1)), "easiest_rank": pd.NA, "hardest_rank": pd.NA})
+    df = pd.DataFrame(rows)
+    out = compare(df)
+    for _, part in out.groupby("task"):
+        assert np.allclose(part["p_holm"], stats.holm(part["p_wilcoxon"].to_numpy()))
+        assert (part["p_holm"] >= part["p_wilcoxon"]).all() and (part["p_holm"] > part["p_wilcoxon"]).any()

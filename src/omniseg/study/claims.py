@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .stats import MIN_N
+from .stats import MIN_N, holm
 
 N_RESAMPLES = 10_000
 LEVEL = 0.95
@@ -38,7 +38,7 @@ CLAIMS = {
     "all": "the specialist wins on the whole test set",
 }
 CLAIM_COLUMNS = ["task", "claim", "analysis", "selected_by", "specialist", "omnimodel", "n_a", "n_b", "estimate",
-                 "ci_low", "ci_high", "p_value", "verdict"]
+                 "ci_low", "ci_high", "p_value", "p_holm", "verdict"]
 
 
 def _means(x: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -167,7 +167,9 @@ def findings(wide: pd.DataFrame, subsets: dict[str, list[str]], *, task: str, sp
                                   ("contrast", "contrast-high", "contrast-low")):
             if subsets.get(big) and subsets.get(small):
                 both(claim, label, "image", specialist, omnimodel, subsets[big], subsets[small])
-    return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
+    table = pd.DataFrame(rows, columns=CLAIM_COLUMNS)
+    table["p_holm"] = holm(table["p_value"].to_numpy(dtype=float))  # the table's tests as one family
+    return table
 
 
 def headline(table: pd.DataFrame, claim: str) -> pd.Series | None:

@@ -77,13 +77,18 @@ def _claims_md(task: str, wide: pd.DataFrame, ids: dict, specialist: str, omnimo
                  else "all cases")
         text = text.replace("omnimodel", word)
         md.append(f"- **{text.capitalize()}**: {row['verdict']} ({basis}; specialist − {word} Dice "
-                  f"{figure(row['estimate'])} [{figure(row['ci_low'])}, {figure(row['ci_high'])}], permutation p {p_value(row['p_value'])}).")
-    md += ["", "| claim | analysis | cases picked by | A − B | n | estimate | 95% CI | p | verdict |",
-           "|---|---|---|---|---:|---:|---|---:|---|"]
+                  f"{figure(row['estimate'])} [{figure(row['ci_low'])}, {figure(row['ci_high'])}], permutation p "
+                  f"{p_value(table.loc[row.name, 'p_holm'])}{' (Holm)' if table['p_value'].notna().sum() > 1 else ''}).")
+    tested = int(table["p_value"].notna().sum())
+    md += ["", "| claim | analysis | cases picked by | A − B | n | estimate | 95% CI | p" + (" (Holm)" if tested > 1 else "")
+           + " | verdict |", "|---|---|---|---|---:|---:|---|---:|---|"]
     for r in table.itertuples(index=False):
         n = f"{r.n_a}" if r.n_b == 0 else f"{r.n_a} / {r.n_b}"
         md.append(f"| {r.claim} | {r.analysis} | {r.selected_by} | {r.specialist} − {r.omnimodel} | {n} | "
-                  f"{figure(r.estimate)} | [{figure(r.ci_low)}, {figure(r.ci_high)}] | {p_value(r.p_value)} | {r.verdict} |")
+                  f"{figure(r.estimate)} | [{figure(r.ci_low)}, {figure(r.ci_high)}] | {p_value(r.p_holm)} | {r.verdict} |")
+    if tested > 1:
+        md += ["", f"p-values adjusted for the {tested} tests of this table (Holm's step-down method); claims.csv keeps "
+               "the raw permutation p-values (p_value) beside them (p_holm). The verdicts follow the 95% intervals."]
     md += ["", "For `easiest` the estimate is the gap on those cases; for `hardest` it is the gap on the easiest "
            "minus the gap on the hardest (positive: the gap shrinks on hard cases). `selection alone` puts the "
            "second specialist in the omnimodel's place; `null-corrected` = raw − selection alone. `lesion size` "
@@ -105,11 +110,11 @@ def _by_size(g: pd.DataFrame, figdir: Path | None, stem: str) -> list[str]:
     df = df.assign(q=np.clip(np.searchsorted(edges, df["lesion_share"], side="right") - 1, 0, 3))
     models = sorted(df["model"].unique())
     md = ["", "Dice by reference lesion size (quartiles of the lesion's share of the image):", "",
-          "| lesion share | " + " | ".join(f"`{m}`" for m in models) + " |", "|---|" + "---:|" * len(models)]
+          "| lesion share | n | " + " | ".join(f"`{m}`" for m in models) + " |", "|---|---:|" + "---:|" * len(models)]
     for q in range(4):
         part = df[df["q"] == q]
         cells = [f"{part[part['model'] == m]['dice'].mean():.3f}" for m in models]
-        md.append(f"| {edges[q]:.3f}–{edges[q + 1]:.3f} | " + " | ".join(cells) + " |")
+        md.append(f"| {edges[q]:.3f}–{edges[q + 1]:.3f} | {part['sample_id'].nunique()} | " + " | ".join(cells) + " |")
     if figdir is not None:
         p = figures.dice_vs_size(df, models, figdir / f"{stem}_dice_vs_size.png", "Dice against lesion size")
         md += ["", f"![Dice against lesion size](figures/{p.name})"]

@@ -33,7 +33,7 @@ SUMMARY_COLUMNS = ["task", "subset", "model", "n", "failures", "failure_rate",
                    "role", "privileged"]
 _SUMMARIZED = {"dice", "iou", "precision", "recall", "hd95"}
 COMPARISON_COLUMNS = ["task", "subset", "model_a", "model_b", "n", "mean_diff", "diff_ci_low", "diff_ci_high",
-                      "p_wilcoxon", "wins", "ties", "losses"]
+                      "p_wilcoxon", "p_holm", "wins", "ties", "losses"]
 SUBSETS = ("all", "easiest", "hardest")
 DECOMPOSITION_COLUMNS = ["task", "chain", "stage", "model", "n", "dice_mean", "iou_mean"]
 ROUTING_SHARES = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)
@@ -239,7 +239,10 @@ def compare(df: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
                 if r["n"] < stats.MIN_N:  # too few images for an interval or a test to mean anything
                     r.update(diff_ci_low=np.nan, diff_ci_high=np.nan, p_wilcoxon=np.nan)
                 rows.append({"task": task, "subset": subset, "model_a": a, "model_b": b, **r})
-    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+    out = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+    for _, part in out.groupby("task"):  # one table per task in report.md: adjusted over its rows
+        out.loc[part.index, "p_holm"] = stats.holm(part["p_wilcoxon"].to_numpy(dtype=float))
+    return out
 
 
 def _roles(store: Store, task: str, models: list[str], specialist: str | None, omnimodel: str | None,
@@ -278,6 +281,27 @@ def _routing_md(curve: pd.DataFrame, spec: str, omni: str) -> list[str]:
         md.append(f"| {share:.0%} | {row.hybrid_dice:.3f} | {row.oracle_dice:.3f} |")
     md.append(f"| best oracle (better model per image) | | {curve['oracle_dice'].max():.3f} |")
     return md
+
+
+def _pickers(store: Store, task: str) -> dict[str, str]:
+    """Which model picked each curated subset of the task (``easiest`` and ``hardest``)."""
+    from .findings import subsets_of
+
+    _, chosen = subsets_of(store, task)
+    return {s: m for s, m in chosen.items() if s in ("easiest", "hardest")}
+
+
+def _selection_note(picked_by: dict[str, str], table: str) -> list[str]:
+    """What a reader must know about rows of a subset a model picked by its own score."""
+    by = sorted(set(picked_by.values()))
+    who = ", ".join(f"`{m}`" for m in by)
+    if table == "summary":
+        return ["", f"The `easiest` and `hardest` rows are the cases {who} picked by {'its' if len(by) == 1 else 'their'} "
+                "own Dice: on them that model's own scores are selected, not measured (high on `easiest`, low on "
+                "`hardest` by construction); compare the others there, not it."]
+    return ["", f"† the pair includes the model that picked these cases ({who}) by its own score: its gap there is "
+            "selection-biased by construction (on its worst cases any other model looks better), not evidence. The "
+            "Findings below correct for the selection where a control exists."]
 
 
 def _distance_unit(store: Store, task: str) -> tuple[str, float]:
@@ -410,13 +434,23 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
                    "can do, not a contender: left out of the claims and the routing."]
         md += _localisation_md(g, summary[(summary["task"] == t) & (summary["subset"] == "all")], mark)
         cmp_t = comparisons[comparisons["task"] == t]
+        picked_by = _pickers(store, t)
+        if len(picked_by):
+            md += _selection_note(picked_by, "summary")
         if len(cmp_t):
+            tested = int(cmp_t["p_wilcoxon"].notna().sum())
             md += ["", "Paired comparisons (Dice):", "",
-                   "| subset | A − B | n | mean difference | 95% CI | Wilcoxon p | A wins / ties / losses |",
-                   "|---|---|---:|---:|---|---:|---|"]
+                   "| subset | A − B | n | mean difference | 95% CI | Wilcoxon p" + (" (Holm)" if tested > 1 else "")
+                   + " | A wins / ties / losses |", "|---|---|---:|---:|---|---:|---|"]
             for r in cmp_t.itertuples(index=False):
-                md.append(f"| {r.subset} | {mark(r.model_a)} − {mark(r.model_b)} | {r.n} | {r.mean_diff:+.3f} | "
-                          f"{_ci(r.diff_ci_low, r.diff_ci_high, r.n)} | {_p(r.p_wilcoxon, r.n)} | {r.wins} / {r.ties} / {r.losses} |")
+                biased = " †" if picked_by.get(r.subset) in (r.model_a, r.model_b) else ""
+                md.append(f"| {r.subset} | {mark(r.model_a)} − {mark(r.model_b)}{biased} | {r.n} | {r.mean_diff:+.3f} | "
+                          f"{_ci(r.diff_ci_low, r.diff_ci_high, r.n)} | {_p(r.p_holm, r.n)} | {r.wins} / {r.ties} / {r.losses} |")
+            if tested > 1:
+                md += ["", f"p-values adjusted for the {tested} comparisons of this table (Holm's step-down method, "
+                       "family-wise error); comparisons.csv keeps the raw ones (p_wilcoxon) beside them (p_holm)."]
+            if any(picked_by.get(r.subset) in (r.model_a, r.model_b) for r in cmp_t.itertuples(index=False)):
+                md += _selection_note(picked_by, "paired")
         specs, omnis, founds, ref = _roles(store, t, models, specialist, omnimodel, privileged)
         split_up = decomposition(g, store.signatures(t), specs)
         md += _decomposition_md(split_up)

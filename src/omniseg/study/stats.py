@@ -1,4 +1,5 @@
-"""Statistics for reports: percentile bootstrap intervals and paired model comparisons."""
+"""Statistics for reports: percentile bootstrap intervals, paired model comparisons and the multiple-comparison
+adjustment every table with more than one p-value states (Holm)."""
 
 from __future__ import annotations
 
@@ -49,4 +50,20 @@ def paired(a, b, tie: float = 1e-9, seed: int = 0) -> dict:
         out["p_wilcoxon"] = 1.0  # identical scores: no evidence of a difference
     else:
         out["p_wilcoxon"] = float(wilcoxon(d).pvalue)
+    return out
+
+
+def holm(p) -> np.ndarray:
+    """Holm's step-down adjustment of a table's p-values (NaN stays NaN and is not counted): the k-th smallest of m
+    is multiplied by m - k + 1, made non-decreasing in that order, capped at 1. Controls the family-wise error at
+    any dependence between the tests, as statsmodels' ``multipletests(method='holm')``."""
+    p = np.asarray(p, dtype=float)
+    out = np.full(p.shape, np.nan)
+    idx = np.flatnonzero(~np.isnan(p))
+    if len(idx) == 0:
+        return out
+    order = idx[np.argsort(p[idx], kind="stable")]
+    m = len(order)
+    adjusted = np.minimum(1.0, np.maximum.accumulate(p[order] * (m - np.arange(m))))
+    out[order] = adjusted
     return out
