@@ -73,6 +73,17 @@ def save_checkpoint(path: Path, net, spec: NetSpec, **info: Any) -> None:
     tmp.replace(path)
 
 
+def annotate_checkpoint(path: Path, **info: Any) -> None:
+    """Add ``info`` to a saved checkpoint (atomically): how its training ended, known only after the best epoch."""
+    import torch
+
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    blob.update(info)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(blob, tmp)
+    tmp.replace(path)
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -220,7 +231,9 @@ class Specialist(Segmenter):
                              if self.info.get("split_fingerprint") else None)
         # how it was trained, for the manifest: epochs, minutes, validation Dice, where and how fast
         sig["training"] = {k: self.info[k] for k in ("epoch", "minutes", "val_dice", "fit_images", "val_images",
-                                                     "device", "precision", "images_per_s", "trained_at")
+                                                     "device", "precision", "images_per_s", "trained_at",
+                                                     "epochs_planned", "epochs_done", "stopped", "budget_minutes",
+                                                     "minutes_total", "share_done")
                            if k in self.info} or None
         return sig
 

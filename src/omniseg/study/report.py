@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import caveats, findings, manifest, routing, stats
+from . import adequacy, caveats, findings, manifest, routing, stats
 from .numbers import p_value
 from .review import agreement as review_agreement, claim as review_claim
 from ..scoring.metrics import SCORE_COLUMNS
@@ -398,12 +398,20 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
     manifest.write(store, tasks, split, paths["manifest"])
 
     demo = any(caveats.is_demo(store, t) for t in tasks)
+    trained = []  # each task's specialists: their training record and test Dice, judged first
+    for t in tasks:
+        g = df[df["task"] == t]
+        specs = _roles(store, t, sorted(g["model"].unique()), specialist, omnimodel, set(g.loc[g["privileged"], "model"]))[0]
+        trained += adequacy.records(store, t, specs, summary)
+    undertrained = {(r.task, r.model) for r in trained if not r.adequate}
+    preamble = (f"Split `{split}`. Per image: Dice and IoU as mean ± standard deviation, median, and a 95% percentile "
+                "bootstrap interval of the mean; failed predictions count as empty masks (see failure rate). "
+                "Comparisons are paired on the images both models scored: mean difference (A − B) with its bootstrap "
+                f"interval, Wilcoxon signed-rank p-value, and wins/ties/losses of A. Below {stats.MIN_N} images no "
+                "interval, p-value or verdict is given: it would mean nothing. `manifest.json` says what produced every "
+                "number.")
     md = ["# omniseg report" + (" — DEMO (generated data, a stand-in omnimodel: no study result)" if demo else ""), "",
-          f"Split `{split}`. Per image: Dice and IoU as mean ± standard deviation, median, and a 95% percentile "
-          "bootstrap interval of the mean; failed predictions count as empty masks (see failure rate). "
-          "Comparisons are paired on the images both models scored: mean difference (A − B) with its bootstrap "
-          f"interval, Wilcoxon signed-rank p-value, and wins/ties/losses of A. Below {stats.MIN_N} images no interval, "
-          "p-value or verdict is given: it would mean nothing. `manifest.json` says what produced every number.", ""]
+          *adequacy.top_lines(trained), *([""] if trained else []), preamble, ""]
     routes, claim_tables, review_tables, agreements, decompositions = [], [], [], [], []
     figdir = out / "figures"
     sections: dict[str, list[str]] = {}  # task -> its part of report.md (report.html shows the same)
@@ -411,7 +419,8 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
         first = len(md)
         g = df[df["task"] == t]
         models = sorted(g["model"].unique())
-        cautions = caveats.lines(store, t, summary[summary["task"] == t])
+        cautions = [f"**Undertrained specialist** `{r.model}`: {r.why()}." for r in trained
+                    if r.task == t and not r.adequate] + caveats.lines(store, t, summary[summary["task"] == t])
         tag = caveats.demo_tag(store, t)
         unit, tau = _distance_unit(store, t)
         md += [f"## {t}{tag}", "",
@@ -472,6 +481,9 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
         if figures:
             figdir.mkdir(exist_ok=True)
         lines, table = findings.section(store, t, g, ref, omnis, figdir if figures else None, stem, foundations=founds)
+        if (t, ref) in undertrained:
+            lines = [x + f" — against an undertrained specialist (`{ref}`: see the top)" if x.startswith("### Findings")
+                     else x for x in lines]
         md += lines
         if table is not None:
             claim_tables.append(table)
@@ -536,5 +548,5 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
         from . import report_html
 
         paths["html"] = report_html.write(store, out, df, summary, split, sections=sections, title=md[0][2:],
-                                          preamble=md[2])
+                                          preamble=preamble)
     return paths

@@ -28,7 +28,7 @@ from ..config import TaskConfig, TrainConfig
 from ..datasets.base import Sample, split_fingerprint
 from ..errors import OmnisegError, SampleError
 from ..models.device import pick as pick_device
-from ..models.specialist import NetSpec, build_net, preprocess, resize_input, save_checkpoint
+from ..models.specialist import NetSpec, annotate_checkpoint, build_net, preprocess, resize_input, save_checkpoint
 
 
 @dataclass
@@ -262,6 +262,10 @@ def train(task: TaskConfig, cfg: TrainConfig, dataset, checkpoint: Path, *, devi
         if stopped == "time budget":
             break
     bar.close()
+    if best >= 0:  # how the training ended, in the checkpoint: the report judges the specialist by it
+        annotate_checkpoint(checkpoint, epochs_planned=cfg.epochs, epochs_done=epochs_done, stopped=stopped,
+                            budget_minutes=cfg.max_minutes, minutes_total=round(elapsed, 2),
+                            share_done=round(min(1.0, seen / max(n_fit * cfg.epochs, 1)), 4))
     state_path.unlink(missing_ok=True)  # finished normally: the checkpoint is what remains (a rerun starts anew)
     return TrainResult(checkpoint, epochs_done, best, elapsed, device, stopped,
                        images_per_s=seen / max(elapsed * 60, 1e-9), precision="bf16" if bf16 else "fp32", images=seen)
