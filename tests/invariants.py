@@ -107,7 +107,8 @@ def curate_and_report(store: Path, curate_n: int = 2, out: Path | None = None, h
     from omniseg.cli import app
 
     runner = CliRunner()
-    r = runner.invoke(app, ["curate", "--store", str(store), "-n", str(curate_n), "-q", *(["--by", by] if by else [])])
+    r = runner.invoke(app, ["curate", "--store", str(store), "-n", str(curate_n), "--replace", "-q",
+                            *(["--by", by] if by else [])])
     assert r.exit_code == 0, r.output
     out = out or store.parent / "invariant-report"
     r = runner.invoke(app, ["report", "--store", str(store), "--out", str(out), "--split", "all", "--no-figures",

@@ -29,7 +29,12 @@ def test_easiest_and_hardest_with_ties_broken_by_id(store_path):
     stored = st.query("SELECT subset, rank, sample_id, reference, metric FROM subsets ORDER BY subset, rank")
     assert stored.values.tolist() == [["easiest", 1, "d", "ref", "dice"], ["easiest", 2, "e", "ref", "dice"],
                                       ["hardest", 1, "b", "ref", "dice"], ["hardest", 2, "c", "ref", "dice"]]
-    curate(st, "t", 1, metric="iou")  # curation is replaced as a whole
+    with pytest.raises(OmnisegError, match=r"the stored lists hold 2 easiest and 2 hardest cases picked by 'ref'; "
+                                           r"this would replace them with 1 and 1 by 'ref': pass --replace"):
+        curate(st, "t", 1, metric="iou")
+    assert len(st.query("SELECT * FROM subsets")) == 4  # refused: the lists a report may rest on are kept
+    curate(st, "t", 2, metric="iou")  # the same size and reference: recomputed in place
+    curate(st, "t", 1, metric="iou", replace=True)  # curation is replaced as a whole
     assert len(st.query("SELECT * FROM subsets")) == 2
 
 
@@ -62,10 +67,10 @@ def test_default_split_is_what_was_scored_and_config_keys_are_read(store_path):
     assert len(lists["easiest"]) == 3  # default 50, capped at half of the 6 cases
     cfg = {"split": "test", "curation": {"reference": "ref", "extremes": 2, "metric": "iou"}, "models": [{"name": "ref"}]}
     st.start_run("t", "all", ["ref"], cfg, "h2", None)
-    lists = curate(st, "t")
+    lists = curate(st, "t", replace=True)
     assert len(lists["easiest"]) == 2 and lists["easiest"][0]["metric"] == "iou"
     assert lists["easiest"][0]["sample_id"] == "y"  # iou 0.95
-    assert len(curate(st, "t", 1, metric="dice")["easiest"]) == 1  # flags win over the config
+    assert len(curate(st, "t", 1, metric="dice", replace=True)["easiest"]) == 1  # flags win over the config
 
 
 def test_one_scored_case_is_an_error_and_keeps_the_stored_subsets(store_path):
@@ -103,7 +108,7 @@ def test_a_killed_curate_leaves_the_previous_lists_whole(tmp_path):
     assert cli.invoke(app, ["curate", "--store", str(store), "-n", "2", "-q"]).exit_code == 0
     with sqlite3.connect(store) as db:
         before = db.execute("SELECT subset, rank, sample_id FROM subsets ORDER BY 1, 2").fetchall()
-    killed = omniseg_with_fault(["curate", "--store", store, "-n", "4", "-q"], "omniseg.store.schema:Transaction.__exit__", 1,
+    killed = omniseg_with_fault(["curate", "--store", store, "-n", "4", "--replace", "-q"], "omniseg.store.schema:Transaction.__exit__", 1,
                                 before=True)
     assert killed.returncode == -9, killed.stderr
     with sqlite3.connect(store) as db:
@@ -175,7 +180,7 @@ def test_without_a_recorded_reference_the_first_specialist_ranks(store_path):
     lists = curate(st, "t", 1)
     assert lists["easiest"][0]["reference"] == "unet" and lists["easiest"][0]["sample_id"] == "b"
     st.set_model("t", "unet", "unet", {}, "h2", role="omnimodel")  # no specialist at all: the first model
-    assert curate(st, "t", 1)["easiest"][0]["reference"] == "ref"
+    assert curate(st, "t", 1, replace=True)["easiest"][0]["reference"] == "ref"
 
 
 def test_strata_recorded_in_the_config_are_measured_and_data_root_is_where_the_images_are(store_path, tmp_path):

@@ -64,3 +64,48 @@ app.command()(api.probe)
 app.command("models")(api.list_api_models)
 app.add_typer(batch.batch_app, name="batch")
 app.command()(train.train)
+
+
+def _as_flag(opt):
+    """The --help option shown as a flag: Typer prints ``<bool>`` after it, as if it took a value."""
+    if opt is not None:
+        opt.metavar = ""
+    return opt
+
+
+class _Command(typer.core.TyperCommand):
+    def get_help_option(self, ctx):
+        return _as_flag(super().get_help_option(ctx))
+
+
+class _Group(typer.core.TyperGroup):
+    def get_help_option(self, ctx):
+        return _as_flag(super().get_help_option(ctx))
+
+
+def _quiet_flags(a: typer.Typer) -> None:
+    """Show on/off flags as flags: without a metavar Typer prints ``<bool>`` after ``--force`` (and ``--help``) in
+    its column of types, as if they took a value."""
+    import inspect
+
+    from typer.models import OptionInfo
+
+    a.info.cls = _Group  # no command group of omniseg's has a class of its own
+    callbacks = []
+    for c in a.registered_commands:
+        c.cls = _Command
+        callbacks.append(c.callback)
+    if a.registered_callback is not None:
+        callbacks.append(a.registered_callback.callback)
+    for fn in callbacks:
+        for p in inspect.signature(fn).parameters.values():
+            kind = str(p.annotation).replace(" ", "")  # the annotations are strings (from __future__ import annotations)
+            if isinstance(p.default, OptionInfo) and kind in ("bool", "Optional[bool]", "bool|None", "<class'bool'>") \
+                    and p.default.metavar is None:
+                p.default.metavar = ""
+    for group in a.registered_groups:
+        group.cls = _Group
+        _quiet_flags(group.typer_instance)
+
+
+_quiet_flags(app)

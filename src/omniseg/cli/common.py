@@ -15,8 +15,8 @@ from ..errors import OmnisegError
 from ..redaction import redact
 
 STORE_HELP = "SQLite store (the source of truth); default $OMNISEG_STORE or runs/omniseg.sqlite"
-TaskOpt = typer.Option(None, "--task", "-t", help="task name: reads configs/<task>.yaml")
-ConfigOpt = typer.Option(None, "--config", "-c", help="a task configuration file instead of configs/<task>.yaml")
+TaskOpt = typer.Option(None, "--task", "-t", help="task name: reads `configs/<task>.yaml`")
+ConfigOpt = typer.Option(None, "--config", "-c", help="a task configuration file instead of `configs/<task>.yaml`")
 StoreOpt = typer.Option(None, "--store", help=STORE_HELP)
 
 

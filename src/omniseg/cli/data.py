@@ -15,7 +15,7 @@ from ..errors import OmnisegError
 
 @friendly
 def init(
-    name: str = typer.Argument(..., help="the new task's name: writes <config-dir>/NAME.yaml"),
+    name: str = typer.Argument(..., help="the new task's name: writes `<config-dir>/NAME.yaml`"),
     images: Path = typer.Option(..., "--images", help="folder of images"),
     masks: Path = typer.Option(..., "--masks", help="folder of masks (may be the images folder)"),
     like: Optional[str] = typer.Option(None, "--like", help="copy models, metrics, curation and training from this task (e.g. polyp: its specialist is then evaluated on your data)"),

@@ -54,6 +54,10 @@ def run(
             if st is not None:
                 st.close()
         for name, e in est.items():
+            if e.get("missing_checkpoint"):
+                typer.echo(f"{name}: {e['pairs']} pairs to do; no checkpoint yet at {e['missing_checkpoint']} (train it "
+                           f"with `omniseg train --task {cfg.task}`); a local model: no API cost")
+                continue
             both = f" online, {e['batch_cost_usd']:.4f} USD as a batch job" if e.get("batch_cost_usd") is not None else ""
             typer.echo(f"{name}: {e['pairs']} pairs to do; {e['calls']} API calls, {e['cached']} answers cached; "
                        f"estimated cost {e['cost_usd']:.4f} USD{both}")

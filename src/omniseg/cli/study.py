@@ -22,6 +22,7 @@ def curate(
     control: Optional[str] = typer.Option(None, "--control", help="a second specialist (another seed) that picks its own lists too: the selection-bias controls (default: curation.control)"),
     strata: Optional[bool] = typer.Option(None, "--strata/--no-strata", help="also store lesion-size and contrast quartiles read from the images (default: curation.strata)"),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="dataset folder for --strata, overriding the recorded root"),
+    replace: bool = typer.Option(False, "--replace", help="replace stored lists of another size or reference (refused otherwise: reports and reviews may rest on them)"),
     store: Optional[Path] = StoreOpt,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ) -> None:
@@ -43,7 +44,7 @@ def curate(
             raise OmnisegError(f"{st.path}: " + unknown_name("task", task, st.tasks()))
         for t in tasks:
             lists = curate_task(st, t, extremes, reference=by, metric=metric, split=split, control=control,
-                                strata=strata, data_root=data_root, progress=not quiet)
+                                strata=strata, data_root=data_root, progress=not quiet, replace=replace)
             e, h = lists["easiest"], lists["hardest"]
             ref, used = e[0]["reference"], e[0]["metric"]
             typer.echo(f"{t}: {len(e)} easiest + {len(h)} hardest by {ref} {used} on split {lists['split']} "

@@ -62,19 +62,41 @@ def open_dataset(cfg: TaskConfig, data_root: str | Path | None = None) -> datase
     return datasets.open(cfg.dataset.name, data_root or cfg.dataset.root, cfg.dataset.options, cfg.dataset.max_pixels)
 
 
-def select_models(cfg: TaskConfig, names: list[str] | None) -> list[Segmenter]:
+def select_models(cfg: TaskConfig, names: list[str] | None, *, missing: dict | None = None) -> list[Segmenter]:
+    """The models a run asks for, built. A missing checkpoint is an error naming the command that trains it and the
+    models that can run without it; with ``missing`` (a dict) such models are left out and listed there instead
+    (name -> checkpoint path: a dry run estimates the others)."""
     chosen = [cfg.model(n) for n in names] if names else [m for m in cfg.models if m.default]
     built = []
     for m in chosen:
         try:
             built.append(models.build(m))
         except CheckpointMissing as e:  # the model does not know its task: say the whole command here
-            others = [c.name for c in chosen if c.name != m.name]
+            if missing is not None:
+                missing[m.name] = str(e.path)
+                continue
+            others = [c.name for c in chosen if c.name != m.name and _runnable(c)]
             raise CheckpointMissing(e.path).with_command(
                 f"omniseg train --task {cfg.task}" + ("" if m.name == (cfg.train.model if cfg.train else "unet")
                                                       else f" --model {m.name}"),
                 others) from None
     return models.link(built, cfg.models)
+
+
+def _runnable(entry) -> bool:
+    """Whether a model entry could run now (built, and ready: an API model with its key or archive), so that the
+    command a hint suggests works."""
+    try:
+        seg = models.build(entry)
+    except OmnisegError:
+        return False
+    try:
+        seg.check_ready()
+        return True
+    except OmnisegError:
+        return False
+    finally:
+        seg.close()
 
 
 def _check_signatures(store: Store, task: str, segs: list[Segmenter], force: bool) -> None:
@@ -401,9 +423,11 @@ def dry_run(cfg: TaskConfig, store: Store | None, *, store_root: Path, model_nam
     """
     ds = open_dataset(cfg, data_root)
     refs = select_refs(ds, split or cfg.split, limit, shard)
-    segs = select_models(cfg, model_names)
+    missing: dict[str, str] = {}
+    segs = select_models(cfg, model_names, missing=missing)  # a specialist not trained yet costs nothing anyway
     done = set() if force or store is None else store.done_pairs(cfg.task, redo=retry)
-    out = {}
+    out = {name: {"pairs": sum((r.id, name) not in done for r in refs), "calls": 0, "cached": 0, "cost_usd": 0.0,
+                  "missing_checkpoint": path} for name, path in missing.items()}
     for m in segs:
         m.bind(RunContext(store_root=store_root, refresh=refresh, look_only=True))
         todo = [r for r in refs if (r.id, m.name) not in done]

@@ -202,7 +202,7 @@ def surface_distances(pred: np.ndarray, ref: np.ndarray, roi: np.ndarray | None 
     return d_pr, d_rp
 
 
-def _hd_of(d, shape, spacing, percentile: float = 95.0) -> float:
+def _hd_of(d, shape, spacing, percentile: float) -> float:
     if isinstance(d, int):  # both empty: 0; exactly one empty: the worst possible, the diagonal
         return 0.0 if d == 0 else _diagonal(shape, spacing)
     return max(_percentile(d[0], percentile), _percentile(d[1], percentile))
@@ -282,7 +282,7 @@ def _distances(pred, ref, roi, counts: Counts, spacing):
 
 
 def _hd95(p, r, roi, c, g: Geometry) -> float:
-    return _hd_of(_distances(p, r, roi, c, g.spacing), np.shape(p), g.spacing)
+    return _hd_of(_distances(p, r, roi, c, g.spacing), np.shape(p), g.spacing, 95.0)
 
 
 def _nsd(p, r, roi, c, g: Geometry) -> float:

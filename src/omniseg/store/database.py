@@ -413,6 +413,12 @@ class Store:
                  for r in rows],
             )
 
+    def curated(self, task: str) -> tuple[int, str] | None:
+        """How many easiest cases the task's stored lists hold and which model picked them; None before curation."""
+        row = self.db.execute("SELECT COUNT(*), MIN(reference) FROM subsets WHERE task=? AND subset='easiest'",
+                              (task,)).fetchone()
+        return (row[0], row[1]) if row and row[0] else None
+
     def set_difficulty(self, task: str, values: dict[str, dict[str, float]]) -> None:
         # pragma: no mutate block (outside the mutation scope: docs/testing.md)
         """Image-based difficulty per sample (omniseg.study.difficulty), replaced as a whole per task."""

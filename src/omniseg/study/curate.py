@@ -72,9 +72,13 @@ def _ranked(df: pd.DataFrame, n: int, suffix: str, reference: str, metric: str) 
 
 def curate(store: Store, task: str, extremes: int | None = None, *, reference: str | None = None,
            metric: str | None = None, split: str | None = None, control: str | None = None,
-           strata: bool | None = None, data_root: str | Path | None = None, progress: bool = True) -> dict[str, list[dict]]:
+           strata: bool | None = None, data_root: str | Path | None = None, progress: bool = True,
+           replace: bool = False) -> dict[str, list[dict]]:
     """Rank and store the easiest and hardest cases (and the controls asked for); arguments left None
-    come from the task's recorded ``curation`` block (then the defaults), the split from what was scored."""
+    come from the task's recorded ``curation`` block (then the defaults), the split from what was scored.
+
+    Stored lists of another size, or picked by another model, are replaced only with ``replace``: a report, a
+    review or a paper may already rest on them."""
     recorded = (store.last_config(task) or {}).get("curation") or {}
     extremes = extremes if extremes is not None else recorded.get("extremes", 50)
     metric = metric or recorded.get("metric") or "dice"
@@ -98,6 +102,12 @@ def curate(store: Store, task: str, extremes: int | None = None, *, reference: s
             f"{task}: only {len(df)} scored cases on split {split!r}; taking {n} easiest and {n} hardest instead of {extremes}",
             stacklevel=2,
         )
+    stored = store.curated(task)
+    if stored is not None and stored != (n, reference) and not replace:
+        raise OmnisegError(f"{task}: the stored lists hold {stored[0]} easiest and {stored[0]} hardest cases picked by "
+                           f"{stored[1]!r}; this would replace them with {n} and {n} by {reference!r}"
+                           + (f" (only {len(df)} cases are scored)" if n < extremes else "")
+                           + ": pass --replace to do so (reports and reviews made on the old lists no longer match)")
     rows = _ranked(df, n, "", reference, metric)
     if control:
         rows += _ranked(_scores(store, task, control, metric, split), n, f"@{control}", control, metric)

@@ -185,7 +185,12 @@ def train(task: TaskConfig, cfg: TrainConfig, dataset, checkpoint: Path, *, devi
     # the end of this command's share of the budget (a resumed run has used `elapsed` minutes of it already)
     deadline = started + (cfg.max_minutes - elapsed) * 60 if cfg.max_minutes else math.inf
     step_s = val_s = 0.0  # measured: the last step's and the last validation's seconds (what remains must fit)
-    bar = progress_bar(total=cfg.epochs, initial=start_epoch, desc=f"train {task.task}", unit="epoch", disable=not progress)
+    # under a time budget, tqdm's own estimate (epochs left at this pace) can be hours past the budget's end: the bar
+    # shows the smaller of the two instead (time_left)
+    budgeted = {"bar_format": "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
+                "postfix": {"left": clock(deadline - time.perf_counter())}} if cfg.max_minutes else {}
+    bar = progress_bar(total=cfg.epochs, initial=start_epoch, desc=f"train {task.task}", unit="epoch",
+                       disable=not progress, **budgeted)
     epochs_done = start_epoch
     for epoch in range(start_epoch, cfg.epochs):
         if best >= 0 and time.perf_counter() + step_s + val_s >= deadline:  # (never before a first checkpoint)
@@ -257,8 +262,12 @@ def train(task: TaskConfig, cfg: TrainConfig, dataset, checkpoint: Path, *, devi
                         f"{opt.param_groups[0]['lr']:.2e}"])
         epochs_done = epoch + 1
         bar.update(1)
+        left = {}
+        if cfg.max_minutes:
+            per_epoch = (time.perf_counter() - started) / (epoch + 1 - start_epoch)
+            left["left"] = clock(time_left(cfg.epochs - epoch - 1, per_epoch, deadline - time.perf_counter()))
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", val_dice=f"{val_dice:.3f}", best=f"{best:.3f}",
-                        img_s=f"{seen / max(elapsed * 60, 1e-9):.1f}")
+                        img_s=f"{seen / max(elapsed * 60, 1e-9):.1f}", **left)
         if stopped == "time budget":
             break
     bar.close()
@@ -269,6 +278,18 @@ def train(task: TaskConfig, cfg: TrainConfig, dataset, checkpoint: Path, *, devi
     state_path.unlink(missing_ok=True)  # finished normally: the checkpoint is what remains (a rerun starts anew)
     return TrainResult(checkpoint, epochs_done, best, elapsed, device, stopped,
                        images_per_s=seen / max(elapsed * 60, 1e-9), precision="bf16" if bf16 else "fp32", images=seen)
+
+
+def time_left(epochs_left: int, seconds_per_epoch: float, budget_left_s: float) -> float:
+    """Seconds the training has left: the epochs still planned at the pace so far, but never past the budget."""
+    return max(0.0, min(epochs_left * seconds_per_epoch, budget_left_s))
+
+
+def clock(seconds: float) -> str:
+    """Seconds as tqdm writes a duration: M:SS, or H:MM:SS from an hour."""
+    s = int(max(seconds, 0) + 0.5)
+    h, m = divmod(s // 60, 60)
+    return f"{h}:{m:02d}:{s % 60:02d}" if h else f"{m:02d}:{s % 60:02d}"
 
 
 def _val_guess(step_s: float, n_val: int, batch: int) -> float:
