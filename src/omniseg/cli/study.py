@@ -59,9 +59,10 @@ def report(
     task: Optional[str] = typer.Option(None, "--task", "-t", help="only this task (default: all)"),
     out: Path = typer.Option(Path("runs") / "report", "--out", "-o", help="folder for the CSVs and report.md"),
     split: str = typer.Option("test", help="samples of this split form the 'all' subset: train, test or all"),
-    figures: bool = typer.Option(True, "--figures/--no-figures", help="draw the PNG figures"),
+    figures: bool = typer.Option(True, "--figures/--no-figures", help="draw the figures (PNG, and SVG for a paper)"),
     cases: int = typer.Option(4, min=1, help="easiest and hardest cases shown in the montage"),
     html: bool = typer.Option(True, "--html/--no-html", help="also write report.html (every case, sortable, with pictures in thumbs/)"),
+    latex: bool = typer.Option(False, "--latex", help="also write report.tex: the main tables as booktabs LaTeX (compiles with pdflatex)"),
     specialist: Optional[str] = typer.Option(None, help="model routed from (default: the curation reference)"),
     omnimodel: Optional[str] = typer.Option(None, help="model routed to (default: the task's first gemini model)"),
     store: Optional[Path] = StoreOpt,
@@ -81,7 +82,7 @@ def report(
 
             raise OmnisegError(f"{st.path}: " + unknown_name("task", task, st.tasks()))
         paths = report_mod.write(st, out, task=task, split=split, figures=figures, k=cases,
-                                 specialist=specialist, omnimodel=omnimodel, html=html)
+                                 specialist=specialist, omnimodel=omnimodel, html=html, latex=latex)
     for kind, p in paths.items():
         typer.echo(f"{kind:10s} {p}")
 

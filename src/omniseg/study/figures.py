@@ -1,7 +1,8 @@
-"""Report figures (matplotlib, PNG): case montages, paired scatter, box plots with points, routing curve.
+"""Report figures (matplotlib): case montages, paired scatter, box plots with points, routing curve, Dice by size.
 
-Every function takes plain data and a path; nothing here reads the store. PNGs are written
-without timestamps so a report regenerated from the same store is byte-identical.
+Every function takes plain data and a path; nothing here reads the store. Each figure is written as a PNG (for
+report.md and report.html) and as an SVG beside it (vector, for a paper), both without timestamps and with fixed
+SVG ids, so a report regenerated from the same store is byte-identical.
 """
 
 from __future__ import annotations
@@ -19,25 +20,59 @@ def _plt():
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "omniseg"  # the SVG's element ids: the same every time
     import matplotlib.pyplot as plt
 
     return plt
 
 
-def overlay(image: np.ndarray, mask: np.ndarray | None, colour=(255, 40, 40), ref: np.ndarray | None = None) -> np.ndarray:
-    """The image with the mask tinted and, when given, the reference outline in green."""
+def _save(fig, path: Path, dpi: int) -> Path:
+    """The figure as ``path`` (PNG) and as an SVG beside it; returns the PNG's path."""
+    fig.savefig(path, dpi=dpi, metadata=_META)
+    fig.savefig(path.with_suffix(".svg"), metadata={"Date": None, "Creator": None})
+    _plt().close(fig)
+    return path
+
+
+#: outline colours to choose from: whichever stands out most from the pixels under the outline (green vanishes on
+#: endoscopy's reddish tissue; none of them is the red tint of a prediction)
+OUTLINES = ((0, 255, 255), (255, 255, 0), (40, 220, 40), (255, 0, 255), (255, 255, 255), (0, 0, 0))
+TINT = (255, 40, 40)
+
+
+def outline_width(shape: tuple[int, ...]) -> int:
+    """Pixels of outline an image needs to show it in a montage panel of about 200 pixels: one per 250 of its side."""
+    return max(1, round(max(shape[:2]) / 250))
+
+
+def outline_colour(image: np.ndarray, edge: np.ndarray) -> tuple[int, int, int]:
+    """The colour of :data:`OUTLINES` farthest (mean RGB distance) from the image's pixels under ``edge``."""
+    under = image[edge].astype(np.float32).reshape(-1, 3) if edge.any() else image.reshape(-1, 3).astype(np.float32)
+    return max(OUTLINES, key=lambda c: float(np.linalg.norm(under - np.array(c, np.float32), axis=1).mean()))
+
+
+def overlay(image: np.ndarray, mask: np.ndarray | None, colour=TINT, ref: np.ndarray | None = None) -> np.ndarray:
+    """The image with the mask tinted and, when given, the reference outlined: :func:`outline_width` pixels wide, in
+    the colour that stands out most there (:func:`outline_colour`)."""
+    image = _rgb(image)
     out = image.astype(np.float32).copy()
     if mask is not None:
         out[mask] = 0.45 * out[mask] + 0.55 * np.array(colour, np.float32)
     if ref is not None:
-        edge = ref & ~_erode(ref)
-        out[edge] = (40, 220, 40)
+        edge = outline(ref, outline_width(ref.shape))
+        out[edge] = outline_colour(image, edge)
     return out.clip(0, 255).astype(np.uint8)
 
 
-def _erode(m: np.ndarray) -> np.ndarray:
-    p = np.pad(m, 1)
-    return p[1:-1, 1:-1] & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
+def outline(ref: np.ndarray, width: int = 1) -> np.ndarray:
+    """The inner band of ``width`` pixels along the mask's border (the image's edge counts as outside)."""
+    from scipy import ndimage
+
+    return ref & ~ndimage.binary_erosion(ref, iterations=width, border_value=0)
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image[..., :3]
 
 
 def montage(rows: list[dict], models: list[str], path: Path, title: str) -> Path:
@@ -50,7 +85,7 @@ def montage(rows: list[dict], models: list[str], path: Path, title: str) -> Path
     fig, axes = plt.subplots(len(rows), ncol, figsize=(2.2 * ncol, 2.0 * len(rows)), squeeze=False)
     for r, row in enumerate(rows):
         panels = [(row["image"], f"{row['subset']}: {row['sample_id'][:14]}"),
-                  (overlay(row["image"], row["truth"], (40, 220, 40)), "ground truth")]
+                  (overlay(row["image"], row["truth"], (255, 255, 255)), "ground truth")]
         for m in models:
             mask = row["masks"].get(m)
             d = row["dice"].get(m)
@@ -63,9 +98,7 @@ def montage(rows: list[dict], models: list[str], path: Path, title: str) -> Path
             ax.axis("off")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (2.0 * len(rows))))  # leave room for the title
-    fig.savefig(path, dpi=90, metadata=_META)
-    plt.close(fig)
-    return path
+    return _save(fig, path, 90)
 
 
 def paired_scatter(df: pd.DataFrame, x: str, y: str, path: Path, title: str) -> Path:
@@ -84,9 +117,7 @@ def paired_scatter(df: pd.DataFrame, x: str, y: str, path: Path, title: str) -> 
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata=_META)
-    plt.close(fig)
-    return path
+    return _save(fig, path, 110)
 
 
 def boxplots(df: pd.DataFrame, models: list[str], path: Path, title: str) -> Path:
@@ -106,9 +137,7 @@ def boxplots(df: pd.DataFrame, models: list[str], path: Path, title: str) -> Pat
     axes[0][0].set_ylabel("Dice")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata=_META)
-    plt.close(fig)
-    return path
+    return _save(fig, path, 110)
 
 
 def routing_plot(curve: pd.DataFrame, specialist: str, omnimodel: str, path: Path, title: str) -> Path:
@@ -123,31 +152,35 @@ def routing_plot(curve: pd.DataFrame, specialist: str, omnimodel: str, path: Pat
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata=_META)
-    plt.close(fig)
-    return path
+    return _save(fig, path, 110)
 
 
-def dice_vs_size(df: pd.DataFrame, models: list[str], path: Path, title: str, bins: int = 8) -> Path:
-    """Dice per image against the reference lesion's share of the image (log scale), per model, with the
-    mean Dice in equal-count bins of lesion size drawn as a line: difficulty read from the image."""
+def dice_vs_size(df: pd.DataFrame, models: list[str], path: Path, title: str, edges: np.ndarray) -> Path:
+    """Dice per image against the reference lesion's share of the image (log scale), per model, with the mean Dice
+    in the quartiles of the report's table (``edges``: their five bounds) drawn as a line."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
     colours = plt.get_cmap("tab10")
-    edges = np.quantile(df["lesion_share"], np.linspace(0, 1, bins + 1))
+    bins = len(edges) - 1
     for i, m in enumerate(models):
         part = df[df["model"] == m]
         ax.scatter(part["lesion_share"], part["dice"], s=5, alpha=0.25, color=colours(i))
         idx = np.clip(np.searchsorted(edges, part["lesion_share"], side="right") - 1, 0, bins - 1)
         means = part.groupby(idx).agg(x=("lesion_share", "median"), y=("dice", "mean"))
         ax.plot(means["x"], means["y"], marker="o", ms=3, color=colours(i), label=m)
+    for e in edges[1:-1]:
+        ax.axvline(e, color="#bbb", lw=0.6, ls=":")
     ax.set_xscale("log")
-    ax.set_xlabel("reference lesion, share of the image (log)")
+    # whole decades only, as percentages: the minor labels a narrow log range gets (2e-2, 3e-2, ...) overlapped
+    ax.xaxis.set_major_locator(LogLocator(base=10, numticks=6))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:g}%"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("reference lesion, share of the image (log; dotted: the table's quartiles)")
     ax.set_ylabel("Dice")
     ax.set_ylim(-0.03, 1.03)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata=_META)
-    plt.close(fig)
-    return path
+    return _save(fig, path, 110)

@@ -116,6 +116,6 @@ def _by_size(g: pd.DataFrame, figdir: Path | None, stem: str) -> list[str]:
         cells = [f"{part[part['model'] == m]['dice'].mean():.3f}" for m in models]
         md.append(f"| {edges[q]:.3f}–{edges[q + 1]:.3f} | {part['sample_id'].nunique()} | " + " | ".join(cells) + " |")
     if figdir is not None:
-        p = figures.dice_vs_size(df, models, figdir / f"{stem}_dice_vs_size.png", "Dice against lesion size")
+        p = figures.dice_vs_size(df, models, figdir / f"{stem}_dice_vs_size.png", "Dice against lesion size", edges)
         md += ["", f"![Dice against lesion size](figures/{p.name})"]
     return md

@@ -283,6 +283,12 @@ def _routing_md(curve: pd.DataFrame, spec: str, omni: str) -> list[str]:
     return md
 
 
+def _fallback_pair(g: pd.DataFrame, ref: str | None) -> list[tuple[str, str]]:
+    """The scatter when a task has no omnimodel or foundation model: the specialist against its best other model."""
+    others = g[(g["model"] != ref) & ~g["privileged"]].groupby("model")["dice"].mean()
+    return [(ref, others.idxmax())] if ref and len(others) else []
+
+
 def _pickers(store: Store, task: str) -> dict[str, str]:
     """Which model picked each curated subset of the task (``easiest`` and ``hardest``)."""
     from .findings import subsets_of
@@ -379,7 +385,8 @@ def _runs_lines(store: Store, task: str) -> list[str]:
 
 
 def write(store: Store, out: str | Path, *, task: str | None = None, split: str = "test", figures: bool = True,
-          k: int = 4, specialist: str | None = None, omnimodel: str | None = None, html: bool = True) -> dict[str, Path]:
+          k: int = 4, specialist: str | None = None, omnimodel: str | None = None, html: bool = True,
+          latex: bool = False) -> dict[str, Path]:
     """Write the report folder; returns the paths written (figures under ``figures/``, thumbnails of
     report.html under ``thumbs/``)."""
     from . import figures as fig
@@ -501,7 +508,8 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
             bp = g.assign(subset_all=True, subset_easiest=g["easiest_rank"].notna(), subset_hardest=g["hardest_rank"].notna())
             p = fig.boxplots(bp, models, figdir / f"{stem}_boxplots.png", f"{t}: Dice per image")
             md.append(f"![{t} box plots](figures/{p.name})")
-            against = [(ref, om) for om in omnis + founds if ref and om != ref] or ([tuple(models[:2])] if len(models) >= 2 else [])
+            # the specialist against each contender; with none, against its best floor (never two floors)
+            against = [(ref, om) for om in omnis + founds if ref and om != ref] or _fallback_pair(g, ref)
             for x, y in against:
                 wide = g.pivot(index="sample_id", columns="model", values="dice")[[x, y]].dropna()
                 ranks = g.drop_duplicates("sample_id").set_index("sample_id")
@@ -520,7 +528,7 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
                 md.append(f"(case montage skipped: {rows})")
             else:
                 p = fig.montage(rows, models, figdir / f"{stem}_cases.png",
-                                f"{t}: {k} easiest and {k} hardest cases (green outline: ground truth)")
+                                f"{t}: {k} easiest and {k} hardest cases (outline: ground truth)")
                 md.append(f"![{t} easiest and hardest cases](figures/{p.name})")
         md.append("")
         sections[t] = md[first:]
@@ -529,6 +537,12 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
         claims_df = pd.concat(claim_tables)
         claims_df["demo"] = [caveats.is_demo(store, t) for t in claims_df["task"]]  # a demo's claims say so per row
         claims_df.to_csv(paths["claims"], index=False, float_format="%.6g")
+    if latex:
+        from . import latex as latex_mod
+
+        paths["latex"] = latex_mod.write(out / "report.tex", tasks, summary, comparisons,
+                                         claims_df if claim_tables else None,
+                                         {t: _distance_unit(store, t) for t in tasks})
     if review_tables:
         paths["review"] = out / "review.csv"
         pd.concat(review_tables).to_csv(paths["review"], index=False, float_format="%.6g")
