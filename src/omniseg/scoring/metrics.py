@@ -56,9 +56,10 @@ class Counts:
         return self.tp + self.fn
 
 
-def _check(pred: np.ndarray, ref: np.ndarray, roi: np.ndarray | None) -> None:
-    if pred.shape != ref.shape or pred.ndim != 2:
-        raise ValueError(f"prediction {pred.shape} and reference {ref.shape} must be equal 2-D shapes")
+def _check(pred: np.ndarray, ref: np.ndarray, roi: np.ndarray | None, dims: tuple[int, ...] = (2,)) -> None:
+    if pred.shape != ref.shape or pred.ndim not in dims:
+        raise ValueError(f"prediction {pred.shape} and reference {ref.shape} must be equal "
+                         f"{' or '.join(f'{d}-D' for d in dims)} shapes")
     if roi is not None and roi.shape != ref.shape:
         raise ValueError(f"region of interest {roi.shape} does not match the masks {ref.shape}")
 
@@ -139,11 +140,11 @@ def _percentile(values: np.ndarray, q: float) -> float:
     return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t  # numpy's _lerp, exactly
 
 
-def _masked(pred, ref, roi) -> tuple[np.ndarray, np.ndarray, int]:
+def _masked(pred, ref, roi, dims: tuple[int, ...] = (2,)) -> tuple[np.ndarray, np.ndarray, int]:
     """Boolean masks restricted to the ROI, and how many of the two are non-empty (0, 1 or 2)."""
     pred = np.asarray(pred, dtype=bool)
     ref = np.asarray(ref, dtype=bool)
-    _check(pred, ref, roi)
+    _check(pred, ref, roi, dims)
     if roi is not None:
         roi = np.asarray(roi, dtype=bool)  # a 0/4 region is a region, as in confusion (True & 4 would be 0)
         pred = pred & roi
@@ -170,27 +171,38 @@ class Geometry:
 PIXELS = Geometry()
 
 
-def _diagonal(shape: tuple[int, int], spacing: tuple[float, float] | None) -> float:
-    sy, sx = spacing or (1.0, 1.0)
-    return math.hypot(shape[0] * sy, shape[1] * sx)
+def _diagonal(shape: tuple[int, ...], spacing: tuple[float, ...] | None) -> float:
+    return math.hypot(*(n * s for n, s in zip(shape, spacing or (1.0,) * len(shape))))
+
+
+def _edge_points_nd(mask: np.ndarray) -> np.ndarray:
+    """Boundary voxels of a mask of any dimension: the mask minus its erosion by the cross (face neighbours), the
+    outside counting as background, as MONAI's edges."""
+    from scipy import ndimage
+
+    inner = ndimage.binary_erosion(mask, ndimage.generate_binary_structure(mask.ndim, 1), border_value=0)
+    return np.argwhere(mask & ~inner)
 
 
 def surface_distances(pred: np.ndarray, ref: np.ndarray, roi: np.ndarray | None = None,
-                      spacing: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray] | int:
-    """Distances from each boundary pixel of ``pred`` to the nearest of ``ref`` and back (mm with ``spacing``, else
-    pixels); when either mask is empty, how many are non-empty (0 or 1) instead."""
-    pred, ref, present = _masked(pred, ref, roi)
+                      spacing: tuple[float, ...] | None = None) -> tuple[np.ndarray, np.ndarray] | int:
+    """Distances from each boundary pixel (voxel, for a volume) of ``pred`` to the nearest of ``ref`` and back (mm
+    with ``spacing``, one value per axis in the arrays' axis order, else pixels); when either mask is empty, how
+    many are non-empty (0 or 1) instead."""
+    pred, ref, present = _masked(pred, ref, roi, dims=(2, 3))
     if present < 2:
         return present
+    if spacing is not None and len(spacing) != pred.ndim:
+        raise ValueError(f"a spacing of {len(spacing)} values for {pred.ndim}-D masks: give one per axis")
     # Only the bounding box of both masks matters: crop with a one-pixel margin
     # so the erosion sees background around the shapes, as MONAI does.
     both = pred | ref
-    rows = np.flatnonzero(both.any(axis=1))
-    cols = np.flatnonzero(both.any(axis=0))
-    r0, r1 = max(rows[0] - 1, 0), rows[-1] + 2
-    c0, c1 = max(cols[0] - 1, 0), cols[-1] + 2
-    ep = _edge_points(pred[r0:r1, c0:c1])
-    er = _edge_points(ref[r0:r1, c0:c1])
+    box = []
+    for axis in range(both.ndim):
+        hit = np.flatnonzero(both.any(axis=tuple(a for a in range(both.ndim) if a != axis)))
+        box.append(slice(max(hit[0] - 1, 0), hit[-1] + 2))
+    edges = _edge_points if pred.ndim == 2 else _edge_points_nd
+    ep, er = edges(pred[tuple(box)]), edges(ref[tuple(box)])
     if spacing is not None:
         scale = np.asarray(spacing, float)
         ep, er = ep * scale, er * scale
@@ -390,4 +402,18 @@ def score(pred: np.ndarray, ref: np.ndarray, roi: np.ndarray | None = None, *, w
         row[m.name] = float(m.fn(pred, ref, roi, c, geometry) if m.geometric else m.fn(pred, ref, roi, c))
     if not with_cldice and "cldice" not in wanted:
         row["cldice"] = None  # the column exists in every store; NULL unless the task asks for it
+    return row
+
+
+def volume_scores(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, float, float] | None = None,
+                  tolerance: float = 2.0) -> dict:
+    """The counts, Dice and IoU over a whole volume (depth x height x width) and its boundary metrics in mm with the
+    voxel ``spacing`` (per axis, in the array's order: anisotropic spacing scales each axis), else in voxels. The
+    conventions are the images' (the module docstring); boundaries are the volume's surfaces, not per slice."""
+    pred, ref, _ = _masked(pred, ref, None, dims=(3,))
+    c = confusion(pred.reshape(pred.shape[0], -1), ref.reshape(ref.shape[0], -1))  # counting needs no geometry
+    row: dict = asdict(c)
+    row.update(pred_px=c.pred_px, ref_px=c.ref_px, dice=dice(c), iou=iou(c))
+    d = surface_distances(pred, ref, None, spacing)
+    row.update(hd95=_hd_of(d, pred.shape, spacing, 95.0), nsd=_nsd_of(d, tolerance), masd=_masd_of(d, pred.shape, spacing))
     return row
