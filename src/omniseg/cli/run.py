@@ -31,6 +31,12 @@ def run(
     retry_status: str = typer.Option("api_error", "--retry-status", help="comma-separated statuses --retry-failed redoes (answers come from the archive unless --refresh)"),
     batch: bool = typer.Option(False, "--batch", help="send API models' pairs as batch jobs: half price, answered within 24 h; a killed run finds its job again (docs/omnimodels.md)"),
     shard: Optional[str] = typer.Option(None, "--shard", help="K/N: only the K-th of N disjoint, stable slices of the samples (by a hash of the id), into this --store; `omniseg merge` combines the N stores (docs/scaling.md)"),
+    executor: Optional[str] = typer.Option(None, "--executor", help="local or slurm: run the work as --shards N shard runs through that engine, follow them and merge their stores into --store (docs/scaling.md)"),
+    shards: int = typer.Option(1, "--shards", min=1, help="with --executor: how many shards"),
+    partition: Optional[str] = typer.Option(None, "--partition", help="with --executor slurm: the SLURM partition"),
+    time_min: Optional[int] = typer.Option(None, "--time-min", min=1, help="with --executor slurm: each shard's time limit in minutes (default 60)"),
+    gpus_per_shard: int = typer.Option(0, "--gpus-per-shard", min=0, help="with --executor: GPUs per shard (local: shard K uses GPU K mod count)"),
+    executor_param: Optional[list[str]] = typer.Option(None, "--executor-param", help="KEY=VALUE passed to the engine (submitit: e.g. cluster=local, slurm_mem_gb=32); repeatable"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ) -> None:
     """Predict and score every (sample, model) pair of a task; resumes where a previous run stopped."""
@@ -63,12 +69,58 @@ def run(
                        f"estimated cost {e['cost_usd']:.4f} USD{both}")
         typer.echo(f"total estimated cost: {sum(e['cost_usd'] for e in est.values()):.4f} USD (dry run: nothing called or written)")
         return
+    if executor is not None:
+        if sliced is not None:
+            raise OmnisegError("--executor runs the shards itself: leave --shard out (it takes --shards N)")
+        argv = _shard_command(task, config, models, split, limit, force, data_root, batch_size, refresh, max_cost,
+                              retry_failed, retry_status, batch)
+        _execute(cfg, argv, executor, shards, path, split, limit, data_root, models, not quiet, partition, time_min,
+                 gpus_per_shard, executor_param or [])
+        return
     try:
         run_and_tell(cfg, path, model_names=split_names(models), split=split, limit=limit, force=force,
                      data_root=data_root, batch_size=batch_size, progress=not quiet, argv=sys.argv[1:],
                      refresh=refresh, max_cost=max_cost, retry=retry, batch=batch, shard=sliced)
     except EmptyShard as e:  # more shards than samples: this task of a job array succeeds with nothing to do
         typer.echo(f"note: {e}")
+
+
+def _shard_command(task, config, models, split, limit, force, data_root, batch_size, refresh, max_cost, retry_failed,
+                   retry_status, batch) -> list[str]:
+    """The options of this `omniseg run` that each shard's command repeats."""
+    argv = [*(["--task", task] if task else []), *(["--config", str(Path(config).resolve())] if config else [])]
+    for name in split_names(models) or []:
+        argv += ["--models", name]
+    for flag, value in (("--split", split), ("--limit", limit), ("--data-root", data_root and Path(data_root).resolve()),
+                        ("--batch-size", batch_size), ("--max-cost", max_cost)):
+        if value is not None:
+            argv += [flag, str(value)]
+    argv += [flag for flag, on in (("--force", force), ("--refresh", refresh), ("--retry-failed", retry_failed),
+                                   ("--batch", batch)) if on]
+    return argv + (["--retry-status", retry_status] if retry_failed else [])
+
+
+def _execute(cfg, argv, executor, shards, path, split, limit, data_root, models, progress, partition, time_min,
+             gpus_per_shard, executor_param) -> None:
+    from ..evaluation.executor import execute
+    from ..evaluation.runner import open_dataset, select_refs
+
+    params = {}
+    for item in executor_param:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise OmnisegError(f"--executor-param {item!r}: expected KEY=VALUE, e.g. cluster=local")
+        params[key] = value
+    n_models = len(split_names(models) or [m for m in cfg.models if m.default])
+    pairs = len(select_refs(open_dataset(cfg, data_root), split or cfg.split, limit)) * n_models
+    out = execute(argv, executor=executor, shards=shards, store=path, pairs=pairs, progress=progress,
+                  partition=partition, time_min=time_min, gpus_per_shard=gpus_per_shard, params=params)
+    typer.echo(f"{cfg.task}: {shards} shard(s) through {executor}; {len(out.merged)} merged into {path} "
+               f"({out.pairs_added} pairs added)")
+    if out.failed:
+        raise OmnisegError("shard(s) " + "; ".join(f"{k}/{shards}: {why}" for k, why in sorted(out.failed.items()))
+                           + " — rerun the same command: finished shards redo nothing, failed ones resume, and "
+                           "the merge adds each pair once")
 
 
 @friendly

@@ -264,6 +264,10 @@ class Store:
                 [(task, sid, split, problem, json.dumps(meta, sort_keys=True, default=str)) for sid, split, problem, meta in rows],
             )
 
+    def pairs_recorded(self) -> int:
+        """How many (task, sample, model) rows the store holds (a sharded run's progress)."""
+        return self.db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+
     def done_pairs(self, task: str, redo: tuple[str, ...] = ()) -> set[tuple[str, str]]:
         """(sample, model) pairs with a row, except rows whose status is in ``redo``."""
         rows = self.db.execute("SELECT sample_id, model, status FROM predictions WHERE task=?", (task,))
