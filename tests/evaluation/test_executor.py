@@ -59,6 +59,17 @@ def test_slurm_through_submitits_local_executor_gives_the_same_store(tmp_path, s
     assert any((sharded.parent / "shards" / "s" / "submitit").iterdir())  # submitit's own job folder
 
 
+def test_ray_tasks_on_a_local_runtime_give_the_same_store(tmp_path, study):
+    pytest.importorskip("ray")
+    plain, sharded = tmp_path / "plain" / "s.sqlite", tmp_path / "sharded" / "s.sqlite"
+    assert _run("--config", str(study), "--store", str(plain)).exit_code == 0
+    r = _run("--config", str(study), "--store", str(sharded), "--executor", "ray", "--shards", "3",
+             "--executor-param", "num_cpus=2")
+    assert r.exit_code == 0, r.output
+    assert "3 shard(s) through ray; 3 merged" in r.output
+    assert _table(sharded) == _table(plain)
+
+
 def test_a_shard_killed_part_way_resumes_on_the_same_command(tmp_path, study):
     # the fault rides in with the shards' interpreter (sitecustomize on PYTHONPATH): shard 2 of 3 is killed after its
     # second recorded pair, once; the product has no hook
@@ -118,7 +129,7 @@ def test_an_api_model_sharded_pays_each_answer_once(tmp_path, sent_polyps):
 
 def test_executor_options_are_checked(tmp_path, study):
     r = _run("--config", str(study), "--store", str(tmp_path / "s.sqlite"), "--executor", "kubernetes")
-    assert r.exit_code != 0 and "expected one of local, slurm" in r.output
+    assert r.exit_code != 0 and "expected one of local, slurm, ray" in r.output
     r = _run("--config", str(study), "--store", str(tmp_path / "s.sqlite"), "--executor", "local", "--shard", "1/2")
     assert r.exit_code != 0 and "leave --shard out" in r.output
     r = _run("--config", str(study), "--store", str(tmp_path / "s.sqlite"), "--executor", "slurm",

@@ -31,12 +31,12 @@ def run(
     retry_status: str = typer.Option("api_error", "--retry-status", help="comma-separated statuses --retry-failed redoes (answers come from the archive unless --refresh)"),
     batch: bool = typer.Option(False, "--batch", help="send API models' pairs as batch jobs: half price, answered within 24 h; a killed run finds its job again (docs/omnimodels.md)"),
     shard: Optional[str] = typer.Option(None, "--shard", help="K/N: only the K-th of N disjoint, stable slices of the samples (by a hash of the id), into this --store; `omniseg merge` combines the N stores (docs/scaling.md)"),
-    executor: Optional[str] = typer.Option(None, "--executor", help="local or slurm: run the work as --shards N shard runs through that engine, follow them and merge their stores into --store (docs/scaling.md)"),
+    executor: Optional[str] = typer.Option(None, "--executor", help="local, slurm or ray: run the work as --shards N shard runs through that engine, follow them and merge their stores into --store (docs/scaling.md)"),
     shards: int = typer.Option(1, "--shards", min=1, help="with --executor: how many shards"),
     partition: Optional[str] = typer.Option(None, "--partition", help="with --executor slurm: the SLURM partition"),
     time_min: Optional[int] = typer.Option(None, "--time-min", min=1, help="with --executor slurm: each shard's time limit in minutes (default 60)"),
     gpus_per_shard: int = typer.Option(0, "--gpus-per-shard", min=0, help="with --executor: GPUs per shard (local: shard K uses GPU K mod count)"),
-    executor_param: Optional[list[str]] = typer.Option(None, "--executor-param", help="KEY=VALUE passed to the engine (submitit: e.g. cluster=local, slurm_mem_gb=32); repeatable"),
+    executor_param: Optional[list[str]] = typer.Option(None, "--executor-param", help="KEY=VALUE passed to the engine (submitit: e.g. cluster=local, slurm_mem_gb=32; ray: address=auto, num_cpus=2); repeatable"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ) -> None:
     """Predict and score every (sample, model) pair of a task; resumes where a previous run stopped."""

@@ -9,7 +9,9 @@ resumes it (the same one).
 
 Engines: ``local`` runs the shards as processes on this machine (on a multi-GPU box, shard K sees GPU K mod
 count); ``slurm`` submits them as a job array through submitit (the library most PyTorch labs already use for
-SLURM; ``--executor-param cluster=local`` runs the same path on this machine). docs/scaling.md has examples.
+SLURM; ``--executor-param cluster=local`` runs the same path on this machine); ``ray`` runs each shard as a Ray
+task (on the cluster ``--executor-param address=...`` names, else a local Ray runtime started for the command).
+docs/scaling.md has examples.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 from ..errors import OmnisegError
 from ..progress import bar as progress_bar
 
-EXECUTORS = ("local", "slurm")
+EXECUTORS = ("local", "slurm", "ray")
 #: the options of `omniseg run` that belong to the executor, not to a shard's command
 _OWN = {"--executor": 1, "--shards": 1, "--store": 1, "--partition": 1, "--time-min": 1, "--gpus-per-shard": 1,
         "--executor-param": 1, "--shard": 1, "--quiet": 0, "-q": 0}
@@ -90,10 +92,13 @@ def execute(argv: list[str], *, executor: str, shards: int, store: Path, pairs: 
     folder = store.parent / "shards" / store.stem
     folder.mkdir(parents=True, exist_ok=True)
     plan = [(k, shard_store(folder, k, shards), folder / f"shard-{k}-of-{shards}.log") for k in range(1, shards + 1)]
+    close = None
     if executor == "local":
         waiters = _local(argv, plan, shards, gpus_per_shard)
-    else:
+    elif executor == "slurm":
         waiters = _slurm(argv, plan, shards, folder, partition, time_min, gpus_per_shard, params or {})
+    else:
+        waiters, close = _ray(argv, plan, shards, gpus_per_shard, params or {})
     out = Outcome(shards)
     bar = progress_bar(total=pairs, desc=f"{shards} shards ({executor})", unit="pair", disable=not progress)
     try:
@@ -111,6 +116,8 @@ def execute(argv: list[str], *, executor: str, shards: int, store: Path, pairs: 
                 time.sleep(poll_s)
     finally:
         bar.close()
+        if close is not None:
+            close()
     from ..store.merge import merge
 
     done = [p for k, p, _ in plan if k not in out.failed and p.is_file()]  # an empty shard writes no store
@@ -184,3 +191,40 @@ def _slurm(argv, plan, n: int, folder: Path, partition, time_min, gpus_per_shard
         return check
 
     return {k: waiter(k) for k in jobs}
+
+
+def _ray(argv, plan, n: int, gpus_per_shard: int, params: dict):
+    """Each shard a Ray task: on the cluster at ``address`` (``auto``: the one this machine belongs to), else on a
+    local Ray runtime started for this command (and stopped after it)."""
+    try:
+        import ray
+    except ImportError:
+        raise OmnisegError("--executor ray needs ray: pip install 'omniseg[cluster]'") from None
+    params = dict(params)
+    address = params.pop("address", None)
+    started = not ray.is_initialized()
+    if started:
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                     **({} if address else {"num_cpus": int(params.pop("num_cpus", os.cpu_count() or 1))}))
+        except Exception as e:  # no cluster at that address, a runtime that cannot start
+            raise OmnisegError(f"--executor ray: cannot start or reach Ray ({type(e).__name__}: {e})") from None
+    options = {"num_gpus": gpus_per_shard, **{k: int(v) if v.isdigit() else v for k, v in params.items()}}
+    try:
+        task = ray.remote(run_shard).options(**options)
+    except (ValueError, TypeError) as e:
+        raise OmnisegError(f"--executor ray: Ray refused the task options {sorted(options)}: {e}") from None
+    refs = {k: task.remote(shard_argv(argv, k, n, path), str(log)) for k, path, log in plan}
+
+    def waiter(k):
+        def check():
+            ready, _ = ray.wait([refs[k]], timeout=0)
+            if not ready:
+                return None
+            try:
+                return int(ray.get(refs[k]))
+            except Exception as e:  # the task died (its worker was killed, the node lost)
+                return f"Ray task failed: {type(e).__name__}"
+        return check
+
+    return {k: waiter(k) for k in refs}, (ray.shutdown if started else None)
