@@ -20,7 +20,8 @@ from . import adequacy, caveats, findings, manifest, routing, stats
 from .numbers import p_value
 from .review import agreement as review_agreement, claim as review_claim
 from ..scoring.metrics import SCORE_COLUMNS
-from ..store.database import Store, file_name
+from ..store.database import Store
+from ..store.schema import file_name
 
 #: per_image.csv: these, with the store's score columns (counts, then one per metric) before the last four
 PER_IMAGE_COLUMNS = ["task", "split", "sample_id", "model", "status", "reason", "easiest_rank", "hardest_rank",
@@ -342,7 +343,7 @@ def _montage_rows(store: Store, task: str, df: pd.DataFrame, models: list[str], 
     """Images, truths and masks of the k easiest and k hardest cases; a string says why not."""
     from PIL import Image
 
-    from .report_html import recorded_samples
+    from .recorded import recorded_samples
 
     loader = recorded_samples(store, task)
     if isinstance(loader, str):

@@ -22,6 +22,7 @@ import pandas as pd
 
 from ..store.database import Store
 from .figures import overlay
+from .recorded import recorded_samples
 
 THUMB_SIDE = 200  # pixels, the longer side
 THUMB_VERSION = "1"  # part of each thumbnail's name: bump when the drawing changes
@@ -199,30 +200,6 @@ def _thumbnails(store: Store, task: str, g: pd.DataFrame, folder: Path) -> dict 
                     mask = np.asarray(Image.fromarray(full).resize(truth.shape[::-1], Image.NEAREST))
                 _save_jpeg(overlay(image, mask, ref=truth), folder.parent / rel)
     return {(task, sid): {k: p for k, (p, _) in e.items() if (folder.parent / p).is_file()} for sid, e in wanted.items()}
-
-
-def recorded_samples(store: Store, task: str, root=None):
-    """A function sample id -> Sample (None when it cannot be read) over the dataset the task's last
-    run recorded (at ``root`` when given: the data moved); a string says why there is none (reports go on
-    without it)."""
-    from .. import datasets
-
-    dataset = (store.last_config(task) or {}).get("dataset") or {}
-    if not dataset.get("name"):
-        return "no run with a dataset recorded"
-    try:
-        ds = datasets.open(dataset["name"], root or dataset.get("root"), dataset.get("options"), dataset.get("max_pixels"))
-        refs = {r.id: r for r in ds.refs("all")}
-    except Exception as e:
-        return f"dataset not readable ({str(e).splitlines()[0]})"
-
-    def load(sample_id: str):
-        try:
-            return ds.load(refs[sample_id]) if sample_id in refs else None
-        except Exception:
-            return None
-
-    return load
 
 
 def _small(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

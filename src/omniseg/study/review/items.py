@@ -125,7 +125,7 @@ def build(store: Store, task: str, *, models: Iterable[str] | None = None, subse
     ``max_items`` a random sample of them (``seed``) is kept, so a share measured on the sample estimates the
     share over all regions. Rebuilding with other options drops the answers given, so it needs ``rebuild``."""
     from ...progress import bar
-    from ..report_html import recorded_samples
+    from ..recorded import recorded_samples
 
     known = sorted(store.roles(task))
     models = sorted(models) if models else default_models(store, task)

@@ -14,7 +14,8 @@ import math
 from pathlib import Path
 
 from ...errors import OmnisegError
-from ...store.database import Store, file_name
+from ...store.database import Store
+from ...store.schema import file_name
 from ..report_html import embeddable_json
 from . import items as items_mod
 from .claim import VERDICTS
@@ -31,7 +32,7 @@ class Pictures:
     """Item payloads for one task, the dataset opened once."""
 
     def __init__(self, store: Store, task: str, data_root=None):
-        from ..report_html import recorded_samples
+        from ..recorded import recorded_samples
 
         self.items = items_mod.load(store, task)
         self.loader = recorded_samples(store, task, data_root)
