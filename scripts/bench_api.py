@@ -1,7 +1,7 @@
 """API-model throughput against the ideal, per provider, and the cost of a cached rerun.
 
 For each provider (Gemini through the real google-genai client, an OpenAI-compatible endpoint through
-the `openai` kind), starts its fake server (omniseg.testing.fake_gemini / fake_openai) in its own
+the `openai` kind), starts its fake server (omniseg.standins.fake_gemini / fake_openai) in its own
 process, answering every request after --latency seconds, runs `omniseg run` for --images Kvasir-SEG
 images under each (in-flight cap, requests-per-minute limit) setting, and prints the achieved requests
 per second against the ideal min(cap / latency, rpm / 60), and the best possible wall time against the
@@ -47,8 +47,8 @@ def main() -> None:
 # provider -> (fake server module, model entry given the server's url); the answer forms whose fakes cost
 # the least CPU (PNG crops, boxes): on 2 cores the fake server's work would otherwise be measured too
 KINDS = {
-    "gemini": ("omniseg.testing.fake_gemini", lambda url: f"kind: gemini\n    options: {{base_url: '{url}', target: polyp, mode: json-mask"),
-    "openai": ("omniseg.testing.fake_openai",
+    "gemini": ("omniseg.standins.fake_gemini", lambda url: f"kind: gemini\n    options: {{base_url: '{url}', target: polyp, mode: json-mask"),
+    "openai": ("omniseg.standins.fake_openai",
                lambda url: f"kind: openai\n    options: {{base_url: '{url}/v1', model: bench-vlm, key_env: null, target: polyp, mode: box"),
 }
 

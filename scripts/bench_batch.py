@@ -74,7 +74,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         root = args.root or generated_kvasir(tmp_path / "kvasir", args.large)
-        server = subprocess.Popen([sys.executable, "-m", "omniseg.testing.fake_gemini", "--delay", "0", "--stdin"],
+        server = subprocess.Popen([sys.executable, "-m", "omniseg.standins.fake_gemini", "--delay", "0", "--stdin"],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         url = server.stdout.readline().strip()
         try:

@@ -84,7 +84,7 @@ MUTANTS = [
     m("box-axes-both-sides", "box_2d read as [x0, y0, x1, y1] by the decoder and written so by the fake",
       "src/omniseg/models/api/decoders.py", "y0, x0, y1, x1 = clipped", "x0, y0, x1, y1 = clipped",
       T + "models/api/test_decoders.py::test_box_2d_is_y0_x0_y1_x1_on_a_non_square_image",
-      also=(("src/omniseg/testing/gemini_answers.py", 'entries.append({"box_2d": bc[0],',
+      also=(("src/omniseg/standins/gemini_answers.py", 'entries.append({"box_2d": bc[0],',
              'entries.append({"box_2d": [bc[0][1], bc[0][0], bc[0][3], bc[0][2]],'),)),
     m("in-flight-cap", "the cap on requests in flight doubled",
       "src/omniseg/models/api/remote.py", "asyncio.Semaphore(self.options.max_in_flight)",

@@ -133,7 +133,7 @@ OTSU = "  - name: otsu\n    kind: otsu\n    options: {foreground: bright, sigma:
 @pytest.fixture(autouse=True)
 def _pinned_day(monkeypatch):
     """Every test runs on the fake services' day, never the wall clock's (omniseg.clock)."""
-    from omniseg.testing.gemini_answers import TODAY
+    from omniseg.standins.gemini_answers import TODAY
 
     monkeypatch.setenv("OMNISEG_TODAY", TODAY)
     return TODAY
@@ -179,7 +179,7 @@ def _promises_hold_after_every_fake_server_test(request, monkeypatch):
     store it left under its tmp_path: each kept answer booked once, no key a client sent (or a key variable holds)
     in any file beside the store or in its report, no batch scratch file, curate and report succeed. A test that
     breaks one on purpose says so with ``@pytest.mark.breaks_promise("why")``."""
-    from omniseg.testing.fake_http import FakeServer
+    from omniseg.standins.fake_http import FakeServer
 
     seen = {"servers": 0, "keys": set()}
     enter, answer = FakeServer.__enter__, FakeServer.answer

@@ -171,7 +171,7 @@ def test_an_installed_extension_through_its_entry_point(tmp_path):
 
 
 def test_two_specialists_and_two_omnimodels_are_first_class(tmp_path, api_key):
-    from omniseg.testing import fake_gemini as fg
+    from omniseg.standins import fake_gemini as fg
 
     from conftest import make_kvasir, write_config
 

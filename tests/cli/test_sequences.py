@@ -37,10 +37,10 @@ from typer.testing import CliRunner
 import invariants
 from conftest import blob_mask, lesion_image
 from omniseg.cli import app
-from omniseg.testing import fake_openai, gemini_answers as ga, hostile
-from omniseg.testing.fake_gemini import FakeGemini
-from omniseg.testing.fake_http import Reply
-from omniseg.testing.fake_openai import FakeOpenAI
+from omniseg.standins import fake_openai, gemini_answers as ga, hostile
+from omniseg.standins.fake_gemini import FakeGemini
+from omniseg.standins.fake_http import Reply
+from omniseg.standins.fake_openai import FakeOpenAI
 
 GEMINI_KEY = "seq-gemini-key-0123456789abcdef"
 VLM_KEY = "seq-vlm-key-fedcba9876543210"

@@ -1,6 +1,6 @@
 """`omniseg run --batch`: batch jobs against the fake server's batch endpoints (the real google-genai client).
 
-The fake (omniseg.testing.fake_batch) creates jobs inline or from an uploaded JSONL file, works through
+The fake (omniseg.standins.fake_batch) creates jobs inline or from an uploaded JSONL file, works through
 their requests on a thread with the same behaviour as generateContent, can fail single requests, expire
 or be cancelled, and counts job creations; these tests hold the product to "each pair exactly once,
 each job created once, each answer booked once at half price", across kills at every stage.
@@ -23,8 +23,8 @@ from conftest import (KVASIR_REAL, api_rows, gemini_yaml, make_kvasir, omniseg_w
 from omniseg import config, models
 from omniseg.cli import app
 from omniseg.store.database import Store
-from omniseg.testing.fake_gemini import FakeGemini
-from omniseg.testing.gemini_answers import error, good_answer
+from omniseg.standins.fake_gemini import FakeGemini
+from omniseg.standins.gemini_answers import error, good_answer
 
 runner = CliRunner()
 

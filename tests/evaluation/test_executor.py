@@ -111,7 +111,7 @@ if "2/3" in sys.argv and not os.path.exists({str(marker)!r}):
 
 def test_an_api_model_sharded_pays_each_answer_once(tmp_path, sent_polyps):
     from conftest import openai_yaml
-    from omniseg.testing import fake_openai as fo
+    from omniseg.standins import fake_openai as fo
 
     root, masks, shas = sent_polyps
     with fo.FakeOpenAI(lambda req: fo.completion(fo.boxes(masks[shas[req.image_sha]]))) as srv:

@@ -9,8 +9,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from omniseg.cli import app
-from omniseg.testing import fake_gemini as fg
-from omniseg.testing import gemini_answers as ga
+from omniseg.standins import fake_gemini as fg
+from omniseg.standins import gemini_answers as ga
 
 from conftest import REPO, gemini_yaml, make_kvasir
 

@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 from omniseg.cli import app
 from omniseg.models.api import answers
 from omniseg.store.database import Store
-from omniseg.testing import fake_gemini as fg
-from omniseg.testing import gemini_answers as ga
+from omniseg.standins import fake_gemini as fg
+from omniseg.standins import gemini_answers as ga
 
 from conftest import DOCUMENTED, api_rows, gemini_yaml, make_kvasir
 

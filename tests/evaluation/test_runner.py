@@ -160,7 +160,7 @@ def test_redecode_twice_rewrites_every_row_each_time_and_books_nothing(tmp_path,
     from conftest import gemini_yaml
     from omniseg.cli import app
     from omniseg.models.api import answers
-    from omniseg.testing import fake_gemini as fg
+    from omniseg.standins import fake_gemini as fg
 
     root = make_kvasir(tmp_path / "k", n=8)
     store = tmp_path / "runs" / "s.sqlite"
@@ -188,8 +188,8 @@ def test_refresh_asks_again_keeps_the_new_answer_and_books_each_once(tmp_path, a
     import sqlite3
 
     from conftest import gemini_yaml
-    from omniseg.testing import fake_gemini as fg
-    from omniseg.testing import gemini_answers as ga
+    from omniseg.standins import fake_gemini as fg
+    from omniseg.standins import gemini_answers as ga
 
     root = make_kvasir(tmp_path / "k", n=6)
     store = tmp_path / "runs" / "s.sqlite"
@@ -222,7 +222,7 @@ def test_force_after_a_batch_run_books_no_answer_again(tmp_path, api_key):
     """`run --force` after `run --batch`: the batch answers come from the archive as cache hits; the 'batch'
     bookings stay as they were (a mutant that booked them again survived the old suite)."""
     from conftest import gemini_yaml
-    from omniseg.testing.fake_gemini import FakeGemini
+    from omniseg.standins.fake_gemini import FakeGemini
 
     root = make_kvasir(tmp_path / "k", n=6)
     store = tmp_path / "runs" / "s.sqlite"
@@ -245,8 +245,8 @@ def test_a_dry_run_counts_what_retry_failed_would_redo(tmp_path, api_key):
 
     from conftest import gemini_yaml
     from omniseg.cli import app
-    from omniseg.testing import fake_gemini as fg
-    from omniseg.testing import gemini_answers as ga
+    from omniseg.standins import fake_gemini as fg
+    from omniseg.standins import gemini_answers as ga
 
     root = make_kvasir(tmp_path / "k", n=8)
     store = tmp_path / "runs" / "s.sqlite"
@@ -270,7 +270,7 @@ def test_a_batch_budget_is_quoted_at_the_batch_price(tmp_path, api_key):
     the online worst case submits the job (a mutant quoting the online price refused it)."""
     from conftest import gemini_yaml
     from omniseg import models
-    from omniseg.testing.fake_gemini import FakeGemini
+    from omniseg.standins.fake_gemini import FakeGemini
 
     root = make_kvasir(tmp_path / "k", n=4)
     store = tmp_path / "runs" / "s.sqlite"

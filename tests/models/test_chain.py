@@ -14,8 +14,8 @@ from conftest import openai_yaml
 from omniseg.cli import app
 from omniseg.models.base import Prediction
 from omniseg.models.chain import prompts, regions
-from omniseg.testing import fake_openai as fo
-from omniseg.testing import tiny_sam3
+from omniseg.standins import fake_openai as fo
+from omniseg.standins import tiny_sam3
 
 
 def test_regions_are_the_bounding_boxes_of_each_connected_part():

@@ -29,10 +29,10 @@ from omniseg.errors import OmnisegError
 from omniseg.models.api.decoders import STATUSES as DECODED
 from omniseg.models.base import STATUSES, Prediction, RunContext
 from omniseg.models.specialist import NetSpec, build_net, save_checkpoint
-from omniseg.testing import tiny_codebook, tiny_sam3
-from omniseg.testing.fake_gemini import FakeGemini
-from omniseg.testing.fake_openai import FakeOpenAI
-from omniseg.testing.gemini_answers import error
+from omniseg.standins import tiny_codebook, tiny_sam3
+from omniseg.standins.fake_gemini import FakeGemini
+from omniseg.standins.fake_openai import FakeOpenAI
+from omniseg.standins.gemini_answers import error
 
 from conftest import blob_mask, lesion_image
 

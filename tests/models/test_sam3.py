@@ -18,7 +18,7 @@ from omniseg.errors import OmnisegError
 from omniseg.evaluation.runner import run
 from omniseg.models.sam3 import concept, reference_box
 from omniseg.store.database import Store
-from omniseg.testing import tiny_sam3
+from omniseg.standins import tiny_sam3
 
 from conftest import KVASIR_REAL, make_kvasir, write_config
 

@@ -16,7 +16,7 @@ from conftest import gemini_yaml, make_kvasir, run_killed_after_writes
 from omniseg.cli import app
 from omniseg.evaluation.runner import in_shard, parse_shard
 from omniseg.errors import OmnisegError
-from omniseg.testing.fake_gemini import FakeGemini
+from omniseg.standins.fake_gemini import FakeGemini
 
 LOCAL = ("  - name: otsu\n    kind: otsu\n    options: {foreground: bright, sigma: 1.0}\n"
          "  - name: ellipse\n    kind: ellipse\n")

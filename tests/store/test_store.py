@@ -197,8 +197,8 @@ def test_two_online_runs_of_one_model_pay_once_and_a_killed_worker_is_replaced(t
 
     import invariants
     from conftest import gemini_yaml, start_with_fault, wait_for_file
-    from omniseg.testing import fake_gemini as fg
-    from omniseg.testing import gemini_answers as ga
+    from omniseg.standins import fake_gemini as fg
+    from omniseg.standins import gemini_answers as ga
 
     root = make_kvasir(tmp_path / "k", n=10)
     store = tmp_path / "runs" / "s.sqlite"

@@ -57,7 +57,7 @@ def test_full_report_folder_is_complete_consistent_and_deterministic(tmp_path, m
     from omniseg.models.specialist import NetSpec, build_net, save_checkpoint
     from omniseg.evaluation.runner import run
     from omniseg.store.database import Store
-    from omniseg.testing.fake_gemini import FakeGemini
+    from omniseg.standins.fake_gemini import FakeGemini
 
     monkeypatch.setenv("GEMINI_API_KEY", "omniseg-report-test-key-not-real")
     torch.manual_seed(0)
@@ -211,7 +211,7 @@ def test_three_roles_every_table_and_figure_has_them_and_findings_state_both_pai
 
     from conftest import make_kvasir, write_config
     from omniseg.cli import app
-    from omniseg.testing import tiny_sam3
+    from omniseg.standins import tiny_sam3
 
     ckpt = tiny_sam3.save(tmp_path / "sam3")
     models = TWO + (f"  - name: sam\n    kind: sam3\n    options: {{checkpoint: {ckpt}, target: the polyp, score_threshold: 0.26}}\n"
@@ -254,7 +254,7 @@ def test_three_roles_every_table_and_figure_has_them_and_findings_state_both_pai
 def test_a_privileged_model_given_the_specialist_role_is_never_a_contender_reference_or_router(tmp_path):
     """SAM 3's box-oracle entered with `role: specialist` (first in the config, no curation reference) was the
     curation reference, a specialist in the Findings ("does not beat the floor") and the routing."""
-    from omniseg.testing import tiny_sam3
+    from omniseg.standins import tiny_sam3
 
     ckpt = tiny_sam3.save(tmp_path / "sam3")
     models = (f"  - name: boxy\n    kind: sam3\n    role: specialist\n    options: {{checkpoint: {ckpt}, "
@@ -283,7 +283,7 @@ def test_a_box_only_model_is_named_and_its_localisation_shown_beside_its_dice(tm
 
     from conftest import openai_yaml
     from omniseg.cli import app
-    from omniseg.testing import fake_openai as fo
+    from omniseg.standins import fake_openai as fo
 
     root, masks, shas = sent_polyps
     # a model that finds each polyp and answers its box (in 0..1000): localised exactly, drawn as a rectangle

@@ -17,8 +17,8 @@ from omniseg.study import report
 from omniseg.study.curate import curate
 from omniseg.evaluation.runner import run
 from omniseg.store.database import Store
-from omniseg.testing.fake_gemini import FakeGemini
-from omniseg.testing.gemini_answers import error, good_answer
+from omniseg.standins.fake_gemini import FakeGemini
+from omniseg.standins.gemini_answers import error, good_answer
 
 def _fails_for_some(req):
     if req.image_sha[0] in "01":
@@ -160,7 +160,7 @@ def test_hostile_text_in_every_field_renders_as_text_in_chromium(tmp_path, brows
     (ids, reasons, answer text) carries such text here; every row renders, as text, and no script runs."""
     from selenium.webdriver.common.by import By
 
-    from omniseg.testing import hostile
+    from omniseg.standins import hostile
 
     monkeypatch.setenv("GEMINI_API_KEY", "omniseg-test-key-not-real-0123456789abcd")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")

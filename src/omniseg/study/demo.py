@@ -3,7 +3,7 @@
 Data: the real Kvasir-SEG when it is on disk (``data/Kvasir-SEG``, or ``--data-root``), else a generated set
 of polyp-like images in its layout (said so). A small U-Net is trained for a couple of minutes, then the
 specialist, two training-free floors and an omnimodel are run, curated and reported. The omnimodel is the
-local stand-in (:mod:`omniseg.testing.fake_gemini`, in this process), whose answers trace a crude guess from
+local stand-in (:mod:`omniseg.standins.fake_gemini`, in this process), whose answers trace a crude guess from
 the image; with ``--live`` and a key it is the real Gemini, after the estimated cost is printed. The task is
 marked ``demo: true``, so every heading of its report says "demo" and names the stand-in.
 """
@@ -141,15 +141,15 @@ def run(out: Path, *, data_root: Path | None = None, live: bool = False, minutes
                                    "--live out to use the local stand-in")
             omni = "the real Gemini API (gemini-3.5-flash)"
         else:
-            from ..testing import fake_gemini
-            from ..testing import gemini_answers as ga
+            from ..standins import fake_gemini
+            from ..standins import gemini_answers as ga
 
             stand_in = stack.enter_context(fake_gemini.FakeGemini(ga.good_answer))
             gemini["base_url"] = stand_in.url
             stack.enter_context(_env("GEMINI_API_KEY", os.environ.get("GEMINI_API_KEY") or "stand-in"))
             no_proxy = ",".join(p for p in (os.environ.get("NO_PROXY"), "127.0.0.1,localhost") if p)
             stack.enter_context(_env("NO_PROXY", no_proxy))  # a proxy of the user's must not see the stand-in's calls
-            omni = f"the local stand-in at {stand_in.url} (omniseg.testing.fake_gemini: a crude guess, not Gemini)"
+            omni = f"the local stand-in at {stand_in.url} (omniseg.standins.fake_gemini: a crude guess, not Gemini)"
         say(f"omnimodel: {omni}")
         cfg_path = out / "demo.yaml"
         cfg_path.write_text(config_text(data, checkpoint, gemini, minutes, real is not None))

@@ -16,8 +16,8 @@ from conftest import API_KEY, gemini_yaml, make_kvasir, omniseg_with_fault
 from omniseg.models.api.archive import AnswerArchive
 from omniseg.cli import app
 from omniseg.errors import OmnisegError
-from omniseg.testing import fake_gemini as fg
-from omniseg.testing import gemini_answers as ga
+from omniseg.standins import fake_gemini as fg
+from omniseg.standins import gemini_answers as ga
 
 runner = CliRunner()
 

@@ -18,7 +18,7 @@ from PIL import Image
 from omniseg.scoring import metrics
 from omniseg.models.api import decoders as d
 from omniseg.models.api.answers import FORMS, decode_answer
-from omniseg.testing.gemini_answers import box_and_crop, json_masks_text, polygons_text
+from omniseg.standins.gemini_answers import box_and_crop, json_masks_text, polygons_text
 
 H, W = 90, 120
 
@@ -263,7 +263,7 @@ def test_answers_that_used_to_crash_the_decoders_are_statuses():
     """Defect 3 and 13, at the decoder: NaN points (IndexError), a NaN box (ValueError), lists nested 200,000
     deep (RecursionError), 200,000 triangles (150 s of drawing): each a status with a reason, quickly."""
     from omniseg.models.api.answers import decode_answer
-    from omniseg.testing import hostile
+    from omniseg.standins import hostile
 
     cases = {
         '[{"points": [[NaN, 10], [20, NaN], [NaN, NaN]]}]': ("invalid_answer", "valid points"),

@@ -15,7 +15,7 @@ from omniseg import config, models
 from omniseg.errors import OmnisegError
 from omniseg.evaluation.runner import open_dataset, run
 from omniseg.store.database import Store
-from omniseg.testing import fake_openai as fo
+from omniseg.standins import fake_openai as fo
 
 from conftest import KVASIR_REAL, api_rows, make_kvasir, write_config
 

@@ -11,7 +11,7 @@ import pytest
 from omniseg.errors import OmnisegError
 from omniseg.models.api import paligemma_masks
 from omniseg.models.api.answers import decode_answer
-from omniseg.testing import tiny_codebook
+from omniseg.standins import tiny_codebook
 
 
 def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad: int) -> np.ndarray:

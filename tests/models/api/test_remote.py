@@ -23,11 +23,11 @@ from omniseg import config
 from omniseg.cli import app
 from omniseg.evaluation.runner import RunStopped, run
 from omniseg.store.database import Store
-from omniseg.testing import fake_gemini as fg
-from omniseg.testing import gemini_answers as ga
-from omniseg.testing import fake_openai as fo
-from omniseg.testing import hostile
-from omniseg.testing.fake_http import Reply
+from omniseg.standins import fake_gemini as fg
+from omniseg.standins import gemini_answers as ga
+from omniseg.standins import fake_openai as fo
+from omniseg.standins import hostile
+from omniseg.standins.fake_http import Reply
 
 
 @dataclass

@@ -122,7 +122,7 @@ def codebook() -> str:
         import tempfile
         from pathlib import Path
 
-        from omniseg.testing import tiny_codebook
+        from omniseg.standins import tiny_codebook
 
         _CODEBOOK.append(str(tiny_codebook.save(Path(tempfile.mkdtemp()) / "vae.npz", entries=64)))
     return _CODEBOOK[0]

@@ -18,8 +18,8 @@ from omniseg import config
 from omniseg.errors import OmnisegError
 from omniseg.evaluation.runner import dry_run, run
 from omniseg.store.database import Store
-from omniseg.testing import fake_gemini as fg
-from omniseg.testing import gemini_answers as ga
+from omniseg.standins import fake_gemini as fg
+from omniseg.standins import gemini_answers as ga
 
 from conftest import KVASIR_REAL, answers_asked_again, make_kvasir, write_config
 

@@ -102,7 +102,7 @@ def test_mode_and_price_default_to_the_catalogue():
 def test_both_sides_of_every_date_in_the_catalogue_and_the_fake(name, monkeypatch):
     """No verdict depends on the day the test runs: the day is injected, and each date is checked on the
     day before it and on the day itself, in the catalogue, the warning a model gives and the fake's routing."""
-    from omniseg.testing import gemini_answers as ga
+    from omniseg.standins import gemini_answers as ga
 
     e = cat.CATALOG[name]
     day = dt.date.fromisoformat(e.date)

@@ -19,8 +19,8 @@ from omniseg import config, models
 from omniseg.cli import app
 from omniseg.evaluation.runner import open_dataset, run
 from omniseg.store.database import Store
-from omniseg.testing import fake_gemini as fg
-from omniseg.testing import gemini_answers as ga
+from omniseg.standins import fake_gemini as fg
+from omniseg.standins import gemini_answers as ga
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from conftest import api_rows, gemini_yaml, make_kvasir
 from omniseg.cli import app
 from omniseg.store.database import Store
-from omniseg.testing.fake_gemini import FakeGemini, service_account_file
+from omniseg.standins.fake_gemini import FakeGemini, service_account_file
 
 runner = CliRunner()
 

@@ -15,7 +15,7 @@ from omniseg.cli import app
 
 
 def test_it_serves_in_the_background_until_interrupted_and_a_run_reaches_it_by_the_sdks_variable(tmp_path, monkeypatch):
-    proc = subprocess.Popen([sys.executable, "-m", "omniseg.testing.fake_gemini", "--delay", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "omniseg.standins.fake_gemini", "--delay", "0"],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = proc.stdout.readline().strip()
@@ -41,5 +41,5 @@ def test_it_serves_in_the_background_until_interrupted_and_a_run_reaches_it_by_t
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0
     assert "export GOOGLE_GEMINI_BASE_URL=" in err and "GEMINI_API_KEY=" in err and "any non-empty key" in err
-    h = subprocess.run([sys.executable, "-m", "omniseg.testing.fake_gemini", "--help"], capture_output=True, text=True)
+    h = subprocess.run([sys.executable, "-m", "omniseg.standins.fake_gemini", "--help"], capture_output=True, text=True)
     assert "until interrupted" in " ".join(h.stdout.split()) and "GOOGLE_GEMINI_BASE_URL" in h.stdout

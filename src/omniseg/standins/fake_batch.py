@@ -92,7 +92,7 @@ class Job:
 
 
 class FakeBatch:
-    """Batch jobs, files and tokens of one :class:`~omniseg.testing.fake_gemini.FakeGemini`."""
+    """Batch jobs, files and tokens of one :class:`~omniseg.standins.fake_gemini.FakeGemini`."""
 
     def __init__(self, server, request_s: float = 0.0, queue_s: float = 0.0, expire_s: float | None = None,
                  shuffle: bool = False, partial: bool = False, fail_uploads: int = 0):
