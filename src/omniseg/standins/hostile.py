@@ -88,40 +88,23 @@ def gemini(kinds: tuple[str, ...] = KINDS, pick: Callable[[Request], str] | None
     """A fake Gemini behaviour answering every image with one of ``kinds``."""
     from .gemini_answers import answer, text_answer
 
-    pick = pick or choose(kinds)
-
-    def behave(req: Request) -> Reply:
-        kind = pick(req)
-        r = _raw(kind)
-        if r is not None:
-            return r
-        texts = _texts(req)
-        if kind in texts:
-            r = text_answer(texts[kind])
-        elif kind == "max_tokens_empty":
-            r = answer([], finish="MAX_TOKENS", output=8192, thoughts=0)
-        else:
-            r = text_answer(polygon_text())
-            usage = r.body["usageMetadata"]
-            if kind == "string_tokens":
-                usage["promptTokenCount"] = "300"
-            elif kind == "nan_usage":
-                usage["candidatesTokenCount"] = float("nan")  # json.dumps writes NaN, as a broken proxy may
-            elif kind == "negative_usage":
-                usage["promptTokenCount"] = -100_000_000  # would book -150 USD and loosen --max-cost
-            else:
-                raise KeyError(f"unknown hostile kind {kind!r}")
-        r.kind = kind
-        return r
-
-    return behave
+    return _behaviour(pick or choose(kinds), text_answer, lambda: answer([], finish="MAX_TOKENS", output=8192, thoughts=0),
+                      ("usageMetadata", "promptTokenCount", "candidatesTokenCount"))
 
 
 def openai(kinds: tuple[str, ...] = KINDS, pick: Callable[[Request], str] | None = None) -> Callable[[Request], Reply]:
     """A fake OpenAI-compatible behaviour answering every image with one of ``kinds``."""
     from .fake_openai import completion
 
-    pick = pick or choose(kinds)
+    return _behaviour(pick or choose(kinds), completion, lambda: completion("", finish="length", completion=8192),
+                      ("usage", "prompt_tokens", "completion_tokens"))
+
+
+def _behaviour(pick: Callable[[Request], str], text: Callable[[str], Reply], empty: Callable[[], Reply],
+               usage_keys: tuple[str, str, str]) -> Callable[[Request], Reply]:
+    """The hostile kinds in one provider's wire format: ``text`` answers a text, ``empty`` is an answer cut at the
+    token cap with nothing in it, ``usage_keys`` name the usage object and its prompt and output counts."""
+    field, prompt, output = usage_keys
 
     def behave(req: Request) -> Reply:
         kind = pick(req)
@@ -130,18 +113,18 @@ def openai(kinds: tuple[str, ...] = KINDS, pick: Callable[[Request], str] | None
             return r
         texts = _texts(req)
         if kind in texts:
-            r = completion(texts[kind])
+            r = text(texts[kind])
         elif kind == "max_tokens_empty":
-            r = completion("", finish="length", completion=8192)
+            r = empty()
         else:
-            r = completion(polygon_text())
-            usage = r.body["usage"]
+            r = text(polygon_text())
+            usage = r.body[field]
             if kind == "string_tokens":
-                usage["prompt_tokens"] = "300"
+                usage[prompt] = "300"
             elif kind == "nan_usage":
-                usage["completion_tokens"] = float("nan")
+                usage[output] = float("nan")  # json.dumps writes NaN, as a broken proxy may
             elif kind == "negative_usage":
-                usage["prompt_tokens"] = -100_000_000
+                usage[prompt] = -100_000_000  # would book -150 USD and loosen --max-cost
             else:
                 raise KeyError(f"unknown hostile kind {kind!r}")
         r.kind = kind

@@ -407,10 +407,11 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
 
     demo = any(caveats.is_demo(store, t) for t in tasks)
     trained = []  # each task's specialists: their training record and test Dice, judged first
+    roles = {}  # task -> (specialists, omnimodels, foundation models, the curation reference)
     for t in tasks:
         g = df[df["task"] == t]
-        specs = _roles(store, t, sorted(g["model"].unique()), specialist, omnimodel, set(g.loc[g["privileged"], "model"]))[0]
-        trained += adequacy.records(store, t, specs, summary)
+        roles[t] = _roles(store, t, sorted(g["model"].unique()), specialist, omnimodel, set(g.loc[g["privileged"], "model"]))
+        trained += adequacy.records(store, t, roles[t][0], summary)
     undertrained = {(r.task, r.model) for r in trained if not r.adequate}
     preamble = (f"Split `{split}`. Per image: Dice and IoU as mean ± standard deviation, median, and a 95% percentile "
                 "bootstrap interval of the mean; failed predictions count as empty masks (see failure rate). "
@@ -468,7 +469,7 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
                        "family-wise error); comparisons.csv keeps the raw ones (p_wilcoxon) beside them (p_holm)."]
             if any(picked_by.get(r.subset) in (r.model_a, r.model_b) for r in cmp_t.itertuples(index=False)):
                 md += _selection_note(picked_by, "paired")
-        specs, omnis, founds, ref = _roles(store, t, models, specialist, omnimodel, privileged)
+        specs, omnis, founds, ref = roles[t]
         split_up = decomposition(g, store.signatures(t), specs)
         md += _decomposition_md(split_up)
         decompositions += [d.assign(task=t) for d in split_up]
