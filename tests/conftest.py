@@ -448,7 +448,7 @@ def why_no_browser() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(tmp_path_factory):
     """Headless Chromium (Debian's chromium + chromedriver, driven by selenium), one per test module."""
     why = why_no_browser()
     if why:
@@ -462,7 +462,10 @@ def browser():
     for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1500,1000",
               "--allow-file-access-from-files"):
         opts.add_argument(a)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    # Chromium leaves its scoped folders in TMPDIR: give it one pytest removes
+    scratch = tmp_path_factory.mktemp("chromium")
+    opts.add_argument(f"--user-data-dir={scratch / 'profile'}")
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER, env={**os.environ, "TMPDIR": str(scratch)}), options=opts)
     yield driver
     driver.quit()
 

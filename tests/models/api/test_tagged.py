@@ -119,12 +119,16 @@ _CODEBOOK: list[str] = []
 def codebook() -> str:
     """A stand-in PaliGemma codebook, made once for the module (hypothesis runs many examples per test)."""
     if not _CODEBOOK:
+        import atexit
+        import shutil
         import tempfile
         from pathlib import Path
 
         from omniseg.standins import tiny_codebook
 
-        _CODEBOOK.append(str(tiny_codebook.save(Path(tempfile.mkdtemp()) / "vae.npz", entries=64)))
+        folder = tempfile.mkdtemp(prefix="omniseg-codebook-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)  # 4 MB per worker, every run: do not leave it
+        _CODEBOOK.append(str(tiny_codebook.save(Path(folder) / "vae.npz", entries=64)))
     return _CODEBOOK[0]
 
 
