@@ -483,3 +483,49 @@ def sent_polyps(tmp_path, monkeypatch):
     masks = {r.id: ds.load(r).mask for r in ds.refs("all")}
     shas = sent_png_sha(config.load(openai_yaml(tmp_path, root, "http://127.0.0.1:9", mode="box")), "vlm")
     return root, masks, shas
+
+
+# -- volumes: NIfTI files with a known, anisotropic spacing -------------------------------------------------------
+def write_nifti(path: Path, data: np.ndarray, spacing=(3.0, 0.8, 0.7), origin=(0.0, 0.0, 0.0)) -> Path:
+    """``data`` in (depth, height, width) written as NIfTI (nibabel's x, y, z = width, height, depth) with ``spacing``
+    in mm along (depth, height, width)."""
+    import nibabel as nib
+
+    affine = np.diag([spacing[2], spacing[1], spacing[0], 1.0])
+    affine[:3, 3] = origin
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(data.transpose(2, 1, 0)), affine), str(path))
+    return path
+
+
+def ct_volume(shape: tuple[int, int, int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A CT-like volume in Hounsfield units (air, soft tissue, a bright lesion) and its lesion's label (0/1): an
+    ellipsoid over a few slices, so some slices have no foreground."""
+    d, h, w = shape
+    z, y, x = np.ogrid[:d, :h, :w]
+    cz, cy, cx = rng.uniform(0.35, 0.65) * d, rng.uniform(0.35, 0.65) * h, rng.uniform(0.35, 0.65) * w
+    body = ((y - h / 2) / (0.45 * h)) ** 2 + ((x - w / 2) / (0.45 * w)) ** 2 <= 1
+    lesion = (((z - cz) / max(d * 0.25, 1)) ** 2 + ((y - cy) / (0.18 * h)) ** 2 + ((x - cx) / (0.2 * w)) ** 2) <= 1
+    hu = np.where(body, 40.0, -1000.0) + rng.normal(0, 15, shape)
+    hu[lesion & body] = 180.0 + rng.normal(0, 15, int((lesion & body).sum()))
+    return hu.astype(np.int16), (lesion & body).astype(np.uint8)
+
+
+def make_volumes(root: Path, n: int = 4, shape=(8, 24, 20), spacing=(3.0, 0.8, 0.7), layout: str = "nifti",
+                 seed: int = 3) -> Path:
+    """``n`` CT-like volumes with their labels: the `nifti` layout (images/, labels/) or nnU-Net's raw one
+    (dataset.json, imagesTr/{case}_0000.nii.gz, labelsTr/{case}.nii.gz)."""
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        image, label = ct_volume(shape, rng)
+        case = f"case_{i:03d}"
+        if layout == "nnunet":
+            write_nifti(root / "imagesTr" / f"{case}_0000.nii.gz", image, spacing)
+            write_nifti(root / "labelsTr" / f"{case}.nii.gz", label, spacing)
+        else:
+            write_nifti(root / "images" / f"{case}.nii.gz", image, spacing)
+            write_nifti(root / "labels" / f"{case}.nii.gz", label, spacing)
+    if layout == "nnunet":
+        (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0, "lesion": 1},
+                                                       "numTraining": n, "file_ending": ".nii.gz"}))
+    return root

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError, unknown_name
 from .models.specialist import NetSpec
@@ -106,6 +106,32 @@ class TrainConfig(_Strict):
 
 
 
+class SliceConfig(_Strict):
+    """How a 2-D model sees a volume (docs/datasets.md, "Volumes"): one slice at a time along ``axis``, its intensities
+    brought to 8 bits by a CT window or by percentiles of the volume, on the slices ``select`` picks."""
+
+    axis: Literal["axial", "coronal", "sagittal"] = Field(
+        "axial", description="slices across depth (axial), height (coronal) or width (sagittal) of the canonical volume")
+    window: tuple[float, PositiveFloat] | None = Field(
+        None, description="CT: [level, width] in the volume's units (e.g. [40, 400] soft tissue, [-600, 1500] lung); "
+                          "values outside are clipped")
+    percentiles: tuple[float, float] = Field(
+        (0.5, 99.5), description="without a window (MRI): the volume's percentiles mapped to black and white")
+    select: Literal["all", "reference", "every"] = Field(
+        "all", description="all slices; 'reference': the slices with reference foreground plus `margin` (as the SAM 2 / "
+                           "SAM 3 3-D comparisons do: the model is told where to look, and every table marks it); "
+                           "'every': every `every`-th slice (the others predicted empty)")
+    margin: int = Field(2, ge=0, description="select: reference: slices added on each side of the reference's extent")
+    every: PositiveInt = Field(1, description="select: every: the step between asked slices")
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        lo, hi = self.percentiles
+        if not 0 <= lo < hi <= 100:
+            raise ValueError(f"percentiles {list(self.percentiles)}: expected 0 <= low < high <= 100")
+        return self
+
+
 class TaskConfig(_Strict):
     task: str
 
@@ -123,6 +149,8 @@ class TaskConfig(_Strict):
     plugins: list[str] = Field(default_factory=list, description="extension modules (dataset kinds, model kinds, "
                                                                  "metrics), paths relative to this file (omniseg.plugins)")
     demo: bool = Field(False, description="a demo task (`omniseg demo`): every heading of its report says so")
+    slices: SliceConfig | None = Field(None, description="volume datasets: how 2-D models see them (default: every "
+                                                         "axial slice, percentile scaling)")
 
     # Filled by load(); not a YAML key.
     source: Path | None = Field(None, exclude=True)
@@ -144,7 +172,10 @@ class TaskConfig(_Strict):
 
     def fingerprint(self) -> str:
         """sha256 of the validated configuration, recorded with every run."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        doc = self.model_dump(mode="json")
+        if doc.get("slices") is None:  # 2-D tasks keep the fingerprints they had before volumes existed
+            doc.pop("slices", None)
+        blob = json.dumps(doc, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
 

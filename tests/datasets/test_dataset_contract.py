@@ -1,6 +1,6 @@
 """The Dataset contract, checked on every registered dataset kind from a small layout of its own: ids unique and
 stable, every sample an 8-bit RGB image with a boolean mask (and region of interest, extra references) of its
-size, the split train or test, and ``dataset.max_pixels`` held both ways: a lowered limit refuses every file
+size (a volume kind: a depth x height x width volume with a mask of its shape and its spacing), the split train or test, and ``dataset.max_pixels`` held both ways: a lowered limit refuses every file
 before it is decoded (a SampleError naming it), a raised one reads them. A kind added to the registry without a
 layout in :data:`LAYOUTS` fails here first."""
 
@@ -15,7 +15,7 @@ import pytest
 from omniseg import datasets
 from omniseg.errors import SampleError
 
-from conftest import make_busi, make_drive, make_kvasir
+from conftest import make_busi, make_drive, make_kvasir, make_volumes
 
 #: kind -> (a function writing its layout under a folder and returning the root, the options to open it with)
 LAYOUTS: dict[str, tuple[Callable[[Path], Path], dict]] = {
@@ -23,6 +23,8 @@ LAYOUTS: dict[str, tuple[Callable[[Path], Path], dict]] = {
     "busi": (lambda p: make_busi(p, per_class=2, size=(36, 44)), {}),
     "drive": (lambda p: make_drive(p, size=(30, 34)), {}),
     "folder": (lambda p: make_kvasir(p, n=5, size=(40, 52)), {"images": "images", "masks": "masks"}),
+    "nifti": (lambda p: make_volumes(p, n=5, shape=(6, 20, 18)), {}),
+    "nnunet-raw": (lambda p: make_volumes(p, n=5, shape=(6, 20, 18), layout="nnunet"), {"label": "lesion"}),
 }
 
 
@@ -43,6 +45,11 @@ def test_every_sample_is_an_rgb_image_with_masks_of_its_size(kind, tmp_path):
     for r in refs:
         s = ds.load(r)
         assert s.id == r.id
+        if ds.volumetric:
+            assert s.is_volume and s.image.ndim == 3 and s.mask.dtype == bool and s.mask.shape == s.image.shape
+            assert len(s.spacing) == 3 and min(s.spacing) > 0 and s.affine.shape == (4, 4)
+            continue
+        assert not s.is_volume
         assert s.image.dtype == np.uint8 and s.image.ndim == 3 and s.image.shape[2] == 3
         hw = s.image.shape[:2]
         assert s.mask.dtype == bool and s.mask.shape == hw

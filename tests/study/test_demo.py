@@ -60,3 +60,20 @@ def test_a_file_as_out_and_a_folder_too_small_to_curate_are_one_message_before_t
     r = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "d"), "--data-root", str(small), "-q"])
     assert r.exit_code == 2 and "the demo needs at least" in r.output, r.output
     assert not (tmp_path / "d").exists()  # nothing trained, nothing written
+
+
+def test_the_volume_demo_runs_every_2d_model_slice_by_slice_on_the_mni152_template(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    r = CliRunner().invoke(app, ["demo", "--volumes", "--out", str(tmp_path / "v"), "--minutes", "0.1", "-q"])
+    assert r.exit_code == 0, r.output
+    assert "MNI152" in r.output and "the real MNI152 template data" in r.output
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "v" / "runs" / "omniseg.sqlite") as db:
+        rows = db.execute("SELECT model, status, mask_path, json_extract(meta, '$.slices') FROM predictions").fetchall()
+    assert {m for m, *_ in rows} == {"unet", "otsu", "ellipse", "gemini"} and all(s == "ok" for _, s, *_ in rows)
+    assert all(p.endswith(".nii.gz") and n == 6 for _, _, p, n in rows)  # every volume asked slice by slice
+    md = (tmp_path / "v" / "report" / "report.md").read_text()
+    assert "HD95 (mm)" in md and "white matter" in (tmp_path / "v" / "demo.yaml").read_text()

@@ -24,13 +24,14 @@ def init(
     config_dir: Path = typer.Option(Path("configs"), "--config-dir", help="where to write the configuration"),
     force: bool = typer.Option(False, "--force", help="overwrite an existing configuration"),
 ) -> None:
-    """Look at a folder of images and one of masks and write a task configuration for them.
+    """Look at a folder of images and one of masks (or of NIfTI volumes and their labels: nnU-Net's imagesTr and
+    labelsTr are read as its raw layout) and write a task configuration for them.
 
     Prints what it inferred (mask names, several masks per image, threshold or label values) and what
     `data verify` finds; edit the file from there (docs/datasets.md)."""
     from .. import config as config_mod
     from ..config import safe_name
-    from ..datasets.folder import FolderDataset
+    from .. import datasets
     from ..datasets.infer import config_text, infer
 
     try:
@@ -56,7 +57,7 @@ def init(
     for line in inferred.lines:
         typer.echo(f"  {line}")
     cfg = config_mod.load(out)
-    n, problems, warned = FolderDataset(inferred.root, inferred.options).verify(progress=False)
+    n, problems, warned = datasets.open(inferred.kind, inferred.root, inferred.options).verify(progress=False)
     typer.echo(f"wrote {out}: task {cfg.task!r}, models {', '.join(m.name for m in cfg.models)}")
     typer.echo(f"data verify: {n} samples, {len(problems)} with problems, {len(warned)} warnings")
     for sid, why in (problems + warned)[:5]:

@@ -95,12 +95,15 @@ def demo(
     live: bool = typer.Option(False, "--live", help="ask the real Gemini API (needs GEMINI_API_KEY; prints the "
                                                     "estimated cost first) instead of the local stand-in"),
     minutes: float = typer.Option(2.0, "--minutes", min=0.1, help="training time for the demo specialist"),
+    volumes: bool = typer.Option(False, "--volumes", help="the volume demo: the MNI152 template's white matter (from "
+                                                          "nilearn's wheel), every 2-D model slice by slice, scored in mm"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """The whole job in a few minutes, offline: train a small specialist, run it with two floors and an
     omnimodel (a local stand-in unless --live), curate, report; prints where report.html is."""
     from ..study.demo import run as run_demo
 
-    d = run_demo(out, data_root=data_root, live=live, minutes=minutes, say=typer.echo, progress=not quiet)
+    d = run_demo(out, data_root=data_root, live=live, minutes=minutes, say=typer.echo, progress=not quiet,
+                 volumes=volumes)
     typer.echo(f"done: {d.report}\n(a demo: {d.data_kind} data, the omnimodel is {d.omnimodel}; every number in the "
                "report is labelled demo. The study: README, then `omniseg data fetch polyp`.)")

@@ -16,6 +16,8 @@ REGISTRY = Registry(
         "drive": "omniseg.datasets.drive:Drive",
         "busi": "omniseg.datasets.busi:Busi",
         "folder": "omniseg.datasets.folder:FolderDataset",
+        "nifti": "omniseg.datasets.nifti:NiftiFolder",
+        "nnunet-raw": "omniseg.datasets.nnunet_raw:NnunetRaw",
     },
 )
 get = REGISTRY.get

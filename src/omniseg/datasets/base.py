@@ -25,15 +25,24 @@ _SPLIT_SALT = "omniseg-split-v1:"
 
 @dataclass(frozen=True)
 class Sample:
-    """One image with its reference. ``extra`` holds other references (e.g. DRIVE's 2nd annotator)."""
+    """One image with its reference, or one volume with its reference (``spacing`` set). ``extra`` holds other
+    references (e.g. DRIVE's 2nd annotator)."""
 
     id: str
-    image: np.ndarray  # uint8 HxWx3
-    mask: np.ndarray  # bool HxW
+    image: np.ndarray  # uint8 HxWx3; a volume: its intensities as stored (e.g. CT in HU), DxHxW
+    mask: np.ndarray  # bool HxW; a volume: DxHxW
     roi: np.ndarray | None = None  # bool HxW; metrics are counted inside it
     meta: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, np.ndarray] = field(default_factory=dict)
     notes: tuple[str, ...] = ()  # warnings about the files (a mask that is not black-and-white)
+    #: a volume's voxel spacing in mm along (depth, height, width), and its voxel-to-world matrix (RAS+, 4x4): the
+    #: mask files of its predictions are written on this grid (NIfTI), its distances are in mm
+    spacing: tuple[float, float, float] | None = None
+    affine: np.ndarray | None = None
+
+    @property
+    def is_volume(self) -> bool:
+        return self.spacing is not None
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,8 @@ class Dataset:
     fetch: ClassVar[FetchSpec | None] = None
     obtain: ClassVar[str] = ""  # how to get the data when it cannot be fetched
     Options: ClassVar[type[Options]] = NoOptions  # the adapter's options (omniseg.options)
+    #: its samples are volumes (``Sample.spacing`` set): 2-D models see them slice by slice (omniseg.models.slicewise)
+    volumetric: ClassVar[bool] = False
 
     max_pixels: int = DEFAULT_MAX_PIXELS  # passed to every reader by load(); see limit_pixels
 
@@ -99,6 +110,10 @@ class Dataset:
     def _missing(self) -> list[str]:
         """Required top-level folders that are absent (empty when the layout looks right)."""
         raise NotImplementedError
+
+    def group(self, sample_id: str) -> str:
+        """What must not be split between training and validation: the sample itself (a slice: its volume)."""
+        return sample_id
 
     # -- shared -------------------------------------------------------------------------------
     def check_root(self) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import OmnisegError
+from . import volumes
 from .base import files_with
 from .folder import SUFFIXES, FolderOptions, read_array, stem_matcher
 
@@ -27,6 +28,8 @@ class Inferred:
     root: Path
     options: dict
     lines: list[str] = field(default_factory=list)  # what was inferred, for the user
+    kind: str = "folder"  # the dataset kind
+    slices: dict | None = None  # volumes: how 2-D models see them (the task's `slices` section)
 
 
 def infer(images: Path, masks: Path, roi: Path | None = None, split: str = "hash", sample: int = 25) -> Inferred:
@@ -34,6 +37,8 @@ def infer(images: Path, masks: Path, roi: Path | None = None, split: str = "hash
     for what, d in (("--images", images), ("--masks", masks)) + ((("--roi", Path(roi).resolve()),) if roi else ()):
         if not d.is_dir():
             raise OmnisegError(f"{what} {d}: not a folder")
+    if any(volumes.nifti_stem(p) for p in images.iterdir()):
+        return infer_volumes(images, masks, split)
     img_files = files_with(images, *SUFFIXES)
     if not img_files:
         raise OmnisegError(f"--images {images}: no image files ({', '.join(SUFFIXES)}, any case)")
@@ -72,6 +77,36 @@ def infer(images: Path, masks: Path, roi: Path | None = None, split: str = "hash
     return Inferred(root, opts, lines)
 
 
+def infer_volumes(images: Path, masks: Path, split: str) -> Inferred:
+    """NIfTI volumes: nnU-Net's raw layout (imagesTr, labelsTr, dataset.json) or a `nifti` folder; a CT window when
+    the intensities look like Hounsfield units, else the volume's percentiles."""
+    from . import volumes as vol
+
+    files = sorted(p for p in images.iterdir() if vol.nifti_stem(p))
+    if images.name == "imagesTr" and masks.name == "labelsTr" and (images.parent / "dataset.json").is_file():
+        kind, root, opts = "nnunet-raw", images.parent, {"split": split}
+        lines = [f"root {root}: nnU-Net's raw layout (dataset.json, imagesTr/, labelsTr/), {len(files)} image files; "
+                 "target: the union of every foreground label (option label: a name or value of dataset.json)"]
+    else:
+        root = Path(os.path.commonpath([images, masks]))
+        kind, opts = "nifti", {"images": os.path.relpath(images, root), "labels": os.path.relpath(masks, root), "split": split}
+        lines = [f"root {root}: NIfTI volumes in {opts['images']}/ ({len(files)} files), labels in {opts['labels']}/; "
+                 "target: every non-zero label (option foreground: the values)"]
+    first = vol.read(files[0])
+    low = float(np.percentile(first.data[::2, ::4, ::4], 1))
+    slices: dict = {"axis": "axial", "select": "all"}
+    if low <= -500:  # air at -1000 HU: a CT
+        slices["window"] = [40.0, 400.0]
+        lines.append(f"{files[0].name}: 1st percentile {low:.0f}, a CT in Hounsfield units: soft-tissue window "
+                     "[level 40, width 400] (slices.window)")
+    else:
+        lines.append(f"{files[0].name}: intensities from {low:.3g}, not CT: each volume scaled by its 0.5 and 99.5 "
+                     "percentiles (slices.percentiles)")
+    lines.append(f"spacing {tuple(round(v, 3) for v in first.spacing)} mm (depth, height, width); 2-D models see "
+                 f"{first.data.shape[0]} axial slices of {first.data.shape[1]} x {first.data.shape[2]}")
+    return Inferred(root, opts, lines, kind, slices)
+
+
 def _foreground(masks: Path, pattern: str, img_files: list[Path], lines: list[str], sample: int) -> dict:
     """Threshold or label values, from the values of up to ``sample`` masks."""
     ds_match = stem_matcher(masks, pattern)
@@ -107,8 +142,10 @@ def config_text(name: str, inferred: Inferred, like: dict | None) -> str:
     import yaml
 
     doc: dict = {"task": name, "description": f"{name}: images and masks from {inferred.root}",
-                 "dataset": {"name": "folder", "root": str(inferred.root), "options": inferred.options},
+                 "dataset": {"name": inferred.kind, "root": str(inferred.root), "options": inferred.options},
                  "split": "test"}
+    if inferred.slices:
+        doc["slices"] = inferred.slices
     if like:
         for key in ("models", "metrics", "curation", "train"):
             if like.get(key) is not None:

@@ -25,13 +25,26 @@ class Volume:
     path: Path
 
 
-def read(path: str | Path) -> Volume:
-    """A NIfTI file (.nii or .nii.gz) as a :class:`Volume`; SampleError naming the file when it is not one."""
+def read(path: str | Path, max_voxels: int | None = None) -> Volume:
+    """A NIfTI file (.nii or .nii.gz) as a :class:`Volume`; SampleError naming the file when it is not one, or when it
+    holds more than ``max_voxels`` voxels (``dataset.max_pixels``: checked from the header, before reading the data)."""
     import nibabel as nib
 
     path = Path(path)
+    if not path.is_file():
+        raise SampleError(f"missing file {path}")
     try:
-        img = nib.as_closest_canonical(nib.load(str(path)))
+        img = nib.load(str(path))
+        shape = img.shape
+    except Exception as e:  # not NIfTI, a damaged header
+        raise SampleError(f"{path}: not a readable NIfTI volume ({type(e).__name__}: {str(e).splitlines()[0][:200]})") \
+            from None
+    if max_voxels and int(np.prod(shape)) > max_voxels:
+        raise SampleError(f"{path} is {' x '.join(map(str, shape))} voxels ({np.prod(shape) / 1e6:.0f} million), over the "
+                          f"limit of {max_voxels / 1e6:.0f} million: if it is meant to be that large, raise "
+                          "dataset.max_pixels in the task configuration")
+    try:
+        img = nib.as_closest_canonical(img)
         data = np.asarray(img.dataobj)
     except Exception as e:  # not NIfTI, truncated, compressed wrongly
         raise SampleError(f"{path}: not a readable NIfTI volume ({type(e).__name__}: {str(e).splitlines()[0][:200]})") \
@@ -59,3 +72,68 @@ def check_pair(image: Volume, label: Volume, tolerance: float = 1e-3) -> None:
     if np.abs(image.affine - label.affine).max() > tolerance * scale:
         raise SampleError(f"{where} differ in orientation or origin: their voxel-to-world matrices are\n"
                           f"{np.round(label.affine, 4)}\nand\n{np.round(image.affine, 4)}")
+
+
+def foreground(label: Volume, values: list[int] | None) -> np.ndarray:
+    """A label volume as a boolean mask: voxels whose value is one of ``values`` (None: every non-zero voxel, the union
+    of all foreground labels). A label map is integral: a fractional value is a file that is not one, refused."""
+    data = label.data
+    if data.dtype.kind == "f":
+        if not np.all(np.isfinite(data)) or np.any(data != np.round(data)):
+            raise SampleError(f"{label.path}: a label volume with fractional or non-finite values (e.g. "
+                              f"{data[(data != np.round(data)) | ~np.isfinite(data)].flat[0]}); expected integer labels")
+    if values is None:
+        return data != 0
+    return np.isin(data, values)
+
+
+def nifti_stem(path: Path) -> str | None:
+    """A NIfTI file's name without .nii or .nii.gz (any case); None for another file."""
+    name = path.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+#: the array axis each slicing plane cuts (arrays are (depth, height, width) of the canonical RAS+ volume)
+AXES = {"axial": 0, "coronal": 1, "sagittal": 2}
+
+
+def intensity_range(data: np.ndarray, window: tuple[float, float] | None,
+                    percentiles: tuple[float, float] = (0.5, 99.5)) -> tuple[float, float]:
+    """The values mapped to black and white: a CT window (level, width), else the volume's percentiles (on at most
+    about a million voxels, evenly strided: the same answer for a 400-slice CT without sorting 100 million values)."""
+    if window is not None:
+        level, width = window
+        return level - width / 2, level + width / 2
+    step = max(1, int(round((data.size / 1e6) ** (1 / 3))))
+    few = data[::step, ::step, ::step].astype(np.float32)
+    few = few[np.isfinite(few)]
+    if few.size == 0:
+        return 0.0, 1.0
+    lo, hi = np.percentile(few, percentiles)
+    return float(lo), float(hi) if hi > lo else float(lo) + 1.0
+
+
+def to_rgb(plane: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """One slice as the 8-bit RGB image a 2-D model is given: ``lo`` black, ``hi`` white, values outside clipped."""
+    grey = np.clip((plane.astype(np.float32) - lo) * (255.0 / (hi - lo)), 0, 255)
+    grey = np.nan_to_num(grey, nan=0.0).round().astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+def selected(mask: np.ndarray, axis: int, select: str, margin: int, every: int) -> list[int]:
+    """Indices of the slices along ``axis`` a 2-D model is asked about: every one, every ``every``-th, or those with
+    reference foreground widened by ``margin`` on each side (none when the reference is empty)."""
+    n = mask.shape[axis]
+    if select == "all":
+        return list(range(n))
+    if select == "every":
+        return list(range(0, n, every))
+    other = tuple(a for a in range(3) if a != axis)
+    hit = np.flatnonzero(mask.any(axis=other))
+    keep = set()
+    for k in hit:
+        keep.update(range(max(0, k - margin), min(n, k + margin + 1)))
+    return sorted(keep)

@@ -96,9 +96,13 @@ def _one_model(store: Store, task: str, name: str, data_root, everything: bool, 
     res.rows = len(todo)
     if not todo:
         return res
+    ds = open_dataset(cfg, data_root)
+    if ds.volumetric:  # a volume's row holds many slices' answers: the run itself re-reads them from the archive
+        raise OmnisegError(f"{task}: redecode reads one answer per row; a volume's row holds one per slice. Rerun "
+                           f"`omniseg run --task {task} --models {name} --force`: every slice's answer comes from the "
+                           "archive (no call, nothing paid) and is decoded by this version")
     seg = models.build(cfg.model(name))
     seg.bind(RunContext(store_root=store.root))
-    ds = open_dataset(cfg, data_root)
     refs = {r.id: r for r in ds.refs("all")}
     try:
         for sample_id, old, meta in progress_bar(todo, desc=f"redecode {task}/{name}", unit="row", disable=not progress):

@@ -159,14 +159,27 @@ def select_refs(ds, split: str, limit: int | None = None, shard: tuple[int, int]
     return refs if shard is None else [r for r in refs if in_shard(shard_key(r), shard)]
 
 
+def for_dataset(cfg: TaskConfig, ds, segs: list[Segmenter]) -> list[Segmenter]:
+    """The models as the dataset's samples need them: on volumes, every 2-D model slice by slice."""
+    if not ds.volumetric:
+        return segs
+    from ..config import SliceConfig
+    from ..models.slicewise import for_volumes
+
+    return for_volumes(segs, cfg.slices or SliceConfig())
+
+
 def score_prediction(cfg: TaskConfig, sample, pred: Prediction) -> tuple[Prediction, dict | None]:
-    """Scores of a prediction; failures are scored as empty predictions, never dropped."""
+    """Scores of a prediction; failures are scored as empty predictions, never dropped. A volume is scored whole, its
+    distances in mm with its voxel spacing."""
     if pred.status == "unavailable":
         return pred, None
     if pred.status == "ok" and (pred.mask is None or pred.mask.shape != sample.mask.shape):
         got = None if pred.mask is None else pred.mask.shape
-        pred = Prediction.failed(f"model returned a mask of shape {got}, expected {sample.mask.shape}")
+        pred = Prediction.failed(f"model returned a mask of shape {got}, expected {sample.mask.shape}", **pred.meta)
     used = pred.mask if pred.status == "ok" else np.zeros_like(sample.mask)
+    if sample.is_volume:
+        return pred, metrics.volume_scores(used.astype(bool), sample.mask, sample.spacing, cfg.metrics.nsd_tolerance)
     return pred, metrics.score(used.astype(bool), sample.mask, sample.roi, with_cldice=cfg.metrics.cldice,
                                include=cfg.metrics.include, geometry=cfg.metrics.geometry())
 
@@ -192,7 +205,7 @@ def run(cfg: TaskConfig, store: Store, *, model_names: list[str] | None = None, 
                          "do (no store written)")
     if not refs:
         raise OmnisegError(f"{cfg.task}: no samples in split {split!r} under {ds.root}")
-    segs = select_models(cfg, model_names)
+    segs = for_dataset(cfg, ds, select_models(cfg, model_names))
     names = [m.name for m in segs]
     store.claim(cfg.task, names, " ".join(argv) if argv else f"run --task {cfg.task}")
     try:
@@ -211,7 +224,8 @@ def _run_claimed(cfg: TaskConfig, store: Store, ds, refs: list[SampleRef], segs:
     for m in segs:
         m.bind(RunContext(store_root=store.root, refresh=refresh, max_cost=max_cost,
                           max_pixels=cfg.dataset.max_pixels))
-    batch_size = batch_size or max([m.preferred_batch or 8 for m in segs])
+    # volumes one at a time: two in memory (one read ahead), each of them possibly gigabytes
+    batch_size = batch_size or (1 if ds.volumetric else max([m.preferred_batch or 8 for m in segs]))
 
     store.add_samples(cfg.task, [(r.id, r.split, r.problem, r.meta) for r in refs])
     done = set() if force else store.done_pairs(cfg.task, redo=retry)
@@ -407,7 +421,8 @@ def _write(cfg, store, run_id, results, summary) -> None:
             pred, scores = score_prediction(cfg, sample, pred)
             store.record(run_id, cfg.task, sample_id, model, status=pred.status, reason=pred.reason,
                          mask=pred.mask if pred.status == "ok" else None, prob=pred.prob, scores=scores,
-                         elapsed_s=pred.meta.pop("elapsed_s", each), meta=pred.meta, calls=pred.calls)
+                         elapsed_s=pred.meta.pop("elapsed_s", each), meta=pred.meta, calls=pred.calls,
+                         grid=sample.affine if sample.is_volume else None)
         summary.statuses[pred.status] += 1
     store.heartbeat(cfg.task)  # this process still works on its models (seen from other machines: Store.claim)
 
@@ -424,19 +439,20 @@ def dry_run(cfg: TaskConfig, store: Store | None, *, store_root: Path, model_nam
     ds = open_dataset(cfg, data_root)
     refs = select_refs(ds, split or cfg.split, limit, shard)
     missing: dict[str, str] = {}
-    segs = select_models(cfg, model_names, missing=missing)  # a specialist not trained yet costs nothing anyway
+    segs = for_dataset(cfg, ds, select_models(cfg, model_names, missing=missing))  # an untrained one costs nothing
     done = set() if force or store is None else store.done_pairs(cfg.task, redo=retry)
     out = {name: {"pairs": sum((r.id, name) not in done for r in refs), "calls": 0, "cached": 0, "cost_usd": 0.0,
                   "missing_checkpoint": path} for name, path in missing.items()}
     for m in segs:
         m.bind(RunContext(store_root=store_root, refresh=refresh, look_only=True))
         todo = [r for r in refs if (r.id, m.name) not in done]
-        est = {"pairs": len(todo), "calls": 0, "cached": 0, "cost_usd": 0.0}
+        est = {"pairs": len(todo), "calls": 0, "cached": 0, "cost_usd": 0.0} | ({"slices": 0} if ds.volumetric else {})
         for start in progress_bar(range(0, len(todo), 64), desc=f"estimate {m.name}", disable=not progress):
             loaded, _ = _load(ds, todo[start:start + 64], {m.name: todo[start:start + 64]})
             e = m.estimate(list(loaded.values()))
-            for k in ("calls", "cached", "cost_usd"):
-                est[k] += e[k]
+            for k in ("calls", "cached", "cost_usd", "slices"):
+                if k in est:
+                    est[k] += e.get(k, 0)
         if callable(getattr(m, "batch_jobs", None)):  # the same requests as a batch job
             est["batch_cost_usd"] = est["cost_usd"] * m.options.price.batch_factor
         m.close()

@@ -79,6 +79,9 @@ class Segmenter:
     version: ClassVar[str] = "1"  # bump when the same options would give different masks
     Options: ClassVar[type[Options]] = NoOptions  # the kind's options (omniseg.options)
 
+    #: reads a whole volume at once (a `masks` folder of NIfTI predictions); any other model sees volumes slice by
+    #: slice (omniseg.models.slicewise)
+    volumetric: ClassVar[bool] = False
     #: samples per predict_batch call the model works best with (None: the run's --batch-size)
     preferred_batch: int | None = None
     #: signature keys left out of the hash: they are recorded per row and can be brought up to date

@@ -12,6 +12,8 @@ folder is not a change.
 
 from __future__ import annotations
 
+import fnmatch
+import glob
 import hashlib
 import json
 from pathlib import Path
@@ -27,8 +29,9 @@ from ..errors import OmnisegError, SampleError
 from ..options import Options
 from .base import Prediction, Segmenter
 
-#: file types a prediction may have (any letter case); .npy arrays are read without pickles
-SUFFIXES = (".png", ".tif", ".tiff", ".npy", ".bmp", ".jpg", ".jpeg")
+#: file types a prediction may have (any letter case); .npy arrays are read without pickles; .nii and .nii.gz are a
+#: volume's (nnU-Net's 3d_fullres output)
+SUFFIXES = (".png", ".tif", ".tiff", ".npy", ".bmp", ".jpg", ".jpeg", ".nii", ".gz")
 
 
 class MasksOptions(Options):
@@ -153,6 +156,7 @@ class MasksFromDisk(Segmenter):
     Options = MasksOptions
     inert = ("folder",)  # where the files are is not what they say (their content is hashed) ...
     unhashed = ("folder",)  # ... but the manifest names it
+    volumetric = True  # a volume's prediction is one NIfTI file, read whole
 
     def __init__(self, name: str, options: MasksOptions | None = None):
         super().__init__(name, options)
@@ -224,11 +228,51 @@ class MasksFromDisk(Segmenter):
             return prob >= o.threshold, prob
         return binary(arr), None
 
+    def _volume(self, sample: Sample, case: str) -> Prediction:
+        """A volume's prediction: the NIfTI file named by the pattern, on the image's grid (same shape and spacing,
+        or an error row naming the file and both), read by ``values`` as a 2-D file is."""
+        from ..datasets import volumes
+
+        pattern = self.options.pattern
+        wanted = (lambda stem: stem == pattern.replace("{id}", case)) if "*" not in pattern else \
+            (lambda stem: fnmatch.fnmatchcase(stem, pattern.replace("{id}", glob.escape(case))))
+        paths = [p for p in self._prediction_files() if volumes.nifti_stem(p) is not None and wanted(volumes.nifti_stem(p))]
+        if not paths:
+            return Prediction.failed(f"no prediction for {sample.id} in {self.options.folder} (pattern "
+                                     f"{self.options.pattern!r}, .nii or .nii.gz)", status="missing")
+        mask = np.zeros(sample.mask.shape, bool)
+        for path in paths:
+            try:
+                vol = volumes.read(path, self.context.max_pixels or DEFAULT_MAX_PIXELS)
+            except SampleError as e:
+                return Prediction.failed(str(e), file=path.name)
+            if vol.data.shape != sample.mask.shape or not np.allclose(vol.spacing, sample.spacing, rtol=1e-3):
+                return Prediction.failed(
+                    f"{sample.id}: prediction {path.name} is {vol.data.shape} voxels of {tuple(round(v, 4) for v in vol.spacing)} "
+                    f"mm but the image is {sample.mask.shape} of {tuple(round(v, 4) for v in sample.spacing)} mm (depth, "
+                    "height, width): resample the prediction onto the image's grid", file=path.name)
+            o = self.options
+            if o.values == "labels":
+                m = np.isin(vol.data, o.labels)
+            elif o.values == "probability":
+                m = probability(vol.data, path) >= o.threshold
+            elif vol.data.dtype == bool:
+                m = vol.data
+            else:
+                size = np.abs(vol.data.astype(np.float32))
+                m = size > size.max() / 2 if size.size and size.max() > 0 else np.zeros(size.shape, bool)
+            mask |= m
+            self._read_files += 1
+            self._empty_files += not m.any()
+        return Prediction(mask=mask, meta={"files": [p.name for p in paths]})
+
     def predict(self, sample: Sample) -> Prediction:
         self._prediction_files()
         cases = self._case_of()
         if cases is not None and sample.id not in cases:
             return Prediction.failed(f"{sample.id} is not in options.id_map {self.options.id_map}", status="missing")
+        if sample.is_volume:
+            return self._volume(sample, cases[sample.id] if cases is not None else sample.id)
         paths = self._match(cases[sample.id] if cases is not None else sample.id)
         if not paths:
             return Prediction.failed(f"no prediction for {sample.id} in {self.options.folder} "

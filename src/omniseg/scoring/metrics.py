@@ -407,13 +407,15 @@ def score(pred: np.ndarray, ref: np.ndarray, roi: np.ndarray | None = None, *, w
 
 def volume_scores(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, float, float] | None = None,
                   tolerance: float = 2.0) -> dict:
-    """The counts, Dice and IoU over a whole volume (depth x height x width) and its boundary metrics in mm with the
+    """The counts, the overlap metrics (Dice, IoU, precision, recall, specificity) over a whole volume (depth x height
+    x width) and its boundary metrics in mm with the
     voxel ``spacing`` (per axis, in the array's order: anisotropic spacing scales each axis), else in voxels. The
     conventions are the images' (the module docstring); boundaries are the volume's surfaces, not per slice."""
     pred, ref, _ = _masked(pred, ref, None, dims=(3,))
     c = confusion(pred.reshape(pred.shape[0], -1), ref.reshape(ref.shape[0], -1))  # counting needs no geometry
     row: dict = asdict(c)
-    row.update(pred_px=c.pred_px, ref_px=c.ref_px, dice=dice(c), iou=iou(c))
+    row.update(pred_px=c.pred_px, ref_px=c.ref_px, dice=dice(c), iou=iou(c), precision=precision(c), recall=recall(c),
+               specificity=specificity(c))
     d = surface_distances(pred, ref, None, spacing)
     row.update(hd95=_hd_of(d, pred.shape, spacing, 95.0), nsd=_nsd_of(d, tolerance), masd=_masd_of(d, pred.shape, spacing))
     return row

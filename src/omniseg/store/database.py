@@ -305,12 +305,28 @@ class Store:
                                "writable, then rerun the same command to resume (finished pairs are kept)") from None
         return rel.as_posix()
 
-    def _write_mask(self, task: str, model: str, sample_id: str, mask: np.ndarray) -> str:
+    def _write_mask(self, task: str, model: str, sample_id: str, mask: np.ndarray, grid: np.ndarray | None = None) -> str:
         # pragma: no mutate block (outside the mutation scope: docs/testing.md)
+        if mask.ndim == 3:  # a volume: NIfTI on its image's grid (``grid``, the canonical affine), 0/1 in uint8
+            return self._write_atomic(self.mask_file(task, model, sample_id, ".nii.gz"),
+                                      lambda p: write_volume_mask(p, mask, grid))
         return self._write_atomic(
             self.mask_file(task, model, sample_id),
             lambda p: Image.fromarray(mask.astype(bool)).save(p, format="PNG", compress_level=1),
         )
+
+    def load_mask(self, rel: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+        """A stored mask file (``mask_path`` of a prediction) as a boolean array: an image's (resized to ``shape`` by
+        nearest neighbour when it differs) or a volume's (depth, height, width)."""
+        path = self.root / rel
+        if path.name.endswith(".nii.gz"):
+            import nibabel as nib
+
+            return np.asarray(nib.load(str(path)).dataobj).transpose(2, 1, 0) > 0
+        img = Image.open(path).convert("L")
+        if shape is not None and img.size != (shape[1], shape[0]):
+            img = img.resize((shape[1], shape[0]), Image.NEAREST)
+        return np.asarray(img) > 127
 
     def score_columns(self) -> list[str]:
         # pragma: no mutate block (outside the mutation scope: docs/testing.md)
@@ -334,13 +350,15 @@ class Store:
 
     def record(self, run_id: int, task: str, sample_id: str, model: str, *, status: str, reason: str = "",
                mask: np.ndarray | None = None, prob: np.ndarray | None = None, scores: dict | None = None,
-               elapsed_s: float | None = None, meta: dict | None = None, calls: list[dict] | None = None) -> None:
-        """Write one pair: files first, then prediction and scores in one transaction."""
+               elapsed_s: float | None = None, meta: dict | None = None, calls: list[dict] | None = None,
+               grid: np.ndarray | None = None) -> None:
+        """Write one pair: files first, then prediction and scores in one transaction. A volume's mask (3-D) is
+        written as NIfTI on ``grid``, its image's voxel-to-world matrix (height and width are a slice's)."""
         mask_path = prob_path = None
         h = w = None
         if mask is not None:
-            h, w = mask.shape
-            mask_path = self._write_mask(task, model, sample_id, mask)
+            h, w = mask.shape[-2:]
+            mask_path = self._write_mask(task, model, sample_id, mask, grid)
         if prob is not None:
             q = np.clip(np.rint(prob * 255), 0, 255).astype(np.uint8)  # 8-bit: 1/255 steps are plenty
             prob_path = self._write_atomic(
@@ -506,3 +524,13 @@ def _cost_known(call: dict) -> bool:
     if call.get("outcome") not in ("answered", "recovered", "batch"):
         return True
     return bool(call.get("cost_known", True)) and _finite(call.get("cost_usd")) is not None
+
+
+def write_volume_mask(path: Path, mask: np.ndarray, grid: np.ndarray | None) -> None:
+    """A (depth, height, width) mask as a NIfTI file (nibabel's x, y, z order) on ``grid`` (identity: none given)."""
+    import nibabel as nib
+
+    img = nib.Nifti1Image(np.ascontiguousarray(mask.astype(np.uint8).transpose(2, 1, 0)),
+                          np.eye(4) if grid is None else np.asarray(grid, float))
+    nib.save(img, str(path.with_name(path.name + ".nii.gz")))
+    os.replace(path.with_name(path.name + ".nii.gz"), path)  # nibabel picks gzip by the name's ending

@@ -1,7 +1,8 @@
 """`omniseg demo`: the whole job in a few minutes, without a download or an API key.
 
 Data: the real Kvasir-SEG when it is on disk (``data/Kvasir-SEG``, or ``--data-root``), else a generated set
-of polyp-like images in its layout (said so). A small U-Net is trained for a couple of minutes, then the
+of polyp-like images in its layout (said so); with ``--volumes``, real volumes: the MNI152 template nilearn ships,
+its white matter as the target, every 2-D model asked slice by slice. A small U-Net is trained for a couple of minutes, then the
 specialist, two training-free floors and an omnimodel are run, curated and reported. The omnimodel is the
 local stand-in (:mod:`omniseg.standins.fake_gemini`, in this process), whose answers trace a crude guess from
 the image; with ``--live`` and a key it is the real Gemini, after the estimated cost is printed. The task is
@@ -63,16 +64,26 @@ def generate(root: Path, n: int = 160, seed: int = 0) -> Path:
     return root
 
 
-def config_text(data: Path, checkpoint: Path, gemini: dict, minutes: float, test_limit: bool) -> str:
+def config_text(data: Path, checkpoint: Path, gemini: dict, minutes: float, test_limit: bool,
+                volumes: bool = False) -> str:
     import json
 
+    if volumes:
+        about = "the MNI152 template's white matter, slab by slab (nilearn's wheel)"
+        dataset = f"""dataset:
+  name: nifti
+  root: {json.dumps(str(data.resolve()))}
+slices: {{axis: axial, percentiles: [0.5, 99.5]}}"""
+    else:
+        about = "Kvasir-SEG" if test_limit else "generated polyp-like images"
+        dataset = f"""dataset:
+  name: kvasir-seg
+  root: {json.dumps(str(data.resolve()))}"""
     return f"""# written by `omniseg demo`: a demo task (every report heading says so)
 task: demo
 demo: true
-description: omniseg demo on {'Kvasir-SEG' if test_limit else 'generated polyp-like images'}
-dataset:
-  name: kvasir-seg
-  root: {json.dumps(str(data.resolve()))}
+description: omniseg demo on {about}
+{dataset}
 split: test
 models:
   - name: unet
@@ -98,8 +109,9 @@ train:
 
 
 def run(out: Path, *, data_root: Path | None = None, live: bool = False, minutes: float = 2.0,
-        say: Callable[[str], None] = print, progress: bool = True, images: int = 160) -> Demo:
-    """Train, run, curate and report the demo task under ``out``; returns where everything went."""
+        say: Callable[[str], None] = print, progress: bool = True, images: int = 160, volumes: bool = False) -> Demo:
+    """Train, run, curate and report the demo task under ``out``; returns where everything went. ``volumes``: the
+    volume demo on the MNI152 template (omniseg.datasets.mni152), every 2-D model slice by slice."""
     import os
 
     from .. import config
@@ -111,7 +123,9 @@ def run(out: Path, *, data_root: Path | None = None, live: bool = False, minutes
 
     if out.exists() and not out.is_dir():
         raise OmnisegError(f"--out {out} is a file; name a folder for the demo's data, store and report")
-    real = data_root or (KVASIR_HOME if (KVASIR_HOME / "images").is_dir() else None)
+    if volumes and data_root is not None:
+        raise OmnisegError("--volumes runs on the MNI152 template nilearn ships; --data-root is for Kvasir-SEG")
+    real = None if volumes else data_root or (KVASIR_HOME if (KVASIR_HOME / "images").is_dir() else None)
     if real is not None and not (Path(real) / "images").is_dir():
         raise OmnisegError(f"--data-root {real}: no images/ folder (Kvasir-SEG's layout) there")
     if real is not None:  # before minutes of training: enough images to train on and to curate
@@ -123,15 +137,23 @@ def run(out: Path, *, data_root: Path | None = None, live: bool = False, minutes
                                f"images; the demo needs at least {MIN_TRAIN} and {MIN_TEST} (about "
                                f"{5 * MIN_TEST} images in all), or leave --data-root out to generate them")
     out.mkdir(parents=True, exist_ok=True)
-    data = Path(real) if real else out / "data" / "Kvasir-SEG-like"
-    if real:
+    data = Path(real) if real else out / "data" / ("mni152-slabs" if volumes else "Kvasir-SEG-like")
+    if volumes:
+        from ..datasets import mni152
+
+        if not (data / "labels").is_dir():
+            mni152.write_slabs(data)
+        say(f"data: the MNI152 2009a T1 template and its white-matter map (nilearn's wheel), cut into hemisphere slabs "
+            f"of 6 axial slices at 3 x 2 x 2 mm, at {data}")
+    elif real:
         say(f"data: the real Kvasir-SEG at {data} (the test split's first 60 images are run)")
     else:
         if not (data / "images").is_dir():
             generate(data, n=images)
         say(f"data: no Kvasir-SEG on disk, so {images} generated polyp-like images in its layout at {data} "
             "(`omniseg data fetch polyp` gets the real one)")
-    gemini = {"model": "gemini-3.5-flash", "mode": "polygon", "target": "the polyp", "max_side": 256,
+    gemini = {"model": "gemini-3.5-flash", "mode": "polygon", "target": "the white matter" if volumes else "the polyp",
+              "max_side": 256,
               "max_in_flight": 8, "price": {"input_per_mtok": 1.50, "output_per_mtok": 9.00}}
     store_path, checkpoint = out / "runs" / "omniseg.sqlite", out / "runs" / "demo-unet.pt"
     with ExitStack() as stack:
@@ -152,7 +174,7 @@ def run(out: Path, *, data_root: Path | None = None, live: bool = False, minutes
             omni = f"the local stand-in at {stand_in.url} (omniseg.standins.fake_gemini: a crude guess, not Gemini)"
         say(f"omnimodel: {omni}")
         cfg_path = out / "demo.yaml"
-        cfg_path.write_text(config_text(data, checkpoint, gemini, minutes, real is not None))
+        cfg_path.write_text(config_text(data, checkpoint, gemini, minutes, real is not None, volumes))
         cfg = config.load(cfg_path)
         limit = 60 if real else None
         if live:
@@ -169,7 +191,8 @@ def run(out: Path, *, data_root: Path | None = None, live: bool = False, minutes
             curate(st, "demo", 10)
         with Store(store_path, readonly=True) as st:
             paths = report.write(st, out / "report", split="test")
-    return Demo(out, data, "real Kvasir-SEG" if real else "generated", omni, paths.get("html"))
+    kind = "the real MNI152 template" if volumes else "real Kvasir-SEG" if real else "generated"
+    return Demo(out, data, kind, omni, paths.get("html"))
 
 
 class _env:

@@ -78,13 +78,15 @@ def _rgb(image: np.ndarray) -> np.ndarray:
 def montage(rows: list[dict], models: list[str], path: Path, title: str) -> Path:
     """One row per case: image, ground truth, then each model's mask over the image (truth outlined).
 
-    ``rows``: dicts with sample_id, subset, image, truth, masks {model: mask or None}, dice {model: float}.
+    ``rows``: dicts with sample_id, subset, image, truth, masks {model: mask or None}, dice {model: float}, and for
+    a volume's slice ``view`` (which slice, shown under the id; the Dice is the volume's).
     """
     plt = _plt()
     ncol = 2 + len(models)
     fig, axes = plt.subplots(len(rows), ncol, figsize=(2.2 * ncol, 2.0 * len(rows)), squeeze=False)
     for r, row in enumerate(rows):
-        panels = [(row["image"], f"{row['subset']}: {row['sample_id'][:14]}"),
+        head = f"{row['subset']}: {row['sample_id'][:14]}" + (f"\n{row['view']}" if row.get("view") else "")
+        panels = [(row["image"], head),
                   (overlay(row["image"], row["truth"], (255, 255, 255)), "ground truth")]
         for m in models:
             mask = row["masks"].get(m)

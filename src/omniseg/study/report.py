@@ -312,9 +312,17 @@ def _selection_note(picked_by: dict[str, str], table: str) -> list[str]:
 
 
 def _distance_unit(store: Store, task: str) -> tuple[str, float]:
-    """The unit of the task's boundary distances ('mm' with a configured pixel spacing, else 'px') and NSD's tau."""
-    m = (store.last_config(task) or {}).get("metrics") or {}
-    return ("mm" if m.get("spacing") else "px"), float(m.get("nsd_tolerance", 2.0))
+    """The unit of the task's boundary distances ('mm' with a configured pixel spacing or on volumes, whose voxel
+    spacing is in their files; else 'px') and NSD's tau."""
+    from .. import datasets
+
+    recorded = store.last_config(task) or {}
+    m = recorded.get("metrics") or {}
+    try:
+        volumetric = datasets.get((recorded.get("dataset") or {}).get("name") or "").volumetric
+    except Exception:  # a plugin's kind not loaded here: its unit is not known, say pixels as before
+        volumetric = False
+    return ("mm" if m.get("spacing") or volumetric else "px"), float(m.get("nsd_tolerance", 2.0))
 
 
 def _num(v: float, spec: str) -> str:
@@ -341,13 +349,13 @@ def _p(p: float, n: int | None = None) -> str:
 
 def _montage_rows(store: Store, task: str, df: pd.DataFrame, models: list[str], k: int) -> list[dict] | str:
     """Images, truths and masks of the k easiest and k hardest cases; a string says why not."""
-    from PIL import Image
-
     from .recorded import recorded_samples
+    from .views import views
 
     loader = recorded_samples(store, task)
     if isinstance(loader, str):
         return loader
+    slicing = (store.last_config(task) or {}).get("slices")
     rows = []
     for subset in ("easiest", "hardest"):
         picked = (df[df[f"{subset}_rank"].notna()].drop_duplicates("sample_id")
@@ -362,10 +370,11 @@ def _montage_rows(store: Store, task: str, df: pd.DataFrame, models: list[str], 
                 if r.empty:
                     continue
                 path = r["mask_path"].iloc[0]
-                masks[m] = (np.asarray(Image.open(store.root / path).convert("L")) > 127) if isinstance(path, str) else None
+                masks[m] = store.load_mask(path) if isinstance(path, str) else None
                 dice[m] = float(r["dice"].iloc[0]) if pd.notna(r["dice"].iloc[0]) else np.nan
-            rows.append({"sample_id": sid, "subset": subset, "image": sample.image, "truth": sample.mask,
-                         "masks": masks, "dice": dice})
+            for v in views(sample, masks, slicing):  # a volume: its slices that matter
+                rows.append({"sample_id": sid, "view": v.label, "subset": subset, "image": v.image, "truth": v.truth,
+                             "masks": v.masks, "dice": dice})
     return rows or "no curated cases"
 
 

@@ -23,6 +23,7 @@ import pandas as pd
 from ..store.database import Store
 from .figures import overlay
 from .recorded import recorded_samples
+from .views import views
 
 THUMB_SIDE = 200  # pixels, the longer side
 THUMB_VERSION = "1"  # part of each thumbnail's name: bump when the drawing changes
@@ -186,18 +187,21 @@ def _thumbnails(store: Store, task: str, g: pd.DataFrame, folder: Path) -> dict 
         loader = recorded_samples(store, task)
         if isinstance(loader, str):
             return f"pictures skipped: {loader}"
+        slicing = (store.last_config(task) or {}).get("slices")
         for sid in missing:
             sample = loader(sid)
             if sample is None:
                 continue
-            image, truth = _small(sample.image, sample.mask)
+            files = {key: mask_file for key, (_, mask_file) in wanted[sid].items() if mask_file is not None}
+            # a volume: the slice through its largest reference area (views), every model's mask on the same slice
+            view = views(sample, {key: store.load_mask(f) for key, f in files.items()}, slicing, worst=False)[0]
+            image, truth = _small(view.image, view.truth)
             for key, (rel, mask_file) in wanted[sid].items():
                 if (folder.parent / rel).is_file():
                     continue
                 mask = None
-                if mask_file is not None:
-                    full = np.asarray(Image.open(store.root / mask_file).convert("L")) > 127
-                    mask = np.asarray(Image.fromarray(full).resize(truth.shape[::-1], Image.NEAREST))
+                if mask_file is not None and view.masks.get(key) is not None:
+                    mask = np.asarray(Image.fromarray(view.masks[key]).resize(truth.shape[::-1], Image.NEAREST))
                 _save_jpeg(overlay(image, mask, ref=truth), folder.parent / rel)
     return {(task, sid): {k: p for k, (p, _) in e.items() if (folder.parent / p).is_file()} for sid, e in wanted.items()}
 

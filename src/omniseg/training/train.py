@@ -124,14 +124,23 @@ def train(task: TaskConfig, cfg: TrainConfig, dataset, checkpoint: Path, *, devi
         warnings.warn("precision auto: this CPU has no native bfloat16 (AVX512-BF16 or AMX), so training runs in fp32, "
                       "several times slower than the bf16 figures in docs/specialists.md", stacklevel=2)
 
+    cache_name = task.dataset.name
+    known = split_fingerprint(dataset.refs("train"))  # what a run compares with its own split (a volume's, not slices)
+    if dataset.volumetric:  # a 2-D network learns from the slices of the training volumes, windowed as it will see them
+        from ..config import SliceConfig
+        from ..datasets.slices import Slices
+
+        slicing = task.slices or SliceConfig()
+        dataset = Slices(dataset, slicing)
+        cache_name += "-slices-" + hashlib.sha256(slicing.model_dump_json().encode()).hexdigest()[:8]
     refs = dataset.refs("train")
     if not refs:
         raise OmnisegError(f"{task.task}: the training split is empty under {dataset.root}")
     cached = spec.resize == "resize"  # fixed-size inputs: decoded once into arrays, augmented on the device
     if cached:
-        arrays = load_split(dataset, task.dataset.name, refs, spec, checkpoint.parent / "cache" if cfg.cache else None,
+        arrays = load_split(dataset, cache_name, refs, spec, checkpoint.parent / "cache" if cfg.cache else None,
                             _prepare, progress)
-        is_val = np.array([_val_part(i, cfg.val_fraction) for i in arrays.ids], bool)
+        is_val = np.array([_val_part(dataset.group(i), cfg.val_fraction) for i in arrays.ids], bool)
         fit_idx, val_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
         fit_x = torch.from_numpy(np.ascontiguousarray(arrays.images[fit_idx])).to(dev)
         fit_y = torch.from_numpy(np.ascontiguousarray(arrays.masks[fit_idx])).to(dev)
@@ -145,7 +154,7 @@ def train(task: TaskConfig, cfg: TrainConfig, dataset, checkpoint: Path, *, devi
                 pair = _prepare(dataset.load(r), spec)
             except SampleError:
                 continue
-            (val_pairs if _val_part(r.id, cfg.val_fraction) else fit).append(pair)
+            (val_pairs if _val_part(dataset.group(r.id), cfg.val_fraction) else fit).append(pair)
         fit_x, fit_y = [p[0] for p in fit], [p[1] for p in fit]
         val, n_fit, n_val = val_pairs, len(fit), len(val_pairs)
     if n_fit < cfg.batch_size or not n_val:
@@ -244,7 +253,7 @@ def train(task: TaskConfig, cfg: TrainConfig, dataset, checkpoint: Path, *, devi
         if val_dice > best:
             best = val_dice
             save_checkpoint(checkpoint, net, spec, train=cfg.model_dump(mode="json"), task=task.task,
-                            dataset=task.dataset.name, split_fingerprint=split_fingerprint(refs),
+                            dataset=task.dataset.name, split_fingerprint=known,
                             val_dice=best, epoch=epoch + 1, fit_images=n_fit, val_images=n_val,
                             device=device, minutes=round(elapsed, 2), precision="bf16" if bf16 else "fp32",
                             trained_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

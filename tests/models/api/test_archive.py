@@ -271,3 +271,27 @@ def test_how_an_answer_is_read_or_fetched_leaves_the_key_and_what_is_asked_chang
     base = key()
     assert key(**dict([same])) == base
     assert key(**dict([changed])) != base
+
+
+def test_a_process_opening_a_new_archive_as_another_creates_it_finds_it_whole(tmp_path, monkeypatch):
+    """Shards share one archive: the one that creates it must never show the 0-byte file SQLite starts with, which the
+    others would refuse as a lost archive (a CI run saw `omniseg run --executor local --shards 3` fail so)."""
+    import sqlite3
+
+    from omniseg.models.api import archive as archive_mod
+
+    path = tmp_path / "answers.sqlite"
+    real = sqlite3.connect
+    seen = []
+
+    def connect(target, *a, **kw):
+        db = real(target, *a, **kw)
+        if not seen and str(target) == str(path):  # the moment the archive exists under its own name
+            seen.append(path.stat().st_size)
+            archive_mod.AnswerArchive(path).close()  # another process opens it right then
+        return db
+
+    monkeypatch.setattr(archive_mod.sqlite3, "connect", connect)
+    archive_mod.AnswerArchive(path).close()
+    assert seen and seen[0] > 0
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".new")]  # no scratch left

@@ -85,6 +85,35 @@ class _Queued:
     error: BaseException | None = None
 
 
+SCHEMA = ("CREATE TABLE IF NOT EXISTS blobs (sha256 TEXT PRIMARY KEY, data BLOB NOT NULL);"
+          "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, model TEXT NOT NULL, model_version TEXT,"
+          " sha256 TEXT NOT NULL REFERENCES blobs(sha256), created_at REAL NOT NULL, call TEXT);")
+
+
+def _create(path: Path) -> None:
+    """Make a new archive appear whole: built under a temporary name, then linked into place. SQLite starts a file
+    at 0 bytes, which another process opening it that moment (a shard beside this one) would take for a lost
+    archive; a link never shows a half-made file, and the process that loses the race uses the winner's."""
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
+    try:
+        db = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+        finally:
+            db.close()  # the WAL is checkpointed into the file and removed
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process made it first: its archive is the one
+        except OSError:  # a file system without hard links: the plain way, as before
+            pass
+    finally:
+        for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
+            leftover.unlink(missing_ok=True)
+
+
 class AnswerArchive:
     def __init__(self, path: str | Path, readonly: bool = False):
         # pragma: no mutate block (outside the mutation scope: docs/testing.md)
@@ -106,15 +135,13 @@ class AnswerArchive:
                 check_database(self.db, self.path, "answer archive")
                 return
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():
+                _create(self.path)
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             check_database(self.db, self.path, "answer archive")
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
-            self.db.executescript(
-                "CREATE TABLE IF NOT EXISTS blobs (sha256 TEXT PRIMARY KEY, data BLOB NOT NULL);"
-                "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, model TEXT NOT NULL, model_version TEXT,"
-                " sha256 TEXT NOT NULL REFERENCES blobs(sha256), created_at REAL NOT NULL, call TEXT);"
-            )
+            self.db.executescript(SCHEMA)
         except sqlite3.Error as e:
             raise unusable(self.path, "answer archive", e) from None
 
