@@ -53,7 +53,7 @@ def list_jobs(
     store: Optional[Path] = StoreOpt,
 ) -> None:
     """The batch jobs recorded in the store: name, state, requests, answers, failures."""
-    from ..evaluation.batch import JobBook
+    from ..store.jobs import JobBook
 
     with existing_store(store) as st:
         rows = JobBook(st).all(task)

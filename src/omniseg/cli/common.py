@@ -101,17 +101,10 @@ def run_and_tell(cfg, path: Path, **kw) -> None:
 def _remove_if_unused(path: Path, archive: Path, created: list[Path]) -> None:
     """The store, answer archive and folder this command created, removed again when it failed before writing a
     row or keeping an answer: a command that fails writes nothing."""
-    import sqlite3
-
-    def count(db_path: Path, tables: tuple[str, ...]) -> int | None:
-        try:
-            with sqlite3.connect(db_path) as db:
-                return sum(db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables)
-        except sqlite3.Error:
-            return None
+    from ..store.database import count_rows
 
     for db_path, tables in ((path, ("predictions", "batch_jobs")), (archive, ("answers",))):
-        if db_path in created and db_path.is_file() and count(db_path, tables) == 0:
+        if db_path in created and db_path.is_file() and count_rows(db_path, tables) == 0:
             for p in (db_path, db_path.with_name(db_path.name + "-wal"), db_path.with_name(db_path.name + "-shm")):
                 p.unlink(missing_ok=True)
     if path.parent in created and path.parent.is_dir() and not any(path.parent.iterdir()):
@@ -119,13 +112,10 @@ def _remove_if_unused(path: Path, archive: Path, created: list[Path]) -> None:
 
 
 def _tell(st, s, path: Path) -> None:
-    api = st.query("SELECT model, SUM(outcome = 'answered') AS answered, SUM(outcome = 'recovered') AS recovered,"
-                   " SUM(outcome = 'error') AS errors, SUM(outcome = 'batch') AS batch,"
-                   " SUM(outcome = 'cache_hit') AS cached, SUM(cost_usd) AS cost FROM api_calls"
-                   " WHERE run_id = ? GROUP BY model", (s.run_id,))
-    versions = st.query("SELECT c.model, c.model_version, COUNT(*) n, json_extract(m.signature, '$.options.model')"
-                        " AS asked FROM api_calls c JOIN models m ON m.task = c.task AND m.model = c.model"
-                        " WHERE c.run_id = ? AND c.model_version IS NOT NULL GROUP BY 1, 2", (s.run_id,))
+    from ..store import bookings
+
+    api = bookings.of_run(st, s.run_id)
+    versions = bookings.versions_of_run(st, s.run_id)
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(s.statuses.items())) or "nothing new"
     typer.echo(f"{s.task} [{s.split}]: {s.samples} samples x {s.pairs // max(s.samples, 1)} models = {s.pairs} pairs; "
                f"{s.skipped} already done; this run: {statuses} ({s.seconds:.1f}s). Store: {path}")

@@ -25,6 +25,7 @@ from ..models.api import answers
 from ..models.base import RunContext
 from ..models.api.remote import RemoteSegmenter
 from .runner import open_dataset, score_prediction
+from ..store import results, runs as store_runs
 from ..store.database import Store
 
 
@@ -40,8 +41,7 @@ class Redecoded:
 
 def _recorded(store: Store, task: str, model: str) -> TaskConfig | None:
     """The configuration of the latest run of ``task`` that had ``model``."""
-    runs = store.query("SELECT config FROM runs WHERE task = ? ORDER BY run_id DESC", (task,))
-    for raw in runs["config"]:
+    for raw in store_runs.configs(store, task):
         cfg = json.loads(raw)
         if any(m["name"] == model for m in cfg.get("models", [])):
             plugins.load_recorded(cfg)
@@ -50,12 +50,11 @@ def _recorded(store: Store, task: str, model: str) -> TaskConfig | None:
 
 
 def api_models(store: Store, task: str) -> list[str]:
-    kinds = store.query("SELECT model, kind FROM models WHERE task = ? ORDER BY model", (task,))
     out = []
-    for r in kinds.itertuples():
+    for model, kind in store_runs.kinds(store, task).items():
         try:
-            if issubclass(models.get(r.kind), RemoteSegmenter):
-                out.append(r.model)
+            if issubclass(models.get(kind), RemoteSegmenter):
+                out.append(model)
         except KeyError:
             continue
     return out
@@ -86,8 +85,7 @@ def _one_model(store: Store, task: str, name: str, data_root, everything: bool, 
     cfg = _recorded(store, task, name)
     if cfg is None:
         raise OmnisegError(f"no recorded run of task {task!r} used model {name!r}")
-    rows = store.query("SELECT sample_id, status, meta FROM predictions WHERE task = ? AND model = ? ORDER BY sample_id",
-                       (task, name))
+    rows = results.metas(store, task, name)
     todo = []
     for r in rows.itertuples():
         meta = json.loads(r.meta or "{}")

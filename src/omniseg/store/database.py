@@ -534,3 +534,13 @@ def write_volume_mask(path: Path, mask: np.ndarray, grid: np.ndarray | None) -> 
                           np.eye(4) if grid is None else np.asarray(grid, float))
     nib.save(img, str(path.with_name(path.name + ".nii.gz")))
     os.replace(path.with_name(path.name + ".nii.gz"), path)  # nibabel picks gzip by the name's ending
+
+
+def count_rows(path: Path, tables: tuple[str, ...]) -> int | None:
+    """Rows in ``tables`` of the SQLite file at ``path`` together; None when it cannot be read as one (a command
+    removes the store and archive it created but never wrote to)."""
+    try:
+        with sqlite3.connect(path) as db:
+            return sum(db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables)
+    except sqlite3.Error:
+        return None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..store import results, runs as store_runs
 from ..store.database import Store
 
 
@@ -34,9 +35,8 @@ def endpoints(store: Store, task: str) -> dict[str, list[str]]:
     """API model -> the endpoints its answers came from that are not its provider's default."""
     from .. import models
 
-    kinds = dict(store.db.execute("SELECT model, kind FROM models WHERE task = ?", (task,)).fetchall())
-    rows = store.db.execute("SELECT DISTINCT model, json_extract(meta, '$.endpoint') FROM predictions WHERE task = ?"
-                            " AND json_extract(meta, '$.endpoint') IS NOT NULL ORDER BY 1, 2", (task,)).fetchall()
+    kinds = store_runs.kinds(store, task)
+    rows = results.endpoints(store, task)
     out: dict[str, list[str]] = {}
     for model, url in rows:
         try:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import OmnisegError
+from ..store import results
 from ..store.database import Store
 
 
@@ -35,21 +36,14 @@ def default_reference(store: Store, task: str) -> str:
 
 def scored_split(store: Store, task: str, reference: str) -> str:
     """The split the reference model's scores cover: 'train', 'test', or 'all' when both."""
-    splits = store.query("SELECT DISTINCT s.split FROM scores c JOIN samples s ON s.task = c.task AND"
-                         " s.sample_id = c.sample_id WHERE c.task = ? AND c.model = ?", (task, reference))["split"]
-    return splits.iloc[0] if len(splits) == 1 else "all"
+    splits = results.scored_splits(store, task, reference)
+    return splits[0] if len(splits) == 1 else "all"
 
 
 def _scores(store: Store, task: str, model: str, metric: str, split: str) -> pd.DataFrame:
-    where = "" if split == "all" else "AND s.split = ?"
-    params = (task, model) + (() if split == "all" else (split,))
-    df = store.query(
-        f"SELECT c.sample_id, s.split, c.{metric} AS value FROM scores c JOIN samples s"
-        f" ON s.task = c.task AND s.sample_id = c.sample_id WHERE c.task = ? AND c.model = ? {where}",
-        params,
-    )
+    df = results.metric_of(store, task, model, metric, split)
     if df.empty:
-        known = store.query("SELECT DISTINCT model FROM scores WHERE task = ?", (task,))["model"].tolist()
+        known = results.scored_models(store, task)
         raise OmnisegError(
             f"no scores of model {model!r} for task {task!r} on split {split!r} in {store.path}"
             f" (models with scores: {', '.join(known) or 'none'}); run `omniseg run --task {task} --models {model}`"

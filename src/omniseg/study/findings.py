@@ -13,12 +13,13 @@ import pandas as pd
 
 from . import caveats, claims
 from .numbers import figure, p_value
+from ..store import subsets as store_subsets
 from ..store.database import Store
 
 
 def subsets_of(store: Store, task: str) -> tuple[dict[str, list[str]], dict[str, str]]:
     """subset -> sample ids (in rank order), and subset -> the model (or 'image') that chose it."""
-    rows = store.query("SELECT subset, sample_id, reference FROM subsets WHERE task = ? ORDER BY subset, rank", (task,))
+    rows = store_subsets.members(store, task)
     ids = {s: g["sample_id"].tolist() for s, g in rows.groupby("subset", sort=True)}
     chosen = {s: g["reference"].iloc[0] for s, g in rows.groupby("subset", sort=True)}
     return ids, chosen

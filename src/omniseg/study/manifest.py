@@ -13,6 +13,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+from ..store import bookings, results, runs as store_runs, subsets as store_subsets
 from ..store.database import Store
 
 PACKAGES = ("numpy", "pandas", "scipy", "scikit-image", "pillow", "torch", "segmentation-models-pytorch",
@@ -78,25 +79,13 @@ def build(store: Store, tasks: list[str], split: str) -> dict:
     doc: dict = {"omniseg_version": __version__, "git_commit": git_commit(),
                  "packages": {p: _version(p) for p in PACKAGES}, "split": split, "tasks": {}}
     for task in tasks:
-        runs = store.query("SELECT run_id, split, models, status, config, config_hash, split_fingerprint,"
-                           " omniseg_version, argv, summary FROM runs WHERE task = ? ORDER BY run_id", (task,))
-        models = store.query("SELECT model, kind, signature, signature_hash FROM models WHERE task = ? ORDER BY model",
-                             (task,))
-        versions = store.query("SELECT model, model_version, COUNT(*) n FROM api_calls WHERE task = ? AND"
-                               " model_version IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2", (task,))
-        api = store.query(
-            "SELECT model, COUNT(*) AS calls, SUM(outcome = 'answered') AS answered, SUM(outcome = 'recovered') AS recovered,"
-            " SUM(outcome = 'error') AS errors,"
-            " SUM(outcome = 'cache_hit') AS cache_hits, SUM(CASE WHEN outcome != 'cache_hit' THEN prompt_tokens END)"
-            " AS prompt_tokens, SUM(CASE WHEN outcome != 'cache_hit' THEN output_tokens END) AS output_tokens,"
-            " SUM(CASE WHEN outcome != 'cache_hit' THEN thoughts_tokens END) AS thoughts_tokens,"
-            " ROUND(SUM(cost_usd), 6) AS cost_usd, "
-            + ("SUM(cost_known = 0)" if "cost_known" in store.columns("api_calls") else "0")
-            + " AS calls_of_unknown_cost FROM api_calls WHERE task = ? GROUP BY model ORDER BY model", (task,))
-        subsets = store.query("SELECT subset, reference, metric, split, COUNT(*) n FROM subsets WHERE task = ?"
-                              " GROUP BY 1, 2, 3, 4 ORDER BY 1", (task,))
+        runs = store_runs.of_task(store, task)
+        models = store_runs.signatures(store, task)
+        versions = bookings.versions_of_task(store, task)
+        api = bookings.tallies(store, task)
+        subsets = store_subsets.summary(store, task)
         # the models the report compares: a subset chosen by one of them is selected on its own score
-        compared = set(store.query("SELECT DISTINCT model FROM predictions WHERE task = ?", (task,))["model"])
+        compared = results.predicted_models(store, task)
         states = store.run_states(task)
         doc["tasks"][task] = {
             "runs": [{"run_id": int(r.run_id), "split": r.split, "models": json.loads(r.models), "status": r.status,

@@ -20,6 +20,7 @@ from . import adequacy, caveats, findings, manifest, routing, stats
 from .numbers import p_value
 from .review import agreement as review_agreement, claim as review_claim
 from ..scoring.metrics import SCORE_COLUMNS
+from ..store import results, subsets as store_subsets
 from ..store.database import Store
 from ..store.schema import file_name
 
@@ -41,33 +42,8 @@ ROUTING_SHARES = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)
 
 
 def per_image(store: Store, task: str | None = None, split: str = "test") -> pd.DataFrame:
-    score_cols = store.score_columns()
-    cond, params = [], []
-    if task:
-        cond.append("p.task = ?")
-        params.append(task)
-    if split != "all":
-        cond.append("s.split = ?")
-        params.append(split)
-    where = ("WHERE " + " AND ".join(cond)) if cond else ""
-    df = store.query(
-        f"""SELECT p.task, s.split, p.sample_id, p.model, p.status, p.reason,
-                   e.rank AS easiest_rank, h.rank AS hardest_rank,
-                   {", ".join("c." + c for c in score_cols)},
-                   json_extract(p.meta, '$.answer_form') AS answer_form,
-                   json_extract(p.meta, '$.confidence') AS confidence, p.elapsed_s, p.mask_path,
-                   mo.kind AS kind, mo.role AS role,
-                   COALESCE(json_extract(mo.signature, '$.privileged'), 0) AS privileged
-            FROM predictions p
-            LEFT JOIN models mo ON mo.task = p.task AND mo.model = p.model
-            JOIN samples s ON s.task = p.task AND s.sample_id = p.sample_id
-            LEFT JOIN scores c ON c.task = p.task AND c.sample_id = p.sample_id AND c.model = p.model
-            LEFT JOIN subsets e ON e.task = p.task AND e.sample_id = p.sample_id AND e.subset = 'easiest'
-            LEFT JOIN subsets h ON h.task = p.task AND h.sample_id = p.sample_id AND h.subset = 'hardest'
-            {where}
-            ORDER BY p.task, p.model, p.sample_id""",
-        tuple(params),
-    )
+    """per_image.csv's rows (docs/outputs.md): the store's result rows with each model's role and privilege."""
+    df = results.per_image(store, task, split)
     for col in ("easiest_rank", "hardest_rank"):
         df[col] = df[col].astype("Int64")
     from ..models import role_of
@@ -75,7 +51,7 @@ def per_image(store: Store, task: str | None = None, split: str = "test") -> pd.
     df["role"] = [role_of(k or "", r) for k, r in zip(df["kind"], df["role"])]
     df["privileged"] = df["privileged"].fillna(0).astype(bool)
     head, tail = PER_IMAGE_COLUMNS[:8], PER_IMAGE_COLUMNS[-_TAIL:]
-    return df[head + score_cols + tail]
+    return df[head + store.score_columns() + tail]
 
 
 def _subset(df: pd.DataFrame, subset: str) -> pd.DataFrame:
@@ -255,8 +231,7 @@ def _roles(store: Store, task: str, models: list[str], specialist: str | None, o
     specs = [specialist] if specialist else [m for m in models if roles.get(m) == "specialist" and m not in privileged]
     omnis = [omnimodel] if omnimodel else [m for m in models if roles.get(m) == "omnimodel" and m not in privileged]
     founds = [m for m in models if roles.get(m) == "foundation" and m not in privileged]
-    picked = store.query("SELECT DISTINCT reference FROM subsets WHERE task = ? AND subset = 'easiest'",
-                         (task,))["reference"].tolist()
+    picked = store_subsets.references(store, task)
     configured = ((store.last_config(task) or {}).get("curation") or {}).get("reference")
     reference = specialist or next((m for m in picked + [configured] + specs if m in models and m not in privileged),
                                    None)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..store import results
 from ..store.database import Store
 from .figures import overlay
 from .recorded import recorded_samples
@@ -159,8 +160,7 @@ def _summary_rows(summary: pd.DataFrame) -> list[dict]:
 
 def _answer_heads(store: Store, df: pd.DataFrame) -> dict[tuple[str, str, str], str]:
     """The start of each API model's raw answer (as the row recorded it), for the case view."""
-    got = store.query("SELECT task, sample_id, model, json_extract(meta, '$.answer_head') AS head FROM predictions"
-                      " WHERE json_extract(meta, '$.answer_head') IS NOT NULL")
+    got = results.answer_heads(store)
     return {(r.task, r.sample_id, r.model): r.head for r in got.itertuples(index=False) if r.head}
 
 

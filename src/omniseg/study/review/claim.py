@@ -16,6 +16,7 @@ import pandas as pd
 
 from .. import caveats, claims, stats
 from ..numbers import figure, p_value
+from ...store import reviews as store_reviews
 from ...store.database import Store
 from . import agreement as agreement_mod
 from .items import read_bits, read_mask
@@ -31,11 +32,7 @@ REVIEW_COLUMNS = ["task", "model", "role", "regions", "reviewed", "real_findings
 
 def reviews(store: Store, task: str) -> pd.DataFrame:
     """Every answer given on the task's items (none in a store older than the review tables)."""
-    if not store.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'reviews'").fetchone():
-        return pd.DataFrame(columns=["item_id", "reviewer", "verdict", "note", "seconds", "sample_id", "side"])
-    return store.query("SELECT r.item_id, r.reviewer, r.verdict, r.note, r.seconds, i.sample_id, i.side "
-                       "FROM reviews r JOIN review_items i ON i.task = r.task AND i.item_id = r.item_id "
-                       "WHERE r.task = ? ORDER BY r.item_id, r.reviewer", (task,))
+    return store_reviews.answers(store, task)
 
 
 def consensus(answers: pd.DataFrame) -> pd.Series:

@@ -19,6 +19,7 @@ from typing import Iterable
 import numpy as np
 
 from ...errors import OmnisegError, unknown_name
+from ...store import results, reviews as store_reviews, subsets as store_subsets
 from ...store.database import Store
 
 SIDES = ("model-only", "reference-only")
@@ -137,27 +138,18 @@ def build(store: Store, task: str, *, models: Iterable[str] | None = None, subse
                            "with --models")
     options = {"models": models, "subset": subset, "split": split, "max": int(max_items), "min_area": int(min_area),
                "seed": int(seed)}
-    where, params = ["p.task = ?", "p.status = 'ok'", f"p.model IN ({','.join('?' * len(models))})"], [task, *models]
-    if subset:
-        if not len(store.query("SELECT 1 FROM subsets WHERE task = ? AND subset = ? LIMIT 1", (task, subset))):
-            raise OmnisegError(f"task {task!r} has no subset {subset!r}: run `omniseg curate` first")
-        where.append("p.sample_id IN (SELECT sample_id FROM subsets WHERE task = ? AND subset = ?)")
-        params += [task, subset]
-    elif split != "all":
-        where.append("s.split = ?")
-        params.append(split)
-    rows = store.query(f"SELECT p.sample_id, p.model, p.mask_path, p.created_at FROM predictions p JOIN samples s "
-                       f"ON s.task = p.task AND s.sample_id = p.sample_id WHERE {' AND '.join(where)} "
-                       "ORDER BY p.sample_id, p.model", tuple(params))
+    if subset and not store_subsets.exists(store, task, subset):
+        raise OmnisegError(f"task {task!r} has no subset {subset!r}: run `omniseg curate` first")
+    rows = results.ok_masks(store, task, models, subset, split)
     # what the items were drawn from: predictions added (a merge) or redone (--force) since make them stale
     basis = hashlib.sha256(rows.to_json(orient="values", double_precision=15).encode()).hexdigest()[:16]
-    have = store.query("SELECT options FROM review_sets WHERE task = ?", (task,))
-    built = json.loads(have["options"][0]) if len(have) else None
+    have = store_reviews.built_options(store, task)
+    built = json.loads(have) if have is not None else None
     same = built is not None and {k: v for k, v in built.items() if k != "basis"} == options
     fresh = same and built.get("basis", basis) == basis  # a store from before the basis was kept: taken as fresh
     if fresh and not rebuild:
         return counts(store, task)
-    answers = int(store.query("SELECT COUNT(*) AS n FROM reviews WHERE task = ?", (task,))["n"][0])
+    answers = store_reviews.answer_count(store, task)
     if built is not None and answers and not rebuild:
         why = ("the predictions the review items were drawn from changed since they were built (a merge or a "
                f"--force run; {len(rows)} now)" if same else "the review items were built with other options "
@@ -193,8 +185,7 @@ def build(store: Store, task: str, *, models: Iterable[str] | None = None, subse
 
 
 def counts(store: Store, task: str) -> dict:
-    rows = store.query("SELECT side, COUNT(*) AS n FROM review_items WHERE task = ? GROUP BY side", (task,))
-    got = dict(zip(rows["side"], rows["n"].astype(int)))
+    got = store_reviews.sides(store, task)
     return {"items": sum(got.values()), **{side: got.get(side, 0) for side in SIDES}}
 
 
@@ -203,7 +194,7 @@ def order(store: Store, task: str, reviewer: str, seed: int | None = None) -> tu
     their first start, and the same at every later one."""
     if not reviewer.strip():
         raise OmnisegError("--reviewer: give a name (it is stored with each answer)")
-    ids = store.query("SELECT item_id FROM review_items WHERE task = ? ORDER BY item_id", (task,))["item_id"].tolist()
+    ids = store_reviews.item_ids(store, task)
     if not ids:
         raise OmnisegError(f"task {task!r} has no review items: build them with `omniseg review --task {task}`")
     seed = secrets.randbits(31) if seed is None else int(seed)
@@ -249,9 +240,6 @@ def render(item: dict, image: np.ndarray, ref: np.ndarray, max_side: int = 1024)
 
 def load(store: Store, task: str) -> dict[str, dict]:
     """item id -> the item's row (region as PNG bytes, ``bbox``), with the models it is credited to."""
-    rows = store.db.execute("SELECT * FROM review_items WHERE task = ?", (task,)).fetchall()
-    credits: dict[str, list[str]] = {}
-    for r in store.db.execute("SELECT item_id, model FROM review_credits WHERE task = ? ORDER BY model", (task,)):
-        credits.setdefault(r[0], []).append(r[1])
+    rows, credits = store_reviews.items(store, task)
     return {r["item_id"]: {**dict(r), "bbox": (r["y0"], r["x0"], r["y1"], r["x1"]), "models": credits.get(r["item_id"], [])}
             for r in rows}

@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 
+from ...store import reviews as store_reviews
 from ...store.database import Store
 from . import items as items_mod
 from .claim import VERDICTS
@@ -46,9 +47,7 @@ def app(store: Store, task: str, reviewer: str, order: list[str], token: str, da
             await self.inner(scope, receive, send)
 
     def answered() -> dict[str, dict]:
-        rows = store.db.execute("SELECT item_id, verdict, note FROM reviews WHERE task=? AND reviewer=?",
-                                (task, reviewer)).fetchall()
-        return {r[0]: {"verdict": r[1], "note": r[2]} for r in rows}
+        return store_reviews.answers_of(store, task, reviewer)
 
     def state() -> dict:
         done = answered()
@@ -119,7 +118,7 @@ def serve(store: Store, task: str, reviewer: str, *, host: str = DEFAULT_HOST, p
     sock.listen(64)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if family == socket.AF_INET6 else host
-    done = store.db.execute("SELECT COUNT(*) FROM reviews WHERE task=? AND reviewer=?", (task, reviewer)).fetchone()[0]
+    done = store_reviews.answer_count(store, task, reviewer)
     say(f"review of {task} by {reviewer}: {len(order)} items, {done} answered (order seed {seed})")
     say(f"open http://{shown}:{bound}/?token={token}")
     say("answers are saved as they are given; Ctrl-C stops the server (start it again to go on)")

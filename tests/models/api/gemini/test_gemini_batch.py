@@ -13,7 +13,8 @@ import random
 
 import pytest
 
-from omniseg.evaluation.batch import JobBook, Settled, collect
+from omniseg.evaluation.batch import Settled, collect
+from omniseg.store.jobs import JobBook
 from omniseg.models.api.gemini import batch as gb
 from omniseg.store.database import Store
 
