@@ -44,8 +44,11 @@ class Slices(Dataset):
         self._refs_cache: list[SampleRef] | None = None
         self._volumes: dict[str, SampleRef] = {}
 
+    def check_root(self) -> None:
+        self.inner.check_root()
+
     def _missing(self) -> list[str]:
-        return self.inner._missing()
+        return []  # the volumes' dataset checks its own layout (check_root)
 
     def group(self, sample_id: str) -> str:
         """The volume a slice comes from: training holds out whole volumes for validation."""

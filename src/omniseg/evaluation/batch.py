@@ -102,7 +102,7 @@ def _submit_from(tmp: Path, book: JobBook, task: str, store: Store, ds, m, refs:
     inline: list | None = []  # kept in memory only while the job still fits the inline limit
     seen: dict[str, str] = {}  # cache key -> sample id (a duplicate image is asked once)
     size, worst = 0, 0.0
-    prompt = m._prompt()
+    prompt = m.prompt()
     with open(tmp, "w", encoding="utf-8") as f:
         for ref in progress_bar(refs, desc=f"batch input {m.name}", unit="img", disable=not progress):
             try:
@@ -116,7 +116,7 @@ def _submit_from(tmp: Path, book: JobBook, task: str, store: Store, ds, m, refs:
             line = json.dumps(line)
             f.write(line + "\n")
             size += len(line) + 1
-            worst += m._worst_cost((pixels.shape[1], pixels.shape[0]), prompt) * o.price.batch_factor
+            worst += m.worst_cost((pixels.shape[1], pixels.shape[0]), prompt) * o.price.batch_factor
             if inline is not None:
                 inline.append(inline_item)
                 if size > o.batch_inline_mb * 1e6 or o.batch_input == "file":
@@ -156,7 +156,7 @@ def _api(m, what: str, fn, *args):
     except OmnisegError:
         raise
     except Exception as e:
-        fail = m._failure(e)
+        fail = m.failure(e)
         raise OmnisegError(f"model {m.name!r}: cannot {what}: {fail.text}; rerun `omniseg run --batch` to try again "
                            "(a job the API did create is found again by name, never submitted twice)") from None
 
@@ -203,7 +203,7 @@ def wait(book: JobBook, m, row: dict, progress: bool) -> gemini_batch.JobStatus 
             try:
                 status = jobs.status(row["name"])
             except Exception as e:  # a poll that fails is tried again; a job the API no longer has is lost
-                fail = m._failure(e)
+                fail = m.failure(e)
                 if fail.code == 404:
                     book.update(row["job_key"], state="LOST", message=fail.text[:300])
                     return None

@@ -103,7 +103,7 @@ def reachable_models(options) -> list[str]:
     key = seg.api_key()
     if not key:
         raise OmnisegError(f"listing models needs an API key: set {' or '.join(KEY_VARIABLES)}")
-    client = seg._make_client(key)
+    client = seg.make_client(key)
     try:
         return sorted(m.name.removeprefix("models/") for m in client.models.list(config={"page_size": 50}))
     except Exception as e:  # no network, a refused key, a wrong base URL: one line

@@ -87,7 +87,7 @@ class FakeServer:
 
             def do_POST(self):
                 if not fake.post(self):
-                    fake._handle(self)
+                    fake.handle(self)
 
             def do_GET(self):
                 fake.get(self)
@@ -161,7 +161,7 @@ class FakeServer:
                              "status": reply.status, "model": req.model, "version": req.version,
                              "start": started, "end": time.monotonic(), **extra})
 
-    def _handle(self, h: BaseHTTPRequestHandler) -> None:
+    def handle(self, h: BaseHTTPRequestHandler) -> None:
         with self._lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)

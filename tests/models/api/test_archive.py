@@ -265,7 +265,7 @@ def test_how_an_answer_is_read_or_fetched_leaves_the_key_and_what_is_asked_chang
         if "prompt" in opts:
             opts = {**opts, "prompts": {"mine": opts.pop("prompt")}, "prompt": "mine"}
         seg = models.build(config.ModelConfig(name="g", kind="gemini", options=opts))
-        prompt = seg._prompt()
+        prompt = seg.prompt()
         return seg._request(sample, prompt)[2]
 
     base = key()

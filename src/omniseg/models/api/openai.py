@@ -99,7 +99,7 @@ class OpenAICompatible(RemoteSegmenter):
         return {k: v for k, v in (("max_tokens", o.max_output_tokens), ("temperature", o.temperature),
                                   ("seed", o.seed)) if v is not None}
 
-    def _make_client(self, key: str | None):
+    def make_client(self, key: str | None):
         import httpx2  # the HTTP client google-genai already brings (httpx's successor)
 
         headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -151,7 +151,7 @@ class OpenAICompatible(RemoteSegmenter):
             reply.blocked = "answer withheld by the endpoint's content filter"
         return reply
 
-    def _failure(self, err: BaseException) -> Failure:
+    def failure(self, err: BaseException) -> Failure:
         if isinstance(err, ApiHttpError):
             return Failure(err.code, self.redact(str(err)), retryable=err.code in RETRY_CODES, delay=err.retry_after)
         return Failure(None, self.redact(f"{type(err).__name__}: {err}"), retryable=transport_error(err))

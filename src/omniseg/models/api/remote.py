@@ -73,7 +73,7 @@ class RemoteSegmenter(Segmenter):
         """The address answers come from: the ``base_url`` option, else the provider's own."""
         return self.options.base_url or self.default_endpoint
 
-    def _make_client(self, key: str | None):
+    def make_client(self, key: str | None):
         raise NotImplementedError
 
     def _needs_key(self) -> bool:
@@ -98,7 +98,7 @@ class RemoteSegmenter(Segmenter):
     def _read(self, raw: str) -> Reply:
         raise NotImplementedError
 
-    def _failure(self, err: BaseException) -> Failure:
+    def failure(self, err: BaseException) -> Failure:
         raise NotImplementedError
 
     # -- identity -----------------------------------------------------------------------------
@@ -159,7 +159,7 @@ class RemoteSegmenter(Segmenter):
     _png = staticmethod(png_bytes)
     _est_input_tokens = staticmethod(estimate_input_tokens)
 
-    def _prompt(self) -> str:
+    def prompt(self) -> str:
         return self.template().format(target=self.options.target)
 
     def _request(self, sample: Sample, prompt: str) -> tuple[np.ndarray, dict, str]:
@@ -180,13 +180,13 @@ class RemoteSegmenter(Segmenter):
         p = self.options.price
         return (prompt_tokens * p.input_per_mtok + output_tokens * p.output_per_mtok) / 1e6
 
-    def _worst_cost(self, size: tuple[int, int], prompt: str) -> float:
+    def worst_cost(self, size: tuple[int, int], prompt: str) -> float:
         return self._cost(int(self._est_input_tokens(size, prompt) * 1.5), self.options.max_output_tokens)
 
     def estimate(self, samples: list[Sample]) -> dict[str, Any]:
         calls = cached = 0
         cost = 0.0
-        prompt = self._prompt()
+        prompt = self.prompt()
         for s in samples:
             pixels, _, key = self._request(s, prompt)
             if not self.context.refresh and self._kept(key) is not None:
@@ -256,7 +256,7 @@ class RemoteSegmenter(Segmenter):
     # flight stays filled across the runner's chunks (it submits chunk k+1 before collecting chunk k).
     def submit(self, samples: list[Sample]) -> list[concurrent.futures.Future]:
         loop = self._event_loop()
-        prompt = self._prompt()
+        prompt = self.prompt()
         futures = []
         for s in samples:
             try:
@@ -334,7 +334,7 @@ class RemoteSegmenter(Segmenter):
                 key = self.api_key()
                 if self.key_variables and not key and self._needs_key():
                     raise OmnisegError(f"model {self.name!r} needs an API key: set {' or '.join(self.key_variables)}")
-                self._client_obj = self._make_client(key)
+                self._client_obj = self.make_client(key)
             return self._client_obj
 
     def close(self) -> None:
@@ -364,7 +364,7 @@ class RemoteSegmenter(Segmenter):
         o = self.options
         h, w = sample.image.shape[:2]
         size = (pixels.shape[1], pixels.shape[0])
-        worst = self._worst_cost(size, prompt)
+        worst = self.worst_cost(size, prompt)
         payload = client = None
         calls: list[dict] = []
 
@@ -411,7 +411,7 @@ class RemoteSegmenter(Segmenter):
             if err is None:
                 self.spent += booking["cost_usd"] if booking["cost_known"] else worst
                 break
-            fail = self._failure(err)
+            fail = self.failure(err)
             calls.append({"attempt": attempt, "outcome": "error", "http_status": fail.code, "latency_s": latency,
                           "cost_usd": 0.0, "cache_key": key, "error": fail.text[:300]})
             if fail.per_day:

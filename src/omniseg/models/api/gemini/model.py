@@ -169,14 +169,14 @@ class Gemini(RemoteSegmenter):
                 g["image_size"] = o.image_size
         return g
 
-    def _worst_cost(self, size: tuple[int, int], prompt: str) -> float:
+    def worst_cost(self, size: tuple[int, int], prompt: str) -> float:
         thinking = max(self.options.thinking_budget or 0, 0)
         return self._cost(int(self._est_input_tokens(size, prompt) * 1.5), self.options.max_output_tokens + thinking)
 
     def _needs_key(self) -> bool:
         return not self.options.vertexai
 
-    def _make_client(self, key: str | None):
+    def make_client(self, key: str | None):
         from google import genai
         from google.genai import types
 
@@ -302,7 +302,7 @@ class Gemini(RemoteSegmenter):
                 break
         return reply
 
-    def _failure(self, err: BaseException) -> Failure:
+    def failure(self, err: BaseException) -> Failure:
         """What a failed call was: the HTTP status decides whether to retry, whatever the body held."""
         from google.genai import errors
 
