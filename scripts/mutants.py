@@ -79,7 +79,7 @@ MUTANTS = [
       "src/omniseg/study/report.py", 'models = sorted(g["model"].unique())', 'models = list(set(g["model"].unique()))',
       T + "study/test_report.py::test_full_report_folder_is_complete_consistent_and_deterministic"),
     m("train-last-epoch", "the last epoch saved instead of the best",
-      "src/omniseg/training/train.py", "if val_dice > best:", "if True:",
+      "src/omniseg/training/train.py", "if val_dice > self.best:", "if True:",
       T + "training/test_train.py::test_the_checkpoint_is_the_best_epoch_of_the_log"),
     m("box-axes-both-sides", "box_2d read as [x0, y0, x1, y1] by the decoder and written so by the fake",
       "src/omniseg/models/api/decoders.py", "y0, x0, y1, x1 = clipped", "x0, y0, x1, y1 = clipped",

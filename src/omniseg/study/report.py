@@ -11,6 +11,7 @@ with a note when the data is not there.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -369,13 +370,22 @@ def _runs_lines(store: Store, task: str) -> list[str]:
     return lines + [""]
 
 
+@dataclass
+class _Tables:
+    """The per-task tables the report folder writes beside report.md, gathered over the tasks."""
+
+    routes: list = field(default_factory=list)
+    claims: list = field(default_factory=list)
+    reviews: list = field(default_factory=list)
+    agreements: list = field(default_factory=list)
+    decompositions: list = field(default_factory=list)
+
+
 def write(store: Store, out: str | Path, *, task: str | None = None, split: str = "test", figures: bool = True,
           k: int = 4, specialist: str | None = None, omnimodel: str | None = None, html: bool = True,
           latex: bool = False) -> dict[str, Path]:
     """Write the report folder; returns the paths written (figures under ``figures/``, thumbnails of
     report.html under ``thumbs/``)."""
-    from . import figures as fig
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     df = per_image(store, task, split)
@@ -396,153 +406,21 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
         g = df[df["task"] == t]
         roles[t] = _roles(store, t, sorted(g["model"].unique()), specialist, omnimodel, set(g.loc[g["privileged"], "model"]))
         trained += adequacy.records(store, t, roles[t][0], summary)
-    undertrained = {(r.task, r.model) for r in trained if not r.adequate}
-    preamble = (f"Split `{split}`. Per image: Dice and IoU as mean ± standard deviation, median, and a 95% percentile "
-                "bootstrap interval of the mean; failed predictions count as empty masks (see failure rate). "
-                "Comparisons are paired on the images both models scored: mean difference (A − B) with its bootstrap "
-                f"interval, Wilcoxon signed-rank p-value, and wins/ties/losses of A. Below {stats.MIN_N} images no "
-                "interval, p-value or verdict is given: it would mean nothing. `manifest.json` says what produced every "
-                "number.")
+    preamble = _preamble(split)
     md = ["# omniseg report" + (" — DEMO (generated data, a stand-in omnimodel: no study result)" if demo else ""), "",
           *adequacy.top_lines(trained), *([""] if trained else []), preamble, ""]
-    routes, claim_tables, review_tables, agreements, decompositions = [], [], [], [], []
-    figdir = out / "figures"
+    tables = _Tables()
     sections: dict[str, list[str]] = {}  # task -> its part of report.md (report.html shows the same)
     for t in tasks:
-        first = len(md)
-        g = df[df["task"] == t]
-        models = sorted(g["model"].unique())
-        cautions = [f"**Undertrained specialist** `{r.model}`: {r.why()}." for r in trained
-                    if r.task == t and not r.adequate] + caveats.lines(store, t, summary[summary["task"] == t])
-        tag = caveats.demo_tag(store, t)
-        unit, tau = _distance_unit(store, t)
-        md += [f"## {t}{tag}", "",
-               *(["Read this first:", "", *[f"- {c}" for c in cautions], ""] if cautions else []), *_runs_lines(store, t),
-               "| subset | model | n | " + ("Dice (demo)" if caveats.is_demo(store, t) else "Dice")
-               + f" | median | 95% CI | IoU | precision | recall | HD95 ({unit}), median | NSD (τ = {tau:g} {unit}) "
-               "| failure rate |",
-               "|---|---|---:|---|---:|---|---|---:|---:|---:|---:|---:|"]
-        privileged = set(g.loc[g["privileged"], "model"])
-        mark = lambda m: f"{m} (privileged)" if m in privileged else m  # noqa: E731
-        for r in summary[summary["task"] == t].itertuples(index=False):
-            fr = "–" if pd.isna(r.failure_rate) else f"{r.failure_rate:.1%}"
-            md.append(f"| {r.subset} | {mark(r.model)} | {r.n} | {_fmt(r.dice_mean, r.dice_std)} | {r.dice_median:.3f} | "
-                      f"{_ci(r.dice_ci_low, r.dice_ci_high, r.n)} | {_fmt(r.iou_mean, r.iou_std)} | "
-                      f"{r.precision_mean:.3f} | {r.recall_mean:.3f} | {_num(r.hd95_median, '.2f')} | "
-                      f"{_num(getattr(r, 'nsd_mean', float('nan')), '.3f')} | {fr} |")
-        if privileged:
-            md += ["", f"**Privileged** ({', '.join(f'`{m}`' for m in sorted(privileged))}): told where the target is "
-                   "(SAM 3's box-oracle prompts with the reference mask's bounding box). An upper bound of what a prompt "
-                   "can do, not a contender: left out of the claims and the routing."]
-        md += _localisation_md(g, summary[(summary["task"] == t) & (summary["subset"] == "all")], mark)
-        cmp_t = comparisons[comparisons["task"] == t]
-        picked_by = _pickers(store, t)
-        if len(picked_by):
-            md += _selection_note(picked_by, "summary")
-        if len(cmp_t):
-            tested = int(cmp_t["p_wilcoxon"].notna().sum())
-            md += ["", "Paired comparisons (Dice):", "",
-                   "| subset | A − B | n | mean difference | 95% CI | Wilcoxon p" + (" (Holm)" if tested > 1 else "")
-                   + " | A wins / ties / losses |", "|---|---|---:|---:|---|---:|---|"]
-            for r in cmp_t.itertuples(index=False):
-                biased = " †" if picked_by.get(r.subset) in (r.model_a, r.model_b) else ""
-                md.append(f"| {r.subset} | {mark(r.model_a)} − {mark(r.model_b)}{biased} | {r.n} | {r.mean_diff:+.3f} | "
-                          f"{_ci(r.diff_ci_low, r.diff_ci_high, r.n)} | {_p(r.p_holm, r.n)} | {r.wins} / {r.ties} / {r.losses} |")
-            if tested > 1:
-                md += ["", f"p-values adjusted for the {tested} comparisons of this table (Holm's step-down method, "
-                       "family-wise error); comparisons.csv keeps the raw ones (p_wilcoxon) beside them (p_holm)."]
-            if any(picked_by.get(r.subset) in (r.model_a, r.model_b) for r in cmp_t.itertuples(index=False)):
-                md += _selection_note(picked_by, "paired")
-        specs, omnis, founds, ref = roles[t]
-        split_up = decomposition(g, store.signatures(t), specs)
-        md += _decomposition_md(split_up)
-        decompositions += [d.assign(task=t) for d in split_up]
-        pairs = [(sp, om) for sp in specs for om in omnis + founds if sp != om]
-        curves = {}
-        for sp, om in pairs:
-            curve = route(g, sp, om)
-            if curve is None:
-                md += ["", f"Routing: `{sp}` recorded no confidence (no probability map), so no routing curve to `{om}`."]
-                continue
-            curve.insert(0, "task", t)
-            curve.insert(1, "specialist", sp)
-            curve.insert(2, "omnimodel", om)
-            routes.append(curve)
-            curves[(sp, om)] = curve
-            md += _routing_md(curve, sp, om)
-        stem = file_name(t)  # a task name from the store never reaches a path unchecked
-        if figures:
-            figdir.mkdir(exist_ok=True)
-        lines, table = findings.section(store, t, g, ref, omnis, figdir if figures else None, stem, foundations=founds)
-        if (t, ref) in undertrained:
-            lines = [x + f" — against an undertrained specialist (`{ref}`: see the top)" if x.startswith("### Findings")
-                     else x for x in lines]
-        md += lines
-        if table is not None:
-            claim_tables.append(table)
-        contenders = [(o, "omnimodel") for o in omnis if o != ref] + [(f, "foundation") for f in founds if f != ref]
-        lines, table, reviewed, agreed = review_claim.section(store, t, g, ref, contenders, store.roles(t))
-        md += lines
-        if table is not None:
-            claim_tables.append(table)
-        if reviewed is not None:
-            review_tables.append(reviewed)
-        if agreed is not None:
-            agreements.append(agreed)
-        if figures:
-            md += ["", f"### Figures{tag}", ""]
-            bp = g.assign(subset_all=True, subset_easiest=g["easiest_rank"].notna(), subset_hardest=g["hardest_rank"].notna())
-            p = fig.boxplots(bp, models, figdir / f"{stem}_boxplots.png", f"{t}: Dice per image")
-            md.append(f"![{t} box plots](figures/{p.name})")
-            # the specialist against each contender; with none, against its best floor (never two floors)
-            against = [(ref, om) for om in omnis + founds if ref and om != ref] or _fallback_pair(g, ref)
-            for x, y in against:
-                wide = g.pivot(index="sample_id", columns="model", values="dice")[[x, y]].dropna()
-                ranks = g.drop_duplicates("sample_id").set_index("sample_id")
-                subset = np.where(ranks.loc[wide.index, "easiest_rank"].notna(), "easiest",
-                                  np.where(ranks.loc[wide.index, "hardest_rank"].notna(), "hardest", "other"))
-                name = f"{stem}_scatter.png" if len(against) == 1 else f"{stem}_scatter_{file_name(y, 60)}.png"
-                p = fig.paired_scatter(wide.assign(subset=subset), x, y, figdir / name, f"{t}: {x} against {y}, per image")
-                md.append(f"![{t} paired scatter](figures/{p.name})")
-            for (sp, om), curve in curves.items():
-                name = f"{stem}_routing.png" if len(curves) == 1 else \
-                    f"{stem}_routing_{file_name(sp, 60)}_{file_name(om, 60)}.png"
-                p = fig.routing_plot(curve, sp, om, figdir / name, f"{t}: complementary routing")
-                md.append(f"![{t} routing](figures/{p.name})")
-            rows = _montage_rows(store, t, g, models, k)
-            if isinstance(rows, str):
-                md.append(f"(case montage skipped: {rows})")
-            else:
-                p = fig.montage(rows, models, figdir / f"{stem}_cases.png",
-                                f"{t}: {k} easiest and {k} hardest cases (outline: ground truth)")
-                md.append(f"![{t} easiest and hardest cases](figures/{p.name})")
-        md.append("")
-        sections[t] = md[first:]
-    if claim_tables:
-        paths["claims"] = out / "claims.csv"
-        claims_df = pd.concat(claim_tables)
-        claims_df["demo"] = [caveats.is_demo(store, t) for t in claims_df["task"]]  # a demo's claims say so per row
-        claims_df.to_csv(paths["claims"], index=False, float_format="%.6g")
+        sections[t] = _task_section(store, t, df[df["task"] == t], summary, comparisons, roles[t], trained, tables,
+                                    out / "figures" if figures else None, k)
+        md += sections[t]
+    claims_df = _write_tables(store, out, tables, paths)
     if latex:
         from . import latex as latex_mod
 
-        paths["latex"] = latex_mod.write(out / "report.tex", tasks, summary, comparisons,
-                                         claims_df if claim_tables else None,
+        paths["latex"] = latex_mod.write(out / "report.tex", tasks, summary, comparisons, claims_df,
                                          {t: _distance_unit(store, t) for t in tasks})
-    if review_tables:
-        paths["review"] = out / "review.csv"
-        pd.concat(review_tables).to_csv(paths["review"], index=False, float_format="%.6g")
-    if agreements:
-        paths["review_agreement"] = out / "review_agreement.csv"
-        pd.DataFrame([{**a, "disagreements": " ".join(a["disagreements"])} for a in agreements],
-                     columns=review_agreement.AGREEMENT_COLUMNS).to_csv(paths["review_agreement"], index=False,
-                                                                        float_format="%.6g")
-    if decompositions:
-        paths["decomposition"] = out / "decomposition.csv"
-        pd.concat(decompositions)[DECOMPOSITION_COLUMNS].to_csv(paths["decomposition"], index=False, float_format="%.6f")
-    if routes:
-        paths["routing"] = out / "routing.csv"
-        pd.concat(routes).to_csv(paths["routing"], index=False, float_format="%.6f")
     paths["markdown"].write_text("\n".join(md))
     if html:
         from . import report_html
@@ -550,3 +428,164 @@ def write(store: Store, out: str | Path, *, task: str | None = None, split: str 
         paths["html"] = report_html.write(store, out, df, summary, split, sections=sections, title=md[0][2:],
                                           preamble=preamble)
     return paths
+
+
+def _preamble(split: str) -> str:
+    return (f"Split `{split}`. Per image: Dice and IoU as mean ± standard deviation, median, and a 95% percentile "
+            "bootstrap interval of the mean; failed predictions count as empty masks (see failure rate). "
+            "Comparisons are paired on the images both models scored: mean difference (A − B) with its bootstrap "
+            f"interval, Wilcoxon signed-rank p-value, and wins/ties/losses of A. Below {stats.MIN_N} images no "
+            "interval, p-value or verdict is given: it would mean nothing. `manifest.json` says what produced every "
+            "number.")
+
+
+def _task_section(store: Store, t: str, g: pd.DataFrame, summary: pd.DataFrame, comparisons: pd.DataFrame, roles,
+                  trained: list, tables: _Tables, figdir: Path | None, k: int) -> list[str]:
+    """One task's part of report.md (its tables gathered into ``tables``; figures drawn into ``figdir`` unless
+    None)."""
+    models = sorted(g["model"].unique())
+    cautions = [f"**Undertrained specialist** `{r.model}`: {r.why()}." for r in trained
+                if r.task == t and not r.adequate] + caveats.lines(store, t, summary[summary["task"] == t])
+    tag = caveats.demo_tag(store, t)
+    privileged = set(g.loc[g["privileged"], "model"])
+    mark = lambda m: f"{m} (privileged)" if m in privileged else m  # noqa: E731
+    md = [f"## {t}{tag}", "", *(["Read this first:", "", *[f"- {c}" for c in cautions], ""] if cautions else []),
+          *_runs_lines(store, t), *_scores_md(store, t, summary[summary["task"] == t], mark)]
+    if privileged:
+        md += ["", f"**Privileged** ({', '.join(f'`{m}`' for m in sorted(privileged))}): told where the target is "
+               "(SAM 3's box-oracle prompts with the reference mask's bounding box). An upper bound of what a prompt "
+               "can do, not a contender: left out of the claims and the routing."]
+    md += _localisation_md(g, summary[(summary["task"] == t) & (summary["subset"] == "all")], mark)
+    md += _comparisons_md(_pickers(store, t), comparisons[comparisons["task"] == t], mark)
+    specs, omnis, founds, ref = roles
+    split_up = decomposition(g, store.signatures(t), specs)
+    md += _decomposition_md(split_up)
+    tables.decompositions += [d.assign(task=t) for d in split_up]
+    curves = {}
+    for sp, om in [(sp, om) for sp in specs for om in omnis + founds if sp != om]:
+        curve = route(g, sp, om)
+        if curve is None:
+            md += ["", f"Routing: `{sp}` recorded no confidence (no probability map), so no routing curve to `{om}`."]
+            continue
+        curve.insert(0, "task", t)
+        curve.insert(1, "specialist", sp)
+        curve.insert(2, "omnimodel", om)
+        tables.routes.append(curve)
+        curves[(sp, om)] = curve
+        md += _routing_md(curve, sp, om)
+    stem = file_name(t)  # a task name from the store never reaches a path unchecked
+    if figdir is not None:
+        figdir.mkdir(exist_ok=True)
+    lines, table = findings.section(store, t, g, ref, omnis, figdir, stem, foundations=founds)
+    if any(r.task == t and r.model == ref and not r.adequate for r in trained):
+        lines = [x + f" — against an undertrained specialist (`{ref}`: see the top)" if x.startswith("### Findings")
+                 else x for x in lines]
+    md += lines
+    if table is not None:
+        tables.claims.append(table)
+    contenders = [(o, "omnimodel") for o in omnis if o != ref] + [(f, "foundation") for f in founds if f != ref]
+    lines, table, reviewed, agreed = review_claim.section(store, t, g, ref, contenders, store.roles(t))
+    md += lines
+    for kept, part in ((tables.claims, table), (tables.reviews, reviewed), (tables.agreements, agreed)):
+        if part is not None:
+            kept.append(part)
+    if figdir is not None:
+        md += ["", f"### Figures{tag}", "", *_figures_md(store, t, g, models, ref, omnis + founds, curves, figdir, k)]
+    return md + [""]
+
+
+def _scores_md(store: Store, t: str, summary: pd.DataFrame, mark) -> list[str]:
+    """The task's table of scores per subset and model."""
+    unit, tau = _distance_unit(store, t)
+    md = ["| subset | model | n | " + ("Dice (demo)" if caveats.is_demo(store, t) else "Dice")
+          + f" | median | 95% CI | IoU | precision | recall | HD95 ({unit}), median | NSD (τ = {tau:g} {unit}) "
+          "| failure rate |",
+          "|---|---|---:|---|---:|---|---|---:|---:|---:|---:|---:|"]
+    for r in summary.itertuples(index=False):
+        fr = "–" if pd.isna(r.failure_rate) else f"{r.failure_rate:.1%}"
+        md.append(f"| {r.subset} | {mark(r.model)} | {r.n} | {_fmt(r.dice_mean, r.dice_std)} | {r.dice_median:.3f} | "
+                  f"{_ci(r.dice_ci_low, r.dice_ci_high, r.n)} | {_fmt(r.iou_mean, r.iou_std)} | "
+                  f"{r.precision_mean:.3f} | {r.recall_mean:.3f} | {_num(r.hd95_median, '.2f')} | "
+                  f"{_num(getattr(r, 'nsd_mean', float('nan')), '.3f')} | {fr} |")
+    return md
+
+
+def _comparisons_md(picked_by: dict, cmp_t: pd.DataFrame, mark) -> list[str]:
+    """The selection note and the task's paired comparisons, † where a model is compared on cases it picked."""
+    md = _selection_note(picked_by, "summary") if len(picked_by) else []
+    if not len(cmp_t):
+        return md
+    tested = int(cmp_t["p_wilcoxon"].notna().sum())
+    md += ["", "Paired comparisons (Dice):", "",
+           "| subset | A − B | n | mean difference | 95% CI | Wilcoxon p" + (" (Holm)" if tested > 1 else "")
+           + " | A wins / ties / losses |", "|---|---|---:|---:|---|---:|---|"]
+    for r in cmp_t.itertuples(index=False):
+        biased = " †" if picked_by.get(r.subset) in (r.model_a, r.model_b) else ""
+        md.append(f"| {r.subset} | {mark(r.model_a)} − {mark(r.model_b)}{biased} | {r.n} | {r.mean_diff:+.3f} | "
+                  f"{_ci(r.diff_ci_low, r.diff_ci_high, r.n)} | {_p(r.p_holm, r.n)} | {r.wins} / {r.ties} / {r.losses} |")
+    if tested > 1:
+        md += ["", f"p-values adjusted for the {tested} comparisons of this table (Holm's step-down method, "
+               "family-wise error); comparisons.csv keeps the raw ones (p_wilcoxon) beside them (p_holm)."]
+    if any(picked_by.get(r.subset) in (r.model_a, r.model_b) for r in cmp_t.itertuples(index=False)):
+        md += _selection_note(picked_by, "paired")
+    return md
+
+
+def _figures_md(store: Store, t: str, g: pd.DataFrame, models: list[str], ref: str | None, contenders: list[str],
+                curves: dict, figdir: Path, k: int) -> list[str]:
+    """Draw the task's figures into ``figdir``; their Markdown lines."""
+    from . import figures as fig
+
+    stem = file_name(t)
+    bp = g.assign(subset_all=True, subset_easiest=g["easiest_rank"].notna(), subset_hardest=g["hardest_rank"].notna())
+    p = fig.boxplots(bp, models, figdir / f"{stem}_boxplots.png", f"{t}: Dice per image")
+    md = [f"![{t} box plots](figures/{p.name})"]
+    # the specialist against each contender; with none, against its best floor (never two floors)
+    against = [(ref, om) for om in contenders if ref and om != ref] or _fallback_pair(g, ref)
+    for x, y in against:
+        wide = g.pivot(index="sample_id", columns="model", values="dice")[[x, y]].dropna()
+        ranks = g.drop_duplicates("sample_id").set_index("sample_id")
+        subset = np.where(ranks.loc[wide.index, "easiest_rank"].notna(), "easiest",
+                          np.where(ranks.loc[wide.index, "hardest_rank"].notna(), "hardest", "other"))
+        name = f"{stem}_scatter.png" if len(against) == 1 else f"{stem}_scatter_{file_name(y, 60)}.png"
+        p = fig.paired_scatter(wide.assign(subset=subset), x, y, figdir / name, f"{t}: {x} against {y}, per image")
+        md.append(f"![{t} paired scatter](figures/{p.name})")
+    for (sp, om), curve in curves.items():
+        name = f"{stem}_routing.png" if len(curves) == 1 else f"{stem}_routing_{file_name(sp, 60)}_{file_name(om, 60)}.png"
+        p = fig.routing_plot(curve, sp, om, figdir / name, f"{t}: complementary routing")
+        md.append(f"![{t} routing](figures/{p.name})")
+    rows = _montage_rows(store, t, g, models, k)
+    if isinstance(rows, str):
+        md.append(f"(case montage skipped: {rows})")
+    else:
+        p = fig.montage(rows, models, figdir / f"{stem}_cases.png",
+                        f"{t}: {k} easiest and {k} hardest cases (outline: ground truth)")
+        md.append(f"![{t} easiest and hardest cases](figures/{p.name})")
+    return md
+
+
+def _write_tables(store: Store, out: Path, tables: _Tables, paths: dict[str, Path]) -> pd.DataFrame | None:
+    """claims.csv, review.csv, review_agreement.csv, decomposition.csv and routing.csv, each where there is a row
+    (added to ``paths``); returns the claims (None without any)."""
+    claims_df = None
+    if tables.claims:
+        paths["claims"] = out / "claims.csv"
+        claims_df = pd.concat(tables.claims)
+        claims_df["demo"] = [caveats.is_demo(store, t) for t in claims_df["task"]]  # a demo's claims say so per row
+        claims_df.to_csv(paths["claims"], index=False, float_format="%.6g")
+    if tables.reviews:
+        paths["review"] = out / "review.csv"
+        pd.concat(tables.reviews).to_csv(paths["review"], index=False, float_format="%.6g")
+    if tables.agreements:
+        paths["review_agreement"] = out / "review_agreement.csv"
+        pd.DataFrame([{**a, "disagreements": " ".join(a["disagreements"])} for a in tables.agreements],
+                     columns=review_agreement.AGREEMENT_COLUMNS).to_csv(paths["review_agreement"], index=False,
+                                                                        float_format="%.6g")
+    if tables.decompositions:
+        paths["decomposition"] = out / "decomposition.csv"
+        pd.concat(tables.decompositions)[DECOMPOSITION_COLUMNS].to_csv(paths["decomposition"], index=False,
+                                                                       float_format="%.6f")
+    if tables.routes:
+        paths["routing"] = out / "routing.csv"
+        pd.concat(tables.routes).to_csv(paths["routing"], index=False, float_format="%.6f")
+    return claims_df

@@ -103,190 +103,252 @@ def _lr_at(progress: float, cfg: TrainConfig, warm: float) -> float:
 
 def train(task: TaskConfig, cfg: TrainConfig, dataset, checkpoint: Path, *, device: str = "auto",
           progress: bool = True, resume: bool = True) -> TrainResult:
-    import torch
-    import torch.nn.functional as F
-    import segmentation_models_pytorch as smp
+    """Train the task's specialist by ``cfg`` into ``checkpoint`` (the best validation Dice), resuming a run that
+    stopped when ``resume``; see the module docstring."""
+    return Trainer(task, cfg, dataset, checkpoint, device=device, progress=progress, resume=resume).fit()
 
-    from ..scoring import metrics
-    from .data import DeviceAugment, cpu_has_bf16, load_split
 
-    started = time.perf_counter()  # the budget counts this command's whole time: loading and validation too
-    device = pick_device(device)
-    dev = torch.device(device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    spec = cfg.net
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and (dev.type == "cuda" or cpu_has_bf16()))
-    if cfg.precision == "auto" and dev.type == "cpu" and not bf16:
-        warnings.warn("precision auto: this CPU has no native bfloat16 (AVX512-BF16 or AMX), so training runs in fp32, "
-                      "several times slower than the bf16 figures in docs/specialists.md", stacklevel=2)
+class Trainer:
+    """One `omniseg train`, as nnU-Net's nnUNetTrainer: set up (device, data, network, optimizer, resume state) on
+    construction, then :meth:`fit` runs the epochs, each a train pass (:meth:`epoch`), a validation and a save
+    (:meth:`keep`). The order of every random draw is the recipe's: a resumed run continues the same sequence."""
 
-    cache_name = task.dataset.name
-    known = split_fingerprint(dataset.refs("train"))  # what a run compares with its own split (a volume's, not slices)
-    if dataset.volumetric:  # a 2-D network learns from the slices of the training volumes, windowed as it will see them
-        from ..config import SliceConfig
-        from ..datasets.slices import Slices
+    def __init__(self, task: TaskConfig, cfg: TrainConfig, dataset, checkpoint: Path, *, device: str = "auto",
+                 progress: bool = True, resume: bool = True):
+        import torch
 
-        slicing = task.slices or SliceConfig()
-        dataset = Slices(dataset, slicing)
-        cache_name += "-slices-" + hashlib.sha256(slicing.model_dump_json().encode()).hexdigest()[:8]
-    refs = dataset.refs("train")
-    if not refs:
-        raise OmnisegError(f"{task.task}: the training split is empty under {dataset.root}")
-    cached = spec.resize == "resize"  # fixed-size inputs: decoded once into arrays, augmented on the device
-    if cached:
-        arrays = load_split(dataset, cache_name, refs, spec, checkpoint.parent / "cache" if cfg.cache else None,
-                            _prepare, progress)
-        is_val = np.array([_val_part(dataset.group(i), cfg.val_fraction) for i in arrays.ids], bool)
-        fit_idx, val_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
-        fit_x = torch.from_numpy(np.ascontiguousarray(arrays.images[fit_idx])).to(dev)
-        fit_y = torch.from_numpy(np.ascontiguousarray(arrays.masks[fit_idx])).to(dev)
-        val = (torch.from_numpy(np.ascontiguousarray(arrays.images[val_idx])).to(dev),
-               torch.from_numpy(np.ascontiguousarray(arrays.masks[val_idx])).to(dev))
-        n_fit, n_val = len(fit_idx), len(val_idx)
-    else:
-        fit, val_pairs = [], []
-        for r in progress_bar(refs, desc="load training split", unit="img", disable=not progress):
-            try:
-                pair = _prepare(dataset.load(r), spec)
-            except SampleError:
-                continue
-            (val_pairs if _val_part(dataset.group(r.id), cfg.val_fraction) else fit).append(pair)
-        fit_x, fit_y = [p[0] for p in fit], [p[1] for p in fit]
-        val, n_fit, n_val = val_pairs, len(fit), len(val_pairs)
-    if n_fit < cfg.batch_size or not n_val:
-        raise OmnisegError(f"{task.task}: {n_fit} fit / {n_val} validation images is too few to train")
-    crop = cfg.crop or spec.input_size
+        from .data import cpu_has_bf16
 
-    net = build_net(spec, cfg.encoder_weights).to(dev)
-    if cfg.channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    forward = torch.compile(net) if cfg.compile else net
-    base_lr = cfg.lr * cfg.batch_size / cfg.lr_reference_batch  # batch size and learning rate scaled together
-    opt = torch.optim.AdamW(net.parameters(), lr=base_lr, weight_decay=cfg.weight_decay)
-    dice_loss = smp.losses.DiceLoss("binary", from_logits=True)
-    state_path = checkpoint.with_name(checkpoint.name + ".resume")
-    log_path = checkpoint.with_suffix(".log.csv")
-    start_epoch, best, elapsed, seen = 0, -1.0, 0.0, 0
-    gen = torch.Generator().manual_seed(cfg.seed)
-    rng = random.Random(cfg.seed)
-    if resume and state_path.is_file():
-        st = torch.load(state_path, map_location="cpu", weights_only=False)
-        if _recipe(st.get("train") or {}) != _recipe(cfg.model_dump(mode="json")):
-            raise OmnisegError(f"{state_path} was made with another training configuration; delete it or use --no-resume")
-        net.load_state_dict(st["net"])
-        opt.load_state_dict(st["opt"])
-        start_epoch, best, elapsed, seen = st["epoch"], st["best"], st["elapsed"], st.get("seen", 0)
-        gen.set_state(st["gen"])
-        rng.setstate(st["rng"])
-    elif log_path.exists():
-        log_path.unlink()
-    augment = DeviceAugment(spec, cfg.augment, gen, dev, cfg.channels_last)
-    autocast = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16)  # noqa: E731
+        self.started = time.perf_counter()  # the budget counts this command's whole time: loading and validation too
+        self.task, self.cfg, self.checkpoint, self.progress = task, cfg, checkpoint, progress
+        self.device = pick_device(device)
+        self.dev = torch.device(self.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self.spec = cfg.net
+        self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and (self.dev.type == "cuda" or cpu_has_bf16()))
+        if cfg.precision == "auto" and self.dev.type == "cpu" and not self.bf16:
+            warnings.warn("precision auto: this CPU has no native bfloat16 (AVX512-BF16 or AMX), so training runs in "
+                          "fp32, several times slower than the bf16 figures in docs/specialists.md", stacklevel=3)
+        self.load_data(dataset)
+        self.build(resume)
 
-    steps_per_epoch = max(n_fit // cfg.batch_size, 1)
-    warm_frac = cfg.warmup_epochs / cfg.epochs
-    lr_cfg = cfg.model_copy(update={"lr": base_lr})
-    stopped = "epochs"
-    # the end of this command's share of the budget (a resumed run has used `elapsed` minutes of it already)
-    deadline = started + (cfg.max_minutes - elapsed) * 60 if cfg.max_minutes else math.inf
-    step_s = val_s = 0.0  # measured: the last step's and the last validation's seconds (what remains must fit)
-    # under a time budget, tqdm's own estimate (epochs left at this pace) can be hours past the budget's end: the bar
-    # shows the smaller of the two instead (time_left)
-    budgeted = {"bar_format": "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
-                "postfix": {"left": clock(deadline - time.perf_counter())}} if cfg.max_minutes else {}
-    bar = progress_bar(total=cfg.epochs, initial=start_epoch, desc=f"train {task.task}", unit="epoch",
-                       disable=not progress, **budgeted)
-    epochs_done = start_epoch
-    for epoch in range(start_epoch, cfg.epochs):
-        if best >= 0 and time.perf_counter() + step_s + val_s >= deadline:  # (never before a first checkpoint)
-            stopped = "time budget"
-            break
-        t0 = time.perf_counter()
-        net.train()
-        order = list(range(n_fit))
-        rng.shuffle(order)
+    def load_data(self, dataset) -> None:
+        """The fit and validation parts of the training split: decoded once into arrays on the device (resize
+        policy), or as full-size pairs (pad policy). A volume dataset gives the slices of its training volumes."""
+        import torch
+
+        from .data import load_split
+
+        task, cfg, spec = self.task, self.cfg, self.spec
+        cache_name = task.dataset.name
+        self.known = split_fingerprint(dataset.refs("train"))  # what a run compares with its split (volumes, not slices)
+        if dataset.volumetric:  # a 2-D network learns from the training volumes' slices, windowed as it will see them
+            from ..config import SliceConfig
+            from ..datasets.slices import Slices
+
+            slicing = task.slices or SliceConfig()
+            dataset = Slices(dataset, slicing)
+            cache_name += "-slices-" + hashlib.sha256(slicing.model_dump_json().encode()).hexdigest()[:8]
+        refs = dataset.refs("train")
+        if not refs:
+            raise OmnisegError(f"{task.task}: the training split is empty under {dataset.root}")
+        self.cached = spec.resize == "resize"  # fixed-size inputs: decoded once into arrays, augmented on the device
+        if self.cached:
+            arrays = load_split(dataset, cache_name, refs, spec, self.checkpoint.parent / "cache" if cfg.cache else None,
+                                _prepare, self.progress)
+            is_val = np.array([_val_part(dataset.group(i), cfg.val_fraction) for i in arrays.ids], bool)
+            fit_idx, val_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
+            on_device = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(self.dev)  # noqa: E731
+            self.fit_x, self.fit_y = on_device(arrays.images[fit_idx]), on_device(arrays.masks[fit_idx])
+            self.val = (on_device(arrays.images[val_idx]), on_device(arrays.masks[val_idx]))
+            self.n_fit, self.n_val = len(fit_idx), len(val_idx)
+        else:
+            fit, val_pairs = [], []
+            for r in progress_bar(refs, desc="load training split", unit="img", disable=not self.progress):
+                try:
+                    pair = _prepare(dataset.load(r), spec)
+                except SampleError:
+                    continue
+                (val_pairs if _val_part(dataset.group(r.id), cfg.val_fraction) else fit).append(pair)
+            self.fit_x, self.fit_y = [p[0] for p in fit], [p[1] for p in fit]
+            self.val, self.n_fit, self.n_val = val_pairs, len(fit), len(val_pairs)
+        if self.n_fit < cfg.batch_size or not self.n_val:
+            raise OmnisegError(f"{task.task}: {self.n_fit} fit / {self.n_val} validation images is too few to train")
+
+    def build(self, resume: bool) -> None:
+        """Network, optimizer, loss and random state, from the resume file beside the checkpoint when there is one."""
+        import torch
+        import segmentation_models_pytorch as smp
+
+        from .data import DeviceAugment
+
+        cfg = self.cfg
+        self.net = build_net(self.spec, cfg.encoder_weights).to(self.dev)
+        if cfg.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.forward = torch.compile(self.net) if cfg.compile else self.net
+        self.base_lr = cfg.lr * cfg.batch_size / cfg.lr_reference_batch  # batch size and learning rate scaled together
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=self.base_lr, weight_decay=cfg.weight_decay)
+        self.dice_loss = smp.losses.DiceLoss("binary", from_logits=True)
+        self.state_path = self.checkpoint.with_name(self.checkpoint.name + ".resume")
+        self.log_path = self.checkpoint.with_suffix(".log.csv")
+        self.start_epoch, self.best, self.elapsed, self.seen = 0, -1.0, 0.0, 0
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.rng = random.Random(cfg.seed)
+        if resume and self.state_path.is_file():
+            st = torch.load(self.state_path, map_location="cpu", weights_only=False)
+            if _recipe(st.get("train") or {}) != _recipe(cfg.model_dump(mode="json")):
+                raise OmnisegError(f"{self.state_path} was made with another training configuration; delete it or use "
+                                   "--no-resume")
+            self.net.load_state_dict(st["net"])
+            self.opt.load_state_dict(st["opt"])
+            self.start_epoch, self.best, self.elapsed, self.seen = st["epoch"], st["best"], st["elapsed"], st.get("seen", 0)
+            self.gen.set_state(st["gen"])
+            self.rng.setstate(st["rng"])
+        elif self.log_path.exists():
+            self.log_path.unlink()
+        self.augment = DeviceAugment(self.spec, cfg.augment, self.gen, self.dev, cfg.channels_last)
+
+    def autocast(self):
+        import torch
+
+        return torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def fit(self) -> TrainResult:
+        """Every epoch still planned (or until the time budget's end), each validated and saved."""
+        from ..scoring import metrics
+
+        cfg = self.cfg
+        self.stopped = "epochs"
+        # the end of this command's share of the budget (a resumed run has used `elapsed` minutes of it already)
+        self.deadline = self.started + (cfg.max_minutes - self.elapsed) * 60 if cfg.max_minutes else math.inf
+        self.step_s = self.val_s = 0.0  # measured: the last step's and the last validation's seconds (what remains must fit)
+        # under a time budget, tqdm's own estimate (epochs left at this pace) can be hours past the budget's end: the
+        # bar shows the smaller of the two instead (time_left)
+        budgeted = {"bar_format": "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
+                    "postfix": {"left": clock(self.deadline - time.perf_counter())}} if cfg.max_minutes else {}
+        bar = progress_bar(total=cfg.epochs, initial=self.start_epoch, desc=f"train {self.task.task}", unit="epoch",
+                           disable=not self.progress, **budgeted)
+        epochs_done = self.start_epoch
+        for epoch in range(self.start_epoch, cfg.epochs):
+            if self.best >= 0 and time.perf_counter() + self.step_s + self.val_s >= self.deadline:  # (after a checkpoint)
+                self.stopped = "time budget"
+                break
+            t0 = time.perf_counter()
+            losses = self.epoch(epoch, t0)
+            t_val = time.perf_counter()
+            with self.autocast():
+                val_dice = (_validate_arrays(self.forward, self.val, self.augment, self.spec, metrics) if self.cached
+                            else _validate(self.forward, self.val, self.spec, self.dev, metrics))
+            self.val_s = time.perf_counter() - t_val
+            self.elapsed += (time.perf_counter() - t0) / 60
+            self.keep(epoch, losses, val_dice)
+            epochs_done = epoch + 1
+            bar.update(1)
+            left = {}
+            if cfg.max_minutes:
+                per_epoch = (time.perf_counter() - self.started) / (epoch + 1 - self.start_epoch)
+                left["left"] = clock(time_left(cfg.epochs - epoch - 1, per_epoch, self.deadline - time.perf_counter()))
+            bar.set_postfix(loss=f"{np.mean(losses):.3f}", val_dice=f"{val_dice:.3f}", best=f"{self.best:.3f}",
+                            img_s=f"{self.seen / max(self.elapsed * 60, 1e-9):.1f}", **left)
+            if self.stopped == "time budget":
+                break
+        bar.close()
+        return self.finish(epochs_done)
+
+    def epoch(self, epoch: int, t0: float) -> list[float]:
+        """One pass over the fit part in a shuffled order, with the learning rate of the schedule at each step; ends
+        early (``stopped``) when another step, a validation and a save would pass the budget. Returns the losses."""
+        import torch
+        import torch.nn.functional as F
+
+        cfg, dev = self.cfg, self.dev
+        steps_per_epoch = max(self.n_fit // cfg.batch_size, 1)
+        warm_frac = cfg.warmup_epochs / cfg.epochs
+        lr_cfg = cfg.model_copy(update={"lr": self.base_lr})
+        crop = cfg.crop or self.spec.input_size
+        self.net.train()
+        order = list(range(self.n_fit))
+        self.rng.shuffle(order)
         losses = []
         steps = progress_bar(total=steps_per_epoch * cfg.batch_size, desc=f"  epoch {epoch + 1}", unit="img",
-                             leave=False, disable=not progress)
+                             leave=False, disable=not self.progress)
         for s in range(steps_per_epoch):
             t_step = time.perf_counter()
             idx = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
-            if cached:
+            if self.cached:
                 sel = torch.tensor(idx, device=dev)
-                x, y = augment(fit_x[sel], fit_y[sel])
+                x, y = self.augment(self.fit_x[sel], self.fit_y[sel])
             else:
-                x, y = _pad_batch(fit_x, fit_y, idx, spec, crop, rng, cfg, gen)
+                x, y = _pad_batch(self.fit_x, self.fit_y, idx, self.spec, crop, self.rng, cfg, self.gen)
                 x, y = x.to(dev), y.to(dev)
                 if cfg.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
             frac = (epoch + s / steps_per_epoch) / cfg.epochs
             if cfg.max_minutes:
-                frac = max(frac, (elapsed + (time.perf_counter() - t0) / 60) / cfg.max_minutes)
-            for g in opt.param_groups:
+                frac = max(frac, (self.elapsed + (time.perf_counter() - t0) / 60) / cfg.max_minutes)
+            for g in self.opt.param_groups:
                 g["lr"] = _lr_at(min(frac, 1.0), lr_cfg, warm_frac)
-            with autocast():
-                logits = forward(x).float()
-            loss = dice_loss(logits, y) + F.binary_cross_entropy_with_logits(logits, y)
-            opt.zero_grad(set_to_none=True)
+            with self.autocast():
+                logits = self.forward(x).float()
+            loss = self.dice_loss(logits, y) + F.binary_cross_entropy_with_logits(logits, y)
+            self.opt.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
+            self.opt.step()
             losses.append(loss.item())
-            seen += len(idx)
-            step_s = time.perf_counter() - t_step
+            self.seen += len(idx)
+            self.step_s = time.perf_counter() - t_step
             steps.update(len(idx))
             steps.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
             # another step, then validating and saving, must still fit: else end the epoch here
-            if time.perf_counter() + step_s + max(val_s, _val_guess(step_s, n_val, cfg.batch_size)) >= deadline:
-                stopped = "time budget"
+            if time.perf_counter() + self.step_s + max(self.val_s, _val_guess(self.step_s, self.n_val, cfg.batch_size)) \
+                    >= self.deadline:
+                self.stopped = "time budget"
                 break
         steps.close()
-        t_val = time.perf_counter()
-        with autocast():
-            val_dice = (_validate_arrays(forward, val, augment, spec, metrics) if cached
-                        else _validate(forward, val, spec, dev, metrics))
-        val_s = time.perf_counter() - t_val
-        elapsed += (time.perf_counter() - t0) / 60
-        if val_dice > best:
-            best = val_dice
-            save_checkpoint(checkpoint, net, spec, train=cfg.model_dump(mode="json"), task=task.task,
-                            dataset=task.dataset.name, split_fingerprint=known,
-                            val_dice=best, epoch=epoch + 1, fit_images=n_fit, val_images=n_val,
-                            device=device, minutes=round(elapsed, 2), precision="bf16" if bf16 else "fp32",
+        return losses
+
+    def keep(self, epoch: int, losses: list[float], val_dice: float) -> None:
+        """The checkpoint when the epoch is the best so far, the resume state, and the epoch's line of the log."""
+        import torch
+
+        cfg = self.cfg
+        if val_dice > self.best:
+            self.best = val_dice
+            save_checkpoint(self.checkpoint, self.net, self.spec, train=cfg.model_dump(mode="json"), task=self.task.task,
+                            dataset=self.task.dataset.name, split_fingerprint=self.known,
+                            val_dice=self.best, epoch=epoch + 1, fit_images=self.n_fit, val_images=self.n_val,
+                            device=self.device, minutes=round(self.elapsed, 2), precision="bf16" if self.bf16 else "fp32",
                             trained_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                            images_per_s=round(seen / max(elapsed * 60, 1e-9), 2))
-        torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "epoch": epoch + 1, "best": best,
-                    "elapsed": elapsed, "seen": seen, "gen": gen.get_state(),
-                    "rng": rng.getstate(), "train": cfg.model_dump(mode="json")}, state_path.with_suffix(".tmp"))
-        state_path.with_suffix(".tmp").replace(state_path)
-        new = not log_path.exists()
-        with open(log_path, "a", newline="") as f:
+                            images_per_s=round(self.seen / max(self.elapsed * 60, 1e-9), 2))
+        torch.save({"net": self.net.state_dict(), "opt": self.opt.state_dict(), "epoch": epoch + 1, "best": self.best,
+                    "elapsed": self.elapsed, "seen": self.seen, "gen": self.gen.get_state(),
+                    "rng": self.rng.getstate(), "train": cfg.model_dump(mode="json")}, self.state_path.with_suffix(".tmp"))
+        self.state_path.with_suffix(".tmp").replace(self.state_path)
+        new = not self.log_path.exists()
+        with open(self.log_path, "a", newline="") as f:
             w = csv.writer(f)
             if new:
                 w.writerow(["epoch", "loss", "val_dice", "best_val_dice", "minutes", "lr"])
-            w.writerow([epoch + 1, f"{np.mean(losses):.5f}", f"{val_dice:.5f}", f"{best:.5f}", f"{elapsed:.2f}",
-                        f"{opt.param_groups[0]['lr']:.2e}"])
-        epochs_done = epoch + 1
-        bar.update(1)
-        left = {}
-        if cfg.max_minutes:
-            per_epoch = (time.perf_counter() - started) / (epoch + 1 - start_epoch)
-            left["left"] = clock(time_left(cfg.epochs - epoch - 1, per_epoch, deadline - time.perf_counter()))
-        bar.set_postfix(loss=f"{np.mean(losses):.3f}", val_dice=f"{val_dice:.3f}", best=f"{best:.3f}",
-                        img_s=f"{seen / max(elapsed * 60, 1e-9):.1f}", **left)
-        if stopped == "time budget":
-            break
-    bar.close()
-    if best >= 0:  # how the training ended, in the checkpoint: the report judges the specialist by it
-        annotate_checkpoint(checkpoint, epochs_planned=cfg.epochs, epochs_done=epochs_done, stopped=stopped,
-                            budget_minutes=cfg.max_minutes, minutes_total=round(elapsed, 2),
-                            share_done=round(min(1.0, seen / max(n_fit * cfg.epochs, 1)), 4))
-    state_path.unlink(missing_ok=True)  # finished normally: the checkpoint is what remains (a rerun starts anew)
-    return TrainResult(checkpoint, epochs_done, best, elapsed, device, stopped,
-                       images_per_s=seen / max(elapsed * 60, 1e-9), precision="bf16" if bf16 else "fp32", images=seen)
+            w.writerow([epoch + 1, f"{np.mean(losses):.5f}", f"{val_dice:.5f}", f"{self.best:.5f}", f"{self.elapsed:.2f}",
+                        f"{self.opt.param_groups[0]['lr']:.2e}"])
+
+    def finish(self, epochs_done: int) -> TrainResult:
+        """How the training ended, written into the checkpoint (the report judges the specialist by it); the resume
+        file removed (a rerun starts anew)."""
+        cfg = self.cfg
+        if self.best >= 0:
+            annotate_checkpoint(self.checkpoint, epochs_planned=cfg.epochs, epochs_done=epochs_done, stopped=self.stopped,
+                                budget_minutes=cfg.max_minutes, minutes_total=round(self.elapsed, 2),
+                                share_done=round(min(1.0, self.seen / max(self.n_fit * cfg.epochs, 1)), 4))
+        self.state_path.unlink(missing_ok=True)
+        return TrainResult(self.checkpoint, epochs_done, self.best, self.elapsed, self.device, self.stopped,
+                           images_per_s=self.seen / max(self.elapsed * 60, 1e-9),
+                           precision="bf16" if self.bf16 else "fp32", images=self.seen)
 
 
 def time_left(epochs_left: int, seconds_per_epoch: float, budget_left_s: float) -> float:
