@@ -139,5 +139,6 @@ def test_the_template_volume_task_runs_end_to_end_with_every_kind_of_model(tmp_p
     # one call per slice image (two blank slices of the head's top are one image, asked once); a wider drawing
     assert asked == distinct and 6 * tests - 3 <= asked <= 6 * tests and all(0.6 < d < 1 for d in wm03)
     assert "HD95 (mm)" in (tmp_path / "rep" / "report.md").read_text()
-    assert (tmp_path / "rep" / "report.html").is_file() and list((tmp_path / "rep" / "thumbs").glob("*.jpg"))
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert "figures/wm_cases.png" in html and list((tmp_path / "rep" / "thumbs").glob("*.jpg"))  # the slices' montage
     assert json.loads((tmp_path / "rep" / "manifest.json").read_text())["tasks"]["wm"]

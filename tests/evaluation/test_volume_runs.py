@@ -89,7 +89,9 @@ def test_a_volume_study_runs_end_to_end_resumes_a_kill_mid_volume_and_pays_for_n
         assert done.returncode == 0, done.stderr
         answered_after = [e for e in srv.log[served_at_kill:] if e["kind"] == "ok"]
         # a slice answered before the kill is never asked again: the resumed volume asked only its other slices
-        assert len(answered_after) == slices - len(archived_at_kill) and len(archived_at_kill) >= SHAPE[0] + 3
+        # (the kill came in the second volume: more than the first volume's slices were kept; a put may repeat a key
+        # when a slow answer was asked again after its timeout, so the count is not exactly the puts')
+        assert len(answered_after) == slices - len(archived_at_kill) and len(archived_at_kill) > SHAPE[0]
         served = len(srv.log)
         cli(*args)  # everything is done: no call at all
         assert len(srv.log) == served

@@ -58,6 +58,22 @@ class RunSummary:
                 "train_split_fingerprint": self.train_split_fingerprint}
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How one `omniseg run` goes, past which pairs it does: :func:`run`'s keywords, passed on as one value."""
+
+    split: str
+    force: bool = False
+    batch_size: int | None = None
+    progress: bool = True
+    argv: list[str] | None = None
+    refresh: bool = False
+    max_cost: float | None = None
+    retry: tuple[str, ...] = ()
+    batch: bool = False
+    submit: bool = True
+
+
 def open_dataset(cfg: TaskConfig, data_root: str | Path | None = None) -> datasets.Dataset:
     return datasets.open(cfg.dataset.name, data_root or cfg.dataset.root, cfg.dataset.options, cfg.dataset.max_pixels)
 
@@ -208,36 +224,35 @@ def run(cfg: TaskConfig, store: Store, *, model_names: list[str] | None = None, 
     segs = for_dataset(cfg, ds, select_models(cfg, model_names))
     names = [m.name for m in segs]
     store.claim(cfg.task, names, " ".join(argv) if argv else f"run --task {cfg.task}")
+    opts = RunOptions(split=split, force=force, batch_size=batch_size, progress=progress, argv=argv, refresh=refresh,
+                      max_cost=max_cost, retry=retry, batch=batch, submit=submit)
     try:
-        return _run_claimed(cfg, store, ds, refs, segs, split=split, force=force, batch_size=batch_size,
-                            progress=progress, argv=argv, refresh=refresh, max_cost=max_cost, retry=retry,
-                            batch=batch, submit=submit)
+        return _run_claimed(cfg, store, ds, refs, segs, opts)
     finally:
         store.release(cfg.task, names)
 
 
-def _run_claimed(cfg: TaskConfig, store: Store, ds, refs: list[SampleRef], segs: list[Segmenter], *, split: str,
-                 force: bool, batch_size: int | None, progress: bool, argv: list[str] | None, refresh: bool,
-                 max_cost: float | None, retry: tuple[str, ...], batch: bool, submit: bool) -> RunSummary:
+def _run_claimed(cfg: TaskConfig, store: Store, ds, refs: list[SampleRef], segs: list[Segmenter],
+                 opts: RunOptions) -> RunSummary:
     """:func:`run` once this process is the one worker of its models."""
-    _check_signatures(store, cfg.task, segs, force)
+    split, progress = opts.split, opts.progress
+    _check_signatures(store, cfg.task, segs, opts.force)
     for m in segs:
-        m.bind(RunContext(store_root=store.root, refresh=refresh, max_cost=max_cost,
+        m.bind(RunContext(store_root=store.root, refresh=opts.refresh, max_cost=opts.max_cost,
                           max_pixels=cfg.dataset.max_pixels))
     # volumes one at a time: two in memory (one read ahead), each of them possibly gigabytes
-    batch_size = batch_size or (1 if ds.volumetric else max([m.preferred_batch or 8 for m in segs]))
+    batch_size = opts.batch_size or (1 if ds.volumetric else max([m.preferred_batch or 8 for m in segs]))
 
     store.add_samples(cfg.task, [(r.id, r.split, r.problem, r.meta) for r in refs])
-    done = set() if force else store.done_pairs(cfg.task, redo=retry)
+    done = set() if opts.force else store.done_pairs(cfg.task, redo=opts.retry)
     for m in segs:  # fail now, not after a progress bar, when a model cannot work at all (no API key, no answers)
         if any((r.id, m.name) not in done for r in refs):
             m.check_ready()
-    notes = _batch_stage(cfg, store, ds, segs, refs, done, batch=batch, submit=submit, retry=retry,
-                         max_cost=max_cost, progress=progress)
+    notes = _batch_stage(cfg, store, ds, segs, refs, done, opts)
     recorded = cfg.model_dump(mode="json")
     recorded["dataset"]["root"] = str(ds.root.resolve())  # where the data really was (--data-root included)
     run_id = store.start_run(cfg.task, split, [m.name for m in segs], recorded, cfg.fingerprint(),
-                             split_fingerprint(refs), argv)
+                             split_fingerprint(refs), opts.argv)
     summary = RunSummary(cfg.task, split, run_id, samples=len(refs), pairs=len(refs) * len(segs),
                          train_split_fingerprint=split_fingerprint(ds.refs("train")), notes=notes)
     chunks = []
@@ -322,9 +337,11 @@ def _lead(work: list[tuple[list[SampleRef], dict]]) -> list[tuple[list[SampleRef
             (chunk[n:], {m: [r for r in v if r.id not in head] for m, v in todo.items()})] + work[1:]
 
 
-def _batch_stage(cfg, store, ds, segs, refs, done, *, batch, submit, retry, max_cost, progress) -> list[str]:
+def _batch_stage(cfg, store, ds, segs, refs, done, opts: RunOptions) -> list[str]:
     """Send each batch-capable model's pairs still to do as batch jobs and collect their answers; the
     ordinary run then writes rows from the archive only (no online call) for those models."""
+    import dataclasses
+
     from . import batch as batch_mod
 
     notes: list[str] = []
@@ -332,14 +349,14 @@ def _batch_stage(cfg, store, ds, segs, refs, done, *, batch, submit, retry, max_
         for m in segs:
             if not batch_mod.supports(m):
                 continue
-            if not (batch or getattr(m.options, "batch", False) or not submit):  # online: what a killed batch run left
-                notes.extend(batch_mod.tidy(cfg.task, store, m, progress))
+            if not (opts.batch or getattr(m.options, "batch", False) or not opts.submit):  # online: what a killed
+                notes.extend(batch_mod.tidy(cfg.task, store, m, opts.progress))  # batch run left
                 continue
             todo = [r for r in refs if (r.id, m.name) not in done]
-            settled = batch_mod.settle(cfg.task, store, ds, m, todo, submit=submit, retry=retry, max_cost=max_cost,
-                                       progress=progress)
-            m.context.answers_only = True
-            m.context.batch_failures = settled.failures
+            settled = batch_mod.settle(cfg.task, store, ds, m, todo, submit=opts.submit, retry=opts.retry,
+                                       max_cost=opts.max_cost, progress=opts.progress)
+            # from here its answers come from the archive only, and a request its job failed is a row as such
+            m.bind(dataclasses.replace(m.context, answers_only=True, batch_failures=settled.failures))
             notes.extend(settled.notes)
     except BaseException:
         for m in segs:
@@ -389,7 +406,7 @@ def _run_chunk(segs, todo, prepared) -> list[tuple]:
         samples, handle, t = handles[m.name]
         if not samples:
             continue
-        if handle is samples:  # a local model computes in collect(): time that, not the wait
+        if not m.works_in_submit:  # a local model computes in collect(): time that, not the wait
             t = time.perf_counter()
         preds = m.collect(handle)
         each = (time.perf_counter() - t) / len(samples)
@@ -403,7 +420,7 @@ def _received(segs, prepared) -> list[tuple]:
     out = []
     for m in segs:
         samples, handle, _ = handles[m.name]
-        if not samples or handle is samples or not isinstance(handle, list):  # nothing submitted, a local model or a
+        if not samples or not m.works_in_submit or not isinstance(handle, list):  # nothing submitted, a local model or a
             # chain (nothing paid of its own: its first stage archived what it received)
             continue
         for s, f in zip(samples, handle):

@@ -26,9 +26,10 @@ STATUSES = {
 # listed in omniseg.models.api.decoders.STATUSES; all of them are scored as empty predictions.
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunContext:
-    """What a run tells its models: where the store lives and the run-wide options."""
+    """What a run tells its models: where the store lives and the run-wide options. Frozen: a run that learns more
+    (the batch stage's answers) binds a new one (``dataclasses.replace``)."""
 
     store_root: Path = Path("runs")
     refresh: bool = False  # bypass the response cache (answers are still written to it)
@@ -79,6 +80,9 @@ class Segmenter:
     version: ClassVar[str] = "1"  # bump when the same options would give different masks
     Options: ClassVar[type[Options]] = NoOptions  # the kind's options (omniseg.options)
 
+    #: starts its work in :meth:`submit` (API requests in flight), so :meth:`collect` waits rather than computes; a
+    #: run keeps what arrived of such a chunk when it is interrupted
+    works_in_submit: ClassVar[bool] = False
     #: reads a whole volume at once (a `masks` folder of NIfTI predictions); any other model sees volumes slice by
     #: slice (omniseg.models.slicewise)
     volumetric: ClassVar[bool] = False

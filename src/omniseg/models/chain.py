@@ -66,6 +66,7 @@ def prompts(pred: Prediction, max_boxes: int) -> tuple[list[list[float]], str]:
 class Chain(Segmenter):
     kind = "chain"
     role = "omnimodel"  # the omnimodel's answer, drawn: a zero-shot general-purpose pipeline
+    works_in_submit = True  # submit() starts its source's work (an API model's requests)
     version = "1"
     Options = ChainOptions
 

@@ -47,6 +47,7 @@ class RemoteSegmenter(Segmenter):
     inert = ("max_in_flight", "rpm", "max_retries", "backoff_s", "backoff_max_s", "timeout_s", "price", "cache",
              "base_url", "batch", "batch_poll_s", "batch_input", "batch_inline_mb", "vertexai", "project", "location",
              "max_retry_wait_s", "max_answer_mb")
+    works_in_submit = True  # submit() sends the requests; collect() waits for their answers
 
     def __init__(self, name: str, options: RemoteOptions | None = None):
         super().__init__(name, options)
