@@ -227,3 +227,15 @@ def test_an_id_map_with_a_byte_order_mark_reads_and_a_missing_one_is_one_message
     r = CliRunner().invoke(app, ["run", "--config", str(gone), "--store", str(tmp_path / "g.sqlite"), "-q"])
     assert r.exit_code == 2 and "options.id_map" in r.output and "gone.csv" in r.output, r.output
     assert "Traceback" not in r.output
+
+
+def test_a_volume_task_is_refused_before_anything_is_written(tmp_path):
+    from omniseg.datasets.nnunet import export
+    from omniseg.errors import OmnisegError
+
+    from conftest import make_volumes
+
+    ds = datasets.open("nnunet-raw", make_volumes(tmp_path / "D", n=2, layout="nnunet"))
+    with pytest.raises(OmnisegError, match="reads volumes.*nnunet-raw.*masks"):
+        export(ds, "les", tmp_path / "raw", 7)
+    assert not (tmp_path / "raw").exists()

@@ -129,3 +129,25 @@ def test_a_volume_study_runs_end_to_end_resumes_a_kill_mid_volume_and_pays_for_n
     thumbs = list((report / "thumbs").glob("*.jpg"))
     assert len(thumbs) >= N and "thumbs/" in html
     print(f"\nvolume study: {figures}")
+
+
+def test_a_batch_model_on_volumes_is_asked_online_and_the_run_says_so(tmp_path, api_key):
+    """Batch jobs hold images: `batch: true` on a volume task cannot send a volume, so its slices go online, and the
+    run's notes say so instead of paying the online price in silence."""
+    from omniseg.evaluation.runner import run
+    from omniseg.standins.fake_gemini import FakeGemini
+    from omniseg.store.database import Store
+
+    from conftest import gemini_yaml
+
+    root = make_volumes(tmp_path / "v", n=2, shape=(3, 24, 20))
+    with FakeGemini() as srv:
+        path = gemini_yaml(tmp_path, root, srv.url, batch=True, batch_poll_s=0.05)
+        doc = yaml.safe_load(path.read_text())
+        doc["dataset"] = {"name": "nifti", "root": str(root), "options": {"split": "test"}}
+        path.write_text(yaml.safe_dump(doc))
+        with Store(tmp_path / "s.sqlite") as st:
+            s = run(config.load(path), st, split="all", progress=False)
+        assert srv.batch.jobs_created == 0 and len([e for e in srv.log if e["kind"] == "ok"]) == 6
+    assert s.statuses == {"ok": 2}
+    assert any("gem: batch jobs send images, not volumes" in n and "online price" in n for n in s.notes), s.notes

@@ -138,3 +138,15 @@ def test_no_lesion_gives_both_keys_and_flat_regions_a_large_positive_contrast():
     empty = features(Sample("e", s.image, np.zeros_like(s.mask)))
     assert set(empty) == {"lesion_share", "contrast"} and empty["lesion_share"] == 0.0
     assert features(s)["contrast"] == pytest.approx(100 / 1e-6)  # the guard keeps the division positive and finite
+
+
+def test_a_volumes_features_are_its_voxels_and_intensities():
+    """A lesion of 2 x 3 x 3 voxels in a 6 x 12 x 12 volume: its share of the voxels, and a contrast read from the
+    stored intensities (a 100-unit step over noise of 10: about 10), not from an RGB image it does not have."""
+    rng = np.random.default_rng(0)
+    image = rng.normal(0, 10, (6, 12, 12)).astype(np.float32)
+    mask = np.zeros(image.shape, bool)
+    mask[2:4, 4:7, 4:7] = True
+    image[mask] += 100
+    f = features(Sample("v", image, mask, spacing=(3.0, 1.0, 1.0), affine=np.eye(4)))
+    assert f["lesion_share"] == pytest.approx(18 / (6 * 12 * 12)) and 7 < f["contrast"] < 13

@@ -77,6 +77,10 @@ def export(ds: Dataset, task: str, out_root: Path, dataset_id: int, *, progress=
     import os
     import shutil
 
+    if ds.volumetric:  # 2-D PNGs are what this writes; NIfTI volumes are nnU-Net's own input already
+        raise OmnisegError(f"task {task!r} reads volumes ({ds.name}): `export nnunet` writes 2-D images as PNGs. Give "
+                           "nnU-Net the NIfTI files themselves (a `nnunet-raw` dataset is its raw format already), then "
+                           "read its predictions with a `masks` model (.nii.gz files, docs/datasets.md \"Volumes\")")
     folder = out_root / folder_name(dataset_id, task)
     if out_root.exists() and not out_root.is_dir():
         raise OmnisegError(f"--out {out_root} is a file; name a folder (nnU-Net's nnUNet_raw) to write into")

@@ -345,6 +345,12 @@ def _batch_stage(cfg, store, ds, segs, refs, done, opts: RunOptions) -> list[str
     from . import batch as batch_mod
 
     notes: list[str] = []
+    if ds.volumetric:  # batch jobs hold images: a volume's slices go online, and the user who asked is told so
+        from ..models.slicewise import SliceWise
+
+        notes += [f"{m.name}: batch jobs send images, not volumes, so its slices are asked online, at the online price "
+                  "(docs/datasets.md, \"Volumes\")" for m in segs if isinstance(m, SliceWise)
+                  and batch_mod.supports(m.inner) and (opts.batch or getattr(m.options, "batch", False))]
     try:
         for m in segs:
             if not batch_mod.supports(m):

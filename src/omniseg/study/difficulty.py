@@ -22,14 +22,18 @@ QUANTILE = 0.25
 
 def features(sample: Sample) -> dict[str, float]:
     """``lesion_share``: reference pixels / region-of-interest pixels. ``contrast``: |mean grey inside -
-    mean grey in a surrounding ring| / pooled standard deviation (NaN without a lesion or a ring)."""
+    mean grey in a surrounding ring| / pooled standard deviation (NaN without a lesion or a ring). A volume's: voxels,
+    its stored intensities and a surrounding shell."""
     roi = sample.roi if sample.roi is not None else np.ones(sample.mask.shape, bool)
     mask = sample.mask & roi
     area = int(mask.sum())
     share = area / max(int(roi.sum()), 1)
     if area == 0:
         return {"lesion_share": share, "contrast": math.nan}
-    grey = sample.image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    if sample.is_volume:  # its intensities as stored (a ratio: their unit cancels); the ring is a shell in 3-D
+        grey = sample.image.astype(np.float32)
+    else:
+        grey = sample.image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     width = max(3, round(0.1 * math.sqrt(area)))
     ring = ndimage.binary_dilation(mask, iterations=width) & ~mask & roi
     if ring.sum() < 10:

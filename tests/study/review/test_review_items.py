@@ -91,3 +91,22 @@ def test_each_reviewer_has_a_recorded_shuffled_order(tmp_path):
     assert items.order(st, "polyp", "cy")[0] == seed_c
     with pytest.raises(OmnisegError, match="reviewer"):
         items.order(st, "polyp", "  ")
+
+
+def test_a_volume_task_is_refused_in_one_message(tmp_path):
+    import yaml
+
+    from omniseg import config
+    from omniseg.evaluation.runner import run
+    from omniseg.store.database import Store
+
+    from conftest import make_volumes
+
+    root = make_volumes(tmp_path / "v", n=2, shape=(3, 16, 14))
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({
+        "task": "les", "dataset": {"name": "nifti", "root": str(root)}, "split": "all",
+        "models": [{"name": "spec", "kind": "otsu", "role": "specialist", "options": {"foreground": "bright"}}]}))
+    with Store(tmp_path / "s.sqlite") as st:
+        run(config.load(tmp_path / "c.yaml"), st, progress=False)
+        with pytest.raises(OmnisegError, match="reads volumes .nifti.: the blinded review shows regions of images"):
+            items.build(st, "les", split="all")

@@ -128,6 +128,12 @@ def build(store: Store, task: str, *, models: Iterable[str] | None = None, subse
     from ...progress import bar
     from ..recorded import recorded_samples
 
+    from ... import datasets
+
+    recorded = ((store.last_config(task) or {}).get("dataset") or {}).get("name")
+    if recorded in datasets.names() and datasets.get(recorded).volumetric:  # regions are drawn on images
+        raise OmnisegError(f"task {task!r} reads volumes ({recorded}): the blinded review shows regions of images, and "
+                           "a volume's are not drawn yet; review a 2-D task, or the report's montage of the slices")
     known = sorted(store.roles(task))
     models = sorted(models) if models else default_models(store, task)
     for m in models:
