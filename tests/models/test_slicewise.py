@@ -110,3 +110,27 @@ def test_windowing_maps_the_window_or_the_volumes_percentiles_to_black_and_white
     assert (lo, hi) == pytest.approx((-1000, 1000))
     rgb = volumes.to_rgb(np.array([[-2000.0, -160.0, 40.0, 240.0, 5000.0]]), -160, 240)
     assert rgb[0, :, 0].tolist() == [0, 0, 128, 255, 255] and rgb.shape == (1, 5, 3)
+
+
+def test_a_model_told_the_reference_slices_is_marked_privileged_in_the_store_and_the_tables(tmp_path):
+    import yaml
+
+    from omniseg import config
+    from omniseg.evaluation.runner import run
+    from omniseg.store.database import Store
+    from omniseg.study.report import per_image
+
+    root = make_volumes(tmp_path / "v", n=2, shape=(6, 16, 14))
+    doc = {"task": "les", "dataset": {"name": "nifti", "root": str(root)}, "split": "all",
+           "slices": {"select": "reference", "margin": 0},
+           "models": [{"name": "otsu", "kind": "otsu", "options": {"foreground": "bright"}}]}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(doc))
+    with Store(tmp_path / "s.sqlite") as st:
+        run(config.load(tmp_path / "c.yaml"), st, progress=False)
+        assert st.privileged("les") == {"otsu"} and per_image(st, "les", "all")["privileged"].all()
+    doc["slices"] = {"select": "all"}
+    doc["task"] = "les2"
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(doc))
+    with Store(tmp_path / "s.sqlite") as st:
+        run(config.load(tmp_path / "c.yaml"), st, progress=False)
+        assert st.privileged("les2") == set() and not per_image(st, "les2", "all")["privileged"].any()

@@ -49,7 +49,10 @@ class SliceWise(Segmenter):
             self.inner.stop_reason = value
 
     def signature(self) -> dict[str, Any]:
-        return {**self.inner.signature(), "slices": self.slicing.model_dump(mode="json")}
+        sig = {**self.inner.signature(), "slices": self.slicing.model_dump(mode="json")}
+        if self.privileged:  # what the store, the tables and the claims read to leave it out of the contenders
+            sig["privileged"] = True
+        return sig
 
     def bind(self, context: RunContext) -> None:
         self.context = context
