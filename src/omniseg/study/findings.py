@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from . import caveats, claims
-from .numbers import figure, p_value
+from .numbers import decimals, p_value
 from ..store import subsets as store_subsets
 from ..store.database import Store
 
@@ -78,7 +78,7 @@ def _claims_md(task: str, wide: pd.DataFrame, ids: dict, specialist: str, omnimo
                  else "all cases")
         text = text.replace("omnimodel", word)
         md.append(f"- **{text.capitalize()}**: {row['verdict']} ({basis}; specialist − {word} Dice "
-                  f"{figure(row['estimate'])} [{figure(row['ci_low'])}, {figure(row['ci_high'])}], permutation p "
+                  f"{decimals(row['estimate'])} [{decimals(row['ci_low'])}, {decimals(row['ci_high'])}], permutation p "
                   f"{p_value(table.loc[row.name, 'p_holm'])}{' (Holm)' if table['p_value'].notna().sum() > 1 else ''}).")
     tested = int(table["p_value"].notna().sum())
     md += ["", "| claim | analysis | cases picked by | A − B | n | estimate | 95% CI | p" + (" (Holm)" if tested > 1 else "")
@@ -86,7 +86,7 @@ def _claims_md(task: str, wide: pd.DataFrame, ids: dict, specialist: str, omnimo
     for r in table.itertuples(index=False):
         n = f"{r.n_a}" if r.n_b == 0 else f"{r.n_a} / {r.n_b}"
         md.append(f"| {r.claim} | {r.analysis} | {r.selected_by} | {r.specialist} − {r.omnimodel} | {n} | "
-                  f"{figure(r.estimate)} | [{figure(r.ci_low)}, {figure(r.ci_high)}] | {p_value(r.p_holm)} | {r.verdict} |")
+                  f"{decimals(r.estimate)} | [{decimals(r.ci_low)}, {decimals(r.ci_high)}] | {p_value(r.p_holm)} | {r.verdict} |")
     if tested > 1:
         md += ["", f"p-values adjusted for the {tested} tests of this table (Holm's step-down method); claims.csv keeps "
                "the raw permutation p-values (p_value) beside them (p_holm). The verdicts follow the 95% intervals."]

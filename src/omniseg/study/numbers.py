@@ -1,6 +1,6 @@
 """How the reports write a number: three decimals, a dash for a missing value, small p-values as <0.001.
 
-One place, so that report.md, the Findings and the review's claim say a figure the same way.
+One place, so that report.md, the Findings and the review's claim write a number the same way.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pandas as pd
 DASH = "–"
 
 
-def figure(v: float, signed: bool = True) -> str:
-    """A difference (signed, +0.123) or a level (0.123); a dash when missing."""
+def decimals(v: float, signed: bool = True) -> str:
+    """A difference (signed, +0.123) or a level (0.123) at three decimals; a dash when missing."""
     return DASH if pd.isna(v) else (f"{v:+.3f}" if signed else f"{v:.3f}")
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .. import caveats, claims, stats
-from ..numbers import figure, p_value
+from ..numbers import decimals, p_value
 from ...store import reviews as store_reviews
 from ...store.database import Store
 from . import agreement as agreement_mod
@@ -107,20 +107,20 @@ def section(store: Store, task: str, g: pd.DataFrame, specialist: str | None, co
         md.append("")
         md.append(f"- **{TEXT.replace('omnimodel', word).capitalize()}** (`{omni}` against `{specialist}`): {said} "
                   f"(share of model-only regions judged real findings, {word} − specialist "
-                  f"{figure(r['estimate'])} [{figure(r['ci_low'])}, {figure(r['ci_high'])}], permutation p {p_value(r['p_value'])}; "
+                  f"{decimals(r['estimate'])} [{decimals(r['ci_low'])}, {decimals(r['ci_high'])}], permutation p {p_value(r['p_value'])}; "
                   f"n = {r['n_a']} / {r['n_b']} regions).")
     md += ["", "| model | role | model-only regions | reviewed | real findings | share | 95% CI | Dice | "
            "adjudicated Dice | gain |", "|---|---|---:|---:|---:|---:|---|---:|---:|---:|"]
     for r in table.itertuples(index=False):
         ci = f"none: n < {stats.MIN_N}" if r.reviewed < stats.MIN_N else f"[{r.share_ci_low:.3f}, {r.share_ci_high:.3f}]"
-        md.append(f"| {r.model} | {r.role} | {r.regions} | {r.reviewed} | {r.real_findings} | {figure(r.share, False)} | {ci} | "
-                  f"{figure(r.dice_mean, False)} | {figure(r.dice_adjudicated_mean, False)} | {figure(r.dice_gain)} |")
+        md.append(f"| {r.model} | {r.role} | {r.regions} | {r.reviewed} | {r.real_findings} | {decimals(r.share, False)} | {ci} | "
+                  f"{decimals(r.dice_mean, False)} | {decimals(r.dice_adjudicated_mean, False)} | {decimals(r.dice_gain)} |")
     agree = agreement_mod.agreement(answers)
     if agree is not None:
         agree = {"task": task, **agree}
         md += ["", f"Agreement of {agree['reviewers']} on the {agree['n_items']} regions all answered: "
-               f"{'Cohen' if agree['method'] == 'cohen' else 'Fleiss'}'s kappa {figure(agree['kappa'], False)} "
-               f"[{figure(agree['ci_low'], False)}, {figure(agree['ci_high'], False)}]; they differ on "
+               f"{'Cohen' if agree['method'] == 'cohen' else 'Fleiss'}'s kappa {decimals(agree['kappa'], False)} "
+               f"[{decimals(agree['ci_low'], False)}, {decimals(agree['ci_high'], False)}]; they differ on "
                f"{len(agree['disagreements'])} (review_agreement.csv lists them)."]
     claim_table = pd.DataFrame(claim_rows, columns=claims.CLAIM_COLUMNS + ["contender_role"]) if claim_rows else None
     return md, claim_table, table, agree
