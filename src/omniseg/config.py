@@ -162,6 +162,11 @@ class TaskConfig(_Strict):
         raise ConfigError(f"{self.source}: " + unknown_name("model", name, [m.name for m in self.models]))
 
     @property
+    def slicing(self) -> SliceConfig:
+        """How 2-D models see this task's volumes: its `slices` section, or the defaults."""
+        return self.slices or SliceConfig()
+
+    @property
     def reference(self) -> str:
         """The curation reference: the configured one, else the first specialist, else the first model."""
         from .models import role_of

@@ -179,10 +179,9 @@ def for_dataset(cfg: TaskConfig, ds, segs: list[Segmenter]) -> list[Segmenter]:
     """The models as the dataset's samples need them: on volumes, every 2-D model slice by slice."""
     if not ds.volumetric:
         return segs
-    from ..config import SliceConfig
     from ..models.slicewise import for_volumes
 
-    return for_volumes(segs, cfg.slices or SliceConfig())
+    return for_volumes(segs, cfg.slicing)
 
 
 def score_prediction(cfg: TaskConfig, sample, pred: Prediction) -> tuple[Prediction, dict | None]:

@@ -91,12 +91,12 @@ class SliceWise(Segmenter):
         for part, chunk in self._chunks(sample):
             handle = (part, self.inner.submit(chunk), chunk)
             if pending is not None:  # the next chunk is on its way while this one is collected
-                first_failure = self._gather(pending, mask, axis, statuses, calls, first_failure) or first_failure
+                first_failure = self._gather(pending, mask, axis, statuses, calls, first_failure)
             pending = handle
             if self.inner.stop_reason:
                 break
         if pending is not None:
-            first_failure = self._gather(pending, mask, axis, statuses, calls, first_failure) or first_failure
+            first_failure = self._gather(pending, mask, axis, statuses, calls, first_failure)
         asked = sum(statuses.values())
         if statuses["skipped"]:  # the run stops (budget, quota): the volume is done when it is resumed
             return Prediction(None, status="skipped", reason=self.inner.stop_reason or "stopped", calls=calls)

@@ -147,10 +147,9 @@ class Trainer:
         cache_name = task.dataset.name
         self.known = split_fingerprint(dataset.refs("train"))  # what a run compares with its split (volumes, not slices)
         if dataset.volumetric:  # a 2-D network learns from the training volumes' slices, windowed as it will see them
-            from ..config import SliceConfig
             from ..datasets.slices import Slices
 
-            slicing = task.slices or SliceConfig()
+            slicing = task.slicing
             dataset = Slices(dataset, slicing)
             cache_name += "-slices-" + hashlib.sha256(slicing.model_dump_json().encode()).hexdigest()[:8]
         refs = dataset.refs("train")
