@@ -299,6 +299,7 @@ def sent_png_sha(cfg, name: str) -> dict[str, str]:
     import hashlib
 
     from omniseg import models
+    from omniseg.models.api.types import png_bytes
     from omniseg.evaluation.runner import open_dataset
 
     seg = models.build(cfg.model(name))
@@ -306,7 +307,7 @@ def sent_png_sha(cfg, name: str) -> dict[str, str]:
     out = {}
     for ref in ds.refs(cfg.split):
         s = ds.load(ref)
-        out[hashlib.sha256(seg._png(seg._sent_image(s.image))).hexdigest()] = s.id
+        out[hashlib.sha256(png_bytes(seg.request(s, seg.prompt())[0])).hexdigest()] = s.id
     return out
 
 

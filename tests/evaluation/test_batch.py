@@ -169,7 +169,7 @@ def test_a_killed_batch_run_finds_its_job_and_ends_with_every_pair_once(tmp_path
 
 
 @pytest.mark.parametrize("target", ["omniseg.models.api.gemini.batch:GeminiJobs.upload",  # the input file is uploading
-                                    "omniseg.models.api.gemini.model:Gemini.batch_request"])  # the input file is being written
+                                    "omniseg.models.api.gemini.model:GeminiApi.batch_request"])  # the input file is being written
 def test_a_kill_while_the_input_file_is_written_or_uploaded_leaves_no_file_behind(tmp_path, api_key, target):
     """Defect 11: after a kill while the input file is written or uploaded, batch/gemini-<ns>.jsonl (every
     image, base64) stayed on disk for good. The next run (the one worker of the model now) removes it."""
@@ -353,7 +353,7 @@ def test_all_1000_kvasir_images_as_one_file_job(tmp_path, api_key):
 
 
 @pytest.mark.parametrize("target, n", [("omniseg.models.api.gemini.batch:GeminiJobs.status", 1),  # the job is open
-                                       ("omniseg.models.api.gemini.model:Gemini.batch_request", 3)])  # input half written
+                                       ("omniseg.models.api.gemini.model:GeminiApi.batch_request", 3)])  # input half written
 def test_an_online_run_after_a_killed_batch_run_collects_its_job_instead_of_paying_again(tmp_path, api_key, target, n):
     """Found by tests/cli/test_sequences.py: a batch run killed once its job was created, then an online run of the
     same model: the online run asked for every pair again (12 answers paid for 6 pairs) while the job's answers

@@ -277,7 +277,7 @@ def test_a_batch_budget_is_quoted_at_the_batch_price(tmp_path, api_key):
     with FakeGemini(request_s=0.01) as srv:
         cfg = config.load(gemini_yaml(tmp_path, root, srv.url, batch_poll_s=0.05, max_side=128))
         seg = models.build(cfg.model("gem"))
-        worst = sum(seg.worst_cost((80, 64), seg.prompt()) for _ in range(4))  # the fixtures are 80 x 64
+        worst = sum(seg.provider.worst_cost((80, 64), seg.prompt()) for _ in range(4))  # the fixtures are 80 x 64
         with Store(store) as st:
             with pytest.raises(OmnisegError, match="could cost up to"):
                 run(cfg, st, progress=False, batch=True, max_cost=worst * 0.45)

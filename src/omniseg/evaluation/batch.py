@@ -23,7 +23,9 @@ from pathlib import Path
 
 from ..datasets.base import SampleRef
 from ..errors import OmnisegError, SampleError
-from ..models.api.gemini import batch as gemini_batch
+from ..models.api.provider import BatchProvider, JobStatus
+from ..models.api.types import png_bytes
+from ..redaction import redact
 from ..progress import bar as progress_bar
 from ..store.database import Store
 from ..store.jobs import JobBook
@@ -41,7 +43,7 @@ class Settled:
 
 def supports(m) -> bool:
     # pragma: no mutate block (outside the mutation scope: docs/testing.md)
-    return callable(getattr(m, "batch_jobs", None))
+    return isinstance(getattr(m, "provider", None), BatchProvider)
 
 
 def settle(task: str, store: Store, ds, m, refs: list[SampleRef], *, submit: bool = True,
@@ -109,14 +111,15 @@ def _submit_from(tmp: Path, book: JobBook, task: str, store: Store, ds, m, refs:
                 sample = ds.load(ref)
             except SampleError:
                 continue  # the ordinary run records it as sample_error
-            key, inline_item, line, pixels = m.batch_request(sample, prompt)
+            pixels, gen, key = m.request(sample, prompt)
             if key in seen or key in skip or (not m.context.refresh and m.archive.get(key) is not None):
                 continue
+            inline_item, line = m.provider.batch_request(key, png_bytes(pixels), prompt, gen)
             seen[key] = ref.id
             line = json.dumps(line)
             f.write(line + "\n")
             size += len(line) + 1
-            worst += m.worst_cost((pixels.shape[1], pixels.shape[0]), prompt) * o.price.batch_factor
+            worst += m.provider.worst_cost((pixels.shape[1], pixels.shape[0]), prompt) * o.price.batch_factor
             if inline is not None:
                 inline.append(inline_item)
                 if size > o.batch_inline_mb * 1e6 or o.batch_input == "file":
@@ -137,7 +140,7 @@ def _submit_from(tmp: Path, book: JobBook, task: str, store: Store, ds, m, refs:
     job_key = f"{base}-{book.jobs_like(base) + 1}"  # a resubmission of the same requests is a new job
     display = f"omniseg-{job_key}"
     book.add(job_key, task, m.name, display, "inline" if inline is not None else "file", list(seen.items()))
-    jobs = m.batch_jobs()
+    jobs = _jobs(m)
     if inline is not None:
         name = _api(m, "create the batch job", jobs.create_inline, inline, display)
     else:
@@ -148,6 +151,12 @@ def _submit_from(tmp: Path, book: JobBook, task: str, store: Store, ds, m, refs:
     return next(r for r in book.open(task, m.name) if r["job_key"] == job_key)
 
 
+def _jobs(m):
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
+    """The model's batch jobs, through its provider's client."""
+    return m.provider.jobs(m.scheduler.client())
+
+
 def _api(m, what: str, fn, *args):
     # pragma: no mutate block (outside the mutation scope: docs/testing.md)
     """A call of the batch API; a failure is one message (the job is found again, or resubmitted, by the next run)."""
@@ -156,7 +165,7 @@ def _api(m, what: str, fn, *args):
     except OmnisegError:
         raise
     except Exception as e:
-        fail = m.failure(e)
+        fail = m.provider.failure(e)
         raise OmnisegError(f"model {m.name!r}: cannot {what}: {fail.text}; rerun `omniseg run --batch` to try again "
                            "(a job the API did create is found again by name, never submitted twice)") from None
 
@@ -178,7 +187,7 @@ def _clear_scratch(store: Store, model: str, book: JobBook) -> None:
 def _finish(book: JobBook, m, row: dict, out: Settled, progress: bool) -> None:
     # pragma: no mutate block (outside the mutation scope: docs/testing.md)
     """Find, wait for and collect one recorded job."""
-    jobs = m.batch_jobs()
+    jobs = _jobs(m)
     if not row["name"]:  # recorded, but the create request's answer never came back
         name = jobs.find(row["display_name"])
         if name is None:
@@ -192,10 +201,10 @@ def _finish(book: JobBook, m, row: dict, out: Settled, progress: bool) -> None:
     collect(book, m, row, status, out)
 
 
-def wait(book: JobBook, m, row: dict, progress: bool) -> gemini_batch.JobStatus | None:
+def wait(book: JobBook, m, row: dict, progress: bool) -> JobStatus | None:
     # pragma: no mutate block (outside the mutation scope: docs/testing.md)
     """Poll a job until it ends, showing its state, done/total and time since it was created."""
-    jobs = m.batch_jobs()
+    jobs = _jobs(m)
     bar = progress_bar(total=row["requests"], desc=f"batch {m.name} {row['name']}", unit="req", disable=not progress)
     errors = 0
     try:
@@ -203,7 +212,7 @@ def wait(book: JobBook, m, row: dict, progress: bool) -> gemini_batch.JobStatus 
             try:
                 status = jobs.status(row["name"])
             except Exception as e:  # a poll that fails is tried again; a job the API no longer has is lost
-                fail = m.failure(e)
+                fail = m.provider.failure(e)
                 if fail.code == 404:
                     book.update(row["job_key"], state="LOST", message=fail.text[:300])
                     return None
@@ -228,21 +237,21 @@ def wait(book: JobBook, m, row: dict, progress: bool) -> gemini_batch.JobStatus 
         bar.close()
 
 
-def collect(book: JobBook, m, row: dict, status: gemini_batch.JobStatus, out: Settled) -> None:
+def collect(book: JobBook, m, row: dict, status: JobStatus, out: Settled) -> None:
     """Every answer of an ended job into the archive (with its batch booking); errors into the store."""
     keys = book.keys(row["job_key"])
     asked = set(keys)
     outcomes: list[tuple[str, str | None, str]] = []
     scratch = book.store.root / SCRATCH / f"{row['job_key']}.results.jsonl"
-    for key, raw, error in m.batch_jobs().results(status, keys, scratch):
+    for key, raw, error in _jobs(m).results(status, keys, scratch):
         if key not in asked:
             continue
         if raw is not None:
-            m.keep_batch_answer(key, raw, row["name"])
+            m.archive.keep_batch(key, raw, row["name"], m.options.price.batch_factor)
             outcomes.append(("answered", None, key))
         else:
             text = " ".join(str(error.get(k)) for k in ("code", "status", "message") if error.get(k) is not None)
-            outcomes.append(("api_error", m.redact(f"batch job {row['name']}: {text}")[:500], key))
+            outcomes.append(("api_error", redact(f"batch job {row['name']}: {text}")[:500], key))
     book.set_outcomes(row["job_key"], outcomes)
     missing = len(asked) - len({k for _, _, k in outcomes})
     if missing:
@@ -257,7 +266,7 @@ def cancel(store: Store, m, task: str, name: str | None = None) -> list[str]:
     book, done = JobBook(store), []
     for row in book.open(task, m.name):
         if row["name"] and (name is None or row["name"] == name):
-            _api(m, f"cancel batch job {row['name']}", m.batch_jobs().cancel, row["name"])
+            _api(m, f"cancel batch job {row['name']}", _jobs(m).cancel, row["name"])
             book.update(row["job_key"], state="CANCELLING")
             done.append(row["name"])
     return done

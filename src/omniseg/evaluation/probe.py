@@ -97,15 +97,16 @@ def probe(cfg: TaskConfig, *, model: str | None = None, n: int = 3, store_root: 
 
 def reachable_models(options) -> list[str]:
     """The model names the key can reach through ``client.models.list()`` (Gemini)."""
-    from ..models.api.gemini.model import KEY_VARIABLES, Gemini
+    from ..models.api.gemini.model import KEY_VARIABLES, GeminiApi
+    from ..redaction import redact
 
-    seg = Gemini("models", options)
-    key = seg.api_key()
+    api = GeminiApi("models", options)
+    key = api.api_key()
     if not key:
         raise OmnisegError(f"listing models needs an API key: set {' or '.join(KEY_VARIABLES)}")
-    client = seg.make_client(key)
+    client = api.make_client(key)
     try:
         return sorted(m.name.removeprefix("models/") for m in client.models.list(config={"page_size": 50}))
     except Exception as e:  # no network, a refused key, a wrong base URL: one line
         where = options.base_url or "the Gemini API"
-        raise OmnisegError(seg.redact(f"cannot list models at {where}: {type(e).__name__}: {e}")) from None
+        raise OmnisegError(redact(f"cannot list models at {where}: {type(e).__name__}: {e}")) from None

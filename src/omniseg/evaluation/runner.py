@@ -27,6 +27,7 @@ from ..datasets.base import SampleRef, split_fingerprint
 from ..errors import CheckpointMissing, EmptyShard, OmnisegError, SampleError
 from ..models.base import Prediction, RunContext, Segmenter
 from ..store.database import Store
+from .batch import supports as batch_supports
 
 
 #: statuses `omniseg run --retry-failed` redoes by default: the API call failed without an answer
@@ -475,7 +476,7 @@ def dry_run(cfg: TaskConfig, store: Store | None, *, store_root: Path, model_nam
             for k in ("calls", "cached", "cost_usd", "slices"):
                 if k in est:
                     est[k] += e.get(k, 0)
-        if callable(getattr(m, "batch_jobs", None)):  # the same requests as a batch job
+        if batch_supports(m):  # the same requests as a batch job
             est["batch_cost_usd"] = est["cost_usd"] * m.options.price.batch_factor
         m.close()
         out[m.name] = est

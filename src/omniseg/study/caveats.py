@@ -40,7 +40,7 @@ def endpoints(store: Store, task: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for model, url in rows:
         try:
-            default = getattr(models.get(kinds.get(model, "")), "default_endpoint", "")
+            default = getattr(getattr(models.get(kinds.get(model, "")), "Api", None), "default_endpoint", "")
         except KeyError:
             default = ""
         if url and url.rstrip("/") != default.rstrip("/"):

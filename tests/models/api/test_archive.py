@@ -266,7 +266,7 @@ def test_how_an_answer_is_read_or_fetched_leaves_the_key_and_what_is_asked_chang
             opts = {**opts, "prompts": {"mine": opts.pop("prompt")}, "prompt": "mine"}
         seg = models.build(config.ModelConfig(name="g", kind="gemini", options=opts))
         prompt = seg.prompt()
-        return seg._request(sample, prompt)[2]
+        return seg.request(sample, prompt)[2]
 
     base = key()
     assert key(**dict([same])) == base

@@ -67,7 +67,7 @@ def test_polygons_in_each_coordinate_convention_score_as_their_truth(tmp_path, c
     truths = {}
     for ref in ds.refs(cfg.split):
         s = ds.load(ref)
-        px = seg._sent_image(s.image)
+        px = seg.request(s, seg.prompt())[0]
         truths[hashlib.sha256(px.tobytes()).hexdigest()] = np.asarray(
             Image.fromarray(s.mask).resize((px.shape[1], px.shape[0]), Image.NEAREST))
     truth = lambda img: truths[hashlib.sha256(np.ascontiguousarray(img).tobytes()).hexdigest()]  # noqa: E731

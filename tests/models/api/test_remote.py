@@ -121,7 +121,7 @@ def test_negative_or_unreadable_usage_never_loosens_the_budget(tmp_path, provide
             from omniseg import models
 
             seg = models.build(cfg.model(p.model))
-            seg_worst = seg.worst_cost((64, 48), seg.prompt())
+            seg_worst = seg.provider.worst_cost((64, 48), seg.prompt())
             with pytest.raises(RunStopped, match="max-cost"):
                 run(cfg, st, progress=False, max_cost=seg_worst * 3.5)
             booked = st.query("SELECT cost_usd, cost_known FROM api_calls WHERE outcome = 'answered'")

@@ -17,10 +17,13 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from ...redaction import redact
 from ..base import Prediction
 from . import tagged
-from .frames import ResizeRule, scale_to_1000
+from .frames import ResizeRule, rule_of, scale_to_1000
+from .types import sent_size
 from .decoders import (
+    ASPECT_RATIOS,
     MAX_ENTRIES,
     MAX_VERTICES,
     THRESHOLD,
@@ -36,7 +39,7 @@ from .decoders import (
 )
 
 if TYPE_CHECKING:
-    from .types import Reply
+    from .types import RemoteOptions, Reply
 
 DECODER_VERSION = "7"  # 7: the boxes and points an answer located kept in meta.located (a chain's prompts),
 # PaliGemma's <seg> tokens drawn with the codebook named by seg_codebook; 6: the tagged and tokenized forms of open
@@ -368,3 +371,29 @@ def to_prediction(reply: "Reply", h: int, w: int, *, threshold: int = THRESHOLD,
     if d.status != "ok":
         return Prediction(mask=None, status=d.status, reason=redact(d.reason), meta=meta)
     return Prediction(mask=d.mask, reason="; ".join(d.notes), meta=meta)
+
+
+def from_body(read: Callable[[str], "Reply"], raw: str, h: int, w: int, gen: dict[str, Any],
+              options: "RemoteOptions") -> Prediction:
+    """A provider's raw body (``read`` turns it into a reply) as a prediction for an ``h`` x ``w`` image asked with
+    the generation settings ``gen``. Never raises: whatever an answer holds ends as a row with a status."""
+    o = options
+    if len(raw) > o.max_answer_mb * 1e6:
+        return Prediction.failed(f"the answer is {len(raw) / 1e6:.1f} MB, over max_answer_mb {o.max_answer_mb:g}: kept "
+                                 "in the archive, not decoded", status="invalid_answer", decoder_version=DECODER_VERSION)
+    try:
+        reply = read(raw)
+    except Exception as e:  # a body shaped like nothing the provider knows (or nested past any sense)
+        return Prediction.failed(redact(f"cannot read the response: {type(e).__name__}: {str(e)[:200]}"),
+                                 status="invalid_answer", decoder_version=DECODER_VERSION)
+    try:
+        return to_prediction(reply, h, w, threshold=o.threshold, point_order=o.point_order,
+                             expect_image=o.mode == "image-mask",
+                             requested_aspect=ASPECT_RATIOS.get(gen.get("aspect_ratio", "")),
+                             coords=getattr(o, "coords", "norm1000"), sent_size=sent_size(h, w, o.max_side),
+                             resize_rule=rule_of(getattr(o, "resize_rule", None)),
+                             seg_codebook=getattr(o, "seg_codebook", None), redact=redact)
+    except Exception as e:  # a decoder bug or an answer no rule foresaw: a row, never a crash
+        return Prediction.failed(redact(f"the answer could not be decoded: {type(e).__name__}: {str(e)[:200]}"),
+                                 status="invalid_answer", decoder_version=DECODER_VERSION,
+                                 model_version=reply.model_version if isinstance(reply.model_version, str) else None)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
@@ -22,7 +21,8 @@ from ...datasets.base import Sample
 from ...errors import OmnisegError
 from .frames import RuleOption
 from .types import Failure, Price, RemoteOptions, Reply, retry_after_seconds, transport_error
-from ...redaction import watch
+from ...redaction import redact
+from .provider import Provider
 from .remote import RemoteSegmenter
 
 RETRY_CODES = {408, 409, 429, 500, 502, 503, 504}
@@ -68,61 +68,44 @@ class ApiHttpError(Exception):
         self.code, self.message, self.retry_after = code, message, retry_after
 
 
-class OpenAICompatible(RemoteSegmenter):
-    kind = "openai"
-    version = "1"
-    Options = OpenAIOptions
+class OpenAIApi(Provider):
+    """The chat-completions wire format: the image as a PNG data URL, the answer in the first choice's message."""
+
     default_endpoint = "https://api.openai.com/v1"
-    default_prompts: ClassVar[dict[str, str]] = PROMPTS
 
-    def __init__(self, name: str, options: OpenAIOptions | None = None):
+    def __init__(self, name: str, options: OpenAIOptions):
         super().__init__(name, options)
-        self.key_variables = (self.options.key_env,) if self.options.key_env else ()  # for the key and redaction
-        if self.options.seg_codebook:  # a wrong file is said now, not as a failed row per answer
-            from . import paligemma_masks
-
-            try:
-                paligemma_masks.load(self.options.seg_codebook)
-            except OmnisegError as e:
-                raise OmnisegError(f"model {name!r}: option seg_codebook: {e}") from None
-
-    def signature(self) -> dict[str, Any]:
-        sig = super().signature()
-        if self.options.seg_codebook:  # the weights, wherever the file lies
-            from . import paligemma_masks
-
-            sig["options"]["seg_codebook"] = paligemma_masks.digest(self.options.seg_codebook)
-        return sig
-
-    def _generation(self, sample: Sample) -> dict[str, Any]:
-        o = self.options
-        return {k: v for k, v in (("max_tokens", o.max_output_tokens), ("temperature", o.temperature),
-                                  ("seed", o.seed)) if v is not None}
+        self.key_variables = (options.key_env,) if options.key_env else ()  # for the key and redaction
 
     def make_client(self, key: str | None):
         import httpx2  # the HTTP client google-genai already brings (httpx's successor)
 
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         return httpx2.AsyncClient(base_url=self.options.base_url.rstrip("/") + "/", headers=headers,
-                                 timeout=self.options.timeout_s, trust_env=False)
+                                  timeout=self.options.timeout_s, trust_env=False)
 
-    async def _aclose(self, client) -> None:
+    async def close_client(self, client) -> None:
         await client.aclose()
 
-    def _payload(self, png: bytes, prompt: str, gen: dict) -> bytes:
+    def generation(self, sample: Sample) -> dict[str, Any]:
+        o = self.options
+        return {k: v for k, v in (("max_tokens", o.max_output_tokens), ("temperature", o.temperature),
+                                  ("seed", o.seed)) if v is not None}
+
+    def payload(self, png: bytes, prompt: str, gen: dict) -> bytes:
         url = "data:image/png;base64," + base64.b64encode(png).decode()
         body = {"model": self.options.model, **gen, "messages": [{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": prompt}]}]}
         return json.dumps(body).encode()
 
-    async def _call(self, client, payload: bytes) -> str:
+    async def send(self, client, payload: bytes) -> str:
         resp = await client.post("chat/completions", content=payload, headers={"Content-Type": "application/json"})
         if resp.status_code != 200:  # the status code decides; the body (any JSON, or none) only explains
-            raise ApiHttpError(resp.status_code, self.redact(error_message(resp.text)),
+            raise ApiHttpError(resp.status_code, redact(error_message(resp.text)),
                                retry_after_seconds(resp.headers.get("retry-after")))
         return resp.text
 
-    def _read(self, raw: str) -> Reply:
+    def read(self, raw: str) -> Reply:
         d = json.loads(raw)
         if not isinstance(d, dict):
             raise ValueError(f"the body is a JSON {type(d).__name__}, not an object")
@@ -153,14 +136,34 @@ class OpenAICompatible(RemoteSegmenter):
 
     def failure(self, err: BaseException) -> Failure:
         if isinstance(err, ApiHttpError):
-            return Failure(err.code, self.redact(str(err)), retryable=err.code in RETRY_CODES, delay=err.retry_after)
-        return Failure(None, self.redact(f"{type(err).__name__}: {err}"), retryable=transport_error(err))
+            return Failure(err.code, redact(str(err)), retryable=err.code in RETRY_CODES, delay=err.retry_after)
+        return Failure(None, redact(f"{type(err).__name__}: {err}"), retryable=transport_error(err))
 
-    def api_key(self) -> str | None:
-        if not self.options.key_env:
-            return None
-        watch(self.options.key_env)
-        return os.environ.get(self.options.key_env)
+
+class OpenAICompatible(RemoteSegmenter):
+    kind = "openai"
+    version = "1"
+    Options = OpenAIOptions
+    Api = OpenAIApi
+    default_prompts: ClassVar[dict[str, str]] = PROMPTS
+
+    def __init__(self, name: str, options: OpenAIOptions | None = None):
+        super().__init__(name, options)
+        if self.options.seg_codebook:  # a wrong file is said now, not as a failed row per answer
+            from . import paligemma_masks
+
+            try:
+                paligemma_masks.load(self.options.seg_codebook)
+            except OmnisegError as e:
+                raise OmnisegError(f"model {name!r}: option seg_codebook: {e}") from None
+
+    def signature(self) -> dict[str, Any]:
+        sig = super().signature()
+        if self.options.seg_codebook:  # the weights, wherever the file lies
+            from . import paligemma_masks
+
+            sig["options"]["seg_codebook"] = paligemma_masks.digest(self.options.seg_codebook)
+        return sig
 
 
 def _text(v: object) -> str | None:

@@ -189,9 +189,9 @@ def test_requests_are_sent_in_the_order_submitted_whatever_order_they_are_encode
     import threading
 
     from conftest import sent_png_sha
-    from omniseg.models.api.remote import RemoteSegmenter
+    from omniseg.models.api.scheduler import Scheduler
 
-    encode = RemoteSegmenter._encode
+    encode = Scheduler._encode
     done, lock, calls, others = [0], threading.Lock(), [0], threading.Event()
 
     def held(self, pixels, prompt, gen):
@@ -207,7 +207,7 @@ def test_requests_are_sent_in_the_order_submitted_whatever_order_they_are_encode
                 others.set()
         return out
 
-    monkeypatch.setattr(RemoteSegmenter, "_encode", held)
+    monkeypatch.setattr(Scheduler, "_encode", held)
     with fg.FakeGemini() as srv:
         cfg = gemini_config(tmp_path, srv.url, n=6, max_in_flight=1)
         names = sent_png_sha(cfg, "gem")

@@ -16,6 +16,7 @@ import pytest
 from omniseg.evaluation.batch import Settled, collect
 from omniseg.store.jobs import JobBook
 from omniseg.models.api.gemini import batch as gb
+from omniseg.models.api.provider import JobStatus
 from omniseg.store.database import Store
 
 
@@ -24,7 +25,7 @@ from omniseg.store.database import Store
                                        ("", "UNSPECIFIED")])
 def test_state_names_and_which_states_end_a_job(raw, name):
     assert gb.state_name(raw) == name
-    assert gb.JobStatus("batches/x", name).ended == (name in {"SUCCEEDED", "PARTIALLY_SUCCEEDED", "FAILED", "CANCELLED",
+    assert JobStatus("batches/x", name).ended == (name in {"SUCCEEDED", "PARTIALLY_SUCCEEDED", "FAILED", "CANCELLED",
                                                                "EXPIRED"})
 
 
@@ -46,7 +47,7 @@ def test_results_are_paired_by_key_whatever_their_order():
              {"metadata": {"key": k}, "error": {"code": 500, "message": "internal"}} for i, k in enumerate(keys)]
     random.Random(1).shuffle(items)
     jobs = gb.GeminiJobs(client=None, model="m")
-    got = list(jobs.results(gb.JobStatus("batches/j", "SUCCEEDED", inline=items), keys, scratch=None))
+    got = list(jobs.results(JobStatus("batches/j", "SUCCEEDED", inline=items), keys, scratch=None))
     assert sorted(k for k, _, _ in got) == keys
     for key, raw, error in got:
         i = int(key[1:])
@@ -55,7 +56,7 @@ def test_results_are_paired_by_key_whatever_their_order():
         else:
             assert json.loads(raw)["responseId"] == f"r{i}" and error is None
     by_position = [{"response": _answer(i)} for i in range(3)]
-    got = list(jobs.results(gb.JobStatus("batches/j", "SUCCEEDED", inline=by_position), keys[:3], scratch=None))
+    got = list(jobs.results(JobStatus("batches/j", "SUCCEEDED", inline=by_position), keys[:3], scratch=None))
     assert [(k, json.loads(r)["responseId"]) for k, r, _ in got] == [("k0", "r0"), ("k1", "r1"), ("k2", "r2")]
 
 
@@ -69,22 +70,19 @@ def test_a_results_line_without_answer_or_error_is_an_error():
 
 
 class _Model:
-    """The one model method collect() needs besides the batch API: keeping an answer (recorded here)."""
+    """What collect() needs of a model besides the batch API: its provider's jobs, its client, its options' batch
+    price, and the archive keeping an answer (recorded here)."""
 
     name = "gem"
 
     def __init__(self, inline):
+        from types import SimpleNamespace
+
         self.kept, self._inline = {}, inline
-
-    def batch_jobs(self):
-        return gb.GeminiJobs(client=None, model="m")
-
-    def keep_batch_answer(self, key, raw, job):
-        self.kept[key] = (raw, job)
-
-    @staticmethod
-    def redact(text):
-        return text
+        self.provider = SimpleNamespace(jobs=lambda client: gb.GeminiJobs(client=client, model="m"))
+        self.scheduler = SimpleNamespace(client=lambda: None)
+        self.options = SimpleNamespace(price=SimpleNamespace(batch_factor=0.5))
+        self.archive = SimpleNamespace(keep_batch=lambda key, raw, job, factor: self.kept.__setitem__(key, (raw, job)))
 
 
 def _book(tmp_path, keys):
@@ -104,7 +102,7 @@ def test_collect_keeps_each_answer_under_its_key_and_counts_the_unanswered(tmp_p
     random.Random(2).shuffle(items)
     m, out = _Model(items), Settled()
     row = book.open("t", "gem")[0]
-    collect(book, m, row, gb.JobStatus("batches/1", "PARTIALLY_SUCCEEDED", inline=items), out)
+    collect(book, m, row, JobStatus("batches/1", "PARTIALLY_SUCCEEDED", inline=items), out)
     assert sorted(m.kept) == keys[:4]
     assert all(json.loads(raw)["responseId"] == f"r{k[1:]}" and job == "batches/1" for k, (raw, job) in m.kept.items())
     outcomes = dict(store.db.execute("SELECT cache_key, status FROM batch_requests").fetchall())
@@ -139,14 +137,14 @@ def test_an_extra_unkeyed_result_or_an_error_beside_a_response_is_never_an_answe
     keys = ["k0", "k1"]
     items = [{"response": _answer(0)}, {"response": _answer(1), "error": {"code": 500, "message": "half done"}},
              {"response": _answer(2)}]
-    got = list(gb.GeminiJobs(client=None, model="m").results(gb.JobStatus("batches/j", "SUCCEEDED", inline=items),
+    got = list(gb.GeminiJobs(client=None, model="m").results(JobStatus("batches/j", "SUCCEEDED", inline=items),
                                                               keys, scratch=None))
     assert [(k, r is None) for k, r, _ in got] == [("k0", False), ("k1", True), (None, False)]
     assert got[1][2] == {"code": 500, "message": "half done"}
     store, book = _book(tmp_path, keys)
     items[1]["error"]["message"] = "x" * 10_000
     m, out = _Model(items), Settled()
-    collect(book, m, book.open("t", "gem")[0], gb.JobStatus("batches/1", "SUCCEEDED", inline=items), out)
+    collect(book, m, book.open("t", "gem")[0], JobStatus("batches/1", "SUCCEEDED", inline=items), out)
     assert sorted(m.kept) == ["k0"]
     (status, error), = book.failures("t", "gem").values()
     assert status == "api_error" and len(error) == 500 and error.startswith("batch job batches/1: 500 xxx")
@@ -170,8 +168,8 @@ def test_a_file_jobs_results_are_streamed_to_the_stores_scratch_folder_and_remov
     client = _FilesOnly([{"key": "k2", "response": _answer(2)}, {"key": "k0", "response": _answer(0)},
                          {"key": "k1", "error": {"code": 429, "message": "quota"}}])
     m, out = _Model([]), Settled()
-    m.batch_jobs = lambda: gb.GeminiJobs(client=client, model="m")
-    collect(book, m, book.open("t", "gem")[0], gb.JobStatus("batches/1", "SUCCEEDED", file="files/out"), out)
+    m.scheduler.client = lambda: client
+    collect(book, m, book.open("t", "gem")[0], JobStatus("batches/1", "SUCCEEDED", file="files/out"), out)
     (name, dest), = client.downloaded
     assert name == "files/out" and dest.startswith(str(store.root)) and dest.endswith("job1.results.jsonl")
     assert not os.path.exists(dest)  # streamed, read, removed
@@ -184,5 +182,5 @@ def test_a_results_file_goes_to_a_folder_made_as_needed_and_read_again_in_it(tmp
     jobs = gb.GeminiJobs(client=client, model="m")
     scratch = tmp_path / "not" / "yet" / "there" / "job.results.jsonl"
     for _ in range(2):  # the second time the folder exists
-        got = list(jobs.results(gb.JobStatus("batches/1", "SUCCEEDED", file="files/out"), ["k0"], scratch))
+        got = list(jobs.results(JobStatus("batches/1", "SUCCEEDED", file="files/out"), ["k0"], scratch))
         assert [k for k, _, _ in got] == ["k0"] and not scratch.exists()

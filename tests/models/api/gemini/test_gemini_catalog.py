@@ -77,7 +77,7 @@ def test_configs_send_only_settings_their_models_take(path, recwarn):
             continue
         seg = models.build(entry)
         takes = set(cat.lookup(seg.options.model).settings)
-        sent = set(seg._generation(sample)) - {"max_output_tokens", "seed", "response_modalities", "aspect_ratio"}
+        sent = set(seg.provider.generation(sample)) - {"max_output_tokens", "seed", "response_modalities", "aspect_ratio"}
         assert sent <= takes, (entry.name, sent - takes)
 
 

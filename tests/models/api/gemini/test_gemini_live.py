@@ -16,6 +16,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from omniseg import config, models
+from omniseg.models.api.types import png_bytes
 from omniseg.cli import app
 from omniseg.evaluation.runner import open_dataset, run
 from omniseg.store.database import Store
@@ -43,10 +44,10 @@ def truth_of_sent_pixels(cfg: config.TaskConfig, name: str = "gem"):
     truths, ids = {}, {}
     for ref in ds.refs(cfg.split):
         s = ds.load(ref)
-        px = seg._sent_image(s.image)
+        px = seg.request(s, seg.prompt())[0]
         truths[hashlib.sha256(px.tobytes()).hexdigest()] = np.asarray(
             Image.fromarray(s.mask).resize((px.shape[1], px.shape[0]), Image.NEAREST))
-        ids[hashlib.sha256(seg._png(px)).hexdigest()] = s.id
+        ids[hashlib.sha256(png_bytes(px)).hexdigest()] = s.id
     return (lambda img: truths[hashlib.sha256(np.ascontiguousarray(img).tobytes()).hexdigest()]), ids
 
 

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-#: states after which a job changes no more (the API says BATCH_STATE_X, the SDK JOB_STATE_X)
-ENDED = frozenset({"SUCCEEDED", "PARTIALLY_SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"})
+from ..provider import JobStatus
+
 INLINE_LIMIT_MB = 20.0  # the API's limit on an inline job's create request
 
 
@@ -27,22 +26,6 @@ def state_name(state: Any) -> str:
     for prefix in ("BATCH_STATE_", "JOB_STATE_"):
         text = text.removeprefix(prefix)
     return text
-
-
-@dataclass
-class JobStatus:
-    """What a poll of a job says: its state, how far it is, and where its answers are once it ended."""
-
-    name: str
-    state: str
-    total: int | None = None
-    done: int | None = None  # answered or failed so far (None: the API did not say)
-    inline: list[dict] = field(default_factory=list)  # inline jobs: [{response|error, metadata}] in input order
-    file: str | None = None  # file jobs: the results file's name
-
-    @property
-    def ended(self) -> bool:
-        return self.state in ENDED
 
 
 def rest_request(png: bytes, prompt: str, generation: dict) -> dict:

@@ -20,14 +20,16 @@ import re
 import warnings
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import Field, model_validator
 
 from ....datasets.base import Sample
 from .... import clock
 from .. import decoders
 from . import catalog as gemini_catalog
-from ..types import Failure, Price, RemoteOptions, Reply, retry_after_seconds, transport_error
+from ....redaction import redact
+from ..provider import BatchProvider
+from ..types import (Failure, Price, RemoteOptions, Reply, estimate_input_tokens, retry_after_seconds,
+                     transport_error)
 from ..remote import RemoteSegmenter
 
 KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
@@ -132,12 +134,10 @@ class GeminiOptions(RemoteOptions):
         return self
 
 
-class Gemini(RemoteSegmenter):
-    kind = "gemini"
-    version = "2"
-    Options = GeminiOptions
+class GeminiApi(BatchProvider):
+    """Gemini's wire format (google-genai), prices and batch jobs."""
+
     key_variables = KEY_VARIABLES
-    default_prompts = DEFAULT_PROMPTS
     default_endpoint = "https://generativelanguage.googleapis.com"
 
     def endpoint(self) -> str:
@@ -149,32 +149,11 @@ class Gemini(RemoteSegmenter):
             return os.environ.get("GOOGLE_VERTEX_BASE_URL") or "https://aiplatform.googleapis.com"
         return os.environ.get("GOOGLE_GEMINI_BASE_URL") or self.default_endpoint
 
-    def __init__(self, name: str, options: GeminiOptions | None = None):
-        super().__init__(name, options)
-        note = gemini_catalog.status_note(self.options.model, clock.today())
-        if note:
-            warnings.warn(f"model {name!r}: {note}", stacklevel=2)
-
-    def _generation(self, sample: Sample) -> dict[str, Any]:
-        o = self.options
-        g: dict[str, Any] = {"max_output_tokens": o.max_output_tokens, "seed": o.seed}
-        for k in ("temperature", "thinking_budget", "thinking_level", "media_resolution"):
-            if getattr(o, k) is not None:
-                g[k] = getattr(o, k)
-        if o.mode == "image-mask":
-            h, w = sample.image.shape[:2]
-            g["response_modalities"] = ["IMAGE"]
-            g["aspect_ratio"] = decoders.nearest_aspect(w, h)
-            if o.image_size:
-                g["image_size"] = o.image_size
-        return g
-
-    def worst_cost(self, size: tuple[int, int], prompt: str) -> float:
-        thinking = max(self.options.thinking_budget or 0, 0)
-        return self._cost(int(self._est_input_tokens(size, prompt) * 1.5), self.options.max_output_tokens + thinking)
-
-    def _needs_key(self) -> bool:
+    def needs_key(self) -> bool:
         return not self.options.vertexai
+
+    def import_sdk(self) -> None:
+        importlib.import_module("google.genai.types")
 
     def make_client(self, key: str | None):
         from google import genai
@@ -202,7 +181,7 @@ class Gemini(RemoteSegmenter):
         except DefaultCredentialsError as e:
             missing = "no Application Default Credentials" + ("" if project else " and no Google Cloud project")
             raise OmnisegError(
-                f"model {self.name!r} uses Vertex AI but found {missing} ({self.redact(str(e)).splitlines()[0][:200]}): "
+                f"model {self.name!r} uses Vertex AI but found {missing} ({redact(str(e)).splitlines()[0][:200]}): "
                 "run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS to a key file"
                 + ("" if project else ", and set `project` on the model or GOOGLE_CLOUD_PROJECT")) from None
         project = project or adc_project
@@ -211,64 +190,34 @@ class Gemini(RemoteSegmenter):
                                "on the model or GOOGLE_CLOUD_PROJECT (the credentials name none)")
         return creds, project
 
-    # -- batch jobs (:mod:`omniseg.evaluation.batch`) ------------------------------------------------------
-    def batch_jobs(self):
-        from .batch import GeminiJobs
+    async def close_client(self, client) -> None:
+        await client.aio.aclose()
 
-        if getattr(self, "_jobs", None) is None:
-            self._jobs = GeminiJobs(self._client(), self.options.model)
-        return self._jobs
+    def generation(self, sample: Sample) -> dict[str, Any]:
+        o = self.options
+        g: dict[str, Any] = {"max_output_tokens": o.max_output_tokens, "seed": o.seed}
+        for k in ("temperature", "thinking_budget", "thinking_level", "media_resolution"):
+            if getattr(o, k) is not None:
+                g[k] = getattr(o, k)
+        if o.mode == "image-mask":
+            h, w = sample.image.shape[:2]
+            g["response_modalities"] = ["IMAGE"]
+            g["aspect_ratio"] = decoders.nearest_aspect(w, h)
+            if o.image_size:
+                g["image_size"] = o.image_size
+        return g
 
-    def batch_request(self, sample: Sample, prompt: str) -> tuple[str, tuple, dict, np.ndarray]:
-        """What a batch job sends for a sample: its archive key, the inline request (for
-        :meth:`GeminiJobs.create_inline`), the JSONL line of a file job, and the sent pixels."""
-        from .batch import rest_request
-
-        pixels, gen, key = self._request(sample, prompt)
-        png = self._png(pixels)
-        line = {"key": key, "request": rest_request(png, prompt, _rest_generation(gen))}
-        return key, (key, png, prompt, self._config(gen, raw_body=False)), line, pixels
-
-    def keep_batch_answer(self, key: str, raw: str, job: str) -> None:
-        """A batch job's answer into the archive, with its booking at the batch price (read as an online answer's
-        is: a body that does not read is kept all the same, at an unknown cost)."""
-        booking = self._booking(raw, key, 1, None)
-        booking.update(outcome="batch", job=job, cost_usd=booking["cost_usd"] * self.options.price.batch_factor)
-        self.archive.put(key, self.options.model, booking["model_version"], raw, call=booking)
-
-    @staticmethod
-    def _config(gen: dict[str, Any], raw_body: bool = True):
+    def payload(self, png: bytes, prompt: str, gen: dict):
         from google.genai import types
 
-        kw: dict[str, Any] = {k: gen[k] for k in ("temperature", "max_output_tokens", "seed") if gen.get(k) is not None}
-        thinking = {k: gen[k] for k in ("thinking_budget", "thinking_level") if k in gen}
-        if thinking:
-            kw["thinking_config"] = types.ThinkingConfig(**thinking)
-        if "media_resolution" in gen:
-            kw["media_resolution"] = f"MEDIA_RESOLUTION_{gen['media_resolution'].upper()}"
-        if "response_modalities" in gen:
-            kw["response_modalities"] = gen["response_modalities"]
-            kw["image_config"] = types.ImageConfig(aspect_ratio=gen["aspect_ratio"], image_size=gen.get("image_size"))
-        # the raw body, exactly as the API sent it, is what the archive keeps and the decoders read
-        return types.GenerateContentConfig(should_return_http_response=raw_body or None, **kw)
+        return [types.Part.from_bytes(data=png, mime_type="image/png"), prompt], _config(gen)
 
-    def _import_sdk(self) -> None:
-        importlib.import_module("google.genai.types")
-
-    def _payload(self, png: bytes, prompt: str, gen: dict):
-        from google.genai import types
-
-        return [types.Part.from_bytes(data=png, mime_type="image/png"), prompt], self._config(gen)
-
-    async def _call(self, client, payload) -> str:
+    async def send(self, client, payload) -> str:
         contents, config = payload
         resp = await client.aio.models.generate_content(model=self.options.model, contents=contents, config=config)
         return resp.sdk_http_response.body or "{}"
 
-    async def _aclose(self, client) -> None:
-        await client.aio.aclose()
-
-    def _read(self, raw: str) -> Reply:
+    def read(self, raw: str) -> Reply:
         """Gemini's REST response (camelCase; snake_case accepted too) into a :class:`Reply`.
 
         Anything in the body may be of the wrong type: what is not what the API documents reads as absent."""
@@ -307,12 +256,12 @@ class Gemini(RemoteSegmenter):
         from google.genai import errors
 
         if not isinstance(err, errors.APIError):
-            text = self.redact(f"{type(err).__name__}: {err}")
+            text = redact(f"{type(err).__name__}: {err}")
             return Failure(None, text, retryable=transport_error(err))
         code = err.code if isinstance(err.code, int) else None
         status = " ".join(str(x) for x in (code, err.status) if x)
         message = err.message if isinstance(err.message, str) else str(err.details)[:200]
-        text = self.redact(f"{type(err).__name__} {status}: {message or err}")
+        text = redact(f"{type(err).__name__} {status}: {message or err}")
         body = err.details.get("error", err.details) if isinstance(err.details, dict) else None
         details = body.get("details") if isinstance(body, dict) else None
         delay = None
@@ -325,6 +274,55 @@ class Gemini(RemoteSegmenter):
             delay = retry_after_seconds(headers.get("retry-after")) if headers is not None else None
         per_day = code == 429 and "PerDay" in str(err.details)
         return Failure(code, text, retryable=code in RETRY_CODES, per_day=per_day, delay=delay)
+
+    def worst_cost(self, size: tuple[int, int], prompt: str) -> float:
+        thinking = max(self.options.thinking_budget or 0, 0)
+        return self.cost(int(estimate_input_tokens(size, prompt) * 1.5), self.options.max_output_tokens + thinking)
+
+    # -- batch jobs (:mod:`omniseg.evaluation.batch`) ------------------------------------------------------
+    def jobs(self, client):
+        from .batch import GeminiJobs
+
+        if getattr(self, "_jobs", None) is None:
+            self._jobs = GeminiJobs(client, self.options.model)
+        return self._jobs
+
+    def batch_request(self, key: str, png: bytes, prompt: str, gen: dict) -> tuple[tuple, dict]:
+        """The inline request (for :meth:`GeminiJobs.create_inline`) and the JSONL line of a file job."""
+        from .batch import rest_request
+
+        line = {"key": key, "request": rest_request(png, prompt, _rest_generation(gen))}
+        return (key, png, prompt, _config(gen, raw_body=False)), line
+
+
+def _config(gen: dict[str, Any], raw_body: bool = True):
+    from google.genai import types
+
+    kw: dict[str, Any] = {k: gen[k] for k in ("temperature", "max_output_tokens", "seed") if gen.get(k) is not None}
+    thinking = {k: gen[k] for k in ("thinking_budget", "thinking_level") if k in gen}
+    if thinking:
+        kw["thinking_config"] = types.ThinkingConfig(**thinking)
+    if "media_resolution" in gen:
+        kw["media_resolution"] = f"MEDIA_RESOLUTION_{gen['media_resolution'].upper()}"
+    if "response_modalities" in gen:
+        kw["response_modalities"] = gen["response_modalities"]
+        kw["image_config"] = types.ImageConfig(aspect_ratio=gen["aspect_ratio"], image_size=gen.get("image_size"))
+    # the raw body, exactly as the API sent it, is what the archive keeps and the decoders read
+    return types.GenerateContentConfig(should_return_http_response=raw_body or None, **kw)
+
+
+class Gemini(RemoteSegmenter):
+    kind = "gemini"
+    version = "2"
+    Options = GeminiOptions
+    Api = GeminiApi
+    default_prompts = DEFAULT_PROMPTS
+
+    def __init__(self, name: str, options: GeminiOptions | None = None):
+        super().__init__(name, options)
+        note = gemini_catalog.status_note(self.options.model, clock.today())
+        if note:
+            warnings.warn(f"model {name!r}: {note}", stacklevel=2)
 
 
 def _get(obj: dict, kind: type | None, *names: str):
