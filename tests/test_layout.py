@@ -139,12 +139,6 @@ def test_tests_mirror_the_source():
     assert len(names) == len(set(names)), "two test modules share a name (pytest imports them by name)"
 
 
-#: SQL outside the store, each with why it is still there: the one room that owns its data is `store/`
-SQL_ELSEWHERE = {
-    # the answer archive is its own SQLite file, opened by the API models (a stage before the store); it moves into
-    # the store when the provider contract puts the archive in a wrapper around any provider (issue 37)
-    "omniseg.models.api.archive",
-}
 SQL = __import__("re").compile(r"\b(SELECT\s|INSERT\s+(OR\s+\w+\s+)?INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|CREATE\s+"
                                r"(TABLE|INDEX|VIEW)|ALTER\s+TABLE|DROP\s+TABLE|PRAGMA\s|json_extract\()")
 
@@ -159,14 +153,14 @@ def sql_in(path: Path) -> list[str]:
 
 
 def test_no_sql_outside_the_store():
-    found = [hit for p in sorted(PKG.rglob("*.py")) if not p.is_relative_to(PKG / "store")
-             and module_name(p) not in SQL_ELSEWHERE for hit in sql_in(p)]
+    found = [hit for p in sorted(PKG.rglob("*.py")) if not p.is_relative_to(PKG / "store") for hit in sql_in(p)]
     assert not found, "SQL belongs in src/omniseg/store/ (a named read or write there):\n" + "\n".join(found)
 
 
 def test_the_sql_scan_sees_sql_where_it_is():
-    assert sql_in(PKG / "store" / "results.py") and sql_in(PKG / "models" / "api" / "archive.py")
-    assert all(sql_in(PKG / "store" / f"{m}.py") for m in ("bookings", "jobs", "reviews", "runs", "subsets"))
+    assert all(sql_in(PKG / "store" / f"{m}.py") for m in ("archive", "bookings", "jobs", "results", "reviews", "runs",
+                                                           "subsets"))
+    assert not sql_in(PKG / "models" / "api" / "cached.py")
 
 
 #: underscore names one may read on another object: namedtuple's public API, and each use of a library's private

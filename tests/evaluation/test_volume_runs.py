@@ -78,7 +78,7 @@ def test_a_volume_study_runs_end_to_end_resumes_a_kill_mid_volume_and_pays_for_n
         assert estimate["vlm"]["cost_usd"] > 0 and estimate["otsu"]["calls"] == 0 and not srv.log
 
         args = ["run", "--config", cfg_path, "--store", store, "--split", "all", "-q"]
-        killed = run_killed_after_calls(args, "omniseg.models.api.archive:AnswerArchive.put", SHAPE[0] + 3)
+        killed = run_killed_after_calls(args, "omniseg.store.archive:AnswerArchive.put", SHAPE[0] + 3)
         assert killed.returncode == -9, killed.stderr
         with sqlite3.connect(tmp_path / "runs" / "answers.sqlite") as db:
             archived_at_kill = {k for (k,) in db.execute("SELECT key FROM answers")}

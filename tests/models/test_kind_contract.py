@@ -27,7 +27,8 @@ from omniseg.config import ModelConfig
 from omniseg.datasets.base import Sample
 from omniseg.errors import OmnisegError
 from omniseg.models.api.decoders import STATUSES as DECODED
-from omniseg.models.base import STATUSES, Prediction, RunContext
+from omniseg.evaluation.runner import run_context
+from omniseg.models.base import STATUSES, Prediction
 from omniseg.models.specialist import NetSpec, build_net, save_checkpoint
 from omniseg.standins import tiny_codebook, tiny_sam3
 from omniseg.standins.fake_gemini import FakeGemini
@@ -207,7 +208,7 @@ def build(kind: str, env: Env, tmp_path: Path, **changed):
     m = models.build(ModelConfig(name=f"the-{kind}", kind=kind, options={**KINDS[kind].options(env), **changed}))
     if KINDS[kind].peers is not None:
         models.link([m], KINDS[kind].peers(env))
-    m.bind(RunContext(store_root=tmp_path))
+    m.bind(run_context(tmp_path))
     return m
 
 

@@ -78,15 +78,14 @@ def cancel(
     """Cancel the open jobs; `omniseg batch wait` then collects what they finished, the rest stays to do."""
     from ..evaluation import batch
     from .. import config as config_mod
-    from ..models.base import RunContext
-    from ..evaluation.runner import select_models
+    from ..evaluation.runner import run_context, select_models
 
     cfg = config_mod.find(task, config)
     with existing_store(store) as st:
         done = []
         for m in select_models(cfg, split_names(models)):
             if batch.supports(m):
-                m.bind(RunContext(store_root=st.root))
+                m.bind(run_context(st.root))
                 try:
                     done += batch.cancel(st, m, cfg.task, name)
                 finally:

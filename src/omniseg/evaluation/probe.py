@@ -19,10 +19,9 @@ from ..scoring import metrics
 from .. import models
 from ..config import TaskConfig
 from ..errors import OmnisegError
-from ..models.base import RunContext
 from ..models.api.remote import RemoteSegmenter
 from ..store.schema import file_name
-from .runner import open_dataset
+from .runner import open_dataset, run_context
 
 PROBE_COLUMNS = ("sample_id", "status", "model_version", "form", "answer", "area", "dice", "tokens_in", "tokens_out",
                  "latency_s", "cost_usd", "strip")
@@ -68,7 +67,7 @@ def probe(cfg: TaskConfig, *, model: str | None = None, n: int = 3, store_root: 
     seg = models.build(entry)
     # a probe is a look, not a run: one retry at most, and always a fresh answer
     seg = type(seg)(entry.name, seg.options.model_copy(update={"max_retries": min(seg.options.max_retries, 1)}))
-    seg.bind(RunContext(store_root=store_root, refresh=True))
+    seg.bind(run_context(store_root, refresh=True))
     try:
         preds = seg.predict_batch(samples)
     finally:

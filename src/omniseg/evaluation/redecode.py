@@ -22,9 +22,8 @@ from .. import models, plugins
 from ..config import TaskConfig
 from ..errors import OmnisegError
 from ..models.api import answers
-from ..models.base import RunContext
 from ..models.api.remote import RemoteSegmenter
-from .runner import open_dataset, score_prediction
+from .runner import open_dataset, run_context, score_prediction
 from ..store import results, runs as store_runs
 from ..store.database import Store
 
@@ -100,7 +99,7 @@ def _one_model(store: Store, task: str, name: str, data_root, everything: bool, 
                            f"`omniseg run --task {task} --models {name} --force`: every slice's answer comes from the "
                            "archive (no call, nothing paid) and is decoded by this version")
     seg = models.build(cfg.model(name))
-    seg.bind(RunContext(store_root=store.root))
+    seg.bind(run_context(store.root))
     refs = {r.id: r for r in ds.refs("all")}
     try:
         for sample_id, old, meta in progress_bar(todo, desc=f"redecode {task}/{name}", unit="row", disable=not progress):

@@ -26,6 +26,7 @@ from ..config import TaskConfig
 from ..datasets.base import SampleRef, split_fingerprint
 from ..errors import CheckpointMissing, EmptyShard, OmnisegError, SampleError
 from ..models.base import Prediction, RunContext, Segmenter
+from ..store.archive import FILE_NAME as ARCHIVE_FILE, AnswerArchive
 from ..store.database import Store
 from .batch import supports as batch_supports
 
@@ -98,6 +99,13 @@ def select_models(cfg: TaskConfig, names: list[str] | None, *, missing: dict | N
                                                       else f" --model {m.name}"),
                 others) from None
     return models.link(built, cfg.models)
+
+
+def run_context(store_root: Path, **settings) -> RunContext:
+    """What a run tells its models: the store's folder, the answer archive beside it (the models open it through the
+    store's :class:`AnswerArchive`: the models' layer opens no store file itself) and the run's ``settings``."""
+    return RunContext(store_root=store_root, archive_path=Path(store_root) / ARCHIVE_FILE, open_archive=AnswerArchive,
+                      **settings)
 
 
 def _runnable(entry) -> bool:
@@ -238,8 +246,7 @@ def _run_claimed(cfg: TaskConfig, store: Store, ds, refs: list[SampleRef], segs:
     split, progress = opts.split, opts.progress
     _check_signatures(store, cfg.task, segs, opts.force)
     for m in segs:
-        m.bind(RunContext(store_root=store.root, refresh=opts.refresh, max_cost=opts.max_cost,
-                          max_pixels=cfg.dataset.max_pixels))
+        m.bind(run_context(store.root, refresh=opts.refresh, max_cost=opts.max_cost, max_pixels=cfg.dataset.max_pixels))
     # volumes one at a time: two in memory (one read ahead), each of them possibly gigabytes
     batch_size = opts.batch_size or (1 if ds.volumetric else max([m.preferred_batch or 8 for m in segs]))
 
@@ -467,7 +474,7 @@ def dry_run(cfg: TaskConfig, store: Store | None, *, store_root: Path, model_nam
     out = {name: {"pairs": sum((r.id, name) not in done for r in refs), "calls": 0, "cached": 0, "cost_usd": 0.0,
                   "missing_checkpoint": path} for name, path in missing.items()}
     for m in segs:
-        m.bind(RunContext(store_root=store_root, refresh=refresh, look_only=True))
+        m.bind(run_context(store_root, refresh=refresh, look_only=True))
         todo = [r for r in refs if (r.id, m.name) not in done]
         est = {"pairs": len(todo), "calls": 0, "cached": 0, "cost_usd": 0.0} | ({"slices": 0} if ds.volumetric else {})
         for start in progress_bar(range(0, len(todo), 64), desc=f"estimate {m.name}", disable=not progress):

@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 from ..datasets.base import Sample
@@ -39,6 +39,10 @@ class RunContext:
     answers_only: bool = False
     batch_failures: dict = field(default_factory=dict)  # cache key -> (status, reason) of a job's failed request
     max_pixels: int | None = None  # dataset.max_pixels: the largest file a model reads from disk (None: the default)
+    #: the answer archive beside the store, and how to open one (``omniseg.store.archive.AnswerArchive``: the run
+    #: opens it, as this layer opens no store file); None outside a run
+    archive_path: Path | None = None
+    open_archive: Callable[..., Any] | None = None
 
 
 

@@ -1,7 +1,8 @@
-"""The store: one SQLite database that is the source of truth (:mod:`.database`), its schema (:mod:`.schema`), and
-the merge of shard stores into one (:mod:`.merge`).
+"""The store: one SQLite database that is the source of truth (:mod:`.database`), its schema (:mod:`.schema`), the
+answer archive beside it (:mod:`.archive`: every raw API answer, kept before it is decoded), what both SQLite
+files need (:mod:`.sqlite`), and the merge of shard stores into one (:mod:`.merge`).
 
 Every (sample, model) pair asked for ends as one row; the bookkeeping of answers (each booked once) and of
-workers (one process per model) lives here. May import: the shared modules, ``scoring`` (its columns),
-``models`` (roles) and ``models.api.archive`` (the checks of a SQLite file both databases share). Never ``evaluation``, ``study`` or ``cli``.
+workers (one process per model) lives here, and every SQL statement of the package. May import: the shared
+modules, ``scoring`` (its columns) and ``models`` (roles). Never ``evaluation``, ``study`` or ``cli``.
 """

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from .schema import SCHEMA, SCHEMA_VERSION, Transaction, file_name
-from ..models.api.archive import check_database, readonly_uri, unusable
+from .sqlite import check_database, readonly_uri, unusable
 from ..errors import OmnisegError
 from ..scoring.metrics import NAME
 from ..redaction import redact

@@ -202,7 +202,8 @@ def _merge_archive(src: Path, dst: Path, out: Merged) -> None:
     """Every answer of the source's archive into the target's (kept once, by key; blobs by their sha256)."""
     if not src.is_file() or src.resolve() == dst.resolve():
         return
-    from ..models.api.archive import AnswerArchive, readonly_uri
+    from .archive import AnswerArchive
+    from .sqlite import readonly_uri
 
     AnswerArchive(dst).close()  # creates it with its tables when missing
     db = sqlite3.connect(dst.resolve().as_uri(), uri=True, timeout=30, isolation_level=None)

@@ -126,7 +126,7 @@ def file_name(part: str, limit: int = NAME_BYTES) -> str:
 
 class Transaction:
     """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception; a full disk or a read-only file is one message
-    (:func:`omniseg.models.api.archive.unusable`, shared with the answer archive)."""
+    (:func:`omniseg.store.sqlite.unusable`, shared with the answer archive)."""
 
     def __init__(self, db: sqlite3.Connection):
         self.db = db
@@ -154,6 +154,6 @@ class Transaction:
     def _unwritable(self, e: sqlite3.OperationalError) -> OmnisegError:
         from pathlib import Path
 
-        from ..models.api.archive import unusable
+        from .sqlite import unusable
 
         return unusable(Path(self.db.execute("PRAGMA database_list").fetchone()[2]), "store", e)

@@ -188,7 +188,7 @@ def test_sigkill_part_way_then_rerun_repeats_no_answer_it_had(tmp_path, kill_aft
         store = tmp_path / "runs" / "s.sqlite"
         cfg = vlm_yaml(tmp_path, root, srv.url, max_in_flight=4, max_side=128)
         args = ["run", "--config", cfg, "--store", store, "-q", "--batch-size", "16"]
-        killed = omniseg_with_fault(args, "omniseg.models.api.archive:AnswerArchive.put", kill_after)
+        killed = omniseg_with_fault(args, "omniseg.store.archive:AnswerArchive.put", kill_after)
         assert killed.returncode == -signal.SIGKILL, killed.stderr
         done = subprocess.run([sys.executable, "-m", "omniseg.cli", *map(str, args)], capture_output=True, text=True,
                               timeout=300)

@@ -322,13 +322,13 @@ def test_a_dry_run_prices_each_call_at_a_typical_answer_of_its_mode(tmp_path, mo
     from omniseg import models
     from omniseg.config import ModelConfig
     from omniseg.datasets.base import Sample
-    from omniseg.models.base import RunContext
+    from omniseg.evaluation.runner import run_context
 
     monkeypatch.setenv("GEMINI_API_KEY", API_KEY)
     m = models.build(ModelConfig(name="gem", kind="gemini", options={
         "model": model, "mode": mode, "max_output_tokens": max_out, "base_url": "http://127.0.0.1:9",
         "price": {"input_per_mtok": 0, "output_per_mtok": 1e6}}))
-    m.bind(RunContext(store_root=tmp_path, look_only=True))
+    m.bind(run_context(tmp_path, look_only=True))
     import numpy as np
 
     samples = [Sample(f"s{i}", np.full((30, 40, 3), 10 * i, np.uint8), np.zeros((30, 40), bool)) for i in range(3)]

@@ -1,30 +1,39 @@
 """The answer archive around a provider, as lm-evaluation-harness's ``CachingLM`` wraps a model: every answer
 a provider sends is kept, with the booking of the call that paid for it, before anything decodes it; a
-kept answer is read back instead of asked again. Where the archive lives and how its file is written is
-:mod:`.archive`'s; what a call cost is the provider's.
+kept answer is read back instead of asked again. The archive itself is the store's
+(:class:`omniseg.store.archive.AnswerArchive`, opened by the run: this layer reads and writes no file of its
+own); what a call cost is the provider's; what a request's answer is kept under is :func:`cache_key`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
-from pathlib import Path
+from typing import Any
 from ...errors import OmnisegError
 from ..base import Prediction
-from .archive import AnswerArchive
 from .provider import Provider
 from .types import checked_tokens
 
 
-class CachedProvider:
-    """A provider's answers through the archive at ``path`` (read-only when ``readonly``: a --dry-run)."""
+def cache_key(**parts) -> str:
+    """The key an answer is kept under: a hash of everything that changes it (model, API version, mode, prompt,
+    the sent pixels' digest, generation settings), never of how it is read or fetched, never of the API key."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
-    def __init__(self, provider: Provider, path: Path, readonly: bool = False):
+
+class CachedProvider:
+    """A provider's answers through an open answer archive (``get_with_call``, ``put``, ``close``)."""
+
+    def __init__(self, provider: Provider, archive: Any):
         self.provider = provider
-        self.archive = AnswerArchive(path, readonly=readonly)
+        self.archive = archive
 
     def get(self, key: str) -> str | None:
         """The raw answer kept under ``key``, or None."""
-        return self.archive.get(key)
+        kept = self.archive.get_with_call(key)
+        return kept[0] if kept else None
 
     def lookup(self, key: str) -> tuple[str, dict] | None:
         """The raw answer and the booking of the call that paid for it, or None."""

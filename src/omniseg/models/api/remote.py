@@ -13,11 +13,10 @@ from __future__ import annotations
 import concurrent.futures
 from typing import Any, ClassVar
 
-from .archive import FILE_NAME, cache_key
 from ...datasets.base import Sample
 from ...errors import OmnisegError
 from . import answers
-from .cached import CachedProvider, from_archive
+from .cached import CachedProvider, cache_key, from_archive
 from .provider import Provider
 from .scheduler import Ask, Scheduler
 from .types import RemoteOptions, pixels_digest, sent_pixels
@@ -61,12 +60,15 @@ class RemoteSegmenter(Segmenter):
 
     @property
     def archive(self) -> CachedProvider | None:
-        """The provider's answers through the answer archive; None when only looking (--dry-run) and there is none."""
+        """The provider's answers through the answer archive the run opens (the ``cache`` option's file, else the
+        one beside the store); None when only looking (--dry-run) and there is none."""
         if self._cached is None:
-            path = self.options.cache or self.context.store_root / FILE_NAME
-            if self.context.look_only and not path.is_file():
+            path, ctx = self.options.cache or self.context.archive_path, self.context
+            if ctx.open_archive is None or path is None:
+                raise OmnisegError(f"model {self.name!r} is not bound to a run with an answer archive")
+            if ctx.look_only and not path.is_file():
                 return None
-            self._cached = CachedProvider(self.provider, path, readonly=self.context.look_only)
+            self._cached = CachedProvider(self.provider, ctx.open_archive(path, readonly=ctx.look_only))
         return self._cached
 
     def check_ready(self) -> None:
@@ -74,8 +76,8 @@ class RemoteSegmenter(Segmenter):
         starts). With an archive, answers may come from it: the key is then asked for when a call is needed."""
         p = self.provider
         if p.key_variables and p.needs_key() and not p.api_key():
-            path = self.options.cache or self.context.store_root / FILE_NAME
-            if not (path.is_file() and path.stat().st_size > 0):
+            path = self.options.cache or self.context.archive_path
+            if not (path is not None and path.is_file() and path.stat().st_size > 0):
                 raise OmnisegError(f"model {self.name!r} needs an API key: set {' or '.join(p.key_variables)}")
         self.scheduler.warm_up()
 

@@ -21,7 +21,6 @@ import numpy as np
 from PIL import Image
 from pydantic import Field, model_validator
 
-from .archive import FILE_NAME
 from ...options import Options
 from . import decoders
 
@@ -58,7 +57,7 @@ class RemoteOptions(Options):
     threshold: int = Field(decoders.THRESHOLD, ge=0, le=254, description="grey level above which a mask pixel is foreground")
     point_order: Literal["xy", "yx"] = Field("xy", description="order of polygon points ([x, y] as Gemini 3.x answers)")
     price: Price = Price()
-    cache: Path | None = Field(None, description=f"answer archive file; default {FILE_NAME} beside the store")
+    cache: Path | None = Field(None, description="answer archive file; default answers.sqlite beside the store")
 
     @model_validator(mode="after")
     def _prompt_exists(self):

@@ -297,7 +297,7 @@ def test_sigkill_part_way_then_rerun_repeats_no_answer_it_kept(tmp_path, kill_af
     with fg.FakeGemini(ga.chaos(0.1, 0.05, 0.0, delay=0.02)) as srv:
         store = tmp_path / "runs" / "s.sqlite"
         args = ["run", "--config", _gemini_yaml(tmp_path, srv.url, root), "--store", store, "-q", "--batch-size", "16"]
-        killed = omniseg_with_fault(args, "omniseg.models.api.archive:AnswerArchive.put", kill_after)
+        killed = omniseg_with_fault(args, "omniseg.store.archive:AnswerArchive.put", kill_after)
         assert killed.returncode == -signal.SIGKILL, killed.stderr
         with sqlite3.connect(tmp_path / "runs" / "answers.sqlite") as db:
             kept_at_kill = db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
@@ -381,7 +381,7 @@ def test_ctrl_c_books_every_answer_received_and_exits_quietly(tmp_path):
         from conftest import _FAULT_AT_CALLS
 
         proc = subprocess.run([sys.executable, "-c", _FAULT_AT_CALLS, *args], capture_output=True, text=True,
-                              env=fault_env("omniseg.models.api.archive:AnswerArchive.put", 20, "sigint"), timeout=300)
+                              env=fault_env("omniseg.store.archive:AnswerArchive.put", 20, "sigint"), timeout=300)
         assert proc.returncode == 130, proc.stderr
         assert "Task was destroyed" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
         assert proc.stderr.strip().splitlines() == ["interrupted: finished pairs are saved; rerun the same command to resume"]

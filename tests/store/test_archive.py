@@ -1,4 +1,4 @@
-"""omniseg.models.api.archive, the answer archive: damage named on open, a full disk never costs an answer twice."""
+"""omniseg.store.archive, the answer archive: damage named on open, a full disk never costs an answer twice."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 import invariants
 from conftest import API_KEY, gemini_yaml, make_kvasir, omniseg_with_fault
-from omniseg.models.api.archive import AnswerArchive
+from omniseg.store.archive import AnswerArchive
 from omniseg.cli import app
 from omniseg.errors import OmnisegError
 from omniseg.standins import fake_gemini as fg
@@ -181,7 +181,7 @@ def test_a_full_disk_under_the_archive_stops_the_run_and_no_answer_is_paid_twice
     with fg.FakeGemini(ga.chaos(0, 0, 0, delay=0.01)) as srv:
         path = gemini_yaml(tmp_path, root, srv.url, max_in_flight=4)
         args = ["run", "--config", path, "--store", store, "-q", "--batch-size", "8"]
-        full = omniseg_with_fault(args, "omniseg.models.api.archive:AnswerArchive.__init__", 1, "sql",
+        full = omniseg_with_fault(args, "omniseg.store.archive:AnswerArchive.__init__", 1, "sql",
                                   sql="PRAGMA max_page_count = {more}", more=2)
         assert full.returncode == 2, full.stderr
         err = full.stderr.strip().splitlines()
@@ -225,60 +225,12 @@ def test_a_full_disk_under_the_store_keeps_every_answer_for_the_rerun(tmp_path):
     invariants.check(store, asked={(f"case{i:03d}", "gem") for i in range(24)}, key=API_KEY, served_ok=served)
 
 
-# -- properties (hypothesis) -----------------------------------------------------------------------------
-from hypothesis import given, strategies as st  # noqa: E402
-
-from omniseg.models.api.archive import cache_key  # noqa: E402
-
-_FIELDS = ("model", "api_version", "mode", "prompt", "image", "generation")
-_values = st.one_of(st.text(max_size=12), st.integers(), st.dictionaries(st.text(max_size=5), st.integers(), max_size=3))
-
-
-@given(st.fixed_dictionaries({f: _values for f in _FIELDS}), st.sampled_from(_FIELDS), _values, st.randoms())
-def test_every_field_of_the_key_changes_it_and_its_order_does_not(parts, field, other, rnd):
-    """The archive key changes when any part of the question does, and not with the order the parts come in."""
-    key = cache_key(**parts)
-    shuffled = list(parts.items())
-    rnd.shuffle(shuffled)
-    assert cache_key(**dict(shuffled)) == key
-    if other != parts[field]:
-        assert cache_key(**{**parts, field: other}) != key
-
-
-@given(st.sampled_from([("threshold", 60), ("threshold", 200), ("point_order", "yx"), ("max_answer_mb", 1.0),
-                        ("max_retries", 0), ("timeout_s", 5.0), ("max_in_flight", 1), ("max_retry_wait_s", 1.0)]),
-       st.sampled_from([("prompt", "Outline {target}."), ("target", "the lesion"), ("seed", 3), ("max_side", 64),
-                        ("model", "gemini-3.5-flash-lite"), ("api_version", "v1"), ("mode", "json-mask"),
-                        ("max_output_tokens", 99), ("thinking_level", "low")]))
-def test_how_an_answer_is_read_or_fetched_leaves_the_key_and_what_is_asked_changes_it(same, changed):
-    """A model's archive key: decoding (threshold, point order, size bound) and calling (retries, timeouts, the
-    in-flight cap) leave it; the prompt, target, seed, image size, model, API version, mode and settings change it."""
-    import numpy as np
-
-    from omniseg import config, models
-    from omniseg.datasets.base import Sample
-
-    sample = Sample("x", np.full((100, 150, 3), 90, np.uint8), np.zeros((100, 150), bool))
-
-    def key(**options):
-        opts = {"model": "gemini-3.5-flash", "mode": "polygon", **options}
-        if "prompt" in opts:
-            opts = {**opts, "prompts": {"mine": opts.pop("prompt")}, "prompt": "mine"}
-        seg = models.build(config.ModelConfig(name="g", kind="gemini", options=opts))
-        prompt = seg.prompt()
-        return seg.request(sample, prompt)[2]
-
-    base = key()
-    assert key(**dict([same])) == base
-    assert key(**dict([changed])) != base
-
-
 def test_a_process_opening_a_new_archive_as_another_creates_it_finds_it_whole(tmp_path, monkeypatch):
     """Shards share one archive: the one that creates it must never show the 0-byte file SQLite starts with, which the
     others would refuse as a lost archive (a CI run saw `omniseg run --executor local --shards 3` fail so)."""
     import sqlite3
 
-    from omniseg.models.api import archive as archive_mod
+    from omniseg.store import archive as archive_mod
 
     path = tmp_path / "answers.sqlite"
     real = sqlite3.connect
