@@ -25,6 +25,7 @@ from omniseg import datasets, models
 from omniseg.config import ModelConfig, SliceConfig, TaskConfig
 from omniseg.evaluation.runner import score_prediction
 from omniseg.models.slicewise import SliceWise
+from omniseg.store import results as store_results
 from omniseg.store.database import Store
 
 root = Path(sys.argv[1])
@@ -43,7 +44,7 @@ t_pred = time.perf_counter()
 pred, scores = score_prediction(cfg, sample, pred)
 t_score = time.perf_counter()
 with Store(root / "s.sqlite") as st:
-    st.record(0, "bench", ref.id, "otsu", status=pred.status, mask=pred.mask, scores=scores, grid=sample.affine)
+    store_results.record(st, 0, "bench", ref.id, "otsu", status=pred.status, mask=pred.mask, scores=scores, grid=sample.affine)
 t_write = time.perf_counter()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"base_kb": base, "peak_kb": peak, "volume_bytes": int(sample.image.nbytes),

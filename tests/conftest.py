@@ -417,7 +417,7 @@ def run_killed_after_calls(args: list[str], target: str, calls: int, timeout: fl
 
 def run_killed_after_writes(args: list[str], writes: int, timeout: float = 300):
     """`omniseg <args>` killed right after its ``writes``-th pair is recorded (between two writes of one chunk)."""
-    return run_killed_after_calls(args, "omniseg.store.database:Store.record", writes, timeout)
+    return run_killed_after_calls(args, "omniseg.store.results:record", writes, timeout)
 
 
 def answers_asked_again(log: list[dict]) -> tuple[dict[str, float], list[float]]:

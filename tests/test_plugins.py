@@ -25,6 +25,8 @@ from omniseg.models.specialist import NetSpec, build_net, save_checkpoint
 from omniseg.store.database import Store
 
 from conftest import REPO, blob_mask, lesion_image
+from omniseg.store import results as store_results
+from omniseg.store import runs as store_runs
 
 EXTENSION = '''
 """A throwaway extension: a dataset reader, an omnimodel kind and a metric."""
@@ -236,10 +238,10 @@ def test_an_old_store_is_migrated_and_new_metrics_get_their_columns(tmp_path):
     db.commit()
     db.close()
     with Store(path) as st:
-        assert st.roles("t") == {"g": "omnimodel"}  # schema 1 had no roles: the kind's
-        st.record(1, "t", "b", "g", status="ok", scores={"dice": 0.7, "brand_new": 3.0})
+        assert store_runs.roles(st, "t") == {"g": "omnimodel"}  # schema 1 had no roles: the kind's
+        store_results.record(st, 1, "t", "b", "g", status="ok", scores={"dice": 0.7, "brand_new": 3.0})
         assert st.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        assert "brand_new" in st.score_columns()
+        assert "brand_new" in store_results.score_columns(st)
         assert st.query("SELECT COUNT(*) n FROM batch_jobs")["n"][0] == 0  # schema 3's tables are there
         rows = st.query("SELECT sample_id, dice, brand_new FROM scores ORDER BY sample_id").values.tolist()
     assert rows[0][:2] == ["a", 0.5] and pd.isna(rows[0][2]) and rows[1] == ["b", 0.7, 3.0]

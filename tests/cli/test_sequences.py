@@ -50,7 +50,7 @@ IN_FLIGHT = 3
 SEQUENCES = int(os.environ.get("OMNISEG_SEQUENCES", "40"))
 STEPS = int(os.environ.get("OMNISEG_STEPS", "12"))
 #: code points a kill lands after (the n-th call returns), as the kill tests use them
-KILL_POINTS = ("omniseg.store.database:Store.record", "omniseg.store.archive:AnswerArchive.put",
+KILL_POINTS = ("omniseg.store.results:record", "omniseg.store.archive:AnswerArchive.put",
                "omniseg.store.schema:Transaction.__exit__", "omniseg.models.api.gemini.batch:GeminiJobs.status")
 SERVICE_MODES = ("good", "flaky", "leaky", "reasoning", "hostile")
 

@@ -143,7 +143,7 @@ def test_failed_requests_of_a_job_become_rows_and_retry_sends_only_them(tmp_path
     ("omniseg.models.api.gemini.batch:GeminiJobs.create_from_file", 1, "file"),
     ("omniseg.models.api.gemini.batch:GeminiJobs.status", 3, "inline"),  # while polling
     ("omniseg.store.archive:AnswerArchive.put", 5, "file"),  # while the job's answers are kept
-    ("omniseg.store.database:Store.record", 5, "inline"),  # while rows are written
+    ("omniseg.store.results:record", 5, "inline"),  # while rows are written
 ])
 def test_a_killed_batch_run_finds_its_job_and_ends_with_every_pair_once(tmp_path, api_key, target, n, batch_input):
     root = make_kvasir(tmp_path / "K", n=12)

@@ -79,15 +79,15 @@ def test_a_shard_killed_part_way_resumes_on_the_same_command(tmp_path, study):
     (site / "sitecustomize.py").write_text(f"""
 import os, signal, sys
 if "2/3" in sys.argv and not os.path.exists({str(marker)!r}):
-    import omniseg.store.database as d
-    real, n = d.Store.record, [0]
-    def record(self, *a, **k):
-        real(self, *a, **k)
+    import omniseg.store.results as d
+    real, n = d.record, [0]
+    def record(store, *a, **k):
+        real(store, *a, **k)
         n[0] += 1
         if n[0] == 2:
             open({str(marker)!r}, "w").close()
             os.kill(os.getpid(), signal.SIGKILL)
-    d.Store.record = record
+    d.record = record
 """)
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = str(site) + (os.pathsep + old if old else "")

@@ -41,19 +41,19 @@ def test_a_newer_decoder_turns_kept_answers_into_ok_rows_with_zero_requests(tmp_
         with Store(store) as st:
             assert set(api_rows(st)["status"]) == {"unknown_form"}
         # a fault after 5 rows: the redecode stops part-way and resumes without rewriting a row twice
-        from omniseg.store import database as store_mod
+        from omniseg.store import results as store_results
 
         calls = {"n": 0}
-        real = store_mod.Store.rewrite
+        real = store_results.rewrite
 
-        def flaky(self, *a, **kw):
+        def flaky(store, *a, **kw):
             calls["n"] += 1
             if calls["n"] == 6:
                 raise OSError("disk went away")
-            return real(self, *a, **kw)
+            return real(store, *a, **kw)
 
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(store_mod.Store, "rewrite", flaky)
+            mp.setattr(store_results, "rewrite", flaky)
             r = cli.invoke(app, ["redecode", "--store", str(store), "-q"])
             assert r.exit_code != 0
         r = cli.invoke(app, ["redecode", "--store", str(store), "-q"])
@@ -99,7 +99,7 @@ def test_a_killed_redecode_resumes_rewrites_each_row_once_and_pays_nothing(tmp_p
         with sqlite3.connect(store) as db:  # as if an older decoder had read them
             db.execute("UPDATE predictions SET meta = json_set(meta, '$.decoder_version', '1')")
         requests = len(srv.log)
-        killed = omniseg_with_fault(["redecode", "--store", store, "-q"], "omniseg.store.database:Store.rewrite", kill_after)
+        killed = omniseg_with_fault(["redecode", "--store", store, "-q"], "omniseg.store.results:rewrite", kill_after)
         assert killed.returncode == -9, killed.stderr
         with sqlite3.connect(store) as db:
             done = db.execute("SELECT COUNT(*) FROM predictions WHERE json_extract(meta, '$.decoder_version') = ?",

@@ -14,6 +14,7 @@ from omniseg.models.base import Prediction, Segmenter
 from omniseg.models.slicewise import SliceWise, for_volumes
 
 from conftest import make_volumes
+from omniseg.store import runs as store_runs
 
 
 @pytest.fixture
@@ -127,10 +128,10 @@ def test_a_model_told_the_reference_slices_is_marked_privileged_in_the_store_and
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(doc))
     with Store(tmp_path / "s.sqlite") as st:
         run(config.load(tmp_path / "c.yaml"), st, progress=False)
-        assert st.privileged("les") == {"otsu"} and per_image(st, "les", "all")["privileged"].all()
+        assert store_runs.privileged(st, "les") == {"otsu"} and per_image(st, "les", "all")["privileged"].all()
     doc["slices"] = {"select": "all"}
     doc["task"] = "les2"
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(doc))
     with Store(tmp_path / "s.sqlite") as st:
         run(config.load(tmp_path / "c.yaml"), st, progress=False)
-        assert st.privileged("les2") == set() and not per_image(st, "les2", "all")["privileged"].any()
+        assert store_runs.privileged(st, "les2") == set() and not per_image(st, "les2", "all")["privileged"].any()

@@ -209,7 +209,7 @@ def test_a_full_disk_under_the_store_keeps_every_answer_for_the_rerun(tmp_path):
     with fg.FakeGemini(ga.chaos(0, 0, 0, delay=0.01)) as srv:
         path = gemini_yaml(tmp_path, root, srv.url, max_in_flight=4)
         args = ["run", "--config", path, "--store", store, "-q", "--batch-size", "8"]
-        full = omniseg_with_fault(args, "omniseg.store.database:Store.add_samples", 1, "sql",
+        full = omniseg_with_fault(args, "omniseg.store.results:add_samples", 1, "sql",
                                   sql="PRAGMA max_page_count = {more}", more=2)
         assert full.returncode == 2, full.stderr
         err = full.stderr.strip().splitlines()

@@ -17,6 +17,7 @@ from omniseg.cli import app
 from omniseg.evaluation.runner import in_shard, parse_shard
 from omniseg.errors import OmnisegError
 from omniseg.standins.fake_gemini import FakeGemini
+from omniseg.store import reviews as store_reviews
 
 LOCAL = ("  - name: otsu\n    kind: otsu\n    options: {foreground: bright, sigma: 1.0}\n"
          "  - name: ellipse\n    kind: ellipse\n")
@@ -214,7 +215,7 @@ def test_a_merge_that_adds_pairs_says_the_review_items_are_stale_and_review_rebu
         whole = items.build(st, "polyp")["items"]  # no answers yet: built again from every pair
         assert whole > half
         some = sorted(items.load(st, "polyp"))[0]
-        st.put_review("polyp", some, "ann", "model_wrong")
+        store_reviews.put_review(st, "polyp", some, "ann", "model_wrong")
         st.db.execute("UPDATE predictions SET created_at = created_at + 1 WHERE sample_id = 'case000'")  # redone
         with pytest.raises(OmnisegError, match="changed since they were built"):
             items.build(st, "polyp")

@@ -16,6 +16,12 @@ from omniseg.errors import ConfigError, OmnisegError
 from omniseg.store.database import Store
 
 from conftest import OTSU, REPO, make_kvasir, write_config
+from omniseg.store import bookings as store_bookings
+from omniseg.store import masks as store_masks
+from omniseg.store import results as store_results
+from omniseg.store import reviews as store_reviews
+from omniseg.store import runs as store_runs
+from omniseg.store import workers as store_workers
 
 
 def test_ids_differing_only_in_punctuation_get_their_own_mask_files(tmp_path):
@@ -26,7 +32,7 @@ def test_ids_differing_only_in_punctuation_get_their_own_mask_files(tmp_path):
         m = np.zeros((4, 5), bool)
         m[0, i] = True
         masks[sid] = m
-        st.record(1, "t", sid, "m", status="ok", mask=m)
+        store_results.record(st, 1, "t", sid, "m", status="ok", mask=m)
     rows = st.query("SELECT sample_id, mask_path FROM predictions")
     assert rows["mask_path"].is_unique
     for sid, path in zip(rows["sample_id"], rows["mask_path"]):
@@ -44,13 +50,13 @@ def test_names_cannot_reach_outside_the_store_or_the_report(tmp_path):
         with pytest.raises(ConfigError, match="not starting with '.'|letters, digits"):
             config.load(path)
     st = Store(tmp_path / "runs" / "s.sqlite")
-    st.record(1, "..", "a", "..", status="ok", mask=np.ones((3, 3), bool))  # a store written by other means
+    store_results.record(st, 1, "..", "a", "..", status="ok", mask=np.ones((3, 3), bool))  # a store written by other means
     assert all(p.resolve().is_relative_to((tmp_path / "runs").resolve()) for p in tmp_path.rglob("*.png"))
     with pytest.raises(OmnisegError, match="outside the store folder"):
-        st._write_atomic(__import__("pathlib").Path("..") / "x.png", lambda p: p.write_bytes(b""))
-    run_id = st.start_run("../../evil", "test", ["m"], {"dataset": {"name": "kvasir-seg", "root": str(root)}}, "h", None)
-    st.add_samples("../../evil", [("a", "test", None, {})])
-    st.record(run_id, "../../evil", "a", "m", status="ok", mask=np.ones((3, 3), bool), scores={"dice": 1.0, "iou": 1.0})
+        store_masks.write_atomic(st, __import__("pathlib").Path("..") / "x.png", lambda p: p.write_bytes(b""))
+    run_id = store_runs.start_run(st, "../../evil", "test", ["m"], {"dataset": {"name": "kvasir-seg", "root": str(root)}}, "h", None)
+    store_results.add_samples(st, "../../evil", [("a", "test", None, {})])
+    store_results.record(st, run_id, "../../evil", "a", "m", status="ok", mask=np.ones((3, 3), bool), scores={"dice": 1.0, "iou": 1.0})
     st.close()
     r = CliRunner().invoke(app, ["report", "--store", str(tmp_path / "runs" / "s.sqlite"), "--out", str(tmp_path / "a" / "b" / "rep")])
     assert r.exit_code == 0, r.output
@@ -125,7 +131,7 @@ def test_probability_maps_are_the_documented_8_bit_pngs(tmp_path):
     """Hardening defect 11: docs/outputs.md promised `.prob.npz` float16 maps; the code writes 8-bit PNGs."""
     st = Store(tmp_path / "s.sqlite")
     prob = np.linspace(0, 1, 20, dtype=np.float32).reshape(4, 5)
-    st.record(1, "t", "a", "m", status="ok", mask=prob > 0.5, prob=prob)
+    store_results.record(st, 1, "t", "a", "m", status="ok", mask=prob > 0.5, prob=prob)
     path = st.query("SELECT prob_path FROM predictions")["prob_path"][0]
     stored = np.asarray(Image.open(st.root / path))
     assert path.endswith(".prob.png") and stored.dtype == np.uint8
@@ -166,26 +172,26 @@ def test_a_read_only_store_is_named_read_only_and_report_still_works(tmp_path):
 
 
 def test_one_worker_per_task_and_model_a_gone_one_lapses(tmp_path):
-    from omniseg.store import database as store_mod
+    from omniseg.store import workers as store_mod
 
     st = Store(tmp_path / "s.sqlite")
-    st.claim("polyp", ["a", "b"], "run --task polyp")
-    st.claim("polyp", ["a"], "run --task polyp")  # this process again: fine
+    store_workers.claim(st, "polyp", ["a", "b"], "run --task polyp")
+    store_workers.claim(st, "polyp", ["a"], "run --task polyp")  # this process again: fine
     other = Store(tmp_path / "s.sqlite")
     other.db.execute("UPDATE workers SET pid = 1, pid_started = NULL WHERE model = 'a'")  # pid 1 lives
     with pytest.raises(OmnisegError, match=r"model 'a' of task 'polyp' is being worked on by another process: "
                                            r"`omniseg run --task polyp` \(pid 1 on "):
-        st.claim("polyp", ["a"], "redecode --task polyp")
+        store_workers.claim(st, "polyp", ["a"], "redecode --task polyp")
     dead = 2 ** 22 + 12345  # beyond any pid this machine hands out
     other.db.execute("UPDATE workers SET pid = ? WHERE model = 'a'", (dead,))
-    st.claim("polyp", ["a"], "run --task polyp")  # a process that is gone holds nothing
+    store_workers.claim(st, "polyp", ["a"], "run --task polyp")  # a process that is gone holds nothing
     other.db.execute("UPDATE workers SET host = 'elsewhere', pid = 7, heartbeat_at = ? WHERE model = 'a'",
                      (__import__("time").time(),))
     with pytest.raises(OmnisegError, match="pid 7 on elsewhere"):
-        st.claim("polyp", ["a"], "run")  # on another machine: held while it beats
+        store_workers.claim(st, "polyp", ["a"], "run")  # on another machine: held while it beats
     other.db.execute("UPDATE workers SET heartbeat_at = heartbeat_at - ? WHERE model = 'a'", (store_mod.STALE_S + 1,))
-    st.claim("polyp", ["a"], "run")
-    st.release("polyp", ["a", "b"])
+    store_workers.claim(st, "polyp", ["a"], "run")
+    store_workers.release(st, "polyp", ["a", "b"])
     assert st.query("SELECT COUNT(*) n FROM workers")["n"][0] == 0
     assert store_mod.process_alive(store_mod.socket.gethostname(), dead, None) is False
 
@@ -206,14 +212,14 @@ def test_two_online_runs_of_one_model_pay_once_and_a_killed_worker_is_replaced(t
     with fg.FakeGemini(ga.chaos(0, 0, 0, delay=0.01)) as srv:
         cfg = gemini_yaml(tmp_path, root, srv.url, max_in_flight=2)
         first = start_with_fault(["run", "--config", cfg, "--store", store, "-q", "--batch-size", "4"],
-                                 "omniseg.store.database:Store.record", 2, "pause", file=str(flag))
+                                 "omniseg.store.results:record", 2, "pause", file=str(flag))
         try:
             wait_for_file(tmp_path / "paused.reached", first)  # two rows written, the rest to do
             for args in (["run", "--config", str(cfg), "--store", str(store), "-q"],
                          ["redecode", "--store", str(store), "--all", "-q"]):
                 r = CliRunner().invoke(app, args)
                 assert r.exit_code == 2, r.output
-                assert f"is being worked on by another process" in r.output and f"pid {first.pid}" in r.output, r.output
+                assert "is being worked on by another process" in r.output and f"pid {first.pid}" in r.output, r.output
             first.kill()  # killed while it holds the model
             first.wait()
         finally:
@@ -240,61 +246,61 @@ def test_each_answer_is_booked_once_however_its_rows_use_it(tmp_path):
         return [tuple(r) for r in st.db.execute(
             "SELECT sample_id, outcome, cache_key, ROUND(cost_usd, 6), cost_known FROM api_calls ORDER BY call_id")]
 
-    st.record(1, "t", "a", "m", status="ok", calls=[{"attempt": 1, "outcome": "answered", "cache_key": "k1", "cost_usd": 0.01}])
+    store_results.record(st, 1, "t", "a", "m", status="ok", calls=[{"attempt": 1, "outcome": "answered", "cache_key": "k1", "cost_usd": 0.01}])
     hit = lambda key, booking: {"attempt": 0, "outcome": "cache_hit", "cache_key": key, "cost_usd": 0.0, "booking": booking}  # noqa: E731
-    st.record(1, "t", "b", "m", status="ok", calls=[hit("k1", {"outcome": "answered", "cost_usd": 0.01})])
-    st.record(1, "t", "c", "m", status="ok", calls=[hit("k2", {"outcome": "answered", "cost_usd": 0.02})])
-    st.record(1, "t", "d", "m", status="ok", calls=[hit("k2", {"outcome": "answered", "cost_usd": 0.02})])
-    st.record(1, "t", "e", "m", status="ok", calls=[hit("k3", {"outcome": "batch", "cost_usd": 0.005, "job": "batches/1"})])
-    st.record(1, "t", "f", "m", status="ok", calls=[hit("k3", {"outcome": "batch", "cost_usd": 0.005})])
+    store_results.record(st, 1, "t", "b", "m", status="ok", calls=[hit("k1", {"outcome": "answered", "cost_usd": 0.01})])
+    store_results.record(st, 1, "t", "c", "m", status="ok", calls=[hit("k2", {"outcome": "answered", "cost_usd": 0.02})])
+    store_results.record(st, 1, "t", "d", "m", status="ok", calls=[hit("k2", {"outcome": "answered", "cost_usd": 0.02})])
+    store_results.record(st, 1, "t", "e", "m", status="ok", calls=[hit("k3", {"outcome": "batch", "cost_usd": 0.005, "job": "batches/1"})])
+    store_results.record(st, 1, "t", "f", "m", status="ok", calls=[hit("k3", {"outcome": "batch", "cost_usd": 0.005})])
     assert calls() == [("a", "answered", "k1", 0.01, 1), ("b", "cache_hit", "k1", 0.0, 1),
                        ("c", "recovered", "k2", 0.02, 1), ("c", "cache_hit", "k2", 0.0, 1), ("d", "cache_hit", "k2", 0.0, 1),
                        ("e", "batch", "k3", 0.005, 1), ("f", "cache_hit", "k3", 0.0, 1)]
     booked = st.db.execute("SELECT ROUND(SUM(cost_usd), 6) FROM api_calls").fetchone()[0]
     assert booked == pytest.approx(0.035)
-    st.record(1, "t", "g", "m", status="ok", calls=[
+    store_results.record(st, 1, "t", "g", "m", status="ok", calls=[
         {"outcome": "answered", "cache_key": "k4", "cost_usd": float("nan"), "prompt_tokens": "300",
          "output_tokens": -5, "thoughts_tokens": True, "http_status": 200, "latency_s": float("inf")},
         {"outcome": "answered", "cache_key": "k5", "cost_usd": 0.0, "cost_known": False, "prompt_tokens": 3}])
     rows = st.db.execute("SELECT cost_usd, cost_known, prompt_tokens, output_tokens, thoughts_tokens, http_status,"
                          " latency_s FROM api_calls WHERE sample_id = 'g' ORDER BY call_id").fetchall()
     assert [tuple(r) for r in rows] == [(0.0, 0, None, None, None, 200, None), (0.0, 0, 3, None, None, None, None)]
-    st.record(1, "t", "h", "m", status="api_error", reason="503",
+    store_results.record(st, 1, "t", "h", "m", status="api_error", reason="503",
               calls=[{"attempt": 1, "outcome": "error", "http_status": 503, "error": "UNAVAILABLE"}])
     assert st.db.execute("SELECT cost_known FROM api_calls WHERE sample_id = 'h'").fetchone()[0] == 1  # no answer: no cost
-    assert st.done_pairs("t") == {(s, "m") for s in "abcdefgh"}
-    assert st.done_pairs("t", redo=("api_error",)) == {(s, "m") for s in "abcdefg"}
+    assert store_results.done_pairs(st, "t") == {(s, "m") for s in "abcdefgh"}
+    assert store_results.done_pairs(st, "t", redo=("api_error",)) == {(s, "m") for s in "abcdefg"}
 
 
 def test_a_rewrite_keeps_the_pairs_run_time_and_calls(tmp_path):
     st = Store(tmp_path / "s.sqlite")
     m = np.zeros((3, 4), bool)
-    st.record(7, "t", "a", "m", status="unknown_form", reason="?", scores={"dice": 0.0, "iou": 0.0},
+    store_results.record(st, 7, "t", "a", "m", status="unknown_form", reason="?", scores={"dice": 0.0, "iou": 0.0},
               calls=[{"outcome": "answered", "cache_key": "k", "cost_usd": 0.5}], elapsed_s=1.5, meta={"x": 1})
     before = tuple(st.db.execute("SELECT run_id, created_at, elapsed_s FROM predictions").fetchone())
     m[1, 1] = True
-    st.rewrite("t", "a", "m", status="ok", reason="", mask=m, scores={"dice": 1.0, "iou": 1.0}, meta={"y": 2})
+    store_results.rewrite(st, "t", "a", "m", status="ok", reason="", mask=m, scores={"dice": 1.0, "iou": 1.0}, meta={"y": 2})
     row = st.db.execute("SELECT run_id, created_at, elapsed_s, status, meta, mask_path FROM predictions").fetchone()
     assert tuple(row[:3]) == before and row[3] == "ok" and row[4] == '{"y": 2}' and row[5]
     assert st.db.execute("SELECT dice FROM scores").fetchone()[0] == 1.0
     assert st.db.execute("SELECT COUNT(*) FROM api_calls").fetchone()[0] == 1
-    st.rewrite("t", "a", "m", status="invalid_answer", reason="bad", mask=None, scores={"dice": 0.0, "iou": 0.0}, meta={})
+    store_results.rewrite(st, "t", "a", "m", status="invalid_answer", reason="bad", mask=None, scores={"dice": 0.0, "iou": 0.0}, meta={})
     assert tuple(st.db.execute("SELECT mask_path, height FROM predictions").fetchone()) == (None, None)
 
 
 def test_run_states_say_which_runs_ended(tmp_path):
-    from omniseg.store import database as store_mod
+    from omniseg.store import workers as store_mod
 
     st = Store(tmp_path / "s.sqlite")
-    ids = [st.start_run("t", "test", ["m"], {}, "h", None) for _ in range(4)]
-    st.finish_run(ids[0], "finished", {})
-    st.finish_run(ids[1], "stopped", {})
+    ids = [store_runs.start_run(st, "t", "test", ["m"], {}, "h", None) for _ in range(4)]
+    store_runs.finish_run(st, ids[0], "finished", {})
+    store_runs.finish_run(st, ids[1], "stopped", {})
     st.db.execute("UPDATE runs SET pid = ? WHERE run_id = ?", (2 ** 22 + 999, ids[2]))  # a process that is gone
     st.db.execute("UPDATE runs SET host = 'elsewhere' WHERE run_id = ?", (ids[3],))
-    assert st.run_states("t") == {ids[0]: "finished", ids[1]: "stopped", ids[2]: "did not end",
+    assert store_runs.run_states(st, "t") == {ids[0]: "finished", ids[1]: "stopped", ids[2]: "did not end",
                                   ids[3]: "running elsewhere?"}
-    mine = st.start_run("t", "test", ["m"], {}, "h", None)
-    assert st.run_states("t")[mine] == "running"  # this process
+    mine = store_runs.start_run(st, "t", "test", ["m"], {}, "h", None)
+    assert store_runs.run_states(st, "t")[mine] == "running"  # this process
     assert store_mod.process_alive(None, None, None) is False
 
 
@@ -302,14 +308,14 @@ def test_zero_counts_and_costs_are_numbers_and_only_answers_need_a_known_cost(tm
     """0 tokens, 0 s and 0 USD are measurements, not missing values; a call that brought no answer (a retried
     error, a cache hit) has no cost to know, every kind of answer ('answered', 'recovered', 'batch') does."""
     st = Store(tmp_path / "s.sqlite")
-    st.record(1, "t", "a", "m", status="ok", calls=[
+    store_results.record(st, 1, "t", "a", "m", status="ok", calls=[
         {"outcome": "answered", "cache_key": "k0", "cost_usd": 0, "prompt_tokens": 0, "output_tokens": 0,
          "thoughts_tokens": 0, "http_status": 0, "latency_s": 0}])
     row = st.db.execute("SELECT cost_usd, cost_known, prompt_tokens, output_tokens, thoughts_tokens, http_status,"
                         " latency_s FROM api_calls").fetchone()
     assert tuple(row) == (0.0, 1, 0, 0, 0, 0, 0.0)
     for outcome in ("answered", "recovered", "batch", "cache_hit", "error"):
-        st.record(1, "t", outcome, "m", status="ok", calls=[{"outcome": outcome, "cache_key": f"x-{outcome}",
+        store_results.record(st, 1, "t", outcome, "m", status="ok", calls=[{"outcome": outcome, "cache_key": f"x-{outcome}",
                                                               "cost_usd": float("nan")}])
     known = dict(st.db.execute("SELECT sample_id, cost_known FROM api_calls WHERE sample_id != 'a'").fetchall())
     assert known == {"answered": 0, "recovered": 0, "batch": 0, "cache_hit": 1, "error": 1}
@@ -317,10 +323,10 @@ def test_zero_counts_and_costs_are_numbers_and_only_answers_need_a_known_cost(tm
 
 def test_a_rewrite_records_the_masks_size_and_a_meta_that_json_cannot_hold_as_text(tmp_path):
     st = Store(tmp_path / "s.sqlite")
-    st.record(1, "t", "a", "m", status="unknown_form", reason="?", meta={})
+    store_results.record(st, 1, "t", "a", "m", status="unknown_form", reason="?", meta={})
     m = np.zeros((3, 5), bool)
     m[0, 0] = True
-    st.rewrite("t", "a", "m", status="ok", reason="", mask=m, scores={"dice": 1.0, "iou": 1.0},
+    store_results.rewrite(st, "t", "a", "m", status="ok", reason="", mask=m, scores={"dice": 1.0, "iou": 1.0},
                meta={"z": 1, "path": tmp_path / "x.png", "a": np.int64(3)})
     h, w, meta = st.db.execute("SELECT height, width, meta FROM predictions").fetchone()
     assert (h, w) == (3, 5)
@@ -334,7 +340,7 @@ def test_a_recorded_process_is_alive_only_on_this_host_with_its_pid_and_start_ti
     import subprocess
     import sys
 
-    from omniseg.store.database import _started, process_alive
+    from omniseg.store.workers import _started, process_alive
 
     host = socket.gethostname()
     assert process_alive(None, os.getpid(), None) is False and process_alive(host, None, None) is False
@@ -358,29 +364,29 @@ def test_a_recorded_process_is_alive_only_on_this_host_with_its_pid_and_start_ti
 
 def test_a_reused_pid_is_no_running_run_and_a_store_without_process_columns_still_answers(tmp_path):
     st = Store(tmp_path / "s.sqlite")
-    reused = st.start_run("t", "test", ["m"], {}, "h", None)  # this process's pid, another process's start time
+    reused = store_runs.start_run(st, "t", "test", ["m"], {}, "h", None)  # this process's pid, another process's start time
     st.db.execute("UPDATE runs SET pid_started = 'not-this-start' WHERE run_id = ?", (reused,))
-    assert st.run_states("t") == {reused: "did not end"}
+    assert store_runs.run_states(st, "t") == {reused: "did not end"}
     for column in ("host", "pid", "pid_started"):  # a store written before runs recorded their process
         st.db.execute(f"ALTER TABLE runs DROP COLUMN {column}")
-    assert st.run_states("t") == {reused: "did not end"}
+    assert store_runs.run_states(st, "t") == {reused: "did not end"}
 
 
 def test_a_review_answer_stores_an_empty_note_and_the_page_as_its_source_by_default(tmp_path):
     st = Store(tmp_path / "s.sqlite")
-    st.put_review("t", "item1", "ann", "agree", answered_at=5.0)
+    store_reviews.put_review(st, "t", "item1", "ann", "agree", answered_at=5.0)
     assert st.db.execute("SELECT * FROM reviews").fetchall()[0][:] == ("t", "item1", "ann", "agree", "", None, 5.0, "page")
 
 
 def test_a_call_row_keeps_each_field_as_given_and_its_defaults(tmp_path):
     st = Store(tmp_path / "s.sqlite")
-    run = st.start_run("t", "test", ["m"], {}, "h", None)
-    st.add_calls(run, "t", "a", "m", [{}, {"attempt": 2, "outcome": "http_error", "error": 503, "model_version": 7},
+    run = store_runs.start_run(st, "t", "test", ["m"], {}, "h", None)
+    store_bookings.add_calls(st, run, "t", "a", "m", [{}, {"attempt": 2, "outcome": "http_error", "error": 503, "model_version": 7},
                                       {"outcome": "answered", "model_version": "gemini-x", "cache_key": "k1"}])
     rows = st.db.execute("SELECT attempt, outcome, error, model_version FROM api_calls ORDER BY rowid").fetchall()
     assert [tuple(r) for r in rows] == [(0, "", None, None), (2, "http_error", "503", None), (0, "answered", None, "gemini-x")]
     booking = {"outcome": "answered", "cost_usd": 0.5, "prompt_tokens": 3}
-    st.add_calls(run, "t", "b", "m", [{"outcome": "cache_hit", "cache_key": "k1", "booking": booking},
+    store_bookings.add_calls(st, run, "t", "b", "m", [{"outcome": "cache_hit", "cache_key": "k1", "booking": booking},
                                       {"outcome": "cache_hit", "cache_key": "k2", "booking": booking}])
     recovered = st.db.execute("SELECT cache_key FROM api_calls WHERE outcome = 'recovered'").fetchall()
     assert [r[0] for r in recovered] == ["k2"]  # k1 was booked already; the one after it still is
@@ -388,14 +394,14 @@ def test_a_call_row_keeps_each_field_as_given_and_its_defaults(tmp_path):
 
 def test_a_row_without_a_mask_and_a_probability_map_out_of_range(tmp_path):
     st = Store(tmp_path / "s.sqlite")
-    run = st.start_run("t", "test", ["m"], {}, "h", None)
-    st.record(run, "t", "a", "m", status="error", meta={"z": 1, "a": tmp_path / "p"})
+    run = store_runs.start_run(st, "t", "test", ["m"], {}, "h", None)
+    store_results.record(st, run, "t", "a", "m", status="error", meta={"z": 1, "a": tmp_path / "p"})
     row = st.db.execute("SELECT reason, mask_path, prob_path, height, width, meta FROM predictions").fetchone()
     assert tuple(row) == ("", None, None, None, None, json.dumps({"a": str(tmp_path / "p"), "z": 1}))
-    st.record(run, "t", "b", "m", status="ok", mask=np.ones((2, 3), bool), prob=np.array([[-0.5, 0.5, 1.5]] * 2))
+    store_results.record(st, run, "t", "b", "m", status="ok", mask=np.ones((2, 3), bool), prob=np.array([[-0.5, 0.5, 1.5]] * 2))
     path = st.db.execute("SELECT prob_path FROM predictions WHERE sample_id = 'b'").fetchone()[0]
     assert np.asarray(Image.open(st.path.parent / path)).tolist() == [[0, 128, 255]] * 2
-    st.record(run, "t", "c", "m", status="ok", mask=np.ones((2, 3), bool), meta={"k": [1]})
+    store_results.record(st, run, "t", "c", "m", status="ok", mask=np.ones((2, 3), bool), meta={"k": [1]})
     assert st.db.execute("SELECT meta FROM predictions WHERE sample_id = 'c'").fetchone()[0] == '{"k": [1]}'
 
 
@@ -419,11 +425,11 @@ def test_a_file_name_fits_any_file_system_and_tells_ids_apart(ids):
 
 def test_a_250_byte_id_gets_its_mask_and_probability_files(tmp_path):
     st = Store(tmp_path / "s.sqlite")
-    run_id = st.start_run("t", "test", ["m"], {}, "h", None)
+    run_id = store_runs.start_run(st, "t", "test", ["m"], {}, "h", None)
     ids = ["x" * 250, "é" * 125, "a/b" * 80]
-    st.add_samples("t", [(sid, "test", None, {}) for sid in ids])
+    store_results.add_samples(st, "t", [(sid, "test", None, {}) for sid in ids])
     for sid in ids:
-        st.record(run_id, "t", sid, "m", status="ok", mask=np.ones((4, 5), bool), prob=np.full((4, 5), 0.7),
+        store_results.record(st, run_id, "t", sid, "m", status="ok", mask=np.ones((4, 5), bool), prob=np.full((4, 5), 0.7),
                   scores={"dice": 1.0})
     rows = st.query("SELECT sample_id, mask_path, prob_path FROM predictions")
     assert sorted(rows.sample_id) == sorted(ids)

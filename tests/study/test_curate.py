@@ -9,15 +9,17 @@ from PIL import Image
 from omniseg.errors import OmnisegError
 from omniseg.study.curate import curate
 from omniseg.store.database import Store
+from omniseg.store import results as store_results
+from omniseg.store import runs as store_runs
 
 
 def seeded_store(path, values: dict[str, float], split: str = "test") -> Store:
     st = Store(path)
     cfg = {"split": split, "curation": {"reference": "ref"}, "models": [{"name": "ref"}]}
-    run_id = st.start_run("t", split, ["ref"], cfg, "h", None)
-    st.add_samples("t", [(sid, split, None, {}) for sid in values])
+    run_id = store_runs.start_run(st, "t", split, ["ref"], cfg, "h", None)
+    store_results.add_samples(st, "t", [(sid, split, None, {}) for sid in values])
     for sid, v in values.items():
-        st.record(run_id, "t", sid, "ref", status="ok", scores={"dice": v, "iou": v / (2 - v)})
+        store_results.record(st, run_id, "t", sid, "ref", status="ok", scores={"dice": v, "iou": v / (2 - v)})
     return st
 
 
@@ -51,22 +53,22 @@ def test_too_few_cases_never_overlap(store_path):
 def test_only_the_chosen_split_is_ranked(store_path):
     st = seeded_store(store_path, {"a": 0.2, "b": 0.8})
     assert curate(st, "t", 1)["split"] == "test"  # only test cases were scored
-    st.add_samples("t", [("z", "train", None, {})])
-    st.record(1, "t", "z", "ref", status="ok", scores={"dice": 1.0, "iou": 1.0})
+    store_results.add_samples(st, "t", [("z", "train", None, {})])
+    store_results.record(st, 1, "t", "z", "ref", status="ok", scores={"dice": 1.0, "iou": 1.0})
     assert [r["sample_id"] for r in curate(st, "t", 1, split="test")["easiest"]] == ["b"]
 
 
 def test_default_split_is_what_was_scored_and_config_keys_are_read(store_path):
     """Defect 8: `run --split all` then curate took the config's split; curation.extremes/metric were ignored."""
     st = seeded_store(store_path, {"a": 0.2, "b": 0.8, "c": 0.5, "d": 0.1})
-    st.add_samples("t", [("z", "train", None, {}), ("y", "train", None, {})])
+    store_results.add_samples(st, "t", [("z", "train", None, {}), ("y", "train", None, {})])
     for sid, v in (("z", 1.0), ("y", 0.05)):
-        st.record(1, "t", sid, "ref", status="ok", scores={"dice": v, "iou": 1 - v})
+        store_results.record(st, 1, "t", sid, "ref", status="ok", scores={"dice": v, "iou": 1 - v})
     lists = curate(st, "t")  # the recorded config says split test: the scores say train and test
     assert lists["split"] == "all" and [r["sample_id"] for r in lists["easiest"]][:1] == ["z"]
     assert len(lists["easiest"]) == 3  # default 50, capped at half of the 6 cases
     cfg = {"split": "test", "curation": {"reference": "ref", "extremes": 2, "metric": "iou"}, "models": [{"name": "ref"}]}
-    st.start_run("t", "all", ["ref"], cfg, "h2", None)
+    store_runs.start_run(st, "t", "all", ["ref"], cfg, "h2", None)
     lists = curate(st, "t", replace=True)
     assert len(lists["easiest"]) == 2 and lists["easiest"][0]["metric"] == "iou"
     assert lists["easiest"][0]["sample_id"] == "y"  # iou 0.95
@@ -82,8 +84,8 @@ def test_one_scored_case_is_an_error_and_keeps_the_stored_subsets(store_path):
     st = seeded_store(store_path, {"a": 0.2, "b": 0.8, "c": 0.4, "d": 0.6})
     curate(st, "t", 1)
     before = st.query("SELECT * FROM subsets").values.tolist()
-    st.delete_model("t", "ref")
-    st.record(1, "t", "a", "ref", status="ok", scores={"dice": 0.3, "iou": 0.2})
+    store_results.delete_model(st, "t", "ref")
+    store_results.record(st, 1, "t", "a", "ref", status="ok", scores={"dice": 0.3, "iou": 0.2})
     with pytest.raises(OmnisegError, match="only 1 scored case .* at least 2 are needed .* unchanged"):
         curate(st, "t", 1)
     assert st.query("SELECT * FROM subsets").values.tolist() == before
@@ -150,9 +152,9 @@ def test_curation_control_in_the_config_is_used_without_the_flag(store_path):
     (a mutant that ignored the key survived the old suite); the flag still wins."""
     st = seeded_store(store_path, {"a": 0.9, "b": 0.1, "c": 0.5, "d": 0.7})
     for sid, v in {"a": 0.2, "b": 0.8, "c": 0.6, "d": 0.4}.items():
-        st.record(1, "t", sid, "ref2", status="ok", scores={"dice": v, "iou": v / (2 - v)})
+        store_results.record(st, 1, "t", sid, "ref2", status="ok", scores={"dice": v, "iou": v / (2 - v)})
     cfg = {"split": "test", "curation": {"reference": "ref", "control": "ref2"}, "models": [{"name": "ref"}, {"name": "ref2"}]}
-    st.start_run("t", "test", ["ref", "ref2"], cfg, "h", None)
+    store_runs.start_run(st, "t", "test", ["ref", "ref2"], cfg, "h", None)
     lists = curate(st, "t", 1)
     assert [r["sample_id"] for r in lists["easiest@ref2"]] == ["b"] and [r["sample_id"] for r in lists["hardest@ref2"]] == ["a"]
     assert [r["sample_id"] for r in lists["easiest"]] == ["a"]
@@ -172,14 +174,14 @@ def test_fifty_by_default_and_no_warning_when_exactly_enough(store_path):
 def test_without_a_recorded_reference_the_first_specialist_ranks(store_path):
     st = seeded_store(store_path, {"a": 0.9, "b": 0.1})  # "ref" scores: a easiest
     for sid, v in {"a": 0.2, "b": 0.8}.items():
-        st.record(1, "t", sid, "unet", status="ok", scores={"dice": v, "iou": v / (2 - v)})
-    st.set_model("t", "ref", "otsu", {}, "h1")  # a floor, listed first
-    st.set_model("t", "unet", "unet", {}, "h2", role="specialist")
+        store_results.record(st, 1, "t", sid, "unet", status="ok", scores={"dice": v, "iou": v / (2 - v)})
+    store_runs.set_model(st, "t", "ref", "otsu", {}, "h1")  # a floor, listed first
+    store_runs.set_model(st, "t", "unet", "unet", {}, "h2", role="specialist")
     cfg = {"split": "test", "curation": {"reference": None}, "models": [{"name": "ref"}, {"name": "unet"}]}
-    st.start_run("t", "test", ["ref", "unet"], cfg, "h", None)
+    store_runs.start_run(st, "t", "test", ["ref", "unet"], cfg, "h", None)
     lists = curate(st, "t", 1)
     assert lists["easiest"][0]["reference"] == "unet" and lists["easiest"][0]["sample_id"] == "b"
-    st.set_model("t", "unet", "unet", {}, "h2", role="omnimodel")  # no specialist at all: the first model
+    store_runs.set_model(st, "t", "unet", "unet", {}, "h2", role="omnimodel")  # no specialist at all: the first model
     assert curate(st, "t", 1, replace=True)["easiest"][0]["reference"] == "ref"
 
 
@@ -188,7 +190,7 @@ def test_strata_recorded_in_the_config_are_measured_and_data_root_is_where_the_i
     st = seeded_store(store_path, values)
     cfg = {"split": "test", "curation": {"reference": "ref", "strata": True}, "models": [{"name": "ref"}],
            "dataset": {"name": "folder", "root": str(tmp_path / "moved"), "options": None}}
-    st.start_run("t", "test", ["ref"], cfg, "h", None)
+    store_runs.start_run(st, "t", "test", ["ref"], cfg, "h", None)
     with pytest.raises(OmnisegError, match="--strata reads the images"):
         curate(st, "t", 1)  # strata from the config: the recorded root is gone
     assert curate(st, "t", 1, strata=False)["easiest"][0]["sample_id"] == "a"  # the flag wins

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from omniseg.cli import app
 
 from conftest import make_kvasir, write_config
+from omniseg.store import subsets as store_subsets
 
 MODELS = ("  - name: s1\n    kind: otsu\n    options: {foreground: bright, sigma: 1.0}\n"
           "  - name: s2\n    kind: otsu\n    options: {foreground: bright, sigma: 2.5}\n"
@@ -96,7 +97,7 @@ def _subsets(store: Store, g: pd.DataFrame, k: int = 12, second: bool = True, fi
         for subset, ids in ((f"easiest{suffix}", order[:k]), (f"hardest{suffix}", order[::-1][:k])):
             rows += [{"subset": subset, "rank": r, "sample_id": s, "split": "test", "reference": ref, "metric": "dice",
                       "value": 0.0} for r, s in enumerate(ids)]
-    store.set_subsets("t", rows)
+    store_subsets.set_subsets(store, "t", rows)
 
 
 def test_the_section_states_each_headline_verdict_and_every_row_of_the_claims_table(tmp_path):
@@ -192,10 +193,10 @@ def test_with_image_strata_only_the_headline_rests_on_lesion_size_then_contrast(
                             ("contrast-low", by_share[1::3][:12]), ("contrast-high", by_share[2::3][:12])):
             rows += [{"subset": subset, "rank": r, "sample_id": s, "split": "test", "reference": "image",
                       "metric": "share", "value": 0.0} for r, s in enumerate(ids)]
-        st.set_subsets("t", rows)
+        store_subsets.set_subsets(st, "t", rows)
         md, table = findings.section(st, "t", g, "s1", ["omni"], None, "t")
         only_contrast = [r for r in rows if not r["subset"].startswith("lesion")]
-        st.set_subsets("t", only_contrast)
+        store_subsets.set_subsets(st, "t", only_contrast)
         md2, table2 = findings.section(st, "t", g, "s1", ["omni"], None, "t")
     hardest = [x for x in md if x.startswith("- **The omnimodel holds up better")][0]
     assert "(largest against smallest lesions, chosen from the images; " in hardest

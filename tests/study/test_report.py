@@ -12,14 +12,15 @@ from test_curate import seeded_store
 
 from omniseg.study import report
 from omniseg.study.curate import curate
+from omniseg.store import results as store_results
 
 
 def test_summary_matches_a_hand_computation(store_path, tmp_path):
     st = seeded_store(store_path, {"a": 0.2, "b": 0.4, "c": 0.6, "d": 0.8})
-    st.record(1, "t", "a", "omni", status="error", reason="blocked", scores={"dice": 0.0, "iou": 0.0})
-    st.record(1, "t", "b", "omni", status="ok", scores={"dice": 0.5, "iou": 0.25})
-    st.record(1, "t", "c", "omni", status="ok", scores={"dice": 0.7, "iou": 0.5})
-    st.record(1, "t", "d", "omni", status="sample_error", reason="unreadable")
+    store_results.record(st, 1, "t", "a", "omni", status="error", reason="blocked", scores={"dice": 0.0, "iou": 0.0})
+    store_results.record(st, 1, "t", "b", "omni", status="ok", scores={"dice": 0.5, "iou": 0.25})
+    store_results.record(st, 1, "t", "c", "omni", status="ok", scores={"dice": 0.7, "iou": 0.5})
+    store_results.record(st, 1, "t", "d", "omni", status="sample_error", reason="unreadable")
     curate(st, "t", 1)
     paths = report.write(st, tmp_path / "rep", split="test")
     per_image = pd.read_csv(paths["per_image"])

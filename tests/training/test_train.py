@@ -107,6 +107,41 @@ def test_full_resolution_training_on_random_crops(tmp_path):
     assert spec.resize == "pad" and info["val_images"] >= 1
 
 
+@pytest.mark.parametrize("resize", ["resize", "pad"])
+def test_both_data_paths_augment_through_one_pipeline_at_the_configured_strength(tmp_path, monkeypatch, resize):
+    """`augment: strong` with `resize: pad` gave `basic` (the full-resolution path had its own augmentation): every
+    training batch of either path goes through DeviceAugment at the configured strength, as uint8 images at the
+    size the network takes (padded to a multiple of 32 on the pad path), and the strong warp is drawn."""
+    import torch
+
+    from conftest import make_drive
+    from omniseg.training import data
+
+    seen, warped = [], []
+    real_call, real_grid = data.DeviceAugment.__call__, torch.nn.functional.affine_grid
+
+    def spy(self, x_u8, y_u8, train=True):
+        if train:
+            seen.append((self.strength, x_u8.dtype, tuple(x_u8.shape[1:3]), sorted(torch.unique(y_u8).tolist())))
+        return real_call(self, x_u8, y_u8, train)
+
+    def grid(*a, **kw):
+        warped.append(1)
+        return real_grid(*a, **kw)
+
+    monkeypatch.setattr(data.DeviceAugment, "__call__", spy)
+    monkeypatch.setattr(torch.nn.functional, "affine_grid", grid)
+    root = make_drive(tmp_path / "DRIVE", n_train=8, n_test=1, size=(80, 72))
+    models = f"  - name: unet\n    kind: unet\n    options: {{checkpoint: {tmp_path / 'v.pt'}, resize: {resize}}}\n"
+    cfg = config.load(write_config(tmp_path / "v.yaml", "vessel", "drive", root, models))
+    tc = TrainConfig(net=NetSpec(encoder="resnet18", input_size=64, resize=resize), epochs=3, batch_size=2, crop=48,
+                     val_fraction=0.3, augment="strong")
+    train(cfg, tc, open_dataset(cfg), tmp_path / "v.pt", device="cpu", progress=False)
+    assert len(seen) >= 6 and {s[0] for s in seen} == {"strong"} and {s[1] for s in seen} == {torch.uint8}
+    assert {s[2] for s in seen} == {(64, 64)}  # the input size; on the pad path, 48-pixel crops padded to 64
+    assert all(set(s[3]) <= {0, 1} for s in seen) and warped  # masks as 0/1; the strong warp was drawn
+
+
 def test_the_checkpoint_is_the_best_epoch_of_the_log(tmp_path, monkeypatch):
     """The saved weights are those of the epoch with the highest validation Dice, not the last epoch's."""
     import omniseg.training.train as train_mod

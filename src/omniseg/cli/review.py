@@ -9,6 +9,7 @@ import typer
 
 from ..errors import OmnisegError
 from .common import StoreOpt, existing_store, friendly
+from ..store import results as store_results
 
 
 @friendly
@@ -56,7 +57,7 @@ def review(
             for t, n in sorted(page.import_csv(st, import_file, task).items()):
                 typer.echo(f"{t}: {n} answers imported from {import_file}")
             return
-        tasks = st.tasks()
+        tasks = store_results.tasks(st)
         if task is None:
             if len(tasks) != 1:
                 raise OmnisegError(f"{st.path} holds tasks {', '.join(tasks) or '(none)'}: choose one with --task")

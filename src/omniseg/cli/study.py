@@ -9,6 +9,7 @@ import typer
 
 from ..errors import OmnisegError
 from .common import StoreOpt, existing_store, friendly
+from ..store import results as store_results
 
 
 
@@ -35,13 +36,13 @@ def curate(
     if split is not None and split not in ("train", "test", "all"):
         raise OmnisegError(f"--split must be train, test or all, not {split!r}")
     with existing_store(store) as st:
-        tasks = [task] if task else st.tasks()
+        tasks = [task] if task else store_results.tasks(st)
         if not tasks:
             raise OmnisegError(f"{st.path} has no results yet: run `omniseg run --task <task>` first")
-        if task and task not in st.tasks():
+        if task and task not in store_results.tasks(st):
             from ..errors import unknown_name
 
-            raise OmnisegError(f"{st.path}: " + unknown_name("task", task, st.tasks()))
+            raise OmnisegError(f"{st.path}: " + unknown_name("task", task, store_results.tasks(st)))
         for t in tasks:
             lists = curate_task(st, t, extremes, reference=by, metric=metric, split=split, control=control,
                                 strata=strata, data_root=data_root, progress=not quiet, replace=replace)
@@ -75,12 +76,12 @@ def report(
     if split not in ("train", "test", "all"):
         raise OmnisegError(f"--split must be train, test or all, not {split!r}")
     with existing_store(store, readonly=True) as st:
-        if not st.tasks():
+        if not store_results.tasks(st):
             raise OmnisegError(f"{st.path} has no results yet: run `omniseg run --task <task>` first")
-        if task and task not in st.tasks():
+        if task and task not in store_results.tasks(st):
             from ..errors import unknown_name
 
-            raise OmnisegError(f"{st.path}: " + unknown_name("task", task, st.tasks()))
+            raise OmnisegError(f"{st.path}: " + unknown_name("task", task, store_results.tasks(st)))
         paths = report_mod.write(st, out, task=task, split=split, figures=figures, k=cases,
                                  specialist=specialist, omnimodel=omnimodel, html=html, latex=latex)
     for kind, p in paths.items():

@@ -173,7 +173,7 @@ def _api(m, what: str, fn, *args):
 def _clear_scratch(store: Store, model: str, book: JobBook) -> None:
     # pragma: no mutate block (outside the mutation scope: docs/testing.md)
     """Input and results files a killed process left for this model: this process is now its one worker
-    (Store.claim), so no other is writing them."""
+    (store.workers.claim), so no other is writing them."""
     scratch = store.root / SCRATCH
     if not scratch.is_dir():
         return

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..errors import OmnisegError
 from ..progress import bar as progress_bar
+from ..store import results as store_results
 
 EXECUTORS = ("local", "slurm", "ray")
 #: the options of `omniseg run` that belong to the executor, not to a shard's command
@@ -75,7 +76,7 @@ def _rows(path: Path) -> int:
         return 0
     try:
         with Store(path, readonly=True) as st:
-            return st.pairs_recorded()
+            return store_results.pairs_recorded(st)
     except (OmnisegError, sqlite3.Error):
         return 0
 

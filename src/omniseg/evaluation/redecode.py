@@ -25,7 +25,9 @@ from ..models.api import answers
 from ..models.api.remote import RemoteSegmenter
 from .runner import open_dataset, run_context, score_prediction
 from ..store import results, runs as store_runs
+from ..store import results as store_results
 from ..store.database import Store
+from ..store import workers as store_workers
 
 
 @dataclass
@@ -61,7 +63,7 @@ def api_models(store: Store, task: str) -> list[str]:
 
 def redecode(store: Store, *, task: str | None = None, model: str | None = None,
              data_root: str | Path | None = None, everything: bool = False, progress: bool = True) -> list[Redecoded]:
-    tasks = [task] if task else store.tasks()
+    tasks = [task] if task else store_results.tasks(store)
     results = []
     for t in tasks:
         names = api_models(store, t)
@@ -70,12 +72,12 @@ def redecode(store: Store, *, task: str | None = None, model: str | None = None,
                 raise OmnisegError(f"task {t!r} in {store.path} has no API model {model!r} "
                                    f"(API models: {', '.join(names) or 'none'})")
             names = [model]
-        store.claim(t, names, f"redecode --task {t}")  # a run of the model would rewrite the same rows
+        store_workers.claim(store, t, names, f"redecode --task {t}")  # a run of the model would rewrite the same rows
         try:
             for name in names:
                 results.append(_one_model(store, t, name, data_root, everything, progress))
         finally:
-            store.release(t, names)
+            store_workers.release(store, t, names)
     return results
 
 
@@ -113,11 +115,11 @@ def _one_model(store: Store, task: str, name: str, data_root, everything: bool, 
             pred.meta.pop("tokens", None)
             kept = {k: meta[k] for k in ("cache_hit", "cache_key", "attempts", "unkept_answer") if k in meta}
             new_meta = {**pred.meta, **kept, "redecoded_from": {"status": old, "decoder_version": meta.get("decoder_version")}}
-            store.rewrite(task, sample_id, name, status=pred.status, reason=pred.reason,
+            store_results.rewrite(store, task, sample_id, name, status=pred.status, reason=pred.reason,
                           mask=pred.mask if pred.status == "ok" else None, scores=scores, meta=new_meta)
             res.rewritten += 1
             res.transitions[(old, pred.status)] += 1
-        store.set_model(task, name, seg.kind, seg.signature(), seg.signature_hash(), seg.role)
+        store_runs.set_model(store, task, name, seg.kind, seg.signature(), seg.signature_hash(), seg.role)
     finally:
         seg.close()
     return res

@@ -29,6 +29,9 @@ from ..models.base import Prediction, RunContext, Segmenter
 from ..store.archive import FILE_NAME as ARCHIVE_FILE, AnswerArchive
 from ..store.database import Store
 from .batch import supports as batch_supports
+from ..store import results as store_results
+from ..store import runs as store_runs
+from ..store import workers as store_workers
 
 
 #: statuses `omniseg run --retry-failed` redoes by default: the API call failed without an answer
@@ -127,15 +130,15 @@ def _runnable(entry) -> bool:
 def _check_signatures(store: Store, task: str, segs: list[Segmenter], force: bool) -> None:
     """Refuse to mix results of one model name made with different settings."""
     for m in segs:
-        old = store.model_signature(task, m.name)
+        old = store_runs.model_signature(store, task, m.name)
         if old is not None and old != m.signature_hash():
             if not force:
                 raise OmnisegError(
                     f"model {m.name!r} of task {task!r} has stored results made with other settings; "
                     "rerun with --force to redo them all, or give the new settings another model name"
                 )
-            store.delete_model(task, m.name)
-        store.set_model(task, m.name, m.kind, m.signature(), m.signature_hash(), m.role)
+            store_results.delete_model(store, task, m.name)
+        store_runs.set_model(store, task, m.name, m.kind, m.signature(), m.signature_hash(), m.role)
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -231,13 +234,13 @@ def run(cfg: TaskConfig, store: Store, *, model_names: list[str] | None = None, 
         raise OmnisegError(f"{cfg.task}: no samples in split {split!r} under {ds.root}")
     segs = for_dataset(cfg, ds, select_models(cfg, model_names))
     names = [m.name for m in segs]
-    store.claim(cfg.task, names, " ".join(argv) if argv else f"run --task {cfg.task}")
+    store_workers.claim(store, cfg.task, names, " ".join(argv) if argv else f"run --task {cfg.task}")
     opts = RunOptions(split=split, force=force, batch_size=batch_size, progress=progress, argv=argv, refresh=refresh,
                       max_cost=max_cost, retry=retry, batch=batch, submit=submit)
     try:
         return _run_claimed(cfg, store, ds, refs, segs, opts)
     finally:
-        store.release(cfg.task, names)
+        store_workers.release(store, cfg.task, names)
 
 
 def _run_claimed(cfg: TaskConfig, store: Store, ds, refs: list[SampleRef], segs: list[Segmenter],
@@ -250,15 +253,15 @@ def _run_claimed(cfg: TaskConfig, store: Store, ds, refs: list[SampleRef], segs:
     # volumes one at a time: two in memory (one read ahead), each of them possibly gigabytes
     batch_size = opts.batch_size or (1 if ds.volumetric else max([m.preferred_batch or 8 for m in segs]))
 
-    store.add_samples(cfg.task, [(r.id, r.split, r.problem, r.meta) for r in refs])
-    done = set() if opts.force else store.done_pairs(cfg.task, redo=opts.retry)
+    store_results.add_samples(store, cfg.task, [(r.id, r.split, r.problem, r.meta) for r in refs])
+    done = set() if opts.force else store_results.done_pairs(store, cfg.task, redo=opts.retry)
     for m in segs:  # fail now, not after a progress bar, when a model cannot work at all (no API key, no answers)
         if any((r.id, m.name) not in done for r in refs):
             m.check_ready()
     notes = _batch_stage(cfg, store, ds, segs, refs, done, opts)
     recorded = cfg.model_dump(mode="json")
     recorded["dataset"]["root"] = str(ds.root.resolve())  # where the data really was (--data-root included)
-    run_id = store.start_run(cfg.task, split, [m.name for m in segs], recorded, cfg.fingerprint(),
+    run_id = store_runs.start_run(store, cfg.task, split, [m.name for m in segs], recorded, cfg.fingerprint(),
                              split_fingerprint(refs), opts.argv)
     summary = RunSummary(cfg.task, split, run_id, samples=len(refs), pairs=len(refs) * len(segs),
                          train_split_fingerprint=split_fingerprint(ds.refs("train")), notes=notes)
@@ -322,10 +325,10 @@ def _run_claimed(cfg: TaskConfig, store: Store, ds, refs: list[SampleRef], segs:
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
         summary.seconds = time.perf_counter() - t0
-        store.finish_run(run_id, status, summary.as_dict())
+        store_runs.finish_run(store, run_id, status, summary.as_dict())
         for m in segs:
             m.close()
-    after = store.done_pairs(cfg.task) if any(m.context.answers_only for m in segs) else set()
+    after = store_results.done_pairs(store, cfg.task) if any(m.context.answers_only for m in segs) else set()
     left = sum(1 for m in segs if m.context.answers_only for r in refs if (r.id, m.name) not in after)
     if left:
         summary.notes.append(f"{left} pair(s) have no batch answer yet: rerun `omniseg run --batch` to submit them")
@@ -446,15 +449,15 @@ def _write(cfg, store, run_id, results, summary) -> None:
     """Score and record a chunk's predictions (on the writer thread), one transaction per pair."""
     for model, sample_id, sample, pred, each in results:
         if sample is None:  # the sample could not be read: a row without a score
-            store.record(run_id, cfg.task, sample_id, model, status=pred.status, reason=pred.reason)
+            store_results.record(store, run_id, cfg.task, sample_id, model, status=pred.status, reason=pred.reason)
         else:
             pred, scores = score_prediction(cfg, sample, pred)
-            store.record(run_id, cfg.task, sample_id, model, status=pred.status, reason=pred.reason,
+            store_results.record(store, run_id, cfg.task, sample_id, model, status=pred.status, reason=pred.reason,
                          mask=pred.mask if pred.status == "ok" else None, prob=pred.prob, scores=scores,
                          elapsed_s=pred.meta.pop("elapsed_s", each), meta=pred.meta, calls=pred.calls,
                          grid=sample.affine if sample.is_volume else None)
         summary.statuses[pred.status] += 1
-    store.heartbeat(cfg.task)  # this process still works on its models (seen from other machines: Store.claim)
+    store_workers.heartbeat(store, cfg.task)  # this process still works on its models (seen from other machines: store.workers.claim)
 
 
 def dry_run(cfg: TaskConfig, store: Store | None, *, store_root: Path, model_names: list[str] | None = None,
@@ -470,7 +473,7 @@ def dry_run(cfg: TaskConfig, store: Store | None, *, store_root: Path, model_nam
     refs = select_refs(ds, split or cfg.split, limit, shard)
     missing: dict[str, str] = {}
     segs = for_dataset(cfg, ds, select_models(cfg, model_names, missing=missing))  # an untrained one costs nothing
-    done = set() if force or store is None else store.done_pairs(cfg.task, redo=retry)
+    done = set() if force or store is None else store_results.done_pairs(store, cfg.task, redo=retry)
     out = {name: {"pairs": sum((r.id, name) not in done for r in refs), "calls": 0, "cached": 0, "cost_usd": 0.0,
                   "missing_checkpoint": path} for name, path in missing.items()}
     for m in segs:

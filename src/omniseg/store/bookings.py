@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import time
+
 import pandas as pd
 
+from ..redaction import redact
 from .database import Store
 
 
@@ -39,3 +43,51 @@ def tallies(store: Store, task: str) -> pd.DataFrame:
         " ROUND(SUM(cost_usd), 6) AS cost_usd, "
         + ("SUM(cost_known = 0)" if "cost_known" in store.columns("api_calls") else "0")
         + " AS calls_of_unknown_cost FROM api_calls WHERE task = ? GROUP BY model ORDER BY model", (task,))
+
+
+def add_calls(store: Store, run_id: int, task: str, sample_id: str, model: str, calls: list[dict]) -> None:
+    """API calls behind one prediction (successes, retried errors and cache hits alike).
+
+    A cache hit carries the ``booking`` of the call that once paid for its answer. If no row
+    ever booked that answer (the run that received it was interrupted before recording it), it
+    is booked now as 'recovered', once: the cost of every answer received reaches the store. An answer
+    of a batch job (:mod:`omniseg.evaluation.batch`) is booked as 'batch' by the first row that uses it.
+    """
+    now = time.time()
+    calls = list(calls)
+    for c in [c for c in calls if c.get("booking") and c.get("cache_key")]:
+        booked = store.db.execute("SELECT 1 FROM api_calls WHERE cache_key = ? AND outcome IN ('answered', 'recovered',"
+                                 " 'batch') LIMIT 1", (c["cache_key"],)).fetchone()
+        if booked:
+            continue
+        if c["booking"].get("outcome") == "batch":  # a batch job's answer: booked as such by its first row
+            calls[calls.index(c)] = {**c["booking"], "cache_key": c["cache_key"]}
+        else:
+            calls.insert(0, {**c["booking"], "outcome": "recovered", "cache_key": c["cache_key"]})
+    store.db.executemany(
+        "INSERT INTO api_calls (task, sample_id, model, run_id, attempt, outcome, http_status, error, latency_s,"
+        " prompt_tokens, output_tokens, thoughts_tokens, cost_usd, model_version, cache_key, created_at, cost_known)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        [(task, sample_id, model, run_id, c.get("attempt", 0), c.get("outcome", ""), count(c.get("http_status")),
+          redact(str(c["error"])) if c.get("error") is not None else None, finite(c.get("latency_s")),
+          *(count(c.get(k)) for k in ("prompt_tokens", "output_tokens", "thoughts_tokens")),
+          finite(c.get("cost_usd")) or 0.0, c.get("model_version") if isinstance(c.get("model_version"), str) else None,
+          c.get("cache_key"), now, int(_cost_known(c)))
+         for c in calls],
+    )
+
+
+def count(v) -> int | None:
+    """A token count or HTTP status as stored: a non-negative integer, else NULL."""
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
+
+
+def finite(v) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 else None
+
+
+def _cost_known(call: dict) -> bool:
+    """False for a call whose cost could not be read from its usage (or is not a non-negative number)."""
+    if call.get("outcome") not in ("answered", "recovered", "batch"):
+        return True
+    return bool(call.get("cost_known", True)) and finite(call.get("cost_usd")) is not None

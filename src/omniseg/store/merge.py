@@ -18,6 +18,8 @@ from pathlib import Path
 
 from ..errors import OmnisegError
 from .database import Store
+from . import results
+from . import runs
 
 ARCHIVE = "answers.sqlite"
 
@@ -114,7 +116,7 @@ def _same_dataset(store: Store, settings: dict[str, tuple[dict, Path]]) -> None:
 def _check(src: Store, dst: Store) -> None:
     """Refuse a source made with other settings before anything is written."""
     for r in _rows(src, "SELECT task, model, signature_hash FROM models"):
-        have = dst.model_signature(r["task"], r["model"])
+        have = runs.model_signature(dst, r["task"], r["model"])
         if have is not None and have != r["signature_hash"]:
             raise OmnisegError(f"{src.path}: model {r['model']!r} of task {r['task']!r} was made with other settings than "
                                f"in {dst.path} (signature {r['signature_hash']} against {have}); merge only the "
@@ -131,8 +133,8 @@ def _merge_one(src: Store, dst: Store, out: Merged) -> None:
     run_cols = [c for c in src.columns("runs") if c != "run_id"]
     pred_cols = src.columns("predictions")
     call_cols = [c for c in src.columns("api_calls") if c != "call_id"]
-    score_cols = src.score_columns()
-    for c in (c for c in score_cols if c not in dst.score_columns()):  # a metric only the source recorded
+    score_cols = results.score_columns(src)
+    for c in (c for c in score_cols if c not in results.score_columns(dst)):  # a metric only the source recorded
         dst.db.execute(f"ALTER TABLE scores ADD COLUMN {c} REAL")
     copies: list[tuple[Path, Path]] = []
     with dst.transaction():

@@ -3,15 +3,26 @@ ranks): the rows the report, curation, the review and redecode are built from.""
 
 from __future__ import annotations
 
-import pandas as pd
+import json
+import re
+import time
+from typing import Iterable
 
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from ..errors import OmnisegError
+from ..redaction import redact
+from ..scoring.metrics import NAME
+from . import bookings, masks
 from .database import Store
 
 
 def per_image(store: Store, task: str | None = None, split: str = "test") -> pd.DataFrame:
     """One row per (task, sample, model) of ``split`` ('all': every split): status, curated ranks, every score
     column, the answer form and confidence the model reported, time, mask file, kind, role and privilege."""
-    score_cols = store.score_columns()
+    score_cols = score_columns(store)
     cond, params = [], []
     if task:
         cond.append("p.task = ?")
@@ -97,3 +108,101 @@ def ok_masks(store: Store, task: str, models: list[str], subset: str | None, spl
     return store.query(f"SELECT p.sample_id, p.model, p.mask_path, p.created_at FROM predictions p JOIN samples s "
                        f"ON s.task = p.task AND s.sample_id = p.sample_id WHERE {' AND '.join(where)} "
                        "ORDER BY p.sample_id, p.model", tuple(params))
+
+
+def tasks(store: Store) -> list[str]:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
+    return [r[0] for r in store.db.execute("SELECT DISTINCT task FROM predictions ORDER BY task")]
+
+
+def add_samples(store: Store, task: str, rows: Iterable[tuple[str, str, str | None, dict]]) -> None:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
+    """(sample_id, split, problem, meta) for every sample a run was asked to cover."""
+    with store.transaction():
+        store.db.executemany(
+            "INSERT INTO samples VALUES (?,?,?,?,?) ON CONFLICT(task, sample_id) DO UPDATE SET"
+            " split=excluded.split, problem=excluded.problem, meta=excluded.meta",
+            [(task, sid, split, problem, json.dumps(meta, sort_keys=True, default=str)) for sid, split, problem, meta in rows],
+        )
+
+
+def pairs_recorded(store: Store) -> int:
+    """How many (task, sample, model) rows the store holds (a sharded run's progress)."""
+    return store.db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+
+
+def done_pairs(store: Store, task: str, redo: tuple[str, ...] = ()) -> set[tuple[str, str]]:
+    """(sample, model) pairs with a row, except rows whose status is in ``redo``."""
+    rows = store.db.execute("SELECT sample_id, model, status FROM predictions WHERE task=?", (task,))
+    return {(r[0], r[1]) for r in rows if r[2] not in redo}
+
+
+def delete_model(store: Store, task: str, model: str) -> None:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
+    with store.transaction():
+        store.db.execute("DELETE FROM predictions WHERE task=? AND model=?", (task, model))
+        store.db.execute("DELETE FROM scores WHERE task=? AND model=?", (task, model))
+
+
+def score_columns(store: Store) -> list[str]:
+    # pragma: no mutate block (outside the mutation scope: docs/testing.md)
+    """The score columns this store has: counts, then metrics in the order they were added."""
+    return [c for c in store.columns("scores") if c not in ("task", "sample_id", "model")]
+
+
+def _put_scores(store: Store, task: str, sample_id: str, model: str, scores: dict | None) -> None:
+    store.db.execute("DELETE FROM scores WHERE task=? AND sample_id=? AND model=?", (task, sample_id, model))
+    if scores is None:
+        return
+    known = set(score_columns(store))
+    for name in [c for c in scores if c not in known]:
+        # a metric registered after the store was made (a plugin): its column is added, once
+        if not re.fullmatch(NAME, name):
+            raise OmnisegError(f"metric name {name!r}: use lower-case letters, digits and '_' (a store column)")
+        store.db.execute(f"ALTER TABLE scores ADD COLUMN {name} REAL")
+    names = list(scores)
+    store.db.execute(f"INSERT INTO scores (task, sample_id, model, {', '.join(names)}) VALUES "
+                    f"(?,?,?,{','.join('?' * len(names))})", (task, sample_id, model, *[scores[c] for c in names]))
+
+
+def record(store: Store, run_id: int, task: str, sample_id: str, model: str, *, status: str, reason: str = "",
+           mask: np.ndarray | None = None, prob: np.ndarray | None = None, scores: dict | None = None,
+           elapsed_s: float | None = None, meta: dict | None = None, calls: list[dict] | None = None,
+           grid: np.ndarray | None = None) -> None:
+    """Write one pair: files first, then prediction and scores in one transaction. A volume's mask (3-D) is
+    written as NIfTI on ``grid``, its image's voxel-to-world matrix (height and width are a slice's)."""
+    mask_path = prob_path = None
+    h = w = None
+    if mask is not None:
+        h, w = mask.shape[-2:]
+        mask_path = masks.write_mask(store, task, model, sample_id, mask, grid)
+    if prob is not None:
+        q = np.clip(np.rint(prob * 255), 0, 255).astype(np.uint8)  # 8-bit: 1/255 steps are plenty
+        prob_path = masks.write_atomic(store, masks.mask_file(task, model, sample_id, ".prob.png"),
+                                       lambda p: Image.fromarray(q).save(p, format="PNG", compress_level=1))
+    with store.transaction():
+        store.db.execute(
+            "INSERT OR REPLACE INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (task, sample_id, model, run_id, status, redact(reason), mask_path, prob_path, h, w, elapsed_s, time.time(),
+             redact(json.dumps(meta or {}, sort_keys=True, default=str))),
+        )
+        _put_scores(store, task, sample_id, model, scores)
+        bookings.add_calls(store, run_id, task, sample_id, model, calls or [])
+
+
+def rewrite(store: Store, task: str, sample_id: str, model: str, *, status: str, reason: str, mask: np.ndarray | None,
+            scores: dict | None, meta: dict) -> None:
+    """Replace a pair's outcome after decoding its kept answer again (``omniseg redecode``).
+
+    The run, creation time, timing and API calls of the row stay: no new call was made.
+    """
+    mask_path = masks.write_mask(store, task, model, sample_id, mask) if mask is not None else None
+    h, w = mask.shape if mask is not None else (None, None)
+    with store.transaction():
+        store.db.execute(
+            "UPDATE predictions SET status=?, reason=?, mask_path=?, height=?, width=?, meta=?"
+            " WHERE task=? AND sample_id=? AND model=?",
+            (status, redact(reason), mask_path, h, w, redact(json.dumps(meta, sort_keys=True, default=str)), task,
+             sample_id, model),
+        )
+        _put_scores(store, task, sample_id, model, scores)

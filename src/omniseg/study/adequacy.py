@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ..store.database import Store
+from ..store import runs as store_runs
 
 #: dataset -> (U-Net test Dice published, its source); docs/specialists.md lists them
 PUBLISHED = {
@@ -68,8 +69,8 @@ def _f(v: float | None) -> str:
 
 def records(store: Store, task: str, specialists: list[str], summary: pd.DataFrame) -> list[Record]:
     """The training record and test Dice of each specialist of the task."""
-    sigs = store.signatures(task)
-    dataset = ((store.last_config(task) or {}).get("dataset") or {}).get("name")
+    sigs = store_runs.signatures(store, task)
+    dataset = ((store_runs.last_config(store, task) or {}).get("dataset") or {}).get("name")
     published, source = PUBLISHED.get(dataset, (None, None))
     out = []
     for m in specialists:

@@ -19,7 +19,7 @@ from ..store.database import Store
 
 
 def is_demo(store: Store, task: str) -> bool:
-    return bool((store.last_config(task) or {}).get("demo"))
+    return bool((store_runs.last_config(store, task) or {}).get("demo"))
 
 
 def demo_tag(store: Store, task: str) -> str:
@@ -71,7 +71,7 @@ def lines(store: Store, task: str, summary: pd.DataFrame) -> list[str]:
     for model, urls in endpoints(store, task).items():
         out.append(f"**`{model}` did not answer from its provider's API** but from {', '.join(f'`{u}`' for u in urls)}: "
                    "its numbers are that server's (a local model, a proxy, or omniseg's stand-in), not the provider's.")
-    for model, role, dice, floor, floor_dice in floor_failures(summary, store.roles(task), store.privileged(task)):
+    for model, role, dice, floor, floor_dice in floor_failures(summary, store_runs.roles(store, task), store_runs.privileged(store, task)):
         out.append(f"**The {role} `{model}` does not beat the floor `{floor}`** (Dice {dice:.3f} against {floor_dice:.3f} "
                    "on the whole split): a training-free reference does as well, so its comparisons say little "
                    "(an undertrained specialist, a wrong prompt, a broken decoder?).")

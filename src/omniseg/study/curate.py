@@ -21,15 +21,17 @@ import pandas as pd
 from ..errors import OmnisegError
 from ..store import results
 from ..store.database import Store
+from ..store import runs as store_runs
+from ..store import subsets as store_subsets
 
 
 def default_reference(store: Store, task: str) -> str:
-    cfg = store.last_config(task)
+    cfg = store_runs.last_config(store, task)
     if cfg is None:
         raise OmnisegError(f"no runs of task {task!r} in {store.path}: run `omniseg run --task {task}` first")
     if cfg["curation"]["reference"]:
         return cfg["curation"]["reference"]
-    roles, privileged = store.roles(task), store.privileged(task)  # else the first fair specialist, else the first model
+    roles, privileged = store_runs.roles(store, task), store_runs.privileged(store, task)  # else the first fair specialist, else the first model
     names = [m["name"] for m in cfg["models"]]
     return next((n for n in names if roles.get(n) == "specialist" and n not in privileged), names[0])
 
@@ -73,7 +75,7 @@ def curate(store: Store, task: str, extremes: int | None = None, *, reference: s
 
     Stored lists of another size, or picked by another model, are replaced only with ``replace``: a report, a
     review or a paper may already rest on them."""
-    recorded = (store.last_config(task) or {}).get("curation") or {}
+    recorded = (store_runs.last_config(store, task) or {}).get("curation") or {}
     extremes = extremes if extremes is not None else recorded.get("extremes", 50)
     metric = metric or recorded.get("metric") or "dice"
     control = control or recorded.get("control")
@@ -96,7 +98,7 @@ def curate(store: Store, task: str, extremes: int | None = None, *, reference: s
             f"{task}: only {len(df)} scored cases on split {split!r}; taking {n} easiest and {n} hardest instead of {extremes}",
             stacklevel=2,
         )
-    stored = store.curated(task)
+    stored = store_subsets.curated(store, task)
     if stored is not None and stored != (n, reference) and not replace:
         raise OmnisegError(f"{task}: the stored lists hold {stored[0]} easiest and {stored[0]} hardest cases picked by "
                            f"{stored[1]!r}; this would replace them with {n} and {n} by {reference!r}"
@@ -107,7 +109,7 @@ def curate(store: Store, task: str, extremes: int | None = None, *, reference: s
         rows += _ranked(_scores(store, task, control, metric, split), n, f"@{control}", control, metric)
     if strata:
         rows += _image_strata(store, task, df, data_root, progress)
-    store.set_subsets(task, rows)  # last, in one transaction: a failure above leaves the old lists
+    store_subsets.set_subsets(store, task, rows)  # last, in one transaction: a failure above leaves the old lists
     lists: dict = {"split": split}
     for r in rows:
         lists.setdefault(r["subset"], []).append(r)
@@ -121,7 +123,7 @@ def _image_strata(store: Store, task: str, scored: pd.DataFrame, data_root, prog
     from .difficulty import features, strata
     from ..progress import bar
 
-    cfg = store.last_config(task)
+    cfg = store_runs.last_config(store, task)
     try:
         ds = datasets.open(cfg["dataset"]["name"], data_root or cfg["dataset"]["root"], cfg["dataset"].get("options"),
                            cfg["dataset"].get("max_pixels"))
@@ -136,7 +138,7 @@ def _image_strata(store: Store, task: str, scored: pd.DataFrame, data_root, prog
                 values[sid] = features(ds.load(refs[sid]))
             except OmnisegError:
                 continue
-    store.set_difficulty(task, values)
+    store_subsets.set_difficulty(store, task, values)
     rows = []
     for subset, members in strata(values).items():
         feature = "lesion_share" if subset.startswith("lesion") else "contrast"

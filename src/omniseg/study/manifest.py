@@ -80,13 +80,13 @@ def build(store: Store, tasks: list[str], split: str) -> dict:
                  "packages": {p: _version(p) for p in PACKAGES}, "split": split, "tasks": {}}
     for task in tasks:
         runs = store_runs.of_task(store, task)
-        models = store_runs.signatures(store, task)
+        models = store_runs.signature_table(store, task)
         versions = bookings.versions_of_task(store, task)
         api = bookings.tallies(store, task)
         subsets = store_subsets.summary(store, task)
         # the models the report compares: a subset chosen by one of them is selected on its own score
         compared = results.predicted_models(store, task)
-        states = store.run_states(task)
+        states = store_runs.run_states(store, task)
         doc["tasks"][task] = {
             "runs": [{"run_id": int(r.run_id), "split": r.split, "models": json.loads(r.models), "status": r.status,
                       "ended": states.get(int(r.run_id), r.status),

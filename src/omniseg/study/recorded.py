@@ -4,6 +4,7 @@ report.html and the review page draw (a report goes on without them when the dat
 from __future__ import annotations
 
 from ..store.database import Store
+from ..store import runs as store_runs
 
 
 def recorded_samples(store: Store, task: str, root=None):
@@ -12,7 +13,7 @@ def recorded_samples(store: Store, task: str, root=None):
     without it)."""
     from .. import datasets
 
-    dataset = (store.last_config(task) or {}).get("dataset") or {}
+    dataset = (store_runs.last_config(store, task) or {}).get("dataset") or {}
     if not dataset.get("name"):
         return "no run with a dataset recorded"
     try:

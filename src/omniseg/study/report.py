@@ -24,6 +24,8 @@ from ..scoring.metrics import SCORE_COLUMNS
 from ..store import results, subsets as store_subsets
 from ..store.database import Store
 from ..store.schema import file_name
+from ..store import masks as store_masks
+from ..store import runs as store_runs
 
 #: per_image.csv: these, with the store's score columns (counts, then one per metric) before the last four
 PER_IMAGE_COLUMNS = ["task", "split", "sample_id", "model", "status", "reason", "easiest_rank", "hardest_rank",
@@ -52,7 +54,7 @@ def per_image(store: Store, task: str | None = None, split: str = "test") -> pd.
     df["role"] = [role_of(k or "", r) for k, r in zip(df["kind"], df["role"])]
     df["privileged"] = df["privileged"].fillna(0).astype(bool)
     head, tail = PER_IMAGE_COLUMNS[:8], PER_IMAGE_COLUMNS[-_TAIL:]
-    return df[head + store.score_columns() + tail]
+    return df[head + results.score_columns(store) + tail]
 
 
 def _subset(df: pd.DataFrame, subset: str) -> pd.DataFrame:
@@ -228,12 +230,12 @@ def _roles(store: Store, task: str, models: list[str], specialist: str | None, o
     """Specialists, omnimodels and foundation models by role (``--specialist``/``--omnimodel`` name one each
     instead), and the reference: the model that picked the cases (else the config's curation reference, else the
     first specialist). A privileged model (told the reference's box) is no contender: it is left out here."""
-    roles = store.roles(task)
+    roles = store_runs.roles(store, task)
     specs = [specialist] if specialist else [m for m in models if roles.get(m) == "specialist" and m not in privileged]
     omnis = [omnimodel] if omnimodel else [m for m in models if roles.get(m) == "omnimodel" and m not in privileged]
     founds = [m for m in models if roles.get(m) == "foundation" and m not in privileged]
     picked = store_subsets.references(store, task)
-    configured = ((store.last_config(task) or {}).get("curation") or {}).get("reference")
+    configured = ((store_runs.last_config(store, task) or {}).get("curation") or {}).get("reference")
     reference = specialist or next((m for m in picked + [configured] + specs if m in models and m not in privileged),
                                    None)
     return [m for m in specs if m in models], [m for m in omnis if m in models], founds, reference
@@ -292,7 +294,7 @@ def _distance_unit(store: Store, task: str) -> tuple[str, float]:
     spacing is in their files; else 'px') and NSD's tau."""
     from .. import datasets
 
-    recorded = store.last_config(task) or {}
+    recorded = store_runs.last_config(store, task) or {}
     m = recorded.get("metrics") or {}
     try:
         volumetric = datasets.get((recorded.get("dataset") or {}).get("name") or "").volumetric
@@ -331,7 +333,7 @@ def _montage_rows(store: Store, task: str, df: pd.DataFrame, models: list[str], 
     loader = recorded_samples(store, task)
     if isinstance(loader, str):
         return loader
-    slicing = (store.last_config(task) or {}).get("slices")
+    slicing = (store_runs.last_config(store, task) or {}).get("slices")
     rows = []
     for subset in ("easiest", "hardest"):
         picked = (df[df[f"{subset}_rank"].notna()].drop_duplicates("sample_id")
@@ -346,7 +348,7 @@ def _montage_rows(store: Store, task: str, df: pd.DataFrame, models: list[str], 
                 if r.empty:
                     continue
                 path = r["mask_path"].iloc[0]
-                masks[m] = store.load_mask(path) if isinstance(path, str) else None
+                masks[m] = store_masks.load_mask(store, path) if isinstance(path, str) else None
                 dice[m] = float(r["dice"].iloc[0]) if pd.notna(r["dice"].iloc[0]) else np.nan
             for v in views(sample, masks, slicing):  # a volume: its slices that matter
                 rows.append({"sample_id": sid, "view": v.label, "subset": subset, "image": v.image, "truth": v.truth,
@@ -357,7 +359,7 @@ def _montage_rows(store: Store, task: str, df: pd.DataFrame, models: list[str], 
 def _runs_lines(store: Store, task: str) -> list[str]:
     """Which runs ended and which did not (killed, or still writing): a report taken then is still right
     about the pairs it shows, and says what may be missing."""
-    states = store.run_states(task)
+    states = store_runs.run_states(store, task)
     counts: dict[str, list[int]] = {}
     for run_id, state in sorted(states.items()):
         counts.setdefault(state, []).append(run_id)
@@ -458,7 +460,7 @@ def _task_section(store: Store, t: str, g: pd.DataFrame, summary: pd.DataFrame, 
     md += _localisation_md(g, summary[(summary["task"] == t) & (summary["subset"] == "all")], mark)
     md += _comparisons_md(_pickers(store, t), comparisons[comparisons["task"] == t], mark)
     specs, omnis, founds, ref = roles
-    split_up = decomposition(g, store.signatures(t), specs)
+    split_up = decomposition(g, store_runs.signatures(store, t), specs)
     md += _decomposition_md(split_up)
     tables.decompositions += [d.assign(task=t) for d in split_up]
     curves = {}
@@ -484,7 +486,7 @@ def _task_section(store: Store, t: str, g: pd.DataFrame, summary: pd.DataFrame, 
     if table is not None:
         tables.claims.append(table)
     contenders = [(o, "omnimodel") for o in omnis if o != ref] + [(f, "foundation") for f in founds if f != ref]
-    lines, table, reviewed, agreed = review_claim.section(store, t, g, ref, contenders, store.roles(t))
+    lines, table, reviewed, agreed = review_claim.section(store, t, g, ref, contenders, store_runs.roles(store, t))
     md += lines
     for kept, part in ((tables.claims, table), (tables.reviews, reviewed), (tables.agreements, agreed)):
         if part is not None:

@@ -25,6 +25,8 @@ from ..store.database import Store
 from .figures import overlay
 from .recorded import recorded_samples
 from .views import views
+from ..store import masks as store_masks
+from ..store import runs as store_runs
 
 THUMB_SIDE = 200  # pixels, the longer side
 THUMB_VERSION = "1"  # part of each thumbnail's name: bump when the drawing changes
@@ -172,7 +174,7 @@ def _thumbnails(store: Store, task: str, g: pd.DataFrame, folder: Path) -> dict 
     """{(task, sample): {"image": path, model: path}} for the task's cases; a string says why none."""
     from PIL import Image
 
-    dataset = (store.last_config(task) or {}).get("dataset") or {}
+    dataset = (store_runs.last_config(store, task) or {}).get("dataset") or {}
     if not dataset.get("name"):
         return "pictures skipped: no run with a dataset recorded"
     root = str(dataset.get("root"))
@@ -187,14 +189,14 @@ def _thumbnails(store: Store, task: str, g: pd.DataFrame, folder: Path) -> dict 
         loader = recorded_samples(store, task)
         if isinstance(loader, str):
             return f"pictures skipped: {loader}"
-        slicing = (store.last_config(task) or {}).get("slices")
+        slicing = (store_runs.last_config(store, task) or {}).get("slices")
         for sid in missing:
             sample = loader(sid)
             if sample is None:
                 continue
             files = {key: mask_file for key, (_, mask_file) in wanted[sid].items() if mask_file is not None}
             # a volume: the slice through its largest reference area (views), every model's mask on the same slice
-            view = views(sample, {key: store.load_mask(f) for key, f in files.items()}, slicing, worst=False)[0]
+            view = views(sample, {key: store_masks.load_mask(store, f) for key, f in files.items()}, slicing, worst=False)[0]
             image, truth = _small(view.image, view.truth)
             for key, (rel, mask_file) in wanted[sid].items():
                 if (folder.parent / rel).is_file():

@@ -61,23 +61,6 @@ def _prepare(sample: Sample, spec: NetSpec) -> tuple[np.ndarray, np.ndarray]:
     return img, mask
 
 
-def _augment(x, y, gen):
-    """Flips, 90-degree turns and brightness/contrast jitter on a batch (same for image and mask)."""
-    import torch
-
-    if torch.rand(1, generator=gen).item() < 0.5:
-        x, y = x.flip(-1), y.flip(-1)
-    if torch.rand(1, generator=gen).item() < 0.5:
-        x, y = x.flip(-2), y.flip(-2)
-    if x.shape[-1] == x.shape[-2]:
-        k = int(torch.randint(0, 4, (1,), generator=gen))
-        x, y = torch.rot90(x, k, (-2, -1)), torch.rot90(y, k, (-2, -1))
-    n = x.shape[0]
-    gain = 1 + 0.2 * (torch.rand(n, 1, 1, 1, generator=gen) - 0.5) * 2
-    bias = 0.2 * (torch.rand(n, 1, 1, 1, generator=gen) - 0.5) * 2
-    return x * gain + bias, y
-
-
 def _random_crops(images, masks, idx, crop, rng):
     xs, ys = [], []
     for i in idx:
@@ -283,10 +266,8 @@ class Trainer:
                 sel = torch.tensor(idx, device=dev)
                 x, y = self.augment(self.fit_x[sel], self.fit_y[sel])
             else:
-                x, y = _pad_batch(self.fit_x, self.fit_y, idx, self.spec, crop, self.rng, cfg, self.gen)
-                x, y = x.to(dev), y.to(dev)
-                if cfg.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
+                x_u8, y_u8 = _pad_batch(self.fit_x, self.fit_y, idx, crop, self.rng)
+                x, y = self.augment(x_u8.to(dev), y_u8.to(dev))
             frac = (epoch + s / steps_per_epoch) / cfg.epochs
             if cfg.max_minutes:
                 frac = max(frac, (self.elapsed + (time.perf_counter() - t0) / 60) / cfg.max_minutes)
@@ -367,18 +348,20 @@ def _val_guess(step_s: float, n_val: int, batch: int) -> float:
     return step_s / 3 * max(n_val / max(batch, 1), 1)
 
 
-def _pad_batch(fit_x, fit_y, idx, spec, crop, rng, cfg, gen):
-    """Full-resolution training (pad policy): random crops, per-image preprocessing, basic augmentation."""
+def _pad_batch(fit_x, fit_y, idx, crop, rng):
+    """Full-resolution training (pad policy): random crops, zero-padded to a common size divisible by 32, as uint8
+    NHWC images and NHW masks for the one augmentation pipeline (:class:`~omniseg.training.data.DeviceAugment`)."""
     import torch
-    import torch.nn.functional as F
 
     xs, ys = _random_crops(fit_x, fit_y, idx, crop, rng)
-    x = preprocess(xs, spec.model_copy(update={"resize": "pad"}))
-    y = torch.from_numpy(np.stack(ys)).float()[:, None]
-    y = F.pad(y, (0, x.shape[-1] - y.shape[-1], 0, x.shape[-2] - y.shape[-2]))
-    if cfg.augment != "none":
-        x, y = _augment(x, y, gen)
-    return x, y
+    h, w = max(x.shape[0] for x in xs), max(x.shape[1] for x in xs)
+    H, W = -(-h // 32) * 32, -(-w // 32) * 32  # as preprocess pads at inference
+    x = np.zeros((len(xs), H, W, 3), np.uint8)
+    y = np.zeros((len(ys), H, W), np.uint8)
+    for k, (im, m) in enumerate(zip(xs, ys)):
+        x[k, :im.shape[0], :im.shape[1]] = im
+        y[k, :m.shape[0], :m.shape[1]] = m
+    return torch.from_numpy(x), torch.from_numpy(y)
 
 
 def _validate_arrays(net, val, augment, spec, metrics) -> float:

@@ -12,6 +12,7 @@ import planted_study as ps
 from omniseg.store.database import Store
 from omniseg.study import report
 from omniseg.study.review import claim, items
+from omniseg.store import reviews as store_reviews
 
 
 def _reviewed(tmp_path, omni: str, reviewers=("ann",)):
@@ -19,7 +20,7 @@ def _reviewed(tmp_path, omni: str, reviewers=("ann",)):
     items.build(st, "polyp")
     for item_id, it in items.load(st, "polyp").items():
         for r in reviewers:
-            st.put_review("polyp", item_id, r, ps.truth(it, planted), seconds=2.0)
+            store_reviews.put_review(st, "polyp", item_id, r, ps.truth(it, planted), seconds=2.0)
     paths = report.write(st, tmp_path / "report", figures=False, html=False)
     return st, planted, paths
 

@@ -9,6 +9,7 @@ import pytest
 import planted_study as ps
 from omniseg.errors import OmnisegError
 from omniseg.study.review import items
+from omniseg.store import reviews as store_reviews
 
 
 def _disc(shape, cy, cx, r):
@@ -59,7 +60,7 @@ def test_items_of_the_planted_study_are_its_extra_marks(tmp_path):
         assert it["area"] == items.read_bits(it["region"]).sum() > 0
     # built again with the same options: the same items, answers kept
     some = sorted(loaded)[0]
-    st.put_review("polyp", some, "ann", "model_wrong")
+    store_reviews.put_review(st, "polyp", some, "ann", "model_wrong")
     assert items.build(st, "polyp") == got
     assert len(st.query("SELECT * FROM reviews")) == 1
     # other options while answers exist: refused, then --rebuild drops them

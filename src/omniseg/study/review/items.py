@@ -21,6 +21,7 @@ import numpy as np
 from ...errors import OmnisegError, unknown_name
 from ...store import results, reviews as store_reviews, subsets as store_subsets
 from ...store.database import Store
+from ...store import runs as store_runs
 
 SIDES = ("model-only", "reference-only")
 DEFAULT_MIN_AREA = 64  # pixels
@@ -113,7 +114,7 @@ def read_mask(store: Store, path: str | None, shape: tuple[int, int]) -> np.ndar
 
 def default_models(store: Store, task: str) -> list[str]:
     """The task's specialists, omnimodels and foundation models, privileged ones left out."""
-    roles, privileged = store.roles(task), store.privileged(task)
+    roles, privileged = store_runs.roles(store, task), store_runs.privileged(store, task)
     return [m for m in sorted(roles) if roles[m] in ROLES and m not in privileged]
 
 
@@ -130,11 +131,11 @@ def build(store: Store, task: str, *, models: Iterable[str] | None = None, subse
 
     from ... import datasets
 
-    recorded = ((store.last_config(task) or {}).get("dataset") or {}).get("name")
+    recorded = ((store_runs.last_config(store, task) or {}).get("dataset") or {}).get("name")
     if recorded in datasets.names() and datasets.get(recorded).volumetric:  # regions are drawn on images
         raise OmnisegError(f"task {task!r} reads volumes ({recorded}): the blinded review shows regions of images, and "
                            "a volume's are not drawn yet; review a 2-D task, or the report's montage of the slices")
-    known = sorted(store.roles(task))
+    known = sorted(store_runs.roles(store, task))
     models = sorted(models) if models else default_models(store, task)
     for m in models:
         if m not in known:
@@ -186,7 +187,7 @@ def build(store: Store, task: str, *, models: Iterable[str] | None = None, subse
     if len(items) > max_items:
         keep = np.sort(np.random.default_rng(seed).choice(len(items), size=max_items, replace=False))
         items = [items[i] for i in keep]
-    store.set_review_items(task, {**options, "basis": basis}, items)
+    store_reviews.set_review_items(store, task, {**options, "basis": basis}, items)
     return counts(store, task)
 
 
@@ -205,7 +206,7 @@ def order(store: Store, task: str, reviewer: str, seed: int | None = None) -> tu
         raise OmnisegError(f"task {task!r} has no review items: build them with `omniseg review --task {task}`")
     seed = secrets.randbits(31) if seed is None else int(seed)
     shuffled = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
-    return store.review_order(task, reviewer, seed, shuffled)
+    return store_reviews.review_order(store, task, reviewer, seed, shuffled)
 
 
 def render(item: dict, image: np.ndarray, ref: np.ndarray, max_side: int = 1024) -> dict:

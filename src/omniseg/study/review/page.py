@@ -19,6 +19,7 @@ from ...store.schema import file_name
 from ..report_html import embeddable_json
 from . import items as items_mod
 from .claim import VERDICTS
+from ...store import reviews as store_reviews
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "review.html.j2"
 CSV_COLUMNS = ["task", "item_id", "reviewer", "verdict", "note", "seconds", "answered_at"]
@@ -129,7 +130,7 @@ def import_csv(store: Store, path: Path, task: str | None = None) -> dict[str, i
     if problems:
         more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
         raise OmnisegError(f"{path}: nothing imported:\n  " + "\n  ".join(problems[:10]) + more)
-    store.put_reviews([(t, item_id, who, *answer) for (t, item_id, who), (_, answer) in answers.items()],
+    store_reviews.put_reviews(store, [(t, item_id, who, *answer) for (t, item_id, who), (_, answer) in answers.items()],
                       source="import")
     done: dict[str, int] = {}
     for t, _, _ in answers:

@@ -85,13 +85,13 @@ def app(store: Store, task: str, reviewer: str, order: list[str], token: str, da
         seconds, note = a.get("seconds"), a.get("note")
         seconds = seconds if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) else None
         with lock:
-            store.put_review(task, a["item"], reviewer, a["verdict"], note[:10_000] if isinstance(note, str) else "",
+            store_reviews.put_review(store, task, a["item"], reviewer, a["verdict"], note[:10_000] if isinstance(note, str) else "",
                              seconds, source="page")
             return JSONResponse(state())
 
     def post_undo(request: Request):
         with lock:
-            item = store.undo_review(task, reviewer)
+            item = store_reviews.undo_review(store, task, reviewer)
             out = state()
         out["undone"] = order.index(item) + 1 if item in order else None
         return JSONResponse(out)
