@@ -75,7 +75,17 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from omniseg.store.database import Store  # noqa: E402
-from omniseg.study import claims, findings  # noqa: E402
+from omniseg.study import claims, document, findings  # noqa: E402
+
+
+def _lines(blocks) -> list[str]:
+    """The blocks as report.md shows them, line by line."""
+    return document.markdown(blocks).splitlines()
+
+
+def _section(*args, **kwargs):
+    blocks, table = findings.section(*args, **kwargs)
+    return _lines(blocks), table
 
 
 def _scores(n: int, seed: int = 3) -> pd.DataFrame:
@@ -109,7 +119,7 @@ def test_the_section_states_each_headline_verdict_and_every_row_of_the_claims_ta
             "sample_id"].tolist()[:12]
         assert chosen == {"easiest": "s1", "hardest": "s1", "easiest@s2": "s2", "hardest@s2": "s2"}
         assert findings.second_specialist(chosen) == "s2"
-        md, table = findings.section(st, "t", g, "s1", ["omni", "s1"], None, "t", foundations=["s2"])
+        md, table = _section(st, "t", g, "s1", ["omni", "s1"], False, "t", foundations=["s2"])
     wide = g.pivot(index="sample_id", columns="model", values="dice")
     expected = claims.findings(wide, ids, task="t", specialist="s1", omnimodel="omni", second="s2",
                                claims=tuple(claims.CLAIMS))
@@ -117,7 +127,7 @@ def test_the_section_states_each_headline_verdict_and_every_row_of_the_claims_ta
     pd.testing.assert_frame_equal(got, expected.reset_index(drop=True))
     assert table["contender_role"].tolist() == ["omnimodel"] * len(expected) + ["foundation"] * len(expected)
     text = "\n".join(md)
-    assert md[:3] == ["", "### Findings", ""]
+    assert md[:2] == ["### Findings", ""]
     assert "Specialist `s1` (it picked the easiest and hardest cases), omnimodel `omni`, second specialist `s2` for " \
            "the controls." in md
     assert "Specialist `s1` (it picked the easiest and hardest cases), foundation model `s2`, second specialist " \
@@ -157,9 +167,9 @@ def test_without_a_second_specialist_the_raw_rows_are_marked_biased_and_few_imag
     g = _scores(7)
     with Store(tmp_path / "s.sqlite") as st:
         _subsets(st, g, k=3, second=False)
-        md, table = findings.section(st, "t", g, "s1", ["omni"], None, "t")
-        none_md, none_table = findings.section(st, "t", g, None, ["omni"], None, "t")
-        only_self, _ = findings.section(st, "t", g, "omni", ["omni"], None, "t")
+        md, table = _section(st, "t", g, "s1", ["omni"], False, "t")
+        none_md, none_table = _section(st, "t", g, None, ["omni"], False, "t")
+        only_self, _ = _section(st, "t", g, "omni", ["omni"], False, "t")
     assert set(table["analysis"]) == {"raw"} and set(table["contender_role"]) == {"omnimodel"}
     easiest = next(x for x in md if x.startswith("- **The specialist wins on the easiest cases**"))
     assert easiest.startswith(f"- **The specialist wins on the easiest cases**: {claims.UNTESTABLE} (biased raw figure: ")
@@ -168,18 +178,18 @@ def test_without_a_second_specialist_the_raw_rows_are_marked_biased_and_few_imag
     assert any(x.startswith("Specialist `s1` (it picked the easiest and hardest cases), omnimodel `omni`. No second "
                             "specialist") for x in md)
     assert not any(x.startswith("Dice by reference lesion size") for x in md)  # 7 images: under 8
-    assert none_table is None and none_md[3].startswith("No claims tested:")
-    assert only_self[3].startswith("No claims tested:")  # the specialist is no contender of its own
+    assert none_table is None and none_md[2].startswith("No claims tested:")
+    assert only_self[2].startswith("No claims tested:")  # the specialist is no contender of its own
     g8 = _scores(8)
-    assert findings._by_size(g8, None, "t")[1] == "Dice by reference lesion size (quartiles of the lesion's share of the image):"
+    assert _lines(findings._by_size(g8, False, "t"))[0] == "Dice by reference lesion size (quartiles of the lesion's share of the image):"
     no_lesion = g8.assign(ref_px=0)
-    assert findings._by_size(no_lesion, None, "t") == []  # no image with a lesion to measure
+    assert findings._by_size(no_lesion, False, "t") == []  # no image with a lesion to measure
 
 
 def test_dice_by_size_needs_scores_and_prints_its_bands():
-    assert findings._by_size(_scores(8).assign(dice=np.nan), None, "t") == []
-    with_size = findings._by_size(_scores(8), None, "t")
-    assert len(with_size) == 3 + 2 + 4 and pytest.approx(0.001) == float(with_size[5].split(" | ")[0][2:7])
+    assert findings._by_size(_scores(8).assign(dice=np.nan), False, "t") == []
+    with_size = _lines(findings._by_size(_scores(8), False, "t"))
+    assert len(with_size) == 2 + 2 + 4 and pytest.approx(0.001) == float(with_size[4].split(" | ")[0][2:7])
 
 
 def test_with_image_strata_only_the_headline_rests_on_lesion_size_then_contrast(tmp_path):
@@ -194,10 +204,10 @@ def test_with_image_strata_only_the_headline_rests_on_lesion_size_then_contrast(
             rows += [{"subset": subset, "rank": r, "sample_id": s, "split": "test", "reference": "image",
                       "metric": "share", "value": 0.0} for r, s in enumerate(ids)]
         store_subsets.set_subsets(st, "t", rows)
-        md, table = findings.section(st, "t", g, "s1", ["omni"], None, "t")
+        md, table = _section(st, "t", g, "s1", ["omni"], False, "t")
         only_contrast = [r for r in rows if not r["subset"].startswith("lesion")]
         store_subsets.set_subsets(st, "t", only_contrast)
-        md2, table2 = findings.section(st, "t", g, "s1", ["omni"], None, "t")
+        md2, table2 = _section(st, "t", g, "s1", ["omni"], False, "t")
     hardest = [x for x in md if x.startswith("- **The omnimodel holds up better")][0]
     assert "(largest against smallest lesions, chosen from the images; " in hardest
     assert claims.headline(table, "hardest")["analysis"] == "lesion size"
@@ -210,7 +220,7 @@ def test_the_second_specialists_lists_alone_head_the_claims_and_a_foundation_mod
     g = _scores(41)
     with Store(tmp_path / "s.sqlite") as st:
         _subsets(st, g, first=False)  # only easiest@s2 / hardest@s2: no null correction, the independent reference
-        md, table = findings.section(st, "t", g, "s1", ["omni", "s1"], None, "t", foundations=["s2"])
+        md, table = _section(st, "t", g, "s1", ["omni", "s1"], False, "t", foundations=["s2"])
         assert set(table["analysis"]) == {"independent reference", "raw"}
         for word in ("omnimodel", "foundation model"):
             assert any(x.startswith("- **The specialist wins on the easiest cases**: ")

@@ -15,6 +15,7 @@ import pandas as pd
 
 from ..store.database import Store
 from ..store import runs as store_runs
+from .document import Block, Paragraph, table
 
 #: dataset -> (U-Net test Dice published, its source); docs/specialists.md lists them
 PUBLISHED = {
@@ -82,18 +83,19 @@ def records(store: Store, task: str, specialists: list[str], summary: pd.DataFra
     return out
 
 
-def top_lines(recs: list[Record]) -> list[str]:
-    """What the report's first lines say: each undertrained specialist, then every specialist's record."""
+def top_blocks(recs: list[Record]) -> list[Block]:
+    """What the report's first blocks say: each undertrained specialist, then every specialist's record."""
     if not recs:
         return []
-    out = [f"**Undertrained specialist**: `{r.model}` ({r.task}): {r.why()}. Every comparison against it says little "
-           "about what a specialist can do; the Findings below are marked." for r in recs if not r.adequate]
-    out += ["", "| task | specialist | epochs (done / planned) | stopped by | validation Dice | minutes | test Dice | "
-            "published U-Net Dice |", "|---|---|---|---|---:|---:|---:|---|"]
+    out: list[Block] = [Paragraph(f"**Undertrained specialist**: `{r.model}` ({r.task}): {r.why()}. Every comparison "
+                                  "against it says little about what a specialist can do; the Findings below are "
+                                  "marked.") for r in recs if not r.adequate]
+    rows = []
     for r in recs:
         done = "no training record" if r.epochs_done is None else f"{r.epochs_done} / {r.epochs_planned or '?'}"
         stop = {"epochs": "its plan", "time budget": "time budget"}.get(r.stopped or "", "–")
         pub = "–" if r.published is None else f"{r.published:.3f} ({r.source})"
         mins = "–" if r.minutes is None else f"{r.minutes:.1f}"
-        out.append(f"| {r.task} | {r.model} | {done} | {stop} | {_f(r.val_dice)} | {mins} | {_f(r.test_dice)} | {pub} |")
-    return out
+        rows.append([r.task, r.model, done, stop, _f(r.val_dice), mins, _f(r.test_dice), pub])
+    return out + [table(["task", "specialist", "epochs (done / planned)", "stopped by", "validation Dice", "minutes",
+                         "test Dice", "published U-Net Dice"], rows, "llllrrrl")]

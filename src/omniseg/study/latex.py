@@ -94,7 +94,7 @@ def document(tasks: list[str], summary: pd.DataFrame, comparisons: pd.DataFrame,
     return "\n".join(lines)
 
 
-def write(path: Path, tasks: list[str], summary: pd.DataFrame, comparisons: pd.DataFrame, claims: pd.DataFrame | None,
-          units: dict[str, tuple[str, float]]) -> Path:
-    path.write_text(document(tasks, summary, comparisons, claims, units))
+def write(path: Path, rep) -> Path:
+    """``rep`` (a :class:`omniseg.study.report.Report`) as ``path``."""
+    path.write_text(document(rep.tasks, rep.summary, rep.comparisons, rep.claims, rep.units))
     return path

@@ -10,6 +10,7 @@ with a note when the data is not there.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import adequacy, caveats, findings, manifest, routing, stats
+from . import adequacy, caveats, document, findings, manifest, routing, stats
+from .document import Block, Bullets, Figure, Heading, Paragraph, Table, table
 from .numbers import p_value
 from .review import agreement as review_agreement, claim as review_claim
 from ..scoring.metrics import SCORE_COLUMNS
@@ -110,21 +112,22 @@ def answered_as(forms: pd.Series) -> str:
     return f"mixed ({boxes / len(parts):.0%} boxes, {points / len(parts):.0%} points)"
 
 
-def _localisation_md(g: pd.DataFrame, summary_all: pd.DataFrame, mark) -> list[str]:
+def _localisation(g: pd.DataFrame, summary_all: pd.DataFrame, mark) -> list[Block]:
     """Where each model put its answers, apart from their shape (docs/metrics.md), beside what they answered with:
     a box-only model's Dice measures its format as much as its perception."""
     cols = ["box_iou_mean", "pointing_mean", "det_precision_mean", "det_recall_mean", "det_f1_mean"]
     if summary_all.empty or not all(c in summary_all.columns for c in cols):
         return []
     ok = g[g["status"] == "ok"]
-    md = ["", "Localisation (where, apart from the shape drawn; a filled box or a point cannot reach a Dice of 1):", "",
-          "| model | answered as | box IoU | pointing | detection precision / recall / F1 |", "|---|---|---:|---:|---|"]
+    rows = []
     for r in summary_all.itertuples(index=False):
         shown = [("–" if pd.isna(v) else f"{v:.3f}") for v in (r.box_iou_mean, r.pointing_mean, r.det_precision_mean,
                                                                r.det_recall_mean, r.det_f1_mean)]
-        md.append(f"| {mark(r.model)} | {answered_as(ok.loc[ok['model'] == r.model, 'answer_form'])} | {shown[0]} | "
-                  f"{shown[1]} | {shown[2]} / {shown[3]} / {shown[4]} |")
-    return md
+        rows.append([mark(r.model), answered_as(ok.loc[ok["model"] == r.model, "answer_form"]), shown[0], shown[1],
+                     f"{shown[2]} / {shown[3]} / {shown[4]}"])
+    return [Paragraph("Localisation (where, apart from the shape drawn; a filled box or a point cannot reach a Dice "
+                      "of 1):"),
+            table(["model", "answered as", "box IoU", "pointing", "detection precision / recall / F1"], rows, "llrrl")]
 
 
 def decomposition(g: pd.DataFrame, signatures: dict[str, dict], specialists: list[str]) -> list[pd.DataFrame]:
@@ -159,18 +162,16 @@ def decomposition(g: pd.DataFrame, signatures: dict[str, dict], specialists: lis
     return out
 
 
-def _decomposition_md(tables: list[pd.DataFrame]) -> list[str]:
+def _decomposition(tables: list[pd.DataFrame]) -> list[Block]:
     """The gap to the specialist split into where (localisation) and what shape (delineation)."""
-    md = []
+    md: list[Block] = []
     for t in tables:
         chain = t["chain"].iloc[0]
-        md += ["", f"Where against what shape (`{chain}`: the omnimodel locates, the segmenter draws; on the images "
-               "every stage scored):", "", "| stage | model | n | Dice | IoU |", "|---|---|---:|---:|---:|"]
-        for r in t.itertuples(index=False):
-            if r.model is None:
-                md.append(f"| {r.stage} | not run | – | – | – |")
-            else:
-                md.append(f"| {r.stage} | {r.model} | {r.n} | {r.dice_mean:.3f} | {r.iou_mean:.3f} |")
+        rows = [[r.stage, "not run", "–", "–", "–"] if r.model is None else
+                [r.stage, r.model, r.n, f"{r.dice_mean:.3f}", f"{r.iou_mean:.3f}"] for r in t.itertuples(index=False)]
+        md += [Paragraph(f"Where against what shape (`{chain}`: the omnimodel locates, the segmenter draws; on the "
+                         "images every stage scored):"),
+               table(["stage", "model", "n", "Dice", "IoU"], rows, "llrrr")]
         d = t.set_index("stage")["dice_mean"]
         chained, oracle, spec = d.iloc[1], d.iloc[3], d.iloc[4]
         parts = []
@@ -178,11 +179,9 @@ def _decomposition_md(tables: list[pd.DataFrame]) -> list[str]:
             parts.append(f"where (the reference's box against the omnimodel's boxes, same segmenter): {oracle - chained:+.3f}")
         if pd.notna(spec) and pd.notna(oracle):
             parts.append(f"what shape (the specialist against the segmenter given the reference's box): {spec - oracle:+.3f}")
-        if parts:
-            md += ["", "Dice gap: " + "; ".join(parts) + "."]
-        else:
-            md += ["", "Add a segmenter entry with `mode: box-oracle` and a specialist to split the gap into where "
-                       "and what shape."]
+        md.append(Paragraph("Dice gap: " + "; ".join(parts) + "." if parts else
+                            "Add a segmenter entry with `mode: box-oracle` and a specialist to split the gap into where "
+                            "and what shape."))
     return md
 
 
@@ -250,16 +249,16 @@ def route(df: pd.DataFrame, specialist: str, omnimodel: str) -> pd.DataFrame | N
     return routing.curve(wide.index.to_numpy(), wide[specialist], wide[omnimodel], conf.fillna(0.0))
 
 
-def _routing_md(curve: pd.DataFrame, spec: str, omni: str) -> list[str]:
+def _routing(curve: pd.DataFrame, spec: str, omni: str) -> list[Block]:
     n = int(curve["n_sent"].iloc[-1])
-    md = ["", f"Complementary routing: images go to `{omni}` when `{spec}` is least confident "
-          f"(n = {n}); the oracle sends the k images where `{omni}` gains most.", "",
-          "| % sent | hybrid Dice | oracle Dice |", "|---:|---:|---:|"]
+    rows = []
     for share in ROUTING_SHARES:
         row = curve.iloc[int(round(share * n))]
-        md.append(f"| {share:.0%} | {row.hybrid_dice:.3f} | {row.oracle_dice:.3f} |")
-    md.append(f"| best oracle (better model per image) | | {curve['oracle_dice'].max():.3f} |")
-    return md
+        rows.append([f"{share:.0%}", f"{row.hybrid_dice:.3f}", f"{row.oracle_dice:.3f}"])
+    rows.append(["best oracle (better model per image)", "", f"{curve['oracle_dice'].max():.3f}"])
+    return [Paragraph(f"Complementary routing: images go to `{omni}` when `{spec}` is least confident "
+                      f"(n = {n}); the oracle sends the k images where `{omni}` gains most."),
+            table(["% sent", "hybrid Dice", "oracle Dice"], rows, "rrr")]
 
 
 def _fallback_pair(g: pd.DataFrame, ref: str | None) -> list[tuple[str, str]]:
@@ -276,17 +275,17 @@ def _pickers(store: Store, task: str) -> dict[str, str]:
     return {s: m for s, m in chosen.items() if s in ("easiest", "hardest")}
 
 
-def _selection_note(picked_by: dict[str, str], table: str) -> list[str]:
+def _selection_note(picked_by: dict[str, str], where: str) -> Paragraph:
     """What a reader must know about rows of a subset a model picked by its own score."""
     by = sorted(set(picked_by.values()))
     who = ", ".join(f"`{m}`" for m in by)
-    if table == "summary":
-        return ["", f"The `easiest` and `hardest` rows are the cases {who} picked by {'its' if len(by) == 1 else 'their'} "
+    if where == "summary":
+        return Paragraph(f"The `easiest` and `hardest` rows are the cases {who} picked by {'its' if len(by) == 1 else 'their'} "
                 "own Dice: on them that model's own scores are selected, not measured (high on `easiest`, low on "
-                "`hardest` by construction); compare the others there, not it."]
-    return ["", f"† the pair includes the model that picked these cases ({who}) by its own score: its gap there is "
+                "`hardest` by construction); compare the others there, not it.")
+    return Paragraph(f"† the pair includes the model that picked these cases ({who}) by its own score: its gap there is "
             "selection-biased by construction (on its worst cases any other model looks better), not evidence. The "
-            "Findings below correct for the selection where a control exists."]
+            "Findings below correct for the selection where a control exists.")
 
 
 def _distance_unit(store: Store, task: str) -> tuple[str, float]:
@@ -356,7 +355,7 @@ def _montage_rows(store: Store, task: str, df: pd.DataFrame, models: list[str], 
     return rows or "no curated cases"
 
 
-def _runs_lines(store: Store, task: str) -> list[str]:
+def _runs(store: Store, task: str) -> Paragraph:
     """Which runs ended and which did not (killed, or still writing): a report taken then is still right
     about the pairs it shows, and says what may be missing."""
     states = store_runs.run_states(store, task)
@@ -365,16 +364,62 @@ def _runs_lines(store: Store, task: str) -> list[str]:
         counts.setdefault(state, []).append(run_id)
     parts = [f"{len(ids)} {state}" + ("" if state in ("finished",) else f" (run {', '.join(map(str, ids))})")
              for state, ids in sorted(counts.items())]
-    lines = [f"Runs: {'; '.join(parts)}."]
+    line = f"Runs: {'; '.join(parts)}."
     if set(counts) - {"finished"}:
-        lines[0] += (" A run that did not end leaves every pair it recorded complete and the rest undone; "
-                     "rerun the same `omniseg run` to finish them.")
-    return lines + [""]
+        line += (" A run that did not end leaves every pair it recorded complete and the rest undone; "
+                 "rerun the same `omniseg run` to finish them.")
+    return Paragraph(line)
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """What `omniseg report` is asked for: the tasks (one, or all), the split, the figures and their montage's
+    k, and the specialist / omnimodel named instead of the roles."""
+
+    task: str | None = None
+    split: str = "test"
+    figures: bool = True
+    k: int = 4
+    specialist: str | None = None
+    omnimodel: str | None = None
 
 
 @dataclass
-class _Tables:
-    """The per-task tables the report folder writes beside report.md, gathered over the tasks."""
+class Report:
+    """Everything the report folder shows, computed once from the store: the tables (each a CSV), the document
+    (report.md and report.html render the same blocks) and the figures to draw. Renderers only format it."""
+
+    options: ReportOptions
+    title: str
+    preamble: str
+    top: list[Block]  # the specialists' training records, before the tasks
+    sections: dict[str, list[Block]]  # task -> its part of the document
+    per_image: pd.DataFrame
+    summary: pd.DataFrame
+    comparisons: pd.DataFrame
+    units: dict[str, tuple[str, float]]  # task -> (distance unit, NSD's tau)
+    claims: pd.DataFrame | None = None
+    reviews: pd.DataFrame | None = None
+    agreements: pd.DataFrame | None = None
+    decompositions: pd.DataFrame | None = None
+    routing: pd.DataFrame | None = None
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.sections)
+
+    def blocks(self) -> list[Block]:
+        """The whole document: title, training records, how to read it, then each task."""
+        return [Heading(self.title, 1), *self.top, Paragraph(self.preamble),
+                *(b for blocks in self.sections.values() for b in blocks)]
+
+    def figures(self) -> list[Figure]:
+        return [b for b in self.blocks() if isinstance(b, Figure)]
+
+
+@dataclass
+class _Gathered:
+    """The per-task tables gathered over the tasks while the sections are built."""
 
     routes: list = field(default_factory=list)
     claims: list = field(default_factory=list)
@@ -383,52 +428,88 @@ class _Tables:
     decompositions: list = field(default_factory=list)
 
 
-def write(store: Store, out: str | Path, *, task: str | None = None, split: str = "test", figures: bool = True,
-          k: int = 4, specialist: str | None = None, omnimodel: str | None = None, html: bool = True,
-          latex: bool = False) -> dict[str, Path]:
-    """Write the report folder; returns the paths written (figures under ``figures/``, thumbnails of
-    report.html under ``thumbs/``)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    df = per_image(store, task, split)
+def build_report(store: Store, options: ReportOptions = ReportOptions()) -> Report:
+    """The report of the store's results: read, summarized, compared and judged; nothing written."""
+    df = per_image(store, options.task, options.split)
     summary = summarize(df)
     comparisons = compare(df)
-    paths = {"per_image": out / "per_image.csv", "summary": out / "summary.csv",
-             "comparisons": out / "comparisons.csv", "markdown": out / "report.md", "manifest": out / "manifest.json"}
-    df.to_csv(paths["per_image"], index=False)
-    summary.to_csv(paths["summary"], index=False, float_format="%.6f")
-    comparisons.to_csv(paths["comparisons"], index=False, float_format="%.6g")
     tasks = sorted(df["task"].unique())
-    manifest.write(store, tasks, split, paths["manifest"])
-
     demo = any(caveats.is_demo(store, t) for t in tasks)
     trained = []  # each task's specialists: their training record and test Dice, judged first
     roles = {}  # task -> (specialists, omnimodels, foundation models, the curation reference)
     for t in tasks:
         g = df[df["task"] == t]
-        roles[t] = _roles(store, t, sorted(g["model"].unique()), specialist, omnimodel, set(g.loc[g["privileged"], "model"]))
+        roles[t] = _roles(store, t, sorted(g["model"].unique()), options.specialist, options.omnimodel,
+                          set(g.loc[g["privileged"], "model"]))
         trained += adequacy.records(store, t, roles[t][0], summary)
-    preamble = _preamble(split)
-    md = ["# omniseg report" + (" — DEMO (generated data, a stand-in omnimodel: no study result)" if demo else ""), "",
-          *adequacy.top_lines(trained), *([""] if trained else []), preamble, ""]
-    tables = _Tables()
-    sections: dict[str, list[str]] = {}  # task -> its part of report.md (report.html shows the same)
-    for t in tasks:
-        sections[t] = _task_section(store, t, df[df["task"] == t], summary, comparisons, roles[t], trained, tables,
-                                    out / "figures" if figures else None, k)
-        md += sections[t]
-    claims_df = _write_tables(store, out, tables, paths)
+    gathered = _Gathered()
+    sections = {t: _task_section(store, t, df[df["task"] == t], summary, comparisons, roles[t], trained, gathered,
+                                 options) for t in tasks}
+    claims_df = None
+    if gathered.claims:
+        claims_df = pd.concat(gathered.claims)
+        claims_df["demo"] = [caveats.is_demo(store, t) for t in claims_df["task"]]  # a demo's claims say so per row
+    agreements = None
+    if gathered.agreements:
+        agreements = pd.DataFrame([{**a, "disagreements": " ".join(a["disagreements"])} for a in gathered.agreements],
+                                  columns=review_agreement.AGREEMENT_COLUMNS)
+    joined = lambda parts: pd.concat(parts) if parts else None  # noqa: E731
+    decompositions = joined(gathered.decompositions)
+    return Report(options=options,
+                  title="omniseg report" + (" — DEMO (generated data, a stand-in omnimodel: no study result)" if demo
+                                            else ""),
+                  preamble=_preamble(options.split), top=adequacy.top_blocks(trained), sections=sections,
+                  per_image=df, summary=summary, comparisons=comparisons,
+                  units={t: _distance_unit(store, t) for t in tasks}, claims=claims_df,
+                  reviews=joined(gathered.reviews), agreements=agreements,
+                  decompositions=None if decompositions is None else decompositions[DECOMPOSITION_COLUMNS],
+                  routing=joined(gathered.routes))
+
+
+def write(store: Store, out: str | Path, *, html: bool = True, latex: bool = False, **options) -> dict[str, Path]:
+    """Build the report (``options``: :class:`ReportOptions`' fields) and write its folder; returns the paths
+    written (figures under ``figures/``, thumbnails of report.html under ``thumbs/``)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rep = build_report(store, ReportOptions(**options))
+    paths = write_tables(rep, out)
+    paths["manifest"] = out / "manifest.json"
+    manifest.write(store, rep.tasks, rep.options.split, paths["manifest"])
+    if rep.options.figures:
+        (out / "figures").mkdir(exist_ok=True)
+        for f in rep.figures():
+            f.draw(out / "figures" / f.name)
     if latex:
         from . import latex as latex_mod
 
-        paths["latex"] = latex_mod.write(out / "report.tex", tasks, summary, comparisons, claims_df,
-                                         {t: _distance_unit(store, t) for t in tasks})
-    paths["markdown"].write_text("\n".join(md))
+        paths["latex"] = latex_mod.write(out / "report.tex", rep)
+    paths["markdown"] = out / "report.md"
+    paths["markdown"].write_text(document.markdown(rep.blocks()))
     if html:
         from . import report_html
 
-        paths["html"] = report_html.write(store, out, df, summary, split, sections=sections, title=md[0][2:],
-                                          preamble=preamble)
+        paths["html"] = report_html.write(store, out, rep)
+    return paths
+
+
+#: the CSV files of the report folder, each written when it has a row (docs/outputs.md lists their columns)
+_CSV = (("per_image", "per_image.csv", None), ("summary", "summary.csv", "%.6f"),
+        ("comparisons", "comparisons.csv", "%.6g"), ("claims", "claims.csv", "%.6g"), ("review", "review.csv", "%.6g"),
+        ("review_agreement", "review_agreement.csv", "%.6g"), ("decomposition", "decomposition.csv", "%.6f"),
+        ("routing", "routing.csv", "%.6f"))
+
+
+def write_tables(rep: Report, out: Path) -> dict[str, Path]:
+    """The report's tables as CSV files in ``out``: per_image, summary and comparisons always, the others where they
+    have a row."""
+    frames = {"per_image": rep.per_image, "summary": rep.summary, "comparisons": rep.comparisons,
+              "claims": rep.claims, "review": rep.reviews, "review_agreement": rep.agreements,
+              "decomposition": rep.decompositions, "routing": rep.routing}
+    paths = {}
+    for key, name, fmt in _CSV:
+        if frames[key] is not None:
+            paths[key] = out / name
+            frames[key].to_csv(paths[key], index=False, float_format=fmt)
     return paths
 
 
@@ -442,106 +523,107 @@ def _preamble(split: str) -> str:
 
 
 def _task_section(store: Store, t: str, g: pd.DataFrame, summary: pd.DataFrame, comparisons: pd.DataFrame, roles,
-                  trained: list, tables: _Tables, figdir: Path | None, k: int) -> list[str]:
-    """One task's part of report.md (its tables gathered into ``tables``; figures drawn into ``figdir`` unless
-    None)."""
+                  trained: list, gathered: _Gathered, options: ReportOptions) -> list[Block]:
+    """One task's part of the document (its tables gathered into ``gathered``)."""
     models = sorted(g["model"].unique())
     cautions = [f"**Undertrained specialist** `{r.model}`: {r.why()}." for r in trained
                 if r.task == t and not r.adequate] + caveats.lines(store, t, summary[summary["task"] == t])
     tag = caveats.demo_tag(store, t)
     privileged = set(g.loc[g["privileged"], "model"])
     mark = lambda m: f"{m} (privileged)" if m in privileged else m  # noqa: E731
-    md = [f"## {t}{tag}", "", *(["Read this first:", "", *[f"- {c}" for c in cautions], ""] if cautions else []),
-          *_runs_lines(store, t), *_scores_md(store, t, summary[summary["task"] == t], mark)]
+    md: list[Block] = [Heading(f"{t}{tag}", 2)]
+    if cautions:
+        md += [Paragraph("Read this first:"), Bullets(tuple(cautions))]
+    md += [_runs(store, t), _scores(store, t, summary[summary["task"] == t], mark)]
     if privileged:
-        md += ["", f"**Privileged** ({', '.join(f'`{m}`' for m in sorted(privileged))}): told where the target is "
-               "(SAM 3's box-oracle prompts with the reference mask's bounding box). An upper bound of what a prompt "
-               "can do, not a contender: left out of the claims and the routing."]
-    md += _localisation_md(g, summary[(summary["task"] == t) & (summary["subset"] == "all")], mark)
-    md += _comparisons_md(_pickers(store, t), comparisons[comparisons["task"] == t], mark)
+        md.append(Paragraph(f"**Privileged** ({', '.join(f'`{m}`' for m in sorted(privileged))}): told where the target "
+                            "is (SAM 3's box-oracle prompts with the reference mask's bounding box). An upper bound of "
+                            "what a prompt can do, not a contender: left out of the claims and the routing."))
+    md += _localisation(g, summary[(summary["task"] == t) & (summary["subset"] == "all")], mark)
+    md += _comparisons(_pickers(store, t), comparisons[comparisons["task"] == t], mark)
     specs, omnis, founds, ref = roles
     split_up = decomposition(g, store_runs.signatures(store, t), specs)
-    md += _decomposition_md(split_up)
-    tables.decompositions += [d.assign(task=t) for d in split_up]
+    md += _decomposition(split_up)
+    gathered.decompositions += [d.assign(task=t) for d in split_up]
     curves = {}
     for sp, om in [(sp, om) for sp in specs for om in omnis + founds if sp != om]:
         curve = route(g, sp, om)
         if curve is None:
-            md += ["", f"Routing: `{sp}` recorded no confidence (no probability map), so no routing curve to `{om}`."]
+            md.append(Paragraph(f"Routing: `{sp}` recorded no confidence (no probability map), so no routing curve to "
+                                f"`{om}`."))
             continue
         curve.insert(0, "task", t)
         curve.insert(1, "specialist", sp)
         curve.insert(2, "omnimodel", om)
-        tables.routes.append(curve)
+        gathered.routes.append(curve)
         curves[(sp, om)] = curve
-        md += _routing_md(curve, sp, om)
+        md += _routing(curve, sp, om)
     stem = file_name(t)  # a task name from the store never reaches a path unchecked
-    if figdir is not None:
-        figdir.mkdir(exist_ok=True)
-    lines, table = findings.section(store, t, g, ref, omnis, figdir, stem, foundations=founds)
+    blocks, table_ = findings.section(store, t, g, ref, omnis, options.figures, stem, foundations=founds)
     if any(r.task == t and r.model == ref and not r.adequate for r in trained):
-        lines = [x + f" — against an undertrained specialist (`{ref}`: see the top)" if x.startswith("### Findings")
-                 else x for x in lines]
-    md += lines
-    if table is not None:
-        tables.claims.append(table)
+        blocks = [Heading(b.text + f" — against an undertrained specialist (`{ref}`: see the top)", b.level)
+                  if isinstance(b, Heading) and b.text.startswith("Findings") else b for b in blocks]
+    md += blocks
+    if table_ is not None:
+        gathered.claims.append(table_)
     contenders = [(o, "omnimodel") for o in omnis if o != ref] + [(f, "foundation") for f in founds if f != ref]
-    lines, table, reviewed, agreed = review_claim.section(store, t, g, ref, contenders, store_runs.roles(store, t))
-    md += lines
-    for kept, part in ((tables.claims, table), (tables.reviews, reviewed), (tables.agreements, agreed)):
+    blocks, table_, reviewed, agreed = review_claim.section(store, t, g, ref, contenders, store_runs.roles(store, t))
+    md += blocks
+    for kept, part in ((gathered.claims, table_), (gathered.reviews, reviewed), (gathered.agreements, agreed)):
         if part is not None:
             kept.append(part)
-    if figdir is not None:
-        md += ["", f"### Figures{tag}", "", *_figures_md(store, t, g, models, ref, omnis + founds, curves, figdir, k)]
-    return md + [""]
-
-
-def _scores_md(store: Store, t: str, summary: pd.DataFrame, mark) -> list[str]:
-    """The task's table of scores per subset and model."""
-    unit, tau = _distance_unit(store, t)
-    md = ["| subset | model | n | " + ("Dice (demo)" if caveats.is_demo(store, t) else "Dice")
-          + f" | median | 95% CI | IoU | precision | recall | HD95 ({unit}), median | NSD (τ = {tau:g} {unit}) "
-          "| failure rate |",
-          "|---|---|---:|---|---:|---|---|---:|---:|---:|---:|---:|"]
-    for r in summary.itertuples(index=False):
-        fr = "–" if pd.isna(r.failure_rate) else f"{r.failure_rate:.1%}"
-        md.append(f"| {r.subset} | {mark(r.model)} | {r.n} | {_fmt(r.dice_mean, r.dice_std)} | {r.dice_median:.3f} | "
-                  f"{_ci(r.dice_ci_low, r.dice_ci_high, r.n)} | {_fmt(r.iou_mean, r.iou_std)} | "
-                  f"{r.precision_mean:.3f} | {r.recall_mean:.3f} | {_num(r.hd95_median, '.2f')} | "
-                  f"{_num(getattr(r, 'nsd_mean', float('nan')), '.3f')} | {fr} |")
+    if options.figures:
+        md += [Heading(f"Figures{tag}", 3), *_figures(store, t, g, models, ref, omnis + founds, curves, options.k)]
     return md
 
 
-def _comparisons_md(picked_by: dict, cmp_t: pd.DataFrame, mark) -> list[str]:
+def _scores(store: Store, t: str, summary: pd.DataFrame, mark) -> Table:
+    """The task's table of scores per subset and model."""
+    unit, tau = _distance_unit(store, t)
+    rows = []
+    for r in summary.itertuples(index=False):
+        rows.append([r.subset, mark(r.model), r.n, _fmt(r.dice_mean, r.dice_std), f"{r.dice_median:.3f}",
+                     _ci(r.dice_ci_low, r.dice_ci_high, r.n), _fmt(r.iou_mean, r.iou_std), f"{r.precision_mean:.3f}",
+                     f"{r.recall_mean:.3f}", _num(r.hd95_median, ".2f"),
+                     _num(getattr(r, "nsd_mean", float("nan")), ".3f"),
+                     "–" if pd.isna(r.failure_rate) else f"{r.failure_rate:.1%}"])
+    return table(["subset", "model", "n", "Dice (demo)" if caveats.is_demo(store, t) else "Dice", "median", "95% CI",
+                  "IoU", "precision", "recall", f"HD95 ({unit}), median", f"NSD (τ = {tau:g} {unit})", "failure rate"],
+                 rows, "llrlrllrrrrr")
+
+
+def _comparisons(picked_by: dict, cmp_t: pd.DataFrame, mark) -> list[Block]:
     """The selection note and the task's paired comparisons, † where a model is compared on cases it picked."""
-    md = _selection_note(picked_by, "summary") if len(picked_by) else []
+    md: list[Block] = [_selection_note(picked_by, "summary")] if len(picked_by) else []
     if not len(cmp_t):
         return md
     tested = int(cmp_t["p_wilcoxon"].notna().sum())
-    md += ["", "Paired comparisons (Dice):", "",
-           "| subset | A − B | n | mean difference | 95% CI | Wilcoxon p" + (" (Holm)" if tested > 1 else "")
-           + " | A wins / ties / losses |", "|---|---|---:|---:|---|---:|---|"]
+    rows = []
     for r in cmp_t.itertuples(index=False):
         biased = " †" if picked_by.get(r.subset) in (r.model_a, r.model_b) else ""
-        md.append(f"| {r.subset} | {mark(r.model_a)} − {mark(r.model_b)}{biased} | {r.n} | {r.mean_diff:+.3f} | "
-                  f"{_ci(r.diff_ci_low, r.diff_ci_high, r.n)} | {_p(r.p_holm, r.n)} | {r.wins} / {r.ties} / {r.losses} |")
+        rows.append([r.subset, f"{mark(r.model_a)} − {mark(r.model_b)}{biased}", r.n, f"{r.mean_diff:+.3f}",
+                     _ci(r.diff_ci_low, r.diff_ci_high, r.n), _p(r.p_holm, r.n), f"{r.wins} / {r.ties} / {r.losses}"])
+    md += [Paragraph("Paired comparisons (Dice):"),
+           table(["subset", "A − B", "n", "mean difference", "95% CI", "Wilcoxon p" + (" (Holm)" if tested > 1 else ""),
+                  "A wins / ties / losses"], rows, "llrrlrl")]
     if tested > 1:
-        md += ["", f"p-values adjusted for the {tested} comparisons of this table (Holm's step-down method, "
-               "family-wise error); comparisons.csv keeps the raw ones (p_wilcoxon) beside them (p_holm)."]
+        md.append(Paragraph(f"p-values adjusted for the {tested} comparisons of this table (Holm's step-down method, "
+                            "family-wise error); comparisons.csv keeps the raw ones (p_wilcoxon) beside them "
+                            "(p_holm)."))
     if any(picked_by.get(r.subset) in (r.model_a, r.model_b) for r in cmp_t.itertuples(index=False)):
-        md += _selection_note(picked_by, "paired")
+        md.append(_selection_note(picked_by, "paired"))
     return md
 
 
-def _figures_md(store: Store, t: str, g: pd.DataFrame, models: list[str], ref: str | None, contenders: list[str],
-                curves: dict, figdir: Path, k: int) -> list[str]:
-    """Draw the task's figures into ``figdir``; their Markdown lines."""
+def _figures(store: Store, t: str, g: pd.DataFrame, models: list[str], ref: str | None, contenders: list[str],
+             curves: dict, k: int) -> list[Block]:
+    """The task's figures, each with what draws it."""
     from . import figures as fig
 
     stem = file_name(t)
     bp = g.assign(subset_all=True, subset_easiest=g["easiest_rank"].notna(), subset_hardest=g["hardest_rank"].notna())
-    p = fig.boxplots(bp, models, figdir / f"{stem}_boxplots.png", f"{t}: Dice per image")
-    md = [f"![{t} box plots](figures/{p.name})"]
+    md: list[Block] = [Figure(f"{stem}_boxplots.png", f"{t} box plots",
+                              lambda path: fig.boxplots(bp, models, path, f"{t}: Dice per image"))]
     # the specialist against each contender; with none, against its best floor (never two floors)
     against = [(ref, om) for om in contenders if ref and om != ref] or _fallback_pair(g, ref)
     for x, y in against:
@@ -550,44 +632,16 @@ def _figures_md(store: Store, t: str, g: pd.DataFrame, models: list[str], ref: s
         subset = np.where(ranks.loc[wide.index, "easiest_rank"].notna(), "easiest",
                           np.where(ranks.loc[wide.index, "hardest_rank"].notna(), "hardest", "other"))
         name = f"{stem}_scatter.png" if len(against) == 1 else f"{stem}_scatter_{file_name(y, 60)}.png"
-        p = fig.paired_scatter(wide.assign(subset=subset), x, y, figdir / name, f"{t}: {x} against {y}, per image")
-        md.append(f"![{t} paired scatter](figures/{p.name})")
+        md.append(Figure(name, f"{t} paired scatter", functools.partial(
+            fig.paired_scatter, wide.assign(subset=subset), x, y, title=f"{t}: {x} against {y}, per image")))
     for (sp, om), curve in curves.items():
         name = f"{stem}_routing.png" if len(curves) == 1 else f"{stem}_routing_{file_name(sp, 60)}_{file_name(om, 60)}.png"
-        p = fig.routing_plot(curve, sp, om, figdir / name, f"{t}: complementary routing")
-        md.append(f"![{t} routing](figures/{p.name})")
+        md.append(Figure(name, f"{t} routing", functools.partial(fig.routing_plot, curve, sp, om,
+                                                                 title=f"{t}: complementary routing")))
     rows = _montage_rows(store, t, g, models, k)
     if isinstance(rows, str):
-        md.append(f"(case montage skipped: {rows})")
+        md.append(Paragraph(f"(case montage skipped: {rows})"))
     else:
-        p = fig.montage(rows, models, figdir / f"{stem}_cases.png",
-                        f"{t}: {k} easiest and {k} hardest cases (outline: ground truth)")
-        md.append(f"![{t} easiest and hardest cases](figures/{p.name})")
+        md.append(Figure(f"{stem}_cases.png", f"{t} easiest and hardest cases", functools.partial(
+            fig.montage, rows, models, title=f"{t}: {k} easiest and {k} hardest cases (outline: ground truth)")))
     return md
-
-
-def _write_tables(store: Store, out: Path, tables: _Tables, paths: dict[str, Path]) -> pd.DataFrame | None:
-    """claims.csv, review.csv, review_agreement.csv, decomposition.csv and routing.csv, each where there is a row
-    (added to ``paths``); returns the claims (None without any)."""
-    claims_df = None
-    if tables.claims:
-        paths["claims"] = out / "claims.csv"
-        claims_df = pd.concat(tables.claims)
-        claims_df["demo"] = [caveats.is_demo(store, t) for t in claims_df["task"]]  # a demo's claims say so per row
-        claims_df.to_csv(paths["claims"], index=False, float_format="%.6g")
-    if tables.reviews:
-        paths["review"] = out / "review.csv"
-        pd.concat(tables.reviews).to_csv(paths["review"], index=False, float_format="%.6g")
-    if tables.agreements:
-        paths["review_agreement"] = out / "review_agreement.csv"
-        pd.DataFrame([{**a, "disagreements": " ".join(a["disagreements"])} for a in tables.agreements],
-                     columns=review_agreement.AGREEMENT_COLUMNS).to_csv(paths["review_agreement"], index=False,
-                                                                        float_format="%.6g")
-    if tables.decompositions:
-        paths["decomposition"] = out / "decomposition.csv"
-        pd.concat(tables.decompositions)[DECOMPOSITION_COLUMNS].to_csv(paths["decomposition"], index=False,
-                                                                       float_format="%.6f")
-    if tables.routes:
-        paths["routing"] = out / "routing.csv"
-        pd.concat(tables.routes).to_csv(paths["routing"], index=False, float_format="%.6f")
-    return claims_df

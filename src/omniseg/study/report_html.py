@@ -22,6 +22,7 @@ import pandas as pd
 
 from ..store import results
 from ..store.database import Store
+from .document import spans
 from .figures import overlay
 from .recorded import recorded_samples
 from .views import views
@@ -33,12 +34,13 @@ THUMB_VERSION = "1"  # part of each thumbnail's name: bump when the drawing chan
 TEMPLATE = Path(__file__).with_name("templates") / "report.html.j2"
 
 
-def write(store: Store, out: Path, df: pd.DataFrame, summary: pd.DataFrame, split: str,
-          sections: dict[str, list[str]] | None = None, title: str = "omniseg report", preamble: str = "") -> Path:
-    """Write ``out/report.html`` and ``out/thumbs/``; returns the HTML's path. ``sections``: each task's part of
-    report.md (cautions, tables, routing, Findings, figures), shown above the cases."""
+def write(store: Store, out: Path, rep) -> Path:
+    """Write ``out/report.html`` and ``out/thumbs/`` for ``rep`` (a :class:`omniseg.study.report.Report`); returns
+    the HTML's path. Each task's blocks (cautions, tables, routing, Findings, figures: report.md's document) are
+    drawn by the template above the cases."""
     import jinja2
 
+    df, summary, split = rep.per_image, rep.summary, rep.options.split
     thumbs_dir = out / "thumbs"
     thumbs_dir.mkdir(parents=True, exist_ok=True)
     heads = _answer_heads(store, df)
@@ -66,10 +68,10 @@ def write(store: Store, out: Path, df: pd.DataFrame, summary: pd.DataFrame, spli
             "notes": notes}
     payload = embeddable_json(data)
     env = jinja2.Environment(autoescape=True, keep_trailing_newline=True)
-    rendered = {t: markdown_html(lines) for t, lines in (sections or {}).items()}
+    env.filters["inline"] = inline
     html = env.from_string(TEMPLATE.read_text(encoding="utf-8")).render(
         split=split, summary=_summary_rows(summary), data=payload, n_rows=len(rows),
-        tasks=list(models), notes=notes, sections=rendered, title=title, preamble=_inline(preamble))
+        tasks=list(models), notes=notes, sections=rep.sections, title=rep.title, preamble=rep.preamble)
     path = out / "report.html"
     path.write_text(html, encoding="utf-8")
     return path
@@ -88,57 +90,18 @@ def embeddable_json(data) -> str:
     return text.translate(_UNSAFE_IN_SCRIPT)
 
 
-def _inline(text: str):
-    """One line of report.md as safe HTML: everything escaped first, then `code`, **bold** and [links](x)."""
-    import re
-
+def inline(text: str):
+    """A block's text as safe HTML: each piece escaped, then styled (:func:`omniseg.study.document.spans`; one
+    ``<b>`` around a bold run, code inside it too): sample ids and answers that hold HTML stay text."""
     from markupsafe import Markup, escape
 
-    s = str(escape(text))
-    s = re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
-    s = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", s)
-    return Markup(s)
-
-
-def markdown_html(lines: list[str]):
-    """The markdown report.md is written in (headings, paragraphs, bullet lists, pipe tables, images), as HTML.
-
-    Only that subset, and every piece of text escaped before any tag is added: sample ids and answers that hold
-    HTML stay text (a general markdown converter passes raw HTML through)."""
-    import re
-
-    from markupsafe import Markup, escape
-
-    html, i = [], 0
-    while i < len(lines):
-        line = lines[i]
-        if line.startswith("#"):
-            level = min(len(line) - len(line.lstrip("#")), 4)
-            html.append(f"<h{level}>{_inline(line.lstrip('#').strip())}</h{level}>")
-        elif line.startswith("|"):
-            rows = []
-            while i < len(lines) and lines[i].startswith("|"):
-                if not re.fullmatch(r"\|[-:| ]+\|", lines[i]):
-                    rows.append([c.strip() for c in lines[i].strip().strip("|").split("|")])
-                i += 1
-            head, body = rows[0], rows[1:]
-            html.append("<table class=\"md\"><thead><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head)
-                        + "</tr></thead><tbody>" + "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>"
-                                                        for r in body) + "</tbody></table>")
-            continue
-        elif line.startswith("- "):
-            items = []
-            while i < len(lines) and lines[i].startswith("- "):
-                items.append(f"<li>{_inline(lines[i][2:])}</li>")
-                i += 1
-            html.append("<ul>" + "".join(items) + "</ul>")
-            continue
-        elif (img := re.fullmatch(r"!\[([^\]]*)\]\(([^)]+)\)", line)):
-            html.append(f'<p><img class="figure" src="{escape(img.group(2))}" alt="{escape(img.group(1))}"></p>')
-        elif line.strip():
-            html.append(f"<p>{_inline(line)}</p>")
-        i += 1
-    return Markup("\n".join(html))
+    out, bold = [], False
+    for style, piece in spans(text):
+        if bold != style.startswith("bold"):
+            out.append("</b>" if bold else "<b>")
+            bold = not bold
+        out.append(f"<code>{escape(piece)}</code>" if style.endswith("code") else str(escape(piece)))
+    return Markup("".join(out) + ("</b>" if bold else ""))
 
 
 def _num(v) -> float | None:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .. import caveats, claims, stats
+from ..document import Block, Bullets, Heading, Paragraph, table as make_table
 from ..numbers import decimals, p_value
 from ...store import reviews as store_reviews
 from ...store.database import Store
@@ -61,16 +62,16 @@ def _adjudicated(store: Store, task: str, g: pd.DataFrame, real: list[dict]) -> 
 
 
 def section(store: Store, task: str, g: pd.DataFrame, specialist: str | None, contenders: list[tuple[str, str]],
-            roles: dict[str, str]) -> tuple[list[str], pd.DataFrame | None, pd.DataFrame | None, dict | None]:
-    """Markdown lines of claim 4, its claims.csv rows (None without a specialist and reviews), review.csv's rows
+            roles: dict[str, str]) -> tuple[list[Block], pd.DataFrame | None, pd.DataFrame | None, dict | None]:
+    """The report's blocks for claim 4, its claims.csv rows (None without a specialist and reviews), review.csv's rows
     and the reviewers' agreement (None with fewer than two)."""
     from .items import load
 
-    md = ["", f"### Expert review (claim 4){caveats.demo_tag(store, task)}", ""]
+    md: list[Block] = [Heading(f"Expert review (claim 4){caveats.demo_tag(store, task)}", 3)]
     answers = reviews(store, task)
     if answers.empty:
-        md.append(f"Claim 4 ({TEXT}): not tested: it needs an expert to look at the regions where models and "
-                  f"annotation disagree: `omniseg review --task {task} --reviewer NAME` (docs/study.md).")
+        md.append(Paragraph(f"Claim 4 ({TEXT}): not tested: it needs an expert to look at the regions where models "
+                            f"and annotation disagree: `omniseg review --task {task} --reviewer NAME` (docs/study.md)."))
         return md, None, None, None
     items = load(store, task)
     agreed = consensus(answers)
@@ -92,9 +93,10 @@ def section(store: Store, task: str, g: pd.DataFrame, specialist: str | None, co
                      "n_images": int(part.sum()), "dice_mean": raw, "dice_adjudicated_mean": adj, "dice_gain": adj - raw})
     table = pd.DataFrame(rows, columns=REVIEW_COLUMNS)
     n_rev = answers["reviewer"].nunique()
-    md.append(f"{len(agreed)} of {len(items)} regions reviewed by {n_rev} reviewer{'s' * (n_rev != 1)} (blinded: "
-              "no reviewer saw which model marked a region); a region counts as a real finding when more than half "
-              "of its reviewers said so. The adjudicated Dice adds those regions to the reference.")
+    md.append(Paragraph(f"{len(agreed)} of {len(items)} regions reviewed by {n_rev} reviewer{'s' * (n_rev != 1)} "
+                        "(blinded: no reviewer saw which model marked a region); a region counts as a real finding "
+                        "when more than half of its reviewers said so. The adjudicated Dice adds those regions to the "
+                        "reference."))
     claim_rows = []
     for omni, role in contenders:
         word = "foundation model" if role == "foundation" else "omnimodel"
@@ -104,23 +106,24 @@ def section(store: Store, task: str, g: pd.DataFrame, specialist: str | None, co
         said = claims.verdict(r["ci_low"], r["ci_high"], min(r["n_a"], r["n_b"]))
         claim_rows.append({"task": task, "claim": CLAIM, "analysis": "expert review", "selected_by": "reviewers",
                            "specialist": specialist, "omnimodel": omni, **r, "verdict": said, "contender_role": role})
-        md.append("")
-        md.append(f"- **{TEXT.replace('omnimodel', word).capitalize()}** (`{omni}` against `{specialist}`): {said} "
-                  f"(share of model-only regions judged real findings, {word} − specialist "
-                  f"{decimals(r['estimate'])} [{decimals(r['ci_low'])}, {decimals(r['ci_high'])}], permutation p {p_value(r['p_value'])}; "
-                  f"n = {r['n_a']} / {r['n_b']} regions).")
-    md += ["", "| model | role | model-only regions | reviewed | real findings | share | 95% CI | Dice | "
-           "adjudicated Dice | gain |", "|---|---|---:|---:|---:|---:|---|---:|---:|---:|"]
+        md.append(Bullets((f"**{TEXT.replace('omnimodel', word).capitalize()}** (`{omni}` against `{specialist}`): "
+                           f"{said} (share of model-only regions judged real findings, {word} − specialist "
+                           f"{decimals(r['estimate'])} [{decimals(r['ci_low'])}, {decimals(r['ci_high'])}], permutation "
+                           f"p {p_value(r['p_value'])}; n = {r['n_a']} / {r['n_b']} regions).",)))
+    rows = []
     for r in table.itertuples(index=False):
         ci = f"none: n < {stats.MIN_N}" if r.reviewed < stats.MIN_N else f"[{r.share_ci_low:.3f}, {r.share_ci_high:.3f}]"
-        md.append(f"| {r.model} | {r.role} | {r.regions} | {r.reviewed} | {r.real_findings} | {decimals(r.share, False)} | {ci} | "
-                  f"{decimals(r.dice_mean, False)} | {decimals(r.dice_adjudicated_mean, False)} | {decimals(r.dice_gain)} |")
+        rows.append([r.model, r.role, r.regions, r.reviewed, r.real_findings, decimals(r.share, False), ci,
+                     decimals(r.dice_mean, False), decimals(r.dice_adjudicated_mean, False), decimals(r.dice_gain)])
+    md.append(make_table(["model", "role", "model-only regions", "reviewed", "real findings", "share", "95% CI", "Dice",
+                          "adjudicated Dice", "gain"], rows, "llrrrrlrrr"))
     agree = agreement_mod.agreement(answers)
     if agree is not None:
         agree = {"task": task, **agree}
-        md += ["", f"Agreement of {agree['reviewers']} on the {agree['n_items']} regions all answered: "
-               f"{'Cohen' if agree['method'] == 'cohen' else 'Fleiss'}'s kappa {decimals(agree['kappa'], False)} "
-               f"[{decimals(agree['ci_low'], False)}, {decimals(agree['ci_high'], False)}]; they differ on "
-               f"{len(agree['disagreements'])} (review_agreement.csv lists them)."]
+        md.append(Paragraph(f"Agreement of {agree['reviewers']} on the {agree['n_items']} regions all answered: "
+                            f"{'Cohen' if agree['method'] == 'cohen' else 'Fleiss'}'s kappa "
+                            f"{decimals(agree['kappa'], False)} [{decimals(agree['ci_low'], False)}, "
+                            f"{decimals(agree['ci_high'], False)}]; they differ on {len(agree['disagreements'])} "
+                            "(review_agreement.csv lists them)."))
     claim_table = pd.DataFrame(claim_rows, columns=claims.CLAIM_COLUMNS + ["contender_role"]) if claim_rows else None
     return md, claim_table, table, agree
