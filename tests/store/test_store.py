@@ -436,3 +436,58 @@ def test_a_250_byte_id_gets_its_mask_and_probability_files(tmp_path):
     for p in [*rows.mask_path, *rows.prob_path]:
         assert (tmp_path / p).is_file() and len(Path(p).name.encode()) <= 255
     st.close()
+
+
+def test_the_fields_the_study_reads_are_columns_written_with_each_row_and_filled_for_older_stores(tmp_path):
+    """Schema 6: answer_form, confidence, answer_head and endpoint (a row's meta) and privileged and the asked API
+    model (a model's signature) are columns. A store written before them reads the same, open read-only (from the
+    JSON) or migrated (the columns filled from it)."""
+    import shutil
+    import sqlite3
+
+    import pandas as pd
+
+    from omniseg.store.schema import SCHEMA_VERSION
+
+    path = tmp_path / "s.sqlite"
+    with Store(path) as st:
+        run = store_runs.start_run(st, "t", "test", ["gem", "box"], {"task": "t"}, "h", None)
+        store_results.add_samples(st, "t", [("a", "test", None, {}), ("b", "test", None, {})])
+        store_runs.set_model(st, "t", "gem", "gemini", {"options": {"model": "gemini-x"}}, "h1", "omnimodel")
+        store_runs.set_model(st, "t", "box", "sam3", {"privileged": True, "options": {}}, "h2", "foundation")
+        store_results.record(st, run, "t", "a", "gem", status="ok", scores={"dice": 0.5}, meta={
+            "answer_form": "boxes", "confidence": 0.25, "answer_head": "[{\"box_2d\"", "endpoint": "http://h/v1",
+            "cache_key": "k"})
+        store_results.record(st, run, "t", "b", "gem", status="ok", scores={"dice": 0.7}, meta={"confidence": "high"})
+        store_results.record(st, run, "t", "a", "box", status="ok", scores={"dice": 0.9}, meta={})
+        cols = [list(r) for r in st.db.execute("SELECT sample_id, model, answer_form, confidence, answer_head, endpoint"
+                                               " FROM predictions ORDER BY 1, 2")]
+        models = [list(r) for r in st.db.execute("SELECT model, privileged, api_model FROM models ORDER BY 1")]
+        new = store_results.per_image(st, "t")
+        heads = store_results.answer_heads(st)
+        assert store_runs.privileged(st, "t") == {"box"}
+        assert [tuple(r) for r in store_results.endpoints(st, "t")] == [("gem", "http://h/v1")]
+    assert cols[0][2:] == [None, None, None, None] and cols[1][2:] == ["boxes", 0.25, "[{\"box_2d\"", "http://h/v1"]
+    assert cols[2][3] is None  # a confidence that is no number is no number
+    assert models == [["box", 1, None], ["gem", 0, "gemini-x"]]
+    assert heads.values.tolist() == [["t", "a", "gem", "[{\"box_2d\""]]
+
+    old = tmp_path / "old.sqlite"  # the same rows as schema 5 held them: the fields in JSON only
+    shutil.copyfile(path, old)
+    db = sqlite3.connect(old)
+    for table, column in (("predictions", "answer_form"), ("predictions", "confidence"), ("predictions", "answer_head"),
+                          ("predictions", "endpoint"), ("models", "privileged"), ("models", "api_model")):
+        db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    db.execute("PRAGMA user_version=5")
+    db.commit()
+    db.close()
+    with Store(old, readonly=True) as st:
+        pd.testing.assert_frame_equal(store_results.per_image(st, "t"), new, check_dtype=False)
+        assert store_runs.privileged(st, "t") == {"box"} and [tuple(r) for r in store_results.endpoints(st, "t")] == [("gem", "http://h/v1")]
+        assert store_results.answer_heads(st).values.tolist() == heads.values.tolist()
+    with Store(old) as st:  # opened to write: migrated, the columns filled from the rows' JSON
+        assert st.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert [list(r) for r in st.db.execute("SELECT sample_id, model, answer_form, confidence, answer_head, endpoint"
+                                               " FROM predictions ORDER BY 1, 2")] == cols
+        assert [list(r) for r in st.db.execute("SELECT model, privileged, api_model FROM models ORDER BY 1")] == models
+        pd.testing.assert_frame_equal(store_results.per_image(st, "t"), new, check_dtype=False)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import sqlite3
 import subprocess
 import sys
 import tarfile
@@ -50,6 +52,13 @@ def test_the_redesigned_report_writes_the_same_bytes_as_the_code_before_it(tmp_p
     new = CliRunner().invoke(app, [*report, "--out", str(tmp_path / "new")])
     assert new.exit_code == 0, new.output
     env = {**os.environ, "PYTHONPATH": str(old_src)}
+    # the old code knows schema 5: it reads a copy that says so (schema 6 only added columns it does not read)
+    shutil.copyfile(store, tmp_path / "old.sqlite")
+    db = sqlite3.connect(tmp_path / "old.sqlite")
+    db.execute("PRAGMA user_version=5")
+    db.commit()
+    db.close()
+    report[report.index("--store") + 1] = str(tmp_path / "old.sqlite")
     old = subprocess.run([sys.executable, "-c", "import omniseg, sys; assert omniseg.__file__.startswith(sys.argv[1]),"
                           " omniseg.__file__; from omniseg.cli import app; sys.argv = ['omniseg'] + sys.argv[2:]; app()",
                           str(old_src), *report, "--out", str(tmp_path / "old")], env=env, capture_output=True,

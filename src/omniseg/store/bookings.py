@@ -9,6 +9,7 @@ import pandas as pd
 
 from ..redaction import redact
 from .database import Store
+from .schema import field
 
 
 def of_run(store: Store, run_id: int) -> pd.DataFrame:
@@ -21,7 +22,7 @@ def of_run(store: Store, run_id: int) -> pd.DataFrame:
 
 def versions_of_run(store: Store, run_id: int) -> pd.DataFrame:
     """Per model and answering model version of one run: the count and the model the configuration asked for."""
-    return store.query("SELECT c.model, c.model_version, COUNT(*) n, json_extract(m.signature, '$.options.model')"
+    return store.query(f"SELECT c.model, c.model_version, COUNT(*) n, {field(store, 'api_model', 'm')}"
                        " AS asked FROM api_calls c JOIN models m ON m.task = c.task AND m.model = c.model"
                        " WHERE c.run_id = ? AND c.model_version IS NOT NULL GROUP BY 1, 2", (run_id,))
 

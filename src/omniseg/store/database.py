@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from .schema import SCHEMA, SCHEMA_VERSION, Transaction
+from .schema import FILL_COLUMNS, META_COLUMNS, SCHEMA, SCHEMA_VERSION, SIGNATURE_COLUMNS, Transaction
 from .sqlite import check_database, readonly_uri, unusable
 from ..errors import OmnisegError
 
@@ -45,7 +45,7 @@ class Store:
                 # NORMAL in WAL mode survives a killed process; FULL would also survive power loss.
                 self.db.execute("PRAGMA synchronous=NORMAL")
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, 1, 2, 3, 4, SCHEMA_VERSION):
+            if version not in (0, 1, 2, 3, 4, 5, SCHEMA_VERSION):
                 raise OmnisegError(f"{self.path}: store schema {version} is newer than this omniseg's "
                                    f"({SCHEMA_VERSION}); upgrade omniseg or use a new --store")
             if not readonly and version != SCHEMA_VERSION:
@@ -68,9 +68,13 @@ class Store:
         """Bring a store written by an older omniseg up to this schema (columns are only ever added)."""
         for table, column, decl in (("models", "role", "TEXT"), ("runs", "host", "TEXT"), ("runs", "pid", "INTEGER"),
                                     ("runs", "pid_started", "TEXT"),
-                                    ("api_calls", "cost_known", "INTEGER NOT NULL DEFAULT 1")):
+                                    ("api_calls", "cost_known", "INTEGER NOT NULL DEFAULT 1"),
+                                    *(("predictions", c, d) for c, d in META_COLUMNS.items()),
+                                    *(("models", c, d) for c, (d, _) in SIGNATURE_COLUMNS.items())):
             if column not in self.columns(table):
                 self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+        for statement in FILL_COLUMNS:  # what older rows hold in their JSON, as the columns the study reads
+            self.db.execute(statement)
 
     @property
     def root(self) -> Path:

@@ -20,6 +20,7 @@ from ..errors import OmnisegError
 from .database import Store
 from . import results
 from . import runs
+from .schema import FILL_COLUMNS, META_COLUMNS, SIGNATURE_COLUMNS
 
 ARCHIVE = "answers.sqlite"
 
@@ -138,8 +139,10 @@ def _merge_one(src: Store, dst: Store, out: Merged) -> None:
         dst.db.execute(f"ALTER TABLE scores ADD COLUMN {c} REAL")
     copies: list[tuple[Path, Path]] = []
     with dst.transaction():
+        model_cols = [c for c in src.columns("models") if c in dst.columns("models")]
         for r in _rows(src, "SELECT * FROM models"):
-            dst.db.execute("INSERT OR IGNORE INTO models VALUES (?,?,?,?,?,?)", tuple(r))
+            dst.db.execute(f"INSERT OR IGNORE INTO models ({', '.join(model_cols)}) VALUES "
+                           f"({','.join('?' * len(model_cols))})", tuple(r[c] for c in model_cols))
         dst.db.executemany("INSERT OR IGNORE INTO samples VALUES (?,?,?,?,?)",
                            [tuple(r) for r in _rows(src, "SELECT * FROM samples")])
         dst.db.executemany("INSERT OR IGNORE INTO difficulty VALUES (?,?,?,?)",
@@ -187,6 +190,9 @@ def _merge_one(src: Store, dst: Store, out: Merged) -> None:
             dst.db.execute("INSERT OR IGNORE INTO batch_jobs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", tuple(r))
         dst.db.executemany("INSERT OR IGNORE INTO batch_requests VALUES (?,?,?,?,?)",
                            [tuple(r) for r in _rows(src, "SELECT * FROM batch_requests")])
+        if not set(META_COLUMNS) <= set(pred_cols) or not set(SIGNATURE_COLUMNS) <= set(model_cols):
+            for statement in FILL_COLUMNS:  # a source from before schema 6: its rows hold those fields in JSON only
+                dst.db.execute(statement)
         # the files before the commit: a merge that fails on a full disk leaves no row pointing at nothing
         for a, b in copies:
             if not a.is_file():

@@ -17,6 +17,7 @@ from ..redaction import redact
 from ..scoring.metrics import NAME
 from . import bookings, masks
 from .database import Store
+from .schema import META_COLUMNS, field
 
 
 def per_image(store: Store, task: str | None = None, split: str = "test") -> pd.DataFrame:
@@ -35,10 +36,10 @@ def per_image(store: Store, task: str | None = None, split: str = "test") -> pd.
         f"""SELECT p.task, s.split, p.sample_id, p.model, p.status, p.reason,
                    e.rank AS easiest_rank, h.rank AS hardest_rank,
                    {", ".join("c." + c for c in score_cols)},
-                   json_extract(p.meta, '$.answer_form') AS answer_form,
-                   json_extract(p.meta, '$.confidence') AS confidence, p.elapsed_s, p.mask_path,
+                   {field(store, "answer_form")} AS answer_form,
+                   {field(store, "confidence")} AS confidence, p.elapsed_s, p.mask_path,
                    mo.kind AS kind, mo.role AS role,
-                   COALESCE(json_extract(mo.signature, '$.privileged'), 0) AS privileged
+                   {field(store, "privileged", "mo")} AS privileged
             FROM predictions p
             LEFT JOIN models mo ON mo.task = p.task AND mo.model = p.model
             JOIN samples s ON s.task = p.task AND s.sample_id = p.sample_id
@@ -79,14 +80,15 @@ def predicted_models(store: Store, task: str) -> set[str]:
 
 def answer_heads(store: Store) -> pd.DataFrame:
     """task, sample_id, model and the start of the raw answer, for the rows of API models that kept one."""
-    return store.query("SELECT task, sample_id, model, json_extract(meta, '$.answer_head') AS head FROM predictions"
-                       " WHERE json_extract(meta, '$.answer_head') IS NOT NULL")
+    head = field(store, "answer_head", "")
+    return store.query(f"SELECT task, sample_id, model, {head} AS head FROM predictions WHERE {head} IS NOT NULL")
 
 
 def endpoints(store: Store, task: str) -> list[tuple[str, str]]:
     """(model, endpoint) pairs the task's answers came from, as the rows recorded them."""
-    return store.db.execute("SELECT DISTINCT model, json_extract(meta, '$.endpoint') FROM predictions WHERE task = ?"
-                            " AND json_extract(meta, '$.endpoint') IS NOT NULL ORDER BY 1, 2", (task,)).fetchall()
+    endpoint = field(store, "endpoint", "")
+    return store.db.execute(f"SELECT DISTINCT model, {endpoint} FROM predictions WHERE task = ? AND {endpoint} IS NOT NULL"
+                            " ORDER BY 1, 2", (task,)).fetchall()
 
 
 def metas(store: Store, task: str, model: str) -> pd.DataFrame:
@@ -165,6 +167,19 @@ def _put_scores(store: Store, task: str, sample_id: str, model: str, scores: dic
                     f"(?,?,?,{','.join('?' * len(names))})", (task, sample_id, model, *[scores[c] for c in names]))
 
 
+def _meta_fields(kept: str) -> dict:
+    """The columns the study reads (schema.META_COLUMNS), from the row's meta as stored (keys redacted)."""
+    meta = json.loads(kept)
+    out = {}
+    for column, decl in META_COLUMNS.items():
+        v = meta.get(column)
+        if decl == "REAL":
+            out[column] = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+        else:
+            out[column] = v if isinstance(v, str) else None
+    return out
+
+
 def record(store: Store, run_id: int, task: str, sample_id: str, model: str, *, status: str, reason: str = "",
            mask: np.ndarray | None = None, prob: np.ndarray | None = None, scores: dict | None = None,
            elapsed_s: float | None = None, meta: dict | None = None, calls: list[dict] | None = None,
@@ -180,11 +195,14 @@ def record(store: Store, run_id: int, task: str, sample_id: str, model: str, *, 
         q = np.clip(np.rint(prob * 255), 0, 255).astype(np.uint8)  # 8-bit: 1/255 steps are plenty
         prob_path = masks.write_atomic(store, masks.mask_file(task, model, sample_id, ".prob.png"),
                                        lambda p: Image.fromarray(q).save(p, format="PNG", compress_level=1))
+    kept = redact(json.dumps(meta or {}, sort_keys=True, default=str))
+    fields = _meta_fields(kept)
     with store.transaction():
         store.db.execute(
-            "INSERT OR REPLACE INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO predictions (task, sample_id, model, run_id, status, reason, mask_path, prob_path,"
+            f" height, width, elapsed_s, created_at, meta, {', '.join(fields)}) VALUES ({','.join('?' * (13 + len(fields)))})",
             (task, sample_id, model, run_id, status, redact(reason), mask_path, prob_path, h, w, elapsed_s, time.time(),
-             redact(json.dumps(meta or {}, sort_keys=True, default=str))),
+             kept, *fields.values()),
         )
         _put_scores(store, task, sample_id, model, scores)
         bookings.add_calls(store, run_id, task, sample_id, model, calls or [])
@@ -198,11 +216,12 @@ def rewrite(store: Store, task: str, sample_id: str, model: str, *, status: str,
     """
     mask_path = masks.write_mask(store, task, model, sample_id, mask) if mask is not None else None
     h, w = mask.shape if mask is not None else (None, None)
+    kept = redact(json.dumps(meta, sort_keys=True, default=str))
+    fields = _meta_fields(kept)
     with store.transaction():
         store.db.execute(
-            "UPDATE predictions SET status=?, reason=?, mask_path=?, height=?, width=?, meta=?"
-            " WHERE task=? AND sample_id=? AND model=?",
-            (status, redact(reason), mask_path, h, w, redact(json.dumps(meta, sort_keys=True, default=str)), task,
-             sample_id, model),
+            "UPDATE predictions SET status=?, reason=?, mask_path=?, height=?, width=?, meta=?, "
+            + ", ".join(f"{c}=?" for c in fields) + " WHERE task=? AND sample_id=? AND model=?",
+            (status, redact(reason), mask_path, h, w, kept, *fields.values(), task, sample_id, model),
         )
         _put_scores(store, task, sample_id, model, scores)

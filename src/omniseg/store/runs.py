@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..redaction import redact
 from .database import Store
+from .schema import field
 from .workers import process_alive, this_process
 
 
@@ -86,10 +87,14 @@ def model_signature(store: Store, task: str, model: str) -> str | None:
 def set_model(store: Store, task: str, model: str, kind: str, signature: dict, signature_hash: str,
               role: str | None = None) -> None:
     # pragma: no mutate block (outside the mutation scope: docs/testing.md)
+    asked = (signature.get("options") or {}).get("model")
     store.db.execute(
-        "INSERT INTO models VALUES (?,?,?,?,?,?) ON CONFLICT(task, model) DO UPDATE SET kind=excluded.kind,"
-        " signature=excluded.signature, signature_hash=excluded.signature_hash, role=excluded.role",
-        (task, model, kind, json.dumps(signature, sort_keys=True), signature_hash, role),
+        "INSERT INTO models (task, model, kind, signature, signature_hash, role, privileged, api_model)"
+        " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(task, model) DO UPDATE SET kind=excluded.kind,"
+        " signature=excluded.signature, signature_hash=excluded.signature_hash, role=excluded.role,"
+        " privileged=excluded.privileged, api_model=excluded.api_model",
+        (task, model, kind, json.dumps(signature, sort_keys=True), signature_hash, role,
+         int(bool(signature.get("privileged"))), asked if isinstance(asked, str) else None),
     )
 
 
@@ -105,8 +110,8 @@ def roles(store: Store, task: str) -> dict[str, str]:
 def privileged(store: Store, task: str) -> set[str]:
     """The task's models told something a fair contender is not (SAM 3's box-oracle): never in claims, routing,
     curation or review, whatever their role."""
-    rows = store.db.execute("SELECT model FROM models WHERE task = ? AND "
-                           "COALESCE(json_extract(signature, '$.privileged'), 0)", (task,)).fetchall()
+    rows = store.db.execute(f"SELECT model FROM models WHERE task = ? AND {field(store, 'privileged', '')}",
+                            (task,)).fetchall()
     return {r[0] for r in rows}
 
 

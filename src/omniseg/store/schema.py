@@ -8,8 +8,9 @@ import sqlite3
 from ..errors import OmnisegError
 from ..scoring.metrics import SCORE_COLUMNS
 
-SCHEMA_VERSION = 5  # 2: models.role; 3: batch_jobs, batch_requests; 4: workers, runs.host/pid, api_calls.cost_known;
-# 5: the expert review tables (review_sets, review_items, review_credits, review_orders, reviews)
+SCHEMA_VERSION = 6  # 2: models.role; 3: batch_jobs, batch_requests; 4: workers, runs.host/pid, api_calls.cost_known;
+# 5: the expert review tables (review_sets, review_items, review_credits, review_orders, reviews); 6: the fields the
+# study reads as columns (predictions.answer_form, confidence, answer_head, endpoint; models.privileged, api_model)
 # (score columns are added as metrics are registered)
 
 SCHEMA = f"""
@@ -24,6 +25,7 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE TABLE IF NOT EXISTS models (
     task TEXT NOT NULL, model TEXT NOT NULL, kind TEXT NOT NULL,
     signature TEXT NOT NULL, signature_hash TEXT NOT NULL, role TEXT,
+    privileged INTEGER NOT NULL DEFAULT 0, api_model TEXT,
     PRIMARY KEY (task, model)
 );
 CREATE TABLE IF NOT EXISTS samples (
@@ -37,6 +39,7 @@ CREATE TABLE IF NOT EXISTS predictions (
     status TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
     mask_path TEXT, prob_path TEXT, height INTEGER, width INTEGER,
     elapsed_s REAL, created_at REAL NOT NULL, meta TEXT,
+    answer_form TEXT, confidence REAL, answer_head TEXT, endpoint TEXT,
     PRIMARY KEY (task, sample_id, model)
 );
 CREATE TABLE IF NOT EXISTS scores (
@@ -100,6 +103,40 @@ CREATE TABLE IF NOT EXISTS reviews (
     PRIMARY KEY (task, item_id, reviewer)
 );
 """
+
+
+#: schema 6's columns, each a field of the row's JSON (a prediction's ``meta``, a model's ``signature``) that the
+#: study reads; filled on every write, and from the JSON for rows an older omniseg wrote (:data:`FILL_COLUMNS`)
+META_COLUMNS = {"answer_form": "TEXT", "confidence": "REAL", "answer_head": "TEXT", "endpoint": "TEXT"}
+SIGNATURE_COLUMNS = {"privileged": ("INTEGER NOT NULL DEFAULT 0", "$.privileged"), "api_model": ("TEXT", "$.options.model")}
+
+
+def _from_json(name: str, prefix: str = "") -> str:
+    """The SQL reading column ``name``'s value from its row's JSON, typed as a write types it (a number that is no
+    number, a text that is no text: NULL; privileged: 0 or 1)."""
+    if name in META_COLUMNS:
+        want = "('real', 'integer')" if META_COLUMNS[name] == "REAL" else "('text')"
+        return (f"(CASE WHEN json_type({prefix}meta, '$.{name}') IN {want} "
+                f"THEN json_extract({prefix}meta, '$.{name}') END)")
+    path = SIGNATURE_COLUMNS[name][1]
+    if name == "privileged":
+        return f"(COALESCE(json_extract({prefix}signature, '{path}'), 0) != 0)"
+    return f"(CASE WHEN json_type({prefix}signature, '{path}') = 'text' THEN json_extract({prefix}signature, '{path}') END)"
+
+
+FILL_COLUMNS = (
+    "UPDATE predictions SET " + ", ".join(f"{c} = {_from_json(c)}" for c in META_COLUMNS)
+    + " WHERE meta IS NOT NULL AND json_valid(meta)",
+    "UPDATE models SET " + ", ".join(f"{c} = {_from_json(c)}" for c in SIGNATURE_COLUMNS) + " WHERE json_valid(signature)",
+)
+
+
+def field(store, name: str, alias: str = "p") -> str:
+    """The SQL expression that reads schema 6's column ``name`` (of ``predictions`` or ``models``, as ``alias``):
+    the column; in a store from before it that is open read-only (so not migrated), the same value from its JSON."""
+    table = "predictions" if name in META_COLUMNS else "models"
+    prefix = f"{alias}." if alias else ""
+    return prefix + name if name in store.columns(table) else _from_json(name, prefix)
 
 
 #: the longest name :func:`file_name` gives, in UTF-8 bytes: file systems allow 255, and a file's suffixes
