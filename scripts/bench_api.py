@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from omniseg import config as config_mod
-from omniseg.evaluation.runner import run
+from omniseg.inference.runner import run
 from omniseg.store.database import Store
 
 REPO = Path(__file__).resolve().parents[1]

@@ -33,7 +33,7 @@ import torch
 
 from omniseg import config as config_mod
 from omniseg.models.specialist import load_checkpoint
-from omniseg.evaluation.runner import run
+from omniseg.inference.runner import run
 from omniseg.store.database import Store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def small_checkpoint(root: Path, cache: Path, epochs: int = 2) -> Path:
     """A deterministic checkpoint of the default recipe (seed 0, ``epochs`` epochs on the training split),
     trained once and kept in ``cache`` (see the module docstring)."""
     from omniseg.config import TrainConfig
-    from omniseg.evaluation.runner import open_dataset
+    from omniseg.inference.runner import open_dataset
     from omniseg.training.train import train
 
     ckpt = cache / f"polyp-unet-{epochs}ep-seed0.pt"

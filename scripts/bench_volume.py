@@ -23,7 +23,7 @@ import json, resource, sys, time
 import numpy as np
 from omniseg import datasets, models
 from omniseg.config import ModelConfig, SliceConfig, TaskConfig
-from omniseg.evaluation.runner import score_prediction
+from omniseg.inference.runner import score_prediction
 from omniseg.models.slicewise import SliceWise
 from omniseg.store import results as store_results
 from omniseg.store.database import Store

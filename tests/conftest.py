@@ -300,7 +300,7 @@ def sent_png_sha(cfg, name: str) -> dict[str, str]:
 
     from omniseg import models
     from omniseg.models.api.types import png_bytes
-    from omniseg.evaluation.runner import open_dataset
+    from omniseg.inference.runner import open_dataset
 
     seg = models.build(cfg.model(name))
     ds = open_dataset(cfg)

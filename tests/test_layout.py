@@ -25,7 +25,7 @@ STAGES = [
     "wiring",  # config and plugins: they know every registry
     "training",
     "store",
-    "evaluation",
+    "inference",
     "study",
     "cli",
 ]
@@ -123,7 +123,7 @@ def test_the_package_root_holds_only_the_shared_modules_and_the_stages():
     packages = {p.name for p in PKG.iterdir() if (p / "__init__.py").exists()}
     assert modules == SHARED | WIRING, modules ^ (SHARED | WIRING)
     assert len(modules) <= 8
-    assert packages == {"cli", "datasets", "evaluation", "models", "scoring", "store", "study", "standins", "training"}
+    assert packages == {"cli", "datasets", "inference", "models", "scoring", "store", "study", "standins", "training"}
     # every stage says in its docstring what it holds and what it may import (docs/architecture.md)
     for name in packages:
         doc = ast.get_docstring(ast.parse((PKG / name / "__init__.py").read_text())) or ""

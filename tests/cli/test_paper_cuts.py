@@ -43,7 +43,7 @@ def test_the_training_bar_never_promises_more_time_than_the_budget_leaves():
 def test_a_budgeted_training_bar_shows_the_budgets_time_left(tmp_path, capsys):
     from omniseg import config
     from omniseg.config import TrainConfig
-    from omniseg.evaluation.runner import open_dataset
+    from omniseg.inference.runner import open_dataset
     from omniseg.models.specialist import NetSpec
     from omniseg.training.train import train
 

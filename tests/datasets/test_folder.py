@@ -212,7 +212,7 @@ def test_a_checkpoint_run_on_another_dataset_is_noted_in_the_manifest(tmp_path):
     """Cross-dataset: a specialist trained on a Kvasir-SEG-shaped task, evaluated on a folder task."""
     from omniseg.config import TrainConfig
     from omniseg.models.specialist import NetSpec
-    from omniseg.evaluation.runner import open_dataset
+    from omniseg.inference.runner import open_dataset
     from omniseg.training.train import train
 
     from conftest import write_config

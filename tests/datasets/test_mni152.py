@@ -37,7 +37,7 @@ def test_the_slabs_hold_the_templates_voxels_and_its_white_matter_on_an_anisotro
 def test_a_floor_finds_the_white_matter_of_the_t1_slice_by_slice(tmp_path):
     from omniseg import config as config_mod, models
     from omniseg.config import ModelConfig
-    from omniseg.evaluation.runner import score_prediction
+    from omniseg.inference.runner import score_prediction
     from omniseg.models.slicewise import SliceWise
 
     root = mni152.write_slabs(tmp_path / "mni")

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from omniseg import config, datasets
 from omniseg.cli import app
 from omniseg.datasets.nnunet import case_ids
-from omniseg.evaluation.runner import run
+from omniseg.inference.runner import run
 from omniseg.store.database import Store
 
 from conftest import KVASIR_REAL, make_busi, make_kvasir, write_config

@@ -27,7 +27,7 @@ from omniseg.config import ModelConfig
 from omniseg.datasets.base import Sample
 from omniseg.errors import OmnisegError
 from omniseg.models.api.decoders import STATUSES as DECODED
-from omniseg.evaluation.runner import run_context
+from omniseg.inference.runner import run_context
 from omniseg.models.base import STATUSES, Prediction
 from omniseg.models.specialist import NetSpec, build_net, save_checkpoint
 from omniseg.standins import tiny_codebook, tiny_sam3

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from omniseg import config, datasets
 from omniseg.cli import app
 from omniseg.errors import ConfigError
-from omniseg.evaluation.runner import run
+from omniseg.inference.runner import run
 from omniseg.store.database import Store
 
 from conftest import make_kvasir, write_config

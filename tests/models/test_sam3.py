@@ -15,7 +15,7 @@ from omniseg.cli import app
 from omniseg.config import ModelConfig
 from omniseg.datasets.base import Sample
 from omniseg.errors import OmnisegError
-from omniseg.evaluation.runner import run
+from omniseg.inference.runner import run
 from omniseg.models.sam3 import concept, reference_box
 from omniseg.store.database import Store
 from omniseg.standins import tiny_sam3

@@ -117,7 +117,7 @@ def test_a_model_told_the_reference_slices_is_marked_privileged_in_the_store_and
     import yaml
 
     from omniseg import config
-    from omniseg.evaluation.runner import run
+    from omniseg.inference.runner import run
     from omniseg.store.database import Store
     from omniseg.study.report import per_image
 

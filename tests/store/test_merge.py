@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import invariants
 from conftest import gemini_yaml, make_kvasir, run_killed_after_writes
 from omniseg.cli import app
-from omniseg.evaluation.runner import in_shard, parse_shard
+from omniseg.inference.runner import in_shard, parse_shard
 from omniseg.errors import OmnisegError
 from omniseg.standins.fake_gemini import FakeGemini
 from omniseg.store import reviews as store_reviews
@@ -250,7 +250,7 @@ def test_a_shard_with_no_sample_succeeds_with_nothing_to_do_so_a_job_arrays_merg
 def test_copies_of_one_image_land_in_one_shard_and_are_paid_once(tmp_path, api_key):
     """Found by tests/cli/test_sequences.py: a duplicate image under two ids fell into two shards, each shard paid
     for the same answer and the merged store booked it twice. A sample's shard follows its image's content."""
-    from omniseg.evaluation.runner import select_refs
+    from omniseg.inference.runner import select_refs
     from omniseg import datasets
 
     root = make_kvasir(tmp_path / "k", n=8)

@@ -11,7 +11,7 @@ from conftest import make_kvasir, write_config
 from omniseg import config
 from omniseg.cli import app
 from omniseg.config import TrainConfig
-from omniseg.evaluation.runner import open_dataset
+from omniseg.inference.runner import open_dataset
 from omniseg.models.specialist import NetSpec
 from omniseg.study import adequacy
 from omniseg.training.train import train

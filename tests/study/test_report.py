@@ -56,7 +56,7 @@ def test_full_report_folder_is_complete_consistent_and_deterministic(tmp_path, m
 
     from omniseg import config
     from omniseg.models.specialist import NetSpec, build_net, save_checkpoint
-    from omniseg.evaluation.runner import run
+    from omniseg.inference.runner import run
     from omniseg.store.database import Store
     from omniseg.standins.fake_gemini import FakeGemini
 

@@ -15,7 +15,7 @@ from conftest import CHROMEDRIVER, CHROMIUM, KVASIR_REAL, OTSU, make_kvasir, why
 from omniseg import config
 from omniseg.study import report
 from omniseg.study.curate import curate
-from omniseg.evaluation.runner import run
+from omniseg.inference.runner import run
 from omniseg.store.database import Store
 from omniseg.standins.fake_gemini import FakeGemini
 from omniseg.standins.gemini_answers import error, good_answer

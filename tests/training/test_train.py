@@ -9,7 +9,7 @@ import pytest
 from omniseg import config
 from omniseg.config import TrainConfig
 from omniseg.models.specialist import NetSpec, load_checkpoint
-from omniseg.evaluation.runner import open_dataset
+from omniseg.inference.runner import open_dataset
 from omniseg.training.train import train
 
 from conftest import make_kvasir, write_config
@@ -134,10 +134,10 @@ def test_both_data_paths_augment_through_one_pipeline_at_the_configured_strength
     root = make_drive(tmp_path / "DRIVE", n_train=8, n_test=1, size=(80, 72))
     models = f"  - name: unet\n    kind: unet\n    options: {{checkpoint: {tmp_path / 'v.pt'}, resize: {resize}}}\n"
     cfg = config.load(write_config(tmp_path / "v.yaml", "vessel", "drive", root, models))
-    tc = TrainConfig(net=NetSpec(encoder="resnet18", input_size=64, resize=resize), epochs=3, batch_size=2, crop=48,
+    tc = TrainConfig(net=NetSpec(encoder="resnet18", input_size=64, resize=resize), epochs=1, batch_size=2, crop=48,
                      val_fraction=0.3, augment="strong")
     train(cfg, tc, open_dataset(cfg), tmp_path / "v.pt", device="cpu", progress=False)
-    assert len(seen) >= 6 and {s[0] for s in seen} == {"strong"} and {s[1] for s in seen} == {torch.uint8}
+    assert len(seen) >= 2 and {s[0] for s in seen} == {"strong"} and {s[1] for s in seen} == {torch.uint8}
     assert {s[2] for s in seen} == {(64, 64)}  # the input size; on the pad path, 48-pixel crops padded to 64
     assert all(set(s[3]) <= {0, 1} for s in seen) and warped  # masks as 0/1; the strong warp was drawn
 

@@ -23,7 +23,7 @@ def redecode(
 
     Run it after upgrading omniseg when its decoders changed (rows record the decoder version that
     read them); it resumes where a killed redecode stopped."""
-    from ..evaluation.redecode import redecode as redecode_rows
+    from ..inference.redecode import redecode as redecode_rows
 
     with existing_store(store) as st:
         results = redecode_rows(st, task=task, model=model, data_root=data_root, everything=everything,
@@ -53,7 +53,7 @@ def probe(
     the mask's area and Dice against the reference, tokens, latency and cost. The answers are archived,
     so the following `omniseg run` does not pay for them again; nothing is written to the store."""
     from .. import config as config_mod
-    from ..evaluation.probe import probe as probe_model
+    from ..inference.probe import probe as probe_model
 
     cfg = config_mod.find(task, config)
     rows = probe_model(cfg, model=model, n=n, store_root=store_path(store).parent, out=out, data_root=data_root,
@@ -81,7 +81,7 @@ def list_api_models(
     import yaml
 
     from ..models.api.gemini.model import GeminiOptions
-    from ..evaluation.probe import reachable_models
+    from ..inference.probe import reachable_models
 
     used: dict[str, list[str]] = {}
     for path in sorted(config_dir.glob("*.yaml")) if config_dir.is_dir() else []:

@@ -76,9 +76,9 @@ def cancel(
     store: Optional[Path] = StoreOpt,
 ) -> None:
     """Cancel the open jobs; `omniseg batch wait` then collects what they finished, the rest stays to do."""
-    from ..evaluation import batch
+    from ..inference import batch
     from .. import config as config_mod
-    from ..evaluation.runner import run_context, select_models
+    from ..inference.runner import run_context, select_models
 
     cfg = config_mod.find(task, config)
     with existing_store(store) as st:

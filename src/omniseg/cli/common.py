@@ -84,7 +84,7 @@ def split_names(values: Optional[list[str]]) -> Optional[list[str]]:
 
 def run_and_tell(cfg, path: Path, **kw) -> None:
     """Run (runner.run) and print what the run did: statuses, API answers and cost, model drift."""
-    from ..evaluation.runner import run as run_task
+    from ..inference.runner import run as run_task
     from ..store.database import Store
 
     archive = path.with_name("answers.sqlite")

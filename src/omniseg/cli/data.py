@@ -75,7 +75,7 @@ def data_verify(
 ) -> None:
     """Read every sample of a task's dataset and list every problem (exit 1 if any)."""
     from .. import config as config_mod
-    from ..evaluation.runner import open_dataset
+    from ..inference.runner import open_dataset
 
     cfg = config_mod.find(task, config)
     ds = open_dataset(cfg, data_root)
@@ -136,7 +136,7 @@ def export_nnunet(
     its predictions back (docs/specialists.md)."""
     from .. import config as config_mod
     from ..datasets import nnunet
-    from ..evaluation.runner import open_dataset
+    from ..inference.runner import open_dataset
     from ..progress import bar
 
     cfg = config_mod.find(task, config)

@@ -41,7 +41,7 @@ def run(
 ) -> None:
     """Predict and score every (sample, model) pair of a task; resumes where a previous run stopped."""
     from .. import config as config_mod
-    from ..evaluation.runner import dry_run as estimate, parse_shard
+    from ..inference.runner import dry_run as estimate, parse_shard
     from ..store.database import Store
 
     if split is not None and split not in ("train", "test", "all"):
@@ -102,8 +102,8 @@ def _shard_command(task, config, models, split, limit, force, data_root, batch_s
 
 def _execute(cfg, argv, executor, shards, path, split, limit, data_root, models, progress, partition, time_min,
              gpus_per_shard, executor_param) -> None:
-    from ..evaluation.executor import execute
-    from ..evaluation.runner import open_dataset, select_refs
+    from ..inference.executor import execute
+    from ..inference.runner import open_dataset, select_refs
 
     params = {}
     for item in executor_param:

@@ -30,7 +30,7 @@ def train(
     from pydantic import ValidationError
 
     from ..config import TrainConfig
-    from ..evaluation.runner import open_dataset
+    from ..inference.runner import open_dataset
     from ..training.train import train as train_task
 
     cfg = config_mod.find(task, config)

@@ -1,7 +1,7 @@
 """Models: the Segmenter contract (:mod:`.base`), the local kinds (specialist, floors, human) and, in :mod:`.api`,
 the omnimodels behind an API. Adding a kind: a module with a :class:`~.base.Segmenter` subclass and one line here.
 
-May import: the shared modules and ``datasets`` (samples). Never ``store``, ``evaluation``, ``study``, ``cli``.
+May import: the shared modules and ``datasets`` (samples). Never ``store``, ``inference``, ``study``, ``cli``.
 """
 
 from __future__ import annotations

@@ -4,5 +4,5 @@ files need (:mod:`.sqlite`), and the merge of shard stores into one (:mod:`.merg
 
 Every (sample, model) pair asked for ends as one row; the bookkeeping of answers (each booked once) and of
 workers (one process per model) lives here, and every SQL statement of the package. May import: the shared
-modules, ``scoring`` (its columns) and ``models`` (roles). Never ``evaluation``, ``study`` or ``cli``.
+modules, ``scoring`` (its columns) and ``models`` (roles). Never ``inference``, ``study`` or ``cli``.
 """

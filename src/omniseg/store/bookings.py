@@ -52,7 +52,7 @@ def add_calls(store: Store, run_id: int, task: str, sample_id: str, model: str, 
     A cache hit carries the ``booking`` of the call that once paid for its answer. If no row
     ever booked that answer (the run that received it was interrupted before recording it), it
     is booked now as 'recovered', once: the cost of every answer received reaches the store. An answer
-    of a batch job (:mod:`omniseg.evaluation.batch`) is booked as 'batch' by the first row that uses it.
+    of a batch job (:mod:`omniseg.inference.batch`) is booked as 'batch' by the first row that uses it.
     """
     now = time.time()
     calls = list(calls)

@@ -1,5 +1,5 @@
 """The store's record of batch jobs (tables ``batch_jobs`` and ``batch_requests``): what was asked for, under which
-name, and what came back (omniseg.evaluation.batch decides what to do with them)."""
+name, and what came back (omniseg.inference.batch decides what to do with them)."""
 
 from __future__ import annotations
 

@@ -4,5 +4,5 @@ statistics (:mod:`.stats`, :mod:`.claims`, :mod:`.routing`), and the report that
 all from the store; :mod:`.demo` runs the whole job.
 
 The last stage: may import the shared modules, ``datasets``, ``models``, ``scoring`` and ``store``; ``demo``
-(the whole job) also ``config``, ``training``, ``evaluation`` and ``standins`` (the local stand-in). Never ``cli``.
+(the whole job) also ``config``, ``training``, ``inference`` and ``standins`` (the local stand-in). Never ``cli``.
 """

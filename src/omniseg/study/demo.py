@@ -117,7 +117,7 @@ def run(out: Path, *, data_root: Path | None = None, live: bool = False, minutes
     from .. import config
     from . import report
     from .curate import curate
-    from ..evaluation.runner import dry_run, open_dataset, run as run_task
+    from ..inference.runner import dry_run, open_dataset, run as run_task
     from ..store.database import Store
     from ..training.train import train
 

@@ -95,7 +95,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
 def answered_as(forms: pd.Series) -> str:
     """What a model's ok answers were: 'boxes only', 'points only', 'masks' (or a local model's masks), or
     'mixed' with the share of boxes and points."""
-    from ..models.api.answers import BOX_FORMS, POINT_FORMS
+    from ..models.api.forms import BOX_FORMS, POINT_FORMS
 
     forms = forms.dropna()
     if forms.empty:

@@ -17,7 +17,7 @@ from PIL import Image
 
 from omniseg.scoring import metrics
 from omniseg.models.api import decoders as d
-from omniseg.models.api.answers import FORMS, decode_answer
+from omniseg.models.api.forms import FORMS, decode_answer
 from omniseg.standins.gemini_answers import box_and_crop, json_masks_text, polygons_text
 
 H, W = 90, 120
@@ -262,7 +262,7 @@ def test_the_scanline_fill_agrees_with_scikit_image_on_random_polygons():
 def test_answers_that_used_to_crash_the_decoders_are_statuses():
     """Defect 3 and 13, at the decoder: NaN points (IndexError), a NaN box (ValueError), lists nested 200,000
     deep (RecursionError), 200,000 triangles (150 s of drawing): each a status with a reason, quickly."""
-    from omniseg.models.api.answers import decode_answer
+    from omniseg.models.api.forms import decode_answer
     from omniseg.standins import hostile
 
     cases = {
@@ -327,7 +327,7 @@ _WRAPS = {"entries": lambda e, k: [{k: p, "label": "x"} for p in e], "bare": lam
 def test_the_form_is_detected_from_any_generated_answer(polys, key, wrap, fenced, prose_after):
     """Generated answers in every polygon form (key, wrapper, fence, trailing prose): the detected form names the
     key (or bare), and the mask is the same as drawing the polygons directly."""
-    from omniseg.models.api.answers import decode_answer
+    from omniseg.models.api.forms import decode_answer
 
     value = _WRAPS[wrap](polys, key)
     text = json.dumps(value)
@@ -344,7 +344,7 @@ def test_the_form_is_detected_from_any_generated_answer(polys, key, wrap, fenced
 
 @given(st.sampled_from(["prose", "tokens", "empty", "box", "unknown"]), st.integers(0, 3))
 def test_the_other_forms_are_detected_too(kind, k):
-    from omniseg.models.api.answers import decode_answer
+    from omniseg.models.api.forms import decode_answer
 
     text = {"prose": f"There are {k} polyps here.", "tokens": "[{\"box_2d\": [1, 2, 3, 4], \"mask\": \"<seg_%d>\"}]" % k,
             "empty": "[]" if k % 2 else "```json\n[]\n```", "box": json.dumps([{"box_2d": [100 + k, 100, 600, 700]}]),
@@ -449,8 +449,8 @@ def test_mask_images_keep_their_form_reason_and_notes_on_every_path():
     assert same.mask.sum() == 50 and same.mask[:, 5:].all()
 
 
-# -- a provider's reply as a prediction (answers.to_prediction) --------------------------------------------------
-from omniseg.models.api.answers import DECODER_VERSION, head, to_prediction  # noqa: E402
+# -- a provider's reply as a prediction (forms.to_prediction) --------------------------------------------------
+from omniseg.models.api.forms import DECODER_VERSION, head, to_prediction  # noqa: E402
 from omniseg.models.api.types import Reply  # noqa: E402
 
 _TOKENS = {"prompt_tokens": 11, "output_tokens": 22, "thoughts_tokens": 33}
@@ -667,10 +667,10 @@ def test_a_bad_crop_after_a_good_one_keeps_the_good_one():
 
 
 def test_the_vertex_limit_counts_the_whole_answer_and_allows_exactly_the_limit(monkeypatch):
-    from omniseg.models.api import answers
+    from omniseg.models.api import forms
 
     MAX_VERTICES = 40  # the counting is what is tested; 100,000 vertices would only make it slow
-    monkeypatch.setattr(answers, "MAX_VERTICES", MAX_VERTICES)
+    monkeypatch.setattr(forms, "MAX_VERTICES", MAX_VERTICES)
     def ring(n):  # n vertices on a circle
         t = np.linspace(0, 2 * np.pi, n, endpoint=False)
         return np.round(np.stack([500 + 400 * np.cos(t), 500 + 400 * np.sin(t)], 1), 2).tolist()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize as transformers_smart_resize
 
-from omniseg.models.api.answers import decode_answer
+from omniseg.models.api.forms import decode_answer
 from omniseg.models.api.frames import RESIZE_RULES, ResizeRule, rule_of, scale_to_1000, smart_resize
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from omniseg import config, models
 from omniseg.errors import OmnisegError
-from omniseg.evaluation.runner import open_dataset, run
+from omniseg.inference.runner import open_dataset, run
 from omniseg.store.database import Store
 from omniseg.standins import fake_openai as fo
 

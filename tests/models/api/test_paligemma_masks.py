@@ -10,7 +10,7 @@ import pytest
 
 from omniseg.errors import OmnisegError
 from omniseg.models.api import paligemma_masks
-from omniseg.models.api.answers import decode_answer
+from omniseg.models.api.forms import decode_answer
 from omniseg.standins import tiny_codebook
 
 

@@ -21,7 +21,7 @@ import invariants
 from conftest import API_KEY, OPENAI_KEY, gemini_yaml, make_kvasir, openai_yaml, sent_png_sha
 from omniseg import config
 from omniseg.cli import app
-from omniseg.evaluation.runner import RunStopped, run
+from omniseg.inference.runner import RunStopped, run
 from omniseg.store.database import Store
 from omniseg.standins import fake_gemini as fg
 from omniseg.standins import gemini_answers as ga
@@ -322,7 +322,7 @@ def test_a_dry_run_prices_each_call_at_a_typical_answer_of_its_mode(tmp_path, mo
     from omniseg import models
     from omniseg.config import ModelConfig
     from omniseg.datasets.base import Sample
-    from omniseg.evaluation.runner import run_context
+    from omniseg.inference.runner import run_context
 
     monkeypatch.setenv("GEMINI_API_KEY", API_KEY)
     m = models.build(ModelConfig(name="gem", kind="gemini", options={

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from omniseg.models.api import tagged
-from omniseg.models.api.answers import decode_answer
+from omniseg.models.api.forms import decode_answer
 
 
 def box(h: int, w: int, r0: int, c0: int, r1: int, c1: int) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from omniseg import config
-from omniseg.evaluation.runner import run
+from omniseg.inference.runner import run
 from omniseg.store.database import Store
 
 SIZE = (96, 112)

@@ -98,7 +98,7 @@ def test_a_volume_task_is_refused_in_one_message(tmp_path):
     import yaml
 
     from omniseg import config
-    from omniseg.evaluation.runner import run
+    from omniseg.inference.runner import run
     from omniseg.store.database import Store
 
     from conftest import make_volumes

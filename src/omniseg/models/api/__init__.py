@@ -4,5 +4,5 @@
 (the pieces a provider fills in), :mod:`.archive` (every raw answer, kept before it is decoded),
 :mod:`.answers` and :mod:`.decoders` (answer forms and the masks they hold), one module or package per
 provider (:mod:`.gemini`, :mod:`.openai`). May import: the shared modules, ``datasets`` (samples) and
-``models.base``. Never ``store``, ``evaluation``, ``study`` or ``cli``.
+``models.base``. Never ``store``, ``inference``, ``study`` or ``cli``.
 """

@@ -1,6 +1,6 @@
 """Pieces that turn one answer form into a boolean mask: PNG crops, polygons, mask images.
 
-Pure functions. :mod:`omniseg.models.api.answers` detects which form an answer takes and calls these;
+Pure functions. :mod:`omniseg.models.api.forms` detects which form an answer takes and calls these;
 each returns a :class:`Decoded` with a status from :data:`STATUSES`. Any status but 'ok' is
 scored as an empty prediction (never dropped).
 """
@@ -47,7 +47,7 @@ class Decoded:
     reason: str = ""
     notes: list[str] = field(default_factory=list)
     instances: int = 0
-    form: str = ""  # the answer form that was detected (omniseg.models.api.answers.FORMS)
+    form: str = ""  # the answer form that was detected (omniseg.models.api.forms.FORMS)
     #: where the answer put things, in pixels of the image: {"boxes": [[x0, y0, x1, y1], ...] (pixel edges),
     #: "points": [[x, y], ...]}; what a chain (omniseg.models.chain) prompts a segmenter with
     located: dict = field(default_factory=dict)

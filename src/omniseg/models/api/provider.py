@@ -112,7 +112,7 @@ class JobStatus:
 
 
 class BatchProvider(Provider):
-    """A provider that can also send requests as batch jobs (:mod:`omniseg.evaluation.batch`)."""
+    """A provider that can also send requests as batch jobs (:mod:`omniseg.inference.batch`)."""
 
     @abstractmethod
     def jobs(self, client: Any) -> Any:

@@ -2,7 +2,7 @@
 the prices), its requests sent by a :class:`~omniseg.models.api.scheduler.Scheduler` (concurrency, rate, retries,
 budget), every answer kept by the answer archive around it (:class:`~omniseg.models.api.cached.CachedProvider`)
 before it is decoded, so a rerun or ``omniseg redecode`` never pays for it again, and answers read into masks by
-:func:`omniseg.models.api.answers.from_body`. Every text that could carry the API key passes through
+:func:`omniseg.models.api.forms.from_body`. Every text that could carry the API key passes through
 :func:`~omniseg.redaction.redact`.
 
 A provider module defines its :class:`Provider` and a kind that names it (``Api``), its options and its prompts.
@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from ...datasets.base import Sample
 from ...errors import OmnisegError
-from . import answers
+from . import forms
 from .cached import CachedProvider, cache_key, from_archive
 from .provider import Provider
 from .scheduler import Ask, Scheduler
@@ -55,7 +55,7 @@ class RemoteSegmenter(Segmenter):
     def signature(self) -> dict[str, Any]:
         sig = super().signature()
         sig["prompt_text"] = self.template()
-        sig["decoder_version"] = answers.DECODER_VERSION
+        sig["decoder_version"] = forms.DECODER_VERSION
         return sig
 
     @property
@@ -106,7 +106,7 @@ class RemoteSegmenter(Segmenter):
     def redecode(self, raw: str, sample: Sample) -> Prediction:
         """A kept raw answer decoded again with today's decoders (no API call)."""
         h, w = sample.image.shape[:2]
-        return answers.from_body(self.provider.read, raw, h, w, self.provider.generation(sample), self.options)
+        return forms.from_body(self.provider.read, raw, h, w, self.provider.generation(sample), self.options)
 
     def submit(self, samples: list[Sample]) -> list[concurrent.futures.Future]:
         prompt = self.prompt()

@@ -20,7 +20,7 @@ import numpy as np
 
 from ...errors import OmnisegError
 from ..base import Prediction
-from . import answers
+from . import forms
 from .cached import CachedProvider, from_archive
 from .provider import Provider
 from .types import png_bytes, start_loop, stop_loop
@@ -143,7 +143,7 @@ class Scheduler:
         hit = await asyncio.get_running_loop().run_in_executor(None, lambda: cached().lookup(ask.key))
         if hit is not None:
             raw, booking = hit
-            return from_archive(answers.from_body(self.provider.read, raw, ask.h, ask.w, ask.gen, self.options),
+            return from_archive(forms.from_body(self.provider.read, raw, ask.h, ask.w, ask.gen, self.options),
                                 booking, ask.key)
         return await self._one(ask, encoded, cached)
 
@@ -229,7 +229,7 @@ class Scheduler:
         calls.append(booking)
         # decoding runs on a worker thread (the loop keeps the slots filled); it never raises (a row, not a crash)
         pred = await asyncio.get_running_loop().run_in_executor(
-            None, answers.from_body, p.read, raw, ask.h, ask.w, ask.gen, o)
+            None, forms.from_body, p.read, raw, ask.h, ask.w, ask.gen, o)
         pred.meta.pop("tokens", None)
         pred.calls = calls
         pred.meta.update(cache_hit=False, cache_key=key, attempts=len(calls), endpoint=p.endpoint(),

@@ -16,7 +16,7 @@ import pytest
 
 from omniseg import config
 from omniseg.errors import OmnisegError
-from omniseg.evaluation.runner import dry_run, run
+from omniseg.inference.runner import dry_run, run
 from omniseg.store.database import Store
 from omniseg.standins import fake_gemini as fg
 from omniseg.standins import gemini_answers as ga

@@ -1,6 +1,6 @@
-"""omniseg.models.api.gemini.batch and omniseg.evaluation.batch's pairing: each answer of a job goes to the request it answers.
+"""omniseg.models.api.gemini.batch and omniseg.inference.batch's pairing: each answer of a job goes to the request it answers.
 
-Fast checks of the pieces the batch tests (tests/evaluation/test_batch.py, against the fake server) exercise end to end:
+Fast checks of the pieces the batch tests (tests/inference/test_batch.py, against the fake server) exercise end to end:
 job states, results read by key whatever their order, errors kept with their request, a job's outcomes in the
 store, and the later job's outcome winning.
 """
@@ -13,7 +13,7 @@ import random
 
 import pytest
 
-from omniseg.evaluation.batch import Settled, collect
+from omniseg.inference.batch import Settled, collect
 from omniseg.store.jobs import JobBook
 from omniseg.models.api.gemini import batch as gb
 from omniseg.models.api.provider import JobStatus

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from omniseg import config, models
 from omniseg.models.api.types import png_bytes
 from omniseg.cli import app
-from omniseg.evaluation.runner import open_dataset, run
+from omniseg.inference.runner import open_dataset, run
 from omniseg.store.database import Store
 from omniseg.standins import fake_gemini as fg
 from omniseg.standins import gemini_answers as ga

@@ -5,7 +5,7 @@ Small jobs go inline (one create request under the 20 MB limit); larger ones as 
 written line by line and uploaded in chunks through the Files API, and their results come back as a
 JSONL file streamed to disk: a job's size never has to fit in memory. This module only speaks to
 the API; which pairs go into a job, where its name is kept and how its answers become rows is
-:mod:`omniseg.evaluation.batch`.
+:mod:`omniseg.inference.batch`.
 """
 
 from __future__ import annotations

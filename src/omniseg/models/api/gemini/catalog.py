@@ -21,7 +21,7 @@ SETTINGS = ("temperature", "thinking_budget", "thinking_level", "media_resolutio
 @dataclass(frozen=True)
 class Entry:
     name: str
-    answer: str  # the answer form seen for the segmentation prompt (omniseg.models.api.answers.FORMS)
+    answer: str  # the answer form seen for the segmentation prompt (omniseg.models.api.forms.FORMS)
     mode: str  # the mode omniseg uses by default: json-mask | polygon | image-mask
     settings: tuple[str, ...]  # which of SETTINGS it takes
     input_per_mtok: float | None  # USD, standard tier

@@ -279,7 +279,7 @@ class GeminiApi(BatchProvider):
         thinking = max(self.options.thinking_budget or 0, 0)
         return self.cost(int(estimate_input_tokens(size, prompt) * 1.5), self.options.max_output_tokens + thinking)
 
-    # -- batch jobs (:mod:`omniseg.evaluation.batch`) ------------------------------------------------------
+    # -- batch jobs (:mod:`omniseg.inference.batch`) ------------------------------------------------------
     def jobs(self, client):
         from .batch import GeminiJobs
 

@@ -220,7 +220,7 @@ def run(cfg: TaskConfig, store: Store, *, model_names: list[str] | None = None, 
 
     ``retry`` lists statuses whose pairs are done again (``--retry-failed``); ``force`` redoes all.
     ``batch`` (or a model's ``batch: true``) sends an API model's pairs as batch jobs first
-    (:mod:`omniseg.evaluation.batch`); ``submit=False`` only finishes the jobs already recorded (`batch wait`).
+    (:mod:`omniseg.inference.batch`); ``submit=False`` only finishes the jobs already recorded (`batch wait`).
     ``shard`` (K, N) does only the K-th of N disjoint slices of the samples (:func:`in_shard`): N processes, each
     with its own store, then `omniseg merge` (omniseg.store.merge).
     """

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from omniseg.cli import app
-from omniseg.models.api import answers
+from omniseg.models.api import forms
 from omniseg.store.database import Store
 from omniseg.standins import fake_gemini as fg
 from omniseg.standins import gemini_answers as ga
@@ -29,8 +29,8 @@ def test_a_newer_decoder_turns_kept_answers_into_ok_rows_with_zero_requests(tmp_
         store = tmp_path / "runs" / "s.sqlite"
         cli = CliRunner()
         with pytest.MonkeyPatch.context() as old:  # yesterday's decoder: no polygons under "mask"
-            old.setattr(answers, "POLYGON_KEYS", tuple(k for k in answers.POLYGON_KEYS if k != "mask"))
-            old.setattr(answers, "DECODER_VERSION", "1")
+            old.setattr(forms, "POLYGON_KEYS", tuple(k for k in forms.POLYGON_KEYS if k != "mask"))
+            old.setattr(forms, "DECODER_VERSION", "1")
             r = cli.invoke(app, ["run", "--config", str(path), "--store", str(store), "-q"])
             assert r.exit_code == 0, r.output
         requests = len(srv.log)
@@ -67,7 +67,7 @@ def test_a_newer_decoder_turns_kept_answers_into_ok_rows_with_zero_requests(tmp_
         df = api_rows(st)
         booked = st.query("SELECT COUNT(*) n FROM api_calls")["n"][0]
     assert (df["status"] == "ok").all() and df["dice"].gt(0.5).all()
-    assert df["meta"].map(lambda m: m["decoder_version"] == answers.DECODER_VERSION
+    assert df["meta"].map(lambda m: m["decoder_version"] == forms.DECODER_VERSION
                           and m["redecoded_from"] == {"status": "unknown_form", "decoder_version": "1"}).all()
     assert booked == 24  # redecode booked no call
     before = pd.read_csv(tmp_path / "before" / "summary.csv").set_index("subset").loc["all"]
@@ -103,7 +103,7 @@ def test_a_killed_redecode_resumes_rewrites_each_row_once_and_pays_nothing(tmp_p
         assert killed.returncode == -9, killed.stderr
         with sqlite3.connect(store) as db:
             done = db.execute("SELECT COUNT(*) FROM predictions WHERE json_extract(meta, '$.decoder_version') = ?",
-                              (answers.DECODER_VERSION,)).fetchone()[0]
+                              (forms.DECODER_VERSION,)).fetchone()[0]
         assert done == kill_after
         again = subprocess.run([sys.executable, "-m", "omniseg.cli", "redecode", "--store", str(store), "-q"],
                                capture_output=True, text=True, timeout=300)
@@ -113,7 +113,7 @@ def test_a_killed_redecode_resumes_rewrites_each_row_once_and_pays_nothing(tmp_p
     with Store(store) as st:
         df = api_rows(st)
     assert (df["status"] == "ok").all()
-    assert df["meta"].map(lambda m: m["decoder_version"] == answers.DECODER_VERSION and
+    assert df["meta"].map(lambda m: m["decoder_version"] == forms.DECODER_VERSION and
                           m["redecoded_from"]["decoder_version"] == "1").all()
     invariants.check(store, asked={(f"case{i:03d}", "gem") for i in range(12)}, key=API_KEY, served_ok=requests,
                      answers_expected=12)

@@ -1,6 +1,6 @@
 """`omniseg run ... --executor local|slurm --shards N`: a sharded run submitted, followed and merged in one command.
 
-Each shard is the ordinary `omniseg run --shard K/N` (omniseg.evaluation.runner) into its own store under
+Each shard is the ordinary `omniseg run --shard K/N` (omniseg.inference.runner) into its own store under
 ``<store folder>/shards/<store name>/``, sharing one answer archive there, so the store and archive rules hold as
 they are: a shard killed by the scheduler resumes when the same command runs again, every pair ends once and each
 answer is paid once; the stores of the shards that finished are then merged into the target store, exactly once

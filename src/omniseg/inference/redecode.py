@@ -21,7 +21,7 @@ from ..progress import bar as progress_bar
 from .. import models, plugins
 from ..config import TaskConfig
 from ..errors import OmnisegError
-from ..models.api import answers
+from ..models.api import forms
 from ..models.api.remote import RemoteSegmenter
 from .runner import open_dataset, run_context, score_prediction
 from ..store import results, runs as store_runs
@@ -90,7 +90,7 @@ def _one_model(store: Store, task: str, name: str, data_root, everything: bool, 
     todo = []
     for r in rows.itertuples():
         meta = json.loads(r.meta or "{}")
-        if everything or meta.get("decoder_version") != answers.DECODER_VERSION:
+        if everything or meta.get("decoder_version") != forms.DECODER_VERSION:
             todo.append((r.sample_id, r.status, meta))
     res.rows = len(todo)
     if not todo:

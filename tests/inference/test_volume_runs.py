@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from omniseg import config
 from omniseg.cli import app
-from omniseg.evaluation.runner import dry_run
+from omniseg.inference.runner import dry_run
 from omniseg.standins import fake_openai as fo
 
 from conftest import OPENAI_KEY, make_volumes, run_killed_after_calls, write_nifti
@@ -98,7 +98,7 @@ def test_a_volume_study_runs_end_to_end_resumes_a_kill_mid_volume_and_pays_for_n
         again = dry_run(cfg, None, store_root=store.parent, split="all", progress=False)
         assert again["vlm"]["calls"] == 0 and again["vlm"]["cached"] == slices
         from omniseg.errors import OmnisegError
-        from omniseg.evaluation.redecode import redecode
+        from omniseg.inference.redecode import redecode
         from omniseg.store.database import Store
 
         with Store(store) as st, pytest.raises(OmnisegError, match="one per slice.*--force"):
@@ -134,7 +134,7 @@ def test_a_volume_study_runs_end_to_end_resumes_a_kill_mid_volume_and_pays_for_n
 def test_a_batch_model_on_volumes_is_asked_online_and_the_run_says_so(tmp_path, api_key):
     """Batch jobs hold images: `batch: true` on a volume task cannot send a volume, so its slices go online, and the
     run's notes say so instead of paying the online price in silence."""
-    from omniseg.evaluation.runner import run
+    from omniseg.inference.runner import run
     from omniseg.standins.fake_gemini import FakeGemini
     from omniseg.store.database import Store
 

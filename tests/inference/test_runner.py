@@ -1,4 +1,4 @@
-"""omniseg.evaluation.runner + store: one row per pair, failures kept as rows, resume, force, signatures."""
+"""omniseg.inference.runner + store: one row per pair, failures kept as rows, resume, force, signatures."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from PIL import Image
 
 from omniseg import config
 from omniseg.errors import OmnisegError
-from omniseg.evaluation.runner import run
+from omniseg.inference.runner import run
 from omniseg.store.database import Store
 
 from conftest import OTSU, make_drive, make_kvasir, write_config
@@ -159,7 +159,7 @@ def test_redecode_twice_rewrites_every_row_each_time_and_books_nothing(tmp_path,
 
     from conftest import gemini_yaml
     from omniseg.cli import app
-    from omniseg.models.api import answers
+    from omniseg.models.api import forms
     from omniseg.standins import fake_gemini as fg
 
     root = make_kvasir(tmp_path / "k", n=8)
@@ -172,7 +172,7 @@ def test_redecode_twice_rewrites_every_row_each_time_and_books_nothing(tmp_path,
         rows0, books0 = _books(store)
         kept0 = _kept(store)
         for version in ("98", "99"):
-            monkeypatch.setattr(answers, "DECODER_VERSION", version)
+            monkeypatch.setattr(forms, "DECODER_VERSION", version)
             r = cli.invoke(app, ["redecode", "--store", str(store), "-q"])
             assert r.exit_code == 0 and "8 of 8 rows decoded again" in r.output, r.output
             rows, books = _books(store)
