@@ -491,3 +491,28 @@ def test_the_fields_the_study_reads_are_columns_written_with_each_row_and_filled
                                                " FROM predictions ORDER BY 1, 2")] == cols
         assert [list(r) for r in st.db.execute("SELECT model, privileged, api_model FROM models ORDER BY 1")] == models
         pd.testing.assert_frame_equal(store_results.per_image(st, "t"), new, check_dtype=False)
+
+
+def test_a_store_refused_on_open_leaves_no_connection_behind(tmp_path):
+    """A store that cannot be used (here: written by a newer omniseg) is refused, and its file is not left open (an
+    open connection holds SQLite's locks and would be carried into any process forked after)."""
+    import gc
+    import os
+    import sqlite3
+
+    path = tmp_path / "s.sqlite"
+    Store(path).close()
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version=99")
+    db.commit()
+    db.close()
+    gc.disable()  # a connection only garbage collection would close counts as left open
+    try:
+        for readonly in (False, True):
+            with pytest.raises(OmnisegError, match="newer than this omniseg"):
+                Store(path, readonly=readonly)
+            held = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+                    if os.path.exists(f"/proc/self/fd/{fd}")]
+            assert not [h for h in held if h.startswith(str(path))], held
+    finally:
+        gc.enable()

@@ -10,6 +10,7 @@ either complete or absent. docs/outputs.md documents every table and column.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -56,8 +57,12 @@ class Store:
                                 self.db.execute(statement)
                         self._migrate()
                         self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except sqlite3.DatabaseError as e:
-            raise unusable(self.path, "store", e) from None
+        except BaseException as e:  # a store refused on open leaves no connection behind (its file stays unlocked)
+            if getattr(self, "db", None) is not None:
+                self.db.close()
+            if isinstance(e, sqlite3.DatabaseError):
+                raise unusable(self.path, "store", e) from None
+            raise
 
     def columns(self, table: str) -> list[str]:
         # pragma: no mutate block (outside the mutation scope: docs/testing.md)
@@ -108,7 +113,7 @@ def count_rows(path: Path, tables: tuple[str, ...]) -> int | None:
     """Rows in ``tables`` of the SQLite file at ``path`` together; None when it cannot be read as one (a command
     removes the store and archive it created but never wrote to)."""
     try:
-        with sqlite3.connect(path) as db:
+        with contextlib.closing(sqlite3.connect(path)) as db:  # sqlite3's own `with` commits but never closes
             return sum(db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables)
     except sqlite3.Error:
         return None

@@ -8,6 +8,7 @@ cost) comes from the store, so the same store gives the same manifest.
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 from importlib import metadata
@@ -20,7 +21,9 @@ PACKAGES = ("numpy", "pandas", "scipy", "scikit-image", "pillow", "torch", "segm
             "google-genai", "pydantic", "matplotlib")
 
 
+@functools.lru_cache(maxsize=None)
 def _version(name: str) -> str | None:
+    """An installed package's version (read once per process: the metadata files do not change under it)."""
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
