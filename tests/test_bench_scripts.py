@@ -45,3 +45,21 @@ def test_every_mutant_still_applies_and_is_documented():
             path, _, name = t.partition("::")
             assert (REPO / path).is_file(), t
             assert not name or f"def {name}(" in (REPO / path).read_text(), t
+
+
+def test_the_mutation_runs_files_and_tests_exist():
+    """pyproject's [tool.mutmut] must not rot when modules and tests move (a moved test file there was silently
+    no longer run, and a moved module no longer mutated): every module, deselected test and selected test exists."""
+    import tomllib
+
+    mut = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mutmut"]
+    missing = [p for p in mut["only_mutate"] if not (REPO / p).is_file()]
+    args = mut["pytest_add_cli_args"]
+    deselected = [args[i + 1] for i, a in enumerate(args) if a == "--deselect"]
+    for node in deselected:
+        file, _, test = node.partition("::")
+        if not (REPO / file).is_file() or f"def {test}(" not in (REPO / file).read_text():
+            missing.append(node)
+    missing += [p for p in mut["pytest_add_cli_args_test_selection"] if not (REPO / p).exists()]
+    assert not missing, missing
+    assert len(mut["only_mutate"]) == len(set(mut["only_mutate"]))
