@@ -72,26 +72,22 @@ def spans(text: str) -> list[tuple[str, str]]:
     """``text`` as (style, piece) pairs in order: style '' (plain), 'code', 'bold' or 'bold code' (code inside
     bold). Code is literal: nothing inside backticks is styled."""
     out: list[tuple[str, str]] = []
-    at = 0
-    for m in _INLINE.finditer(text):
-        if m.start() > at:
-            out.append(("", text[at:m.start()]))
-        if m.group(1) is not None:
-            out.append(("code", m.group(1)))
+    for style, piece in _split(_INLINE, text, lambda m: "code" if m.group(1) is not None else "bold"):
+        if style == "bold":
+            out += [("bold" if inner == "" else "bold code", part) for inner, part in _split(_CODE, piece, lambda m: "code")]
         else:
-            out += [("bold" if style == "" else "bold code", piece) for style, piece in _split_code(m.group(2))]
-        at = m.end()
-    if at < len(text):
-        out.append(("", text[at:]))
+            out.append((style, piece))
     return out
 
 
-def _split_code(text: str) -> list[tuple[str, str]]:
+def _split(pattern: re.Pattern, text: str, style_of) -> list[tuple[str, str]]:
+    """``text`` cut at ``pattern``'s matches: the plain runs between them ('') and each match's first non-empty
+    group, styled by ``style_of(match)``."""
     out, at = [], 0
-    for m in _CODE.finditer(text):
+    for m in pattern.finditer(text):
         if m.start() > at:
             out.append(("", text[at:m.start()]))
-        out.append(("code", m.group(1)))
+        out.append((style_of(m), next(g for g in m.groups() if g is not None)))
         at = m.end()
     if at < len(text):
         out.append(("", text[at:]))

@@ -443,8 +443,9 @@ def build_report(store: Store, options: ReportOptions = ReportOptions()) -> Repo
                           set(g.loc[g["privileged"], "model"]))
         trained += adequacy.records(store, t, roles[t][0], summary)
     gathered = _Gathered()
+    units = {t: _distance_unit(store, t) for t in tasks}
     sections = {t: _task_section(store, t, df[df["task"] == t], summary, comparisons, roles[t], trained, gathered,
-                                 options) for t in tasks}
+                                 options, units[t]) for t in tasks}
     claims_df = None
     if gathered.claims:
         claims_df = pd.concat(gathered.claims)
@@ -460,7 +461,7 @@ def build_report(store: Store, options: ReportOptions = ReportOptions()) -> Repo
                                             else ""),
                   preamble=_preamble(options.split), top=adequacy.top_blocks(trained), sections=sections,
                   per_image=df, summary=summary, comparisons=comparisons,
-                  units={t: _distance_unit(store, t) for t in tasks}, claims=claims_df,
+                  units=units, claims=claims_df,
                   reviews=joined(gathered.reviews), agreements=agreements,
                   decompositions=None if decompositions is None else decompositions[DECOMPOSITION_COLUMNS],
                   routing=joined(gathered.routes))
@@ -523,7 +524,7 @@ def _preamble(split: str) -> str:
 
 
 def _task_section(store: Store, t: str, g: pd.DataFrame, summary: pd.DataFrame, comparisons: pd.DataFrame, roles,
-                  trained: list, gathered: _Gathered, options: ReportOptions) -> list[Block]:
+                  trained: list, gathered: _Gathered, options: ReportOptions, unit: tuple[str, float]) -> list[Block]:
     """One task's part of the document (its tables gathered into ``gathered``)."""
     models = sorted(g["model"].unique())
     cautions = [f"**Undertrained specialist** `{r.model}`: {r.why()}." for r in trained
@@ -534,7 +535,7 @@ def _task_section(store: Store, t: str, g: pd.DataFrame, summary: pd.DataFrame, 
     md: list[Block] = [Heading(f"{t}{tag}", 2)]
     if cautions:
         md += [Paragraph("Read this first:"), Bullets(tuple(cautions))]
-    md += [_runs(store, t), _scores(store, t, summary[summary["task"] == t], mark)]
+    md += [_runs(store, t), _scores(store, t, summary[summary["task"] == t], mark, unit)]
     if privileged:
         md.append(Paragraph(f"**Privileged** ({', '.join(f'`{m}`' for m in sorted(privileged))}): told where the target "
                             "is (SAM 3's box-oracle prompts with the reference mask's bounding box). An upper bound of "
@@ -577,9 +578,9 @@ def _task_section(store: Store, t: str, g: pd.DataFrame, summary: pd.DataFrame, 
     return md
 
 
-def _scores(store: Store, t: str, summary: pd.DataFrame, mark) -> Table:
-    """The task's table of scores per subset and model."""
-    unit, tau = _distance_unit(store, t)
+def _scores(store: Store, t: str, summary: pd.DataFrame, mark, distance: tuple[str, float]) -> Table:
+    """The task's table of scores per subset and model (``distance``: the unit of HD95 and NSD, and NSD's tau)."""
+    unit, tau = distance
     rows = []
     for r in summary.itertuples(index=False):
         rows.append([r.subset, mark(r.model), r.n, _fmt(r.dice_mean, r.dice_std), f"{r.dice_median:.3f}",

@@ -40,7 +40,7 @@ def write(store: Store, out: Path, rep) -> Path:
     drawn by the template above the cases."""
     import jinja2
 
-    df, summary, split = rep.per_image, rep.summary, rep.options.split
+    df, split = rep.per_image, rep.options.split
     thumbs_dir = out / "thumbs"
     thumbs_dir.mkdir(parents=True, exist_ok=True)
     heads = _answer_heads(store, df)
@@ -70,7 +70,7 @@ def write(store: Store, out: Path, rep) -> Path:
     env = jinja2.Environment(autoescape=True, keep_trailing_newline=True)
     env.filters["inline"] = inline
     html = env.from_string(TEMPLATE.read_text(encoding="utf-8")).render(
-        split=split, summary=_summary_rows(summary), data=payload, n_rows=len(rows),
+        split=split, data=payload, n_rows=len(rows),
         tasks=list(models), notes=notes, sections=rep.sections, title=rep.title, preamble=rep.preamble)
     path = out / "report.html"
     path.write_text(html, encoding="utf-8")
@@ -110,17 +110,6 @@ def _num(v) -> float | None:
 
 def _int(v) -> int | None:
     return None if pd.isna(v) else int(v)
-
-
-def _summary_rows(summary: pd.DataFrame) -> list[dict]:
-    out = []
-    for r in summary.itertuples(index=False):
-        f = lambda v, fmt="{:.3f}": "–" if pd.isna(v) else fmt.format(v)  # noqa: E731
-        out.append({"task": r.task, "subset": r.subset, "model": r.model, "n": int(r.n),
-                    "dice": f"{f(r.dice_mean)} ± {f(r.dice_std)}", "median": f(r.dice_median),
-                    "ci": f"[{f(r.dice_ci_low)}, {f(r.dice_ci_high)}]", "iou": f"{f(r.iou_mean)} ± {f(r.iou_std)}",
-                    "failure_rate": f(r.failure_rate, "{:.1%}")})
-    return out
 
 
 def _answer_heads(store: Store, df: pd.DataFrame) -> dict[tuple[str, str, str], str]:
