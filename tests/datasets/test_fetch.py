@@ -33,7 +33,7 @@ def server(tmp_path):
             pass
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)  # a quick shutdown
     t.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}", www
     httpd.shutdown()

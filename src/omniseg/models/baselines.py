@@ -34,13 +34,55 @@ class OtsuOptions(Options):
     drop_border: bool = Field(False, description="ignore components that touch the image border")
 
 
+def across_channels(image: np.ndarray, op: np.ufunc) -> np.ndarray:
+    """``op`` folded over an (H, W, C) image's channels in order: ``np.maximum`` gives ``image.max(axis=2)``, and in
+    float32 ``np.add`` gives the sum ``mean(axis=2)`` divides. NumPy's reductions along a 3-long last axis walk the
+    pixels one at a time (a fifth of the otsu floor's time on Kvasir-SEG); a fold over channels is whole planes."""
+    out = image[..., 0].copy()
+    for c in range(1, image.shape[2]):
+        op(out, image[..., c], out=out)
+    return out
+
+
 def dark_frame(image: np.ndarray, level: float = 30.0, margin: int = 5) -> np.ndarray:
     """Dark pixels connected to the image border (and ``margin`` pixels around them)."""
-    dark = image.astype(np.float32).mean(axis=2) < level
+    dark = across_channels(image.astype(np.float32), np.add) / np.float32(image.shape[2]) < level  # the float32 mean
     labels, _ = ndimage.label(dark)
     border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     frame = np.isin(labels, border[border > 0])
     return ndimage.binary_dilation(frame, iterations=margin) if margin and frame.any() else frame
+
+
+def component(fg: np.ndarray, centre_weight: float, drop_border: bool) -> np.ndarray:
+    """The otsu floor's pick among the foreground's components (see OtsuOptions), its holes filled."""
+    labels, n = ndimage.label(fg)
+    if n == 0:
+        return fg
+    sizes = np.bincount(labels.ravel(), minlength=n + 1).astype(float)
+    sizes[0] = 0
+    if drop_border:
+        border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+        kept = sizes.copy()
+        kept[border] = 0
+        if kept.any():  # fall back to all components when every one touches the border
+            sizes = kept
+    if centre_weight:
+        h, w = fg.shape
+        rows, cols = np.nonzero(labels)  # each component's mean row and column by counting, as ndimage's
+        of = labels[rows, cols]  # center_of_mass sums them (it is ten times slower)
+        count = np.bincount(of, minlength=n + 1)[1:]
+        cy, cx = np.bincount(of, rows, n + 1)[1:] / count, np.bincount(of, cols, n + 1)[1:] / count
+        d = np.hypot(cy / h - 0.5, cx / w - 0.5)
+        sizes[1:] *= np.exp(-((d / centre_weight) ** 2))
+    keep = int(np.argmax(sizes))
+    # holes filled within the component's box: a hole is enclosed by it, and a background pixel on the box's
+    # edge touches the outside of the box, background joined to the image's border, as at the crop's border
+    box = ndimage.find_objects(labels, max_label=keep)[keep - 1] if keep else None
+    if box is None:
+        return ndimage.binary_fill_holes(labels == keep)
+    out = np.zeros(fg.shape, bool)
+    out[box] = ndimage.binary_fill_holes(labels[box] == keep)
+    return out
 
 
 class OtsuBaseline(Segmenter):
@@ -69,7 +111,7 @@ class OtsuBaseline(Segmenter):
             inside &= sample.roi
         valid = inside.copy()
         if o.highlights:
-            hi, lo = img.max(axis=2).astype(np.float32), img.min(axis=2).astype(np.float32)
+            hi, lo = across_channels(img, np.maximum).astype(np.float32), across_channels(img, np.minimum).astype(np.float32)
             specular = (hi > 0.85 * 255) & ((hi - lo) < 0.25 * np.maximum(hi, 1))
             valid &= ~ndimage.binary_dilation(specular, iterations=3)
         if valid.sum() < 2 or np.ptp(grey[valid]) == 0:
@@ -78,26 +120,7 @@ class OtsuBaseline(Segmenter):
         fg = (grey > t if o.foreground == "bright" else grey <= t) & inside
         if o.opening:
             fg = ndimage.binary_opening(fg, iterations=o.opening)
-        return Prediction(mask=self._component(fg), meta={"threshold": float(t)})
-
-    def _component(self, fg: np.ndarray) -> np.ndarray:
-        labels, n = ndimage.label(fg)
-        if n == 0:
-            return fg
-        sizes = np.bincount(labels.ravel(), minlength=n + 1).astype(float)
-        sizes[0] = 0
-        if self.options.drop_border:
-            border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-            kept = sizes.copy()
-            kept[border] = 0
-            if kept.any():  # fall back to all components when every one touches the border
-                sizes = kept
-        if self.options.centre_weight:
-            h, w = fg.shape
-            centres = ndimage.center_of_mass(fg, labels, range(1, n + 1))
-            d = np.array([np.hypot(cy / h - 0.5, cx / w - 0.5) for cy, cx in centres])
-            sizes[1:] *= np.exp(-((d / self.options.centre_weight) ** 2))
-        return ndimage.binary_fill_holes(labels == int(np.argmax(sizes)))
+        return Prediction(mask=component(fg, o.centre_weight, o.drop_border), meta={"threshold": float(t)})
 
 
 class FrangiOptions(Options):

@@ -21,20 +21,25 @@ from .metrics import Metric
 MATCH_IOU = 0.5
 
 
-def objects(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def objects(mask: np.ndarray, centres: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """The 8-connected components of a mask: their boxes ``[x0, y0, x1, y1]`` (pixel edges: a one-pixel
-    component at column c spans c..c+1) and the pixel holding each one's centroid ``[row, col]``."""
+    component at column c spans c..c+1) and, with ``centres``, the pixel holding each one's centroid
+    ``[row, col]`` (else None: the reference's are never read)."""
     from scipy import ndimage
 
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
-    if n == 0:
-        return np.zeros((0, 4)), np.zeros((0, 2), int)
+    rows_in, cols_in = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows_in.size == 0:
+        return np.zeros((0, 4)), (np.zeros((0, 2), int) if centres else None)
+    # labelled within the mask's bounding box (a lesion is a fraction of the image), then placed back
+    top, left = int(rows_in[0]), int(cols_in[0])
+    labels, n = ndimage.label(mask[top:rows_in[-1] + 1, left:cols_in[-1] + 1], structure=np.ones((3, 3), bool))
     slices = ndimage.find_objects(labels)
-    boxes = np.array([[s[1].start, s[0].start, s[1].stop, s[0].stop] for s in slices], float)
-    flat = labels.ravel()
-    at = np.flatnonzero(flat)  # the mean row and column of each object's pixels, by counting (ndimage's
-    of = flat[at]  # center_of_mass gives the same, ten times slower)
-    rows, cols = np.divmod(at, labels.shape[1])
+    boxes = np.array([[s[1].start + left, s[0].start + top, s[1].stop + left, s[0].stop + top] for s in slices], float)
+    if not centres:
+        return boxes, None
+    rows, cols = np.nonzero(labels)  # the mean row and column of each object's pixels, by counting (ndimage's
+    of = labels[rows, cols]  # center_of_mass gives the same, ten times slower)
+    rows, cols = rows + top, cols + left
     size = np.bincount(of, minlength=n + 1)[1:]
     centre = np.column_stack([np.bincount(of, rows, n + 1)[1:] / size, np.bincount(of, cols, n + 1)[1:] / size])
     return boxes, np.floor(centre).astype(int)
@@ -71,7 +76,7 @@ def _read(pred, ref, roi):
     if roi is not None:  # a 0/4 region is a region, as in the pixel metrics
         roi = np.asarray(roi, bool)
         p, r = p & roi, r & roi
-    return objects(p), objects(r), r
+    return objects(p), objects(r, centres=False), r
 
 
 def matched_box_iou(pred, ref, roi=None) -> float:

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import io
 import json
+import math
 from typing import Any, Callable
 
 import numpy as np
@@ -109,11 +110,44 @@ def polygon_entries(mask: np.ndarray, key: str = "points", tolerance: float = 1.
         contours = measure.find_contours(comp.astype(float), 0.5)
         if not contours:
             continue
-        ring = measure.approximate_polygon(max(contours, key=len), tolerance=tolerance)[:-1]
+        ring = simplify(max(contours, key=len), tolerance)[:-1]
         pts = [[round((c - 1 + 0.5) / w * 1000), round((r - 1 + 0.5) / h * 1000)] for r, c in ring]
         if len(pts) >= 3:
             entries.append({key: pts, "label": "target"})
     return entries
+
+
+def simplify(coords: np.ndarray, tolerance: float) -> np.ndarray:
+    """``skimage.measure.approximate_polygon`` (Douglas-Peucker) point for point, in plain Python: the same
+    distances, split order and first-maximum ties, 5 to 7 times faster on the short contours of a fake answer,
+    where NumPy's cost per call outweighs its work (it was most of what the fake servers spent per answer)."""
+    pts = coords.tolist()
+    keep = [False] * len(pts)
+    keep[0] = keep[-1] = True
+    stack = [(0, len(pts) - 1)]
+    while stack:
+        start, end = stack.pop()
+        r0, c0 = pts[start]
+        r1, c1 = pts[end]
+        dr, dc = r1 - r0, c1 - c0
+        angle = -math.atan2(dr, dc)
+        sin, cos = math.sin(angle), math.cos(angle)
+        offset = c0 * sin + r0 * cos
+        far, at = -1.0, -1
+        for i in range(start + 1, end):
+            r, c = pts[i]
+            dr0, dc0, dr1, dc1 = r - r0, c - c0, r - r1, c - c1
+            if dr0 * dr + dc0 * dc > 0 and -dr1 * dr - dc1 * dc > 0:  # beside the segment: distance to its line
+                d = abs(r * cos + c * sin - offset)
+            else:  # beyond an end: distance to the nearer end
+                d = min(math.sqrt(dc0 ** 2 + dr0 ** 2), math.sqrt(dc1 ** 2 + dr1 ** 2))
+            if d > far:
+                far, at = d, i
+        if far > tolerance:
+            stack.append((at, end))
+            stack.append((start, at))
+            keep[at] = True
+    return coords[keep]
 
 
 def image_answer(mask: np.ndarray, size: tuple[int, int] = (1024, 1024), **kw) -> Reply:

@@ -188,7 +188,10 @@ def fill_polygon(mask: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> None:
     """
     h, w = mask.shape
     top, bottom = max(int(np.floor(ys.min())), 0), min(int(np.ceil(ys.max())), h)
-    if bottom <= top:
+    # the columns a centre inside can have: every crossing lies in [xs.min(), xs.max()], so clipping to these
+    # instead of 0..w changes no run, and the runs are summed over the polygon's width, not the image's
+    left, right = max(int(np.floor(xs.min())), 0), min(int(np.ceil(xs.max())), w)
+    if bottom <= top or right <= left:
         return
     y = (np.arange(top, bottom) + 0.5)[:, None]
     x0, y0, x1, y1 = xs, ys, np.roll(xs, -1), np.roll(ys, -1)
@@ -199,13 +202,14 @@ def fill_polygon(mask: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> None:
     k = int(crosses.sum(axis=1).max()) // 2 * 2
     if k == 0:
         return
-    starts = np.clip(np.ceil(at[:, 0:k:2] - 0.5), 0, w).astype(int)  # first centre at or right of the crossing
-    ends = np.clip(np.ceil(at[:, 1:k:2] - 0.5), 0, w).astype(int)
-    runs = np.zeros((bottom - top, w + 1), np.int32)
-    rows = np.broadcast_to(np.arange(bottom - top)[:, None], starts.shape)
-    np.add.at(runs, (rows, starts), 1)
-    np.add.at(runs, (rows, ends), -1)
-    mask[top:bottom] |= np.cumsum(runs[:, :w], axis=1) > 0
+    width = right - left
+    starts = np.clip(np.ceil(at[:, 0:k:2] - 0.5), left, right).astype(int) - left  # first centre at or right of
+    ends = np.clip(np.ceil(at[:, 1:k:2] - 0.5), left, right).astype(int) - left  # the crossing
+    rows = np.arange(bottom - top)[:, None] * (width + 1)
+    size = (bottom - top) * (width + 1)
+    runs = (np.bincount((rows + starts).ravel(), minlength=size)
+            - np.bincount((rows + ends).ravel(), minlength=size)).reshape(bottom - top, width + 1)
+    mask[top:bottom, left:right] |= np.cumsum(runs[:, :width], axis=1) > 0
 
 
 def decode_image_mask(data: bytes | None, h: int, w: int, requested_aspect: float | None = None,
