@@ -63,3 +63,15 @@ def test_the_mutation_runs_files_and_tests_exist():
     missing += [p for p in mut["pytest_add_cli_args_test_selection"] if not (REPO / p).exists()]
     assert not missing, missing
     assert len(mut["only_mutate"]) == len(set(mut["only_mutate"]))
+
+
+def test_suite_time_tells_a_waiting_test_from_a_working_one(tmp_path, capsys):
+    suite_time = _script("suite_time")
+    (tmp_path / "1.jsonl").write_text('{"id": "t::busy", "wall": 10.0, "cpu": 9.5}\n{"id": "t::idle", "wall": 6.0, "cpu": 0.5}\n')
+    (tmp_path / "2.jsonl").write_text('{"id": "t::quick", "wall": 0.2, "cpu": 0.2}\n')
+    assert suite_time.main(tmp_path, top=1) == 0
+    out = capsys.readouterr().out
+    assert "3 tests: 16 s wall, 10 s CPU" in out
+    waiting, working = out.split("working most")
+    assert "t::idle" in waiting and "t::busy" not in waiting and "t::busy" in working and "t::idle" not in working
+    assert suite_time.main(tmp_path / "none") == 1

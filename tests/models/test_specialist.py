@@ -79,6 +79,24 @@ def test_plain_state_dict_loads_with_arch_from_options(tmp_path, net):
     assert np.array_equal(full.mask, m.predict(samples(1)[0]).mask)
 
 
+def test_a_half_precision_state_dict_is_cast_as_a_copy_casts_and_a_checkpoint_is_loaded_as_saved(tmp_path, net):
+    """Networks are built without weights and given the checkpoint's tensors; one of another dtype is cast to the
+    network's, as loading into initialised weights always did, and nothing is left unloaded."""
+    from omniseg.models.specialist import load_checkpoint
+
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}, tmp_path / "h.pt")
+    half, _, _ = load_checkpoint(tmp_path / "h.pt", fallback=SPEC)
+    assert {t.dtype for t in half.parameters()} == {torch.float32}
+    assert all(torch.equal(t, net.state_dict()[k].half().to(t.dtype)) for k, t in half.state_dict().items())
+    save_checkpoint(tmp_path / "a.pt", net, SPEC)
+    loaded, _, _ = load_checkpoint(tmp_path / "a.pt")
+    assert not any(t.is_meta for t in [*loaded.parameters(), *loaded.buffers()])
+    assert all(torch.equal(t, net.state_dict()[k]) for k, t in loaded.state_dict().items())
+    x = torch.rand(2, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.equal(loaded(x), net(x))
+
+
 def test_bad_checkpoints_are_one_clear_message(tmp_path, net):
     with pytest.raises(CheckpointError, match="not found: train it with `omniseg train"):
         unet(tmp_path / "missing.pt")

@@ -131,7 +131,15 @@ def test_the_bootstrap_interval_is_the_percentile_method_drawn_in_chunks_from_se
 @given(st.lists(st.one_of(st.floats(0, 1), st.just(float("nan")), st.sampled_from([0.0, 0.01, 0.05, 1.0])),
                 min_size=0, max_size=40))
 def test_holm_is_statsmodels_multipletests_and_leaves_untested_rows_untested(p):
-    from statsmodels.stats.multitest import multipletests
+    from unittest import mock
+
+    from statsmodels.stats import multitest
+
+    def multipletests(*a, **kw):
+        # the oracle runs gc.collect() on every Holm call: 0.3 s in a test process that has imported torch and the
+        # SDKs, 23 of this test's 30 s in the suite; its housekeeping, not its answer
+        with mock.patch("gc.collect", lambda *_: 0):
+            return multitest.multipletests(*a, **kw)
 
     p = np.array(p, dtype=float)
     got = stats.holm(p)

@@ -106,10 +106,12 @@ class FakeBatch:
         self.dir = Path(tempfile.mkdtemp(prefix="fake-gemini-files-"))
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._closing = threading.Event()  # wakes a job's worker from its per-request wait when the server stops
 
     def close(self) -> None:
         for job in self.jobs.values():
             job.cancel = True
+        self._closing.set()
         for t in self._threads:
             t.join(timeout=5)
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -295,7 +297,7 @@ class FakeBatch:
                           **answer})
             job.failed += "error" in answer
             job.done += 1
-            time.sleep(max(0.0, self.request_s - (time.monotonic() - t0)))
+            self._closing.wait(max(0.0, self.request_s - (time.monotonic() - t0)))
         if self.shuffle:  # the order is the service's, not the input's: answers are paired by key or metadata
             import random
 

@@ -47,19 +47,19 @@ def test_the_exported_page_works_from_disk_and_its_csv_imports_back(tmp_path, br
     showing = lambda d: d.find_element("id", "viewer").get_attribute("data-item")  # noqa: E731
 
     browser.get(html_path.as_uri())
-    WebDriverWait(browser, 30).until(lambda d: showing(d) == order[0])
+    WebDriverWait(browser, 30, poll_frequency=0.02).until(lambda d: showing(d) == order[0])
     pressed = {}
     keys = "1234"
     for k in range(12):
         if k == 7:  # the browser is closed and opened again: the page resumes where it was
             browser.get(html_path.as_uri())
-            WebDriverWait(browser, 30).until(lambda d: showing(d) == order[7])
+            WebDriverWait(browser, 30, poll_frequency=0.02).until(lambda d: showing(d) == order[7])
             assert browser.find_element("id", "progress").text.startswith("item 8 of 12 · 7 answered")
         key = keys[k % 4] if kinds[order[k]] == "model-only" or keys[k % 4] != "1" else "2"
         pressed[order[k]] = VERDICT[key]
         ActionChains(browser).send_keys(key).perform()
         last = k == 11
-        WebDriverWait(browser, 30).until(
+        WebDriverWait(browser, 30, poll_frequency=0.02).until(
             lambda d, k=k: d.find_element("id", "done").is_displayed() if last else showing(d) == order[k + 1])
     resources = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     assert all(u.startswith("data:") for u in resources)  # no request left the page

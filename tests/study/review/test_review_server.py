@@ -58,7 +58,8 @@ def _press(browser, key, wait_for):
     from selenium.webdriver.support.ui import WebDriverWait
 
     ActionChains(browser).send_keys(key).perform()
-    WebDriverWait(browser, 30).until(lambda d: wait_for(d))
+    # selenium looks every 0.5 s by default: half a second idle after each of the 31 keys
+    WebDriverWait(browser, 30, poll_frequency=0.02).until(lambda d: wait_for(d))
 
 
 def _showing(browser):
@@ -81,7 +82,7 @@ def test_a_reviewer_answers_30_items_with_the_keyboard_across_a_killed_server(tm
         order = _order(store_path)
         assert len(order) == 30
         browser.get(url)
-        WebDriverWait(browser, 30).until(lambda d: _showing(d) == order[0])
+        WebDriverWait(browser, 30, poll_frequency=0.02).until(lambda d: _showing(d) == order[0])
         assert _progress(browser).startswith("item 1 of 30")
         for k in range(20):
             key = KEYS[k % 4]
@@ -118,7 +119,7 @@ def test_a_reviewer_answers_30_items_with_the_keyboard_across_a_killed_server(tm
     proc, url, port, token = _serve(store_path)
     try:
         browser.get(url)
-        WebDriverWait(browser, 30).until(lambda d: _showing(d) == order[20])
+        WebDriverWait(browser, 30, poll_frequency=0.02).until(lambda d: _showing(d) == order[20])
         assert _progress(browser).startswith("item 21 of 30 · 20 answered")
         for k in range(20, 30):
             key = KEYS[k % 4]
