@@ -53,4 +53,7 @@ def main(folder: Path = OUT, top: int = 15) -> int:
 
 
 if __name__ == "__main__":
+    import signal
+
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends the listing quietly
     sys.exit(main(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT))
