@@ -562,3 +562,26 @@ def test_every_file_with_the_stem_an_exact_pattern_gives_is_a_mask(tmp_path):
     ref, = ds.refs("all")
     assert ref.files["masks"] == [root / "masks" / "x.png", root / "masks" / "x.tif"]
     assert np.array_equal(ds.load(ref).mask, a | b)
+
+
+def test_a_grey_mask_file_reads_as_its_rgb_copy_would_with_the_same_warnings(tmp_path):
+    """Grey masks are binarized on their own grey level, not an RGB copy three times their size: the mask and the
+    notes are those of the same pixels saved as RGB (Pillow's luma of three equal channels is their value)."""
+    from omniseg.datasets.base import binarize_rgb, read_mask
+
+    rng = np.random.default_rng(11)
+    every = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    cases = [every, (blob_mask(40, 50, rng) * 255).astype(np.uint8), rng.integers(0, 256, (33, 47), dtype=np.uint8),
+             np.where(blob_mask(40, 50, rng), 200, 90).astype(np.uint8)]  # grey regions: a warning
+    for i, grey in enumerate(cases):
+        Image.fromarray(grey).save(tmp_path / f"{i}.png")
+        Image.fromarray(np.stack([grey] * 3, -1)).save(tmp_path / f"{i}_rgb.png")
+        for threshold in (1, 128, 250):
+            notes_grey, notes_rgb = [], []
+            got = read_mask(tmp_path / f"{i}.png", threshold, notes_grey)
+            want = read_mask(tmp_path / f"{i}_rgb.png", threshold, notes_rgb)
+            assert np.array_equal(got, want) and np.array_equal(got, grey >= threshold)
+            assert [n.replace(f"{i}.png", "X") for n in notes_grey] == [n.replace(f"{i}_rgb.png", "X") for n in notes_rgb]
+            two_d = binarize_rgb(grey, tmp_path / "m.png", threshold, notes := [])
+            assert np.array_equal(two_d, want) and notes == [n.replace(f"{i}_rgb.png", "m.png") for n in notes_rgb]
+    assert any("not black-and-white" in n for n in notes_rgb)  # the last case warns, both ways

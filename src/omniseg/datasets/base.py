@@ -258,22 +258,23 @@ def read_mask(path: Path, threshold: int = 128, notes: list[str] | None = None,
     that may be empty or speckled: it is read as such, and a warning is appended to ``notes``.
     """
     with open_image(path, max_pixels) as im:
-        try:
-            rgb = np.asarray(im.convert("RGB"))
+        try:  # a grey file is its own grey level (no RGB copy three times its size)
+            pixels = np.asarray(im) if im.mode == "L" else np.asarray(im.convert("RGB"))
         except Exception as e:
             raise SampleError(f"unreadable mask {path}: {e}") from None
-    return binarize_rgb(rgb, path, threshold, notes)
+    return binarize_rgb(pixels, path, threshold, notes)
 
 
 def binarize_rgb(rgb: np.ndarray, path: Path, threshold: int, notes: list[str] | None = None) -> np.ndarray:
-    """An 8-bit RGB mask as foreground where its grey level (Pillow's luma) is at or above ``threshold``.
+    """An 8-bit RGB mask as foreground where its grey level (Pillow's luma) is at or above ``threshold``; a 2-D one is
+    that grey level already (the luma of three equal channels is their value, exactly).
 
     Every reader of black-and-white masks goes through here, so the same file gives the same mask
     whichever dataset kind reads it; a coloured or grey mask adds a warning to ``notes``."""
-    grey = np.asarray(Image.fromarray(rgb).convert("L"))
+    grey = rgb if rgb.ndim == 2 else np.asarray(Image.fromarray(rgb).convert("L"))
     if notes is not None:  # on every 4th pixel each way: a sixteenth of the work, the same verdict
         few, g = rgb[::4, ::4], grey[::4, ::4]
-        coloured = float(((few.max(axis=2).astype(np.int16) - few.min(axis=2)) > 32).mean())
+        coloured = 0.0 if rgb.ndim == 2 else float(((few.max(axis=2).astype(np.int16) - few.min(axis=2)) > 32).mean())
         mid = float(((g > 32) & (g < 223)).mean())
         if coloured > MASK_GREY_TOLERANCE:
             notes.append(f"mask {path.name} is in colour ({coloured:.1%} of pixels): read by grey level >= {threshold}, "

@@ -225,8 +225,7 @@ class FolderDataset(Dataset):
             return np.isin(values, o.labels)
         # the same rule as the built-in kinds (Pillow's grey level of the RGB), so one file gives one mask
         v = to_8bit(arr)
-        rgb = np.repeat(v[..., None], 3, axis=-1) if v.ndim == 2 else v[..., :3]
-        return binarize_rgb(np.ascontiguousarray(rgb), path, o.threshold, notes)
+        return binarize_rgb(v if v.ndim == 2 else np.ascontiguousarray(v[..., :3]), path, o.threshold, notes)
 
     def load(self, ref: SampleRef) -> Sample:
         if ref.problem:
