@@ -75,11 +75,11 @@ def component(fg: np.ndarray, centre_weight: float, drop_border: bool) -> np.nda
         d = np.hypot(cy / h - 0.5, cx / w - 0.5)
         sizes[1:] *= np.exp(-((d / centre_weight) ** 2))
     keep = int(np.argmax(sizes))
+    if keep == 0:  # every weight underflowed to 0: label 0, the background, as argmax has always picked then
+        return ndimage.binary_fill_holes(labels == 0)
     # holes filled within the component's box: a hole is enclosed by it, and a background pixel on the box's
     # edge touches the outside of the box, background joined to the image's border, as at the crop's border
-    box = ndimage.find_objects(labels, max_label=keep)[keep - 1] if keep else None
-    if box is None:
-        return ndimage.binary_fill_holes(labels == keep)
+    box = ndimage.find_objects(labels, max_label=keep)[-1]
     out = np.zeros(fg.shape, bool)
     out[box] = ndimage.binary_fill_holes(labels[box] == keep)
     return out
