@@ -413,25 +413,20 @@ def fault_env(target: str, after: int, action: str = "kill", **more) -> dict:
 
 
 def omniseg_with_fault(args: list, target: str, after: int, action: str = "kill", timeout: float = 300, **more):
-    """`omniseg <args>` in a subprocess with a fault right after the ``after``-th call of ``target``
+    """`omniseg <args>` in a process of its own (started warm: tests/warm_start.py) with a fault right after the ``after``-th call of ``target``
     ("module:Class.method") returns (``before=True``: just before it runs). ``action``: kill (SIGKILL), sigint
     (Ctrl-C), pause (touch FILE.reached, wait for FILE.go; use :func:`start_with_fault`), sql (run ``sql`` on
     ``args[0].db``, ``{pages}`` its page count). The fault is injected from the test: the product has no hook."""
-    import subprocess
-    import sys
+    import warm_start
 
-    return subprocess.run([sys.executable, "-c", _FAULT_AT_CALLS, *map(str, args)],
-                          env=fault_env(target, after, action, **more), capture_output=True, text=True, timeout=timeout)
+    return warm_start.run(_FAULT_AT_CALLS, args, fault_env(target, after, action, **more), timeout)
 
 
 def start_with_fault(args: list, target: str, after: int, action: str = "pause", **more):
     """The same in the background (a Popen): for pauses, to do something while the process waits there."""
-    import subprocess
-    import sys
+    import warm_start
 
-    return subprocess.Popen([sys.executable, "-c", _FAULT_AT_CALLS, *map(str, args)],
-                            env=fault_env(target, after, action, **more), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return warm_start.start(_FAULT_AT_CALLS, args, fault_env(target, after, action, **more))
 
 
 def wait_for_file(path: Path, proc=None, timeout: float = 120) -> None:

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from omniseg.cli import app
 
 from conftest import OTSU, REPO, make_kvasir, write_config
+import warm_start
 
 runner = CliRunner()
 
@@ -207,8 +208,7 @@ def test_a_kill_between_two_writes_of_one_chunk_loses_and_repeats_nothing(tmp_pa
         per_model = dict(db.execute("SELECT model, COUNT(*) FROM predictions GROUP BY model").fetchall())
         earlier = db.execute("SELECT sample_id, model, run_id, created_at FROM predictions ORDER BY 1, 2").fetchall()
     assert per_model == {"otsu": 8, "dark": 5}  # one chunk of 8 samples: all of the first model, 5 of the second
-    done = subprocess.run([sys.executable, "-m", "omniseg.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
+    done = warm_start.omniseg(args)
     assert done.returncode == 0, done.stderr
     assert "13 already done; this run: ok 67" in done.stdout
     with sqlite3.connect(store) as db:

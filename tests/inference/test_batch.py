@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from typer.testing import CliRunner
 import invariants
 from conftest import (KVASIR_REAL, api_rows, gemini_yaml, make_kvasir, omniseg_with_fault, run_killed_after_calls,
                       start_with_fault, wait_for_file)
+import warm_start
 from omniseg import config, models
 from omniseg.cli import app
 from omniseg.store.database import Store
@@ -154,8 +153,7 @@ def test_a_killed_batch_run_finds_its_job_and_ends_with_every_pair_once(tmp_path
         killed = run_killed_after_calls(args, target, n)
         assert killed.returncode == -9, killed.stderr
         assert srv.batch.jobs_created == 1
-        done = subprocess.run([sys.executable, "-m", "omniseg.cli", *map(str, args)], capture_output=True, text=True,
-                              timeout=300)
+        done = warm_start.omniseg(args)
         assert done.returncode == 0, done.stderr
         assert srv.batch.jobs_created == 1  # the rerun found the job instead of submitting the work again
         assert _online_requests(srv) == 0

@@ -14,6 +14,7 @@ from omniseg.standins import fake_gemini as fg
 from omniseg.standins import gemini_answers as ga
 
 from conftest import DOCUMENTED, api_rows, gemini_yaml, make_kvasir
+import warm_start
 
 
 @pytest.fixture(autouse=True)
@@ -83,8 +84,6 @@ def test_a_killed_redecode_resumes_rewrites_each_row_once_and_pays_nothing(tmp_p
     """SIGKILL right after the n-th row is rewritten, then redecode again: each row decoded once by today's
     decoder, no API call, every answer still booked once (the invariant check)."""
     import sqlite3
-    import subprocess
-    import sys
 
     import invariants
     from conftest import API_KEY, omniseg_with_fault
@@ -105,8 +104,7 @@ def test_a_killed_redecode_resumes_rewrites_each_row_once_and_pays_nothing(tmp_p
             done = db.execute("SELECT COUNT(*) FROM predictions WHERE json_extract(meta, '$.decoder_version') = ?",
                               (forms.DECODER_VERSION,)).fetchone()[0]
         assert done == kill_after
-        again = subprocess.run([sys.executable, "-m", "omniseg.cli", "redecode", "--store", str(store), "-q"],
-                               capture_output=True, text=True, timeout=300)
+        again = warm_start.omniseg(["redecode", "--store", str(store), "-q"])
         assert again.returncode == 0, again.stderr
         assert f"{12 - kill_after} of {12 - kill_after} rows decoded again" in again.stdout, again.stdout
         assert len(srv.log) == requests

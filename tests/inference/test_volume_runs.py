@@ -6,8 +6,6 @@ resumed; curated and reported with slices in report.html. Distances are in mm wi
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -20,6 +18,7 @@ from omniseg.inference.runner import dry_run
 from omniseg.standins import fake_openai as fo
 
 from conftest import OPENAI_KEY, make_volumes, run_killed_after_calls, write_nifti
+import warm_start
 
 N, SHAPE, SPACING = 10, (8, 40, 36), (3.0, 0.8, 0.7)
 
@@ -84,8 +83,7 @@ def test_a_volume_study_runs_end_to_end_resumes_a_kill_mid_volume_and_pays_for_n
             archived_at_kill = {k for (k,) in db.execute("SELECT key FROM answers")}
         srv.settle()
         served_at_kill = len(srv.log)
-        done = subprocess.run([sys.executable, "-m", "omniseg.cli", *map(str, args)], capture_output=True, text=True,
-                              timeout=300)
+        done = warm_start.omniseg(args)
         assert done.returncode == 0, done.stderr
         answered_after = [e for e in srv.log[served_at_kill:] if e["kind"] == "ok"]
         # a slice answered before the kill is never asked again: the resumed volume asked only its other slices

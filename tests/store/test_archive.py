@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
-import subprocess
-import sys
 
 import pytest
 from typer.testing import CliRunner
 
 import invariants
 from conftest import API_KEY, gemini_yaml, make_kvasir, omniseg_with_fault
+import warm_start
 from omniseg.store.archive import AnswerArchive
 from omniseg.cli import app
 from omniseg.errors import OmnisegError
@@ -192,8 +191,7 @@ def test_a_full_disk_under_the_archive_stops_the_run_and_no_answer_is_paid_twice
             rows_then = db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
         served_then = _served_ok(srv)
         assert 0 < rows_then == served_then < 30  # every answer received became a row, and the run stopped
-        done = subprocess.run([sys.executable, "-m", "omniseg.cli", *map(str, args)], capture_output=True, text=True,
-                              timeout=300)
+        done = warm_start.omniseg(args)
         assert done.returncode == 0, done.stderr
         served = _served_ok(srv)
     print(f"\ndisk full after {served_then} answers ({rows_then} rows); after freeing space {served} answers in all")
@@ -217,8 +215,7 @@ def test_a_full_disk_under_the_store_keeps_every_answer_for_the_rerun(tmp_path):
         served_then = _served_ok(srv)
         kept = invariants.archived(store.parent / "answers.sqlite")
         assert served_then == len(kept) > 0
-        done = subprocess.run([sys.executable, "-m", "omniseg.cli", *map(str, args)], capture_output=True, text=True,
-                              timeout=300)
+        done = warm_start.omniseg(args)
         assert done.returncode == 0, done.stderr
         served = _served_ok(srv)
     assert served == 24  # the answers kept before the store filled were not asked for again

@@ -18,6 +18,7 @@ from omniseg.store.database import Store
 from omniseg.standins import fake_openai as fo
 
 from conftest import KVASIR_REAL, api_rows, make_kvasir, write_config
+import warm_start
 
 KEY = "omniseg-openai-test-key-not-real-4242"
 
@@ -177,8 +178,6 @@ def test_sigkill_part_way_then_rerun_repeats_no_answer_it_had(tmp_path, kill_aft
     """SIGKILL right after the n-th answer is kept, then rerun: an answer is asked again only if it was on the
     wire at the kill, and each holds one of the 4 slots until it is kept (the old timed kill saw 5)."""
     import signal
-    import subprocess
-    import sys
 
     import invariants
     from conftest import answers_asked_again, omniseg_with_fault
@@ -190,8 +189,7 @@ def test_sigkill_part_way_then_rerun_repeats_no_answer_it_had(tmp_path, kill_aft
         args = ["run", "--config", cfg, "--store", store, "-q", "--batch-size", "16"]
         killed = omniseg_with_fault(args, "omniseg.store.archive:AnswerArchive.put", kill_after)
         assert killed.returncode == -signal.SIGKILL, killed.stderr
-        done = subprocess.run([sys.executable, "-m", "omniseg.cli", *map(str, args)], capture_output=True, text=True,
-                              timeout=300)
+        done = warm_start.omniseg(args)
         assert done.returncode == 0, done.stderr
     first_ok, repeated = answers_asked_again(srv.log)
     served_ok = sum(1 for e in srv.log if e["kind"] == "ok")

@@ -6,8 +6,6 @@ import json
 import logging
 import signal
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import google.genai  # noqa: F401  (a hard dependency: a broken install fails here, never skips)
@@ -22,6 +20,7 @@ from omniseg.standins import fake_gemini as fg
 from omniseg.standins import gemini_answers as ga
 
 from conftest import KVASIR_REAL, answers_asked_again, make_kvasir, write_config
+import warm_start
 
 KEY = "omniseg-test-key-not-real-0123456789abcd"
 
@@ -304,8 +303,7 @@ def test_sigkill_part_way_then_rerun_repeats_no_answer_it_kept(tmp_path, kill_af
         # group commit: the n-th put returns once its group is on disk, and answers that landed with it share that
         # commit; each holds one of the 4 request slots until kept, so at most 4 more than n can be on disk
         assert kill_after <= kept_at_kill <= kill_after + 4
-        done = subprocess.run([sys.executable, "-m", "omniseg.cli", *map(str, args)], capture_output=True, text=True,
-                              timeout=300)
+        done = warm_start.omniseg(args)
         assert done.returncode == 0, done.stderr
     first_ok, repeated = answers_asked_again(srv.log)
     served_ok = sum(1 for e in srv.log if e["kind"] == "ok")
@@ -371,17 +369,15 @@ def test_ctrl_c_books_every_answer_received_and_exits_quietly(tmp_path):
     free cache hits and the manifest under-reported cost; 13 'Task was destroyed' lines at exit.
     The Ctrl-C comes right after the 20th answer is kept (a code point: the run cannot finish first)."""
     import invariants
-    from conftest import fault_env
 
     root = make_kvasir(tmp_path / "k", n=60)
     with fg.FakeGemini(ga.chaos(0, 0, 0, delay=0.05)) as srv:
         cfg = _gemini_yaml(tmp_path, srv.url, root)
         store = tmp_path / "runs" / "s.sqlite"
         args = ["run", "--config", str(cfg), "--store", str(store), "-q", "--batch-size", "16"]
-        from conftest import _FAULT_AT_CALLS
+        from conftest import omniseg_with_fault
 
-        proc = subprocess.run([sys.executable, "-c", _FAULT_AT_CALLS, *args], capture_output=True, text=True,
-                              env=fault_env("omniseg.store.archive:AnswerArchive.put", 20, "sigint"), timeout=300)
+        proc = omniseg_with_fault(args, "omniseg.store.archive:AnswerArchive.put", 20, "sigint")
         assert proc.returncode == 130, proc.stderr
         assert "Task was destroyed" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
         assert proc.stderr.strip().splitlines() == ["interrupted: finished pairs are saved; rerun the same command to resume"]
@@ -390,7 +386,7 @@ def test_ctrl_c_books_every_answer_received_and_exits_quietly(tmp_path):
             rows_at_exit = db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
             booked_at_exit = db.execute("SELECT COUNT(*) FROM api_calls WHERE outcome = 'answered'").fetchone()[0]
         assert 0 < rows_at_exit < 60 and booked_at_exit == rows_at_exit  # every answer received became a row
-        done = subprocess.run([sys.executable, "-m", "omniseg.cli", *args], capture_output=True, text=True, timeout=300)
+        done = warm_start.omniseg(args)
         assert done.returncode == 0, done.stderr
         from omniseg.study import report
         from omniseg.store.database import Store
@@ -538,8 +534,7 @@ def test_a_kill_between_two_writes_of_one_chunk_books_each_answer_once(tmp_path)
             archived_at_kill = {k for (k,) in db.execute("SELECT key FROM answers")}
         srv.settle()  # a request on the wire at the kill is logged when its answer leaves
         served_at_kill = len(srv.log)
-        done = subprocess.run([sys.executable, "-m", "omniseg.cli", *map(str, args)], capture_output=True, text=True,
-                              timeout=300)
+        done = warm_start.omniseg(args)
         assert done.returncode == 0, done.stderr
     with sqlite3.connect(store) as db:
         kept_rows = db.execute("SELECT sample_id, run_id, created_at FROM predictions WHERE run_id = 1 ORDER BY 1").fetchall()
