@@ -77,3 +77,29 @@ def test_suite_time_tells_a_waiting_test_from_a_working_one(tmp_path, capsys):
     waiting, working = out.split("working most")
     assert "t::idle" in waiting and "t::busy" not in waiting and "t::busy" in working and "t::idle" not in working
     assert suite_time.main(tmp_path / "none") == 1
+
+
+def test_the_mutation_score_counts_killed_equivalent_and_untested_mutants_per_module(capsys, tmp_path):
+    """scripts/mutation_score.py on a made-up `mutmut results --all true`: killed and timed-out count as killed, a
+    listed equivalent leaves the count, a mutant not yet tested makes the run unfinished, --module scores a part."""
+    score = _script("mutation_score")
+    eq = next(iter(score.equivalents()))
+    lines = [f"    {eq}: survived",
+             "    omniseg.store.merge.x_merge__mutmut_9001: killed", "    omniseg.store.merge.x_merge__mutmut_9002: timeout",
+             "    omniseg.store.merge.x_merge__mutmut_9003: survived",
+             "    omniseg.models.masks.x_binary__mutmut_9001: not checked"]
+    import io
+
+    def run(*argv):
+        sys.stdin = io.StringIO("\n".join(lines) + "\n")
+        try:
+            return score.main(["--mutants", str(tmp_path), *argv]), capsys.readouterr().out
+        finally:
+            sys.stdin = sys.__stdin__
+
+    code, out = run("--module", "omniseg.store.merge")
+    assert code == 1 and "mutation score: 2/3 = 66.7%" in out and "masks" not in out  # under the 90% goal
+    code, out = run()
+    assert code == 1 and "the run did not finish: 1 mutants not tested" in out
+    code, out = run("--module", score.module_of(eq), "--module", "omniseg.store.*", "--goal", "60")
+    assert code == 0 and "not tested" not in out and f"{score.module_of(eq):34s}" in out  # 2/3 meets a 60% goal

@@ -72,3 +72,17 @@ def test_every_file_of_a_sample_is_held_to_the_pixel_limit_and_to_the_images_siz
     grey = root / "test" / "1st_manual" / "02_manual1.gif"
     Image.fromarray(np.full((20, 24), 128, np.uint8)).save(grey, format="GIF")  # a grey mask: noted, not silent
     assert any("not black-and-white" in n for n in ds.load(refs["02_test"]).notes)
+
+
+def test_the_image_itself_is_held_to_the_pixel_limit(tmp_path):
+    import pytest
+    from PIL import Image
+
+    from omniseg.errors import SampleError
+
+    root = make_drive(tmp_path / "DRIVE", size=(20, 24))
+    img = root / "test" / "images" / "01_test.tif"
+    Image.fromarray(np.zeros((21, 24, 3), np.uint8)).save(img)
+    ref = next(r for r in datasets.open("drive", root).refs("test") if r.id == "01_test")
+    with pytest.raises(SampleError, match="01_test.tif is 24x21 pixels .* over the limit"):
+        datasets.open("drive", root, max_pixels=20 * 24).load(ref)

@@ -52,6 +52,9 @@ def test_the_export_passes_nnunets_check_keeps_our_split_and_reads_back_as_a_mas
                                                                  if r.id not in test_ids}
     meta = json.loads((folder / "dataset.json").read_text())
     assert meta["numTraining"] == len(refs) - len(test_ids) and meta["labels"] == {"background": 0, "breast": 1}
+    assert meta["channel_names"] == {"0": "R", "1": "G", "2": "B"} and meta["name"] == "Dataset503_Breast"
+    assert meta["description"].startswith("exported by omniseg from task 'breast': imagesTs is exactly its test split")
+    assert (folder / "dataset.json").read_text().startswith('{\n  "')  # indented by two, as nnU-Net writes it
     one = next(r for r in refs if r.split == "train")
     sample = ds.load(one)
     assert (np.asarray(Image.open(folder / "imagesTr" / f"{case_of[one.id]}_0000.png")) == sample.image).all()
@@ -239,3 +242,34 @@ def test_a_volume_task_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(OmnisegError, match="reads volumes.*nnunet-raw.*masks"):
         export(ds, "les", tmp_path / "raw", 7)
     assert not (tmp_path / "raw").exists()
+
+
+def test_the_folder_name_the_printed_commands_and_the_masks_entry_are_exact():
+    """What `export nnunet` prints, by hand: nnU-Net's folder name from the id and task, its three environment
+    paths beside the raw folder and the test images to predict (quoted for the shell), and the `masks` entry (in its
+    order, unicode as it is, one line per option however long the path)."""
+    import shlex
+
+    from omniseg.datasets.nnunet import Export, commands, folder_name, masks_entry
+    from omniseg.errors import OmnisegError
+
+    assert [folder_name(1, "polyp"), folder_name(999, "breast tumour-2"), folder_name(7, "é!")] == [
+        "Dataset001_Polyp", "Dataset999_BreastTumour2", "Dataset007_Omniseg"]
+    for bad in (0, 1000):
+        with pytest.raises(OmnisegError, match="1..999"):
+            folder_name(bad, "polyp")
+    raw = Path("/data/a dir #1/raw")
+    e = Export(folder=raw / "Dataset501_Polyp", dataset_id=501)
+    env, plan, train, predict = (shlex.split(c) for c in commands(e, raw, Path("/p'red")))
+    assert env == ["export", "nnUNet_raw=/data/a dir #1/raw", "nnUNet_preprocessed=/data/a dir #1/nnUNet_preprocessed",
+                   "nnUNet_results=/data/a dir #1/nnUNet_results"]
+    assert plan == ["nnUNetv2_plan_and_preprocess", "-d", "501", "--verify_dataset_integrity"]
+    assert train == ["nnUNetv2_train", "501", "2d", "all"]
+    assert predict == ["nnUNetv2_predict", "-i", "/data/a dir #1/raw/Dataset501_Polyp/imagesTs", "-o", "/p'red",
+                       "-d", "501", "-c", "2d", "-f", "all"]
+    long = Path("/données") / ("a very long folder name " * 4) / "predictions"
+    text = masks_entry(e, long)
+    assert text.splitlines()[:4] == ["  - name: nnunet", "    kind: masks", "    role: specialist", "    options:"]
+    assert f"      folder: {long}" in text.splitlines()  # one line, é as it is
+    assert yaml.safe_load(text)[0]["options"] == {"folder": str(long), "values": "labels", "labels": [1],
+                                                  "id_map": str(e.folder / "omniseg_ids.tsv")}

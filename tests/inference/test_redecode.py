@@ -115,3 +115,85 @@ def test_a_killed_redecode_resumes_rewrites_each_row_once_and_pays_nothing(tmp_p
                           m["redecoded_from"]["decoder_version"] == "1").all()
     invariants.check(store, asked={(f"case{i:03d}", "gem") for i in range(12)}, key=API_KEY, served_ok=requests,
                      answers_expected=12)
+
+
+def test_redecode_called_directly_keeps_each_rows_bookkeeping_and_touches_only_what_it_is_asked(tmp_path, capsys):
+    """The function behind the command, row by row: the task asked for and no other, today's rows left alone
+    unless ``everything``, the dataset read from ``data_root`` when it moved, an answer kept in the row read
+    like one in the archive, a row whose sample is gone or whose meta is empty counted as without answer, the
+    stored mask the one scored, the bookkeeping of the row kept and its token counts not copied (booked once,
+    by the run), the claim on the model given back, and a progress line that names the task and model."""
+    import json
+    import shutil
+    import sqlite3
+
+    from omniseg import config as omniseg_config, datasets, models
+    from omniseg.inference.redecode import redecode
+    from omniseg.inference.runner import run_context
+    from omniseg.store import masks as store_masks
+
+    root = make_kvasir(tmp_path / "k", n=6)
+    store = tmp_path / "runs" / "s.sqlite"
+    with fg.FakeGemini(ga.live()) as srv:
+        path = gemini_yaml(tmp_path, root, srv.url, model="gemini-3.5-flash", prompts={"documented": DOCUMENTED},
+                           prompt="documented")
+        other = tmp_path / "other.yaml"
+        other.write_text(path.read_text().replace("task: polyp", "task: polyp_b"))
+        with pytest.MonkeyPatch.context() as old:  # yesterday's decoder: no polygons under "mask"
+            old.setattr(forms, "POLYGON_KEYS", tuple(k for k in forms.POLYGON_KEYS if k != "mask"))
+            old.setattr(forms, "DECODER_VERSION", "1")
+            for cfg in (path, other):
+                r = CliRunner().invoke(app, ["run", "--config", str(cfg), "--store", str(store), "-q"])
+                assert r.exit_code == 0, r.output
+        requests = len(srv.log)
+    with sqlite3.connect(store) as db:
+        # case001's answer kept in its row (as a full disk leaves it), not in the archive; case002's meta empty
+        meta = json.loads(db.execute("SELECT meta FROM predictions WHERE task='polyp' AND sample_id='case001'").fetchone()[0])
+        with Store(store) as st:
+            seg = models.build(omniseg_config.load(path).model("gem"))
+            seg.bind(run_context(st.root))
+            raw = seg.archive.get(meta["cache_key"])
+            seg.close()
+        assert raw is not None
+        meta = {k: v for k, v in meta.items() if k != "cache_key"} | {"unkept_answer": raw}
+        db.execute("UPDATE predictions SET meta=? WHERE task='polyp' AND sample_id='case001'", (json.dumps(meta),))
+        db.execute("UPDATE predictions SET meta=NULL WHERE task='polyp' AND sample_id='case002'")
+        before = {r[0]: json.loads(r[1] or "{}") for r in
+                  db.execute("SELECT sample_id, meta FROM predictions WHERE task='polyp'")}
+    moved = tmp_path / "moved"
+    shutil.move(root, moved)
+    for sub in ("images", "masks"):
+        (moved / sub / "case005.jpg").unlink()  # case005's sample is gone from the dataset
+    with Store(store) as st:
+        capsys.readouterr()
+        done = redecode(st, task="polyp", data_root=moved)
+        progress = capsys.readouterr().err
+        assert st.query("SELECT COUNT(*) n FROM workers")["n"][0] == 0  # the claim was given back
+        rows = st.query("SELECT p.sample_id, p.status, p.meta, c.dice FROM predictions p LEFT JOIN scores c "
+                        "USING (task, sample_id, model) WHERE p.task = 'polyp'").set_index("sample_id")
+        rows["meta"] = rows["meta"].map(lambda m: json.loads(m) if isinstance(m, str) else {})
+        tasks = st.query("SELECT task, COUNT(*) n FROM predictions WHERE json_extract(meta, '$.decoder_version') = ? "
+                         "GROUP BY task", (forms.DECODER_VERSION,))
+        paths = st.query("SELECT sample_id, mask_path FROM predictions WHERE task='polyp'").set_index("sample_id")
+        ds = datasets.open("kvasir-seg", moved)
+        for sid in ("case000", "case001", "case003", "case004"):
+            ref = ds.load(next(r for r in ds.refs("all") if r.id == sid)).mask
+            m = store_masks.load_mask(st, paths.loc[sid, "mask_path"], ref.shape)
+            assert 2 * (m & ref).sum() / (m.sum() + ref.sum()) == pytest.approx(rows.loc[sid, "dice"])
+        assert [(d.task, d.model, d.rows, d.rewritten, d.without_answer) for d in done] == [("polyp", "gem", 6, 4, 2)]
+        assert "redecode polyp/gem" in progress and "row/s" in progress, progress
+        assert dict(zip(tasks.task, tasks.n)) == {"polyp": 4}  # polyp_b left as it was
+        models_recorded = st.query("SELECT task, model, kind FROM models ORDER BY 1, 2").values.tolist()
+        assert models_recorded == [["polyp", "gem", "gemini"], ["polyp_b", "gem", "gemini"]]
+        for sid in ("case000", "case001", "case003", "case004"):
+            new = rows.loc[sid, "meta"]
+            assert rows.loc[sid, "status"] == "ok" and "tokens" not in new
+            for k in ("cache_hit", "cache_key", "attempts", "unkept_answer"):
+                assert new.get(k) == before[sid].get(k), (sid, k)
+        assert rows.loc["case001", "meta"]["unkept_answer"] == raw
+        quiet = redecode(st, task="polyp", data_root=moved, progress=False)
+        assert capsys.readouterr().err == ""  # progress=False: nothing on stderr
+        assert [(d.rows, d.rewritten, d.without_answer) for d in quiet] == [(2, 0, 2)]  # today's rows left alone
+        again = redecode(st, task="polyp", data_root=moved, everything=True, progress=False)
+        assert [(d.rows, d.rewritten) for d in again] == [(6, 4)]
+    assert len(srv.log) == requests

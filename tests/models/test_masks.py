@@ -386,3 +386,84 @@ def test_an_integer_probability_map_is_divided_by_the_scale_its_values_fit_as_fl
     assert empty.shape == (0, 0) and empty.dtype == np.float32
     with pytest.raises(Exception, match="up to 70000"):
         probability(np.array([[0, 70000]], np.int64), Path("p.npy"))
+
+
+@pytest.mark.parametrize("shape, read", [
+    ((6, 5), (6, 5)),  # H x W
+    ((6, 5, 3), (6, 5, 3)),  # H x W x C
+    ((4, 6, 5), (6, 5, 4)),  # C x H x W, up to four planes: moved to the end
+    ((5, 6, 7), (5, 6, 7)),  # five "planes" is not planar: H x W x C as it is
+    ((3, 6, 4), (3, 6, 4)),  # planar needs more columns than planes
+])
+def test_an_npy_array_is_read_as_height_by_width_whichever_axis_holds_the_channels(tmp_path, shape, read):
+    from omniseg.models.masks import read_npy
+
+    np.save(tmp_path / "a.npy", np.arange(np.prod(shape), dtype=np.int32).reshape(shape))
+    assert read_npy(tmp_path / "a.npy").shape == read
+
+
+def test_an_npy_array_is_sized_from_its_header_and_refused_before_its_data_is_read(tmp_path):
+    import tracemalloc
+
+    from omniseg.errors import SampleError
+    from omniseg.models.masks import read_npy
+
+    np.save(tmp_path / "planes.npy", np.zeros((3, 60, 50), np.uint8))  # planar: 60 x 50 = 3,000 pixels
+    assert read_npy(tmp_path / "planes.npy", max_pixels=3000).shape == (60, 50, 3)
+    with pytest.raises(SampleError, match=r"planes\.npy is 50x60 pixels"):
+        read_npy(tmp_path / "planes.npy", max_pixels=2999)
+    np.save(tmp_path / "big.npy", np.zeros((2000, 2000), np.uint8))
+    tracemalloc.start()
+    try:
+        with pytest.raises(SampleError, match="over the limit"):
+            read_npy(tmp_path / "big.npy", max_pixels=1000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000, f"{peak} bytes held to refuse a 4 MB file by its header"
+    np.save(tmp_path / "objects.npy", np.array([[1, None]], dtype=object), allow_pickle=True)
+    with pytest.raises(SampleError, match="unreadable file"):
+        read_npy(tmp_path / "objects.npy")
+
+
+def test_a_boolean_mask_with_channels_is_foreground_where_any_channel_is():
+    from omniseg.models.masks import binary
+
+    arr = np.zeros((4, 5, 2), bool)
+    arr[1, 2, 0] = arr[3, 4, 1] = True
+    assert binary(arr).shape == (4, 5) and set(zip(*np.nonzero(binary(arr)))) == {(1, 2), (3, 4)}
+
+
+@pytest.mark.parametrize("values, scale", [([0, 256], 65535), ([0, 255], 255), ([0, 65535], 65535), ([0, 65536], None)])
+def test_the_scale_of_an_integer_probability_map_changes_exactly_past_8_and_16_bits(values, scale):
+    from omniseg.errors import SampleError
+    from omniseg.models.masks import probability
+
+    arr = np.array([values], dtype=np.int64)
+    if scale is None:
+        with pytest.raises(SampleError, match="up to 65536"):
+            probability(arr, Path("p.npy"))
+    else:
+        assert np.allclose(probability(arr, Path("p.npy")), np.array([values]) / scale)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("", "expected a header"),
+    ("name\tid\nx\ty\n", "expected a header"),
+    ("case\tid\npolyp_1\n", "row 2: fewer fields"),
+    ("case\tid\npolyp_1\ta\npolyp_2\ta\n", "row 3: id 'a' is given two cases"),
+])
+def test_an_id_map_without_its_columns_with_short_rows_or_two_cases_for_an_id_is_refused(tmp_path, text, words):
+    from omniseg.errors import OmnisegError
+    from omniseg.models.masks import read_id_map
+
+    (tmp_path / "ids.tsv").write_text(text)
+    with pytest.raises(OmnisegError, match=words):
+        read_id_map(tmp_path / "ids.tsv")
+
+
+def test_an_id_map_may_repeat_a_row_and_may_name_the_case_column_second(tmp_path):
+    from omniseg.models.masks import read_id_map
+
+    (tmp_path / "ids.csv").write_text("id,case\na,polyp_1\nb,polyp_2\na,polyp_1\n")
+    assert read_id_map(tmp_path / "ids.csv") == {"a": "polyp_1", "b": "polyp_2"}

@@ -295,3 +295,136 @@ def test_a_source_that_disagrees_with_the_target_alone_is_refused_and_the_target
     r = CliRunner().invoke(app, ["merge", str(tmp_path / "b" / "s.sqlite"), "--into", str(target)])
     assert r.exit_code == 2 and "sample 'case002' of task 'polyp' is in split" in r.output, r.output
     assert "these stores saw different splits" in r.output and digest(target) == before
+
+
+def test_runs_pairs_calls_and_difficulty_are_renumbered_into_the_target_and_counted(tmp_path, api_key):
+    """A target that already holds another store's run, then one run of a source, then the whole source (that run
+    again and a newer one): each run is added once, each prediction and API call points at its own run under the
+    target's numbering, the curated difficulty comes along, and the counts say what was added and what was there."""
+    import shutil
+
+    from conftest import write_config
+    from omniseg.store.merge import merge
+
+    root = make_kvasir(tmp_path / "k", n=6)
+    other = tmp_path / "x" / "s.sqlite"
+    cli("run", "--config", write_config(tmp_path / "x.yaml", "polyp", "kvasir-seg", root, LOCAL), "--store", other, "-q")
+    src = tmp_path / "src" / "s.sqlite"
+    with FakeGemini() as srv:
+        cfg = gemini_yaml(tmp_path, root, srv.url)
+        cli("run", "--config", cfg, "--store", src, "-q", "--shard", "1/2")
+        first = tmp_path / "first" / "s.sqlite"
+        shutil.copytree(src.parent, first.parent)  # the source as it was after its first run
+        cli("run", "--config", cfg, "--store", src, "-q", "--shard", "2/2")
+    cli("curate", "--store", other, "-n", "2", "--strata", "-q")
+    target = tmp_path / "m" / "s.sqlite"
+    merge([other], target)
+    once = merge([first], target)
+    shard1 = table(src, "SELECT COUNT(*) FROM predictions p JOIN runs r USING (run_id) WHERE r.run_id = 1")[0][0]
+    assert (once.runs_added, once.pairs_added) == (1, shard1)
+    whole = merge([src], target)
+    assert (whole.runs_added, whole.pairs_present, whole.pairs_added) == (1, shard1, 6 - shard1)
+    assert table(target, "SELECT run_id FROM runs ORDER BY run_id") == [(1,), (2,), (3,)]
+    assert merge([src], tmp_path / "m2" / "s.sqlite").runs_added == 2
+    cli("curate", "--store", target, "-n", "2", "-q")
+    again = merge([src], target)  # nothing new: no note that the curated subsets predate the pairs
+    assert (again.pairs_present, again.pairs_added, again.notes, merge([src, src], target).pairs_present) == (6, 0, [], 12)
+    # each source run is the target's run with the same start; its pairs and calls point at it
+    starts = dict(table(src, "SELECT run_id, started_at FROM runs"))
+    renumbered = dict(table(target, "SELECT started_at, run_id FROM runs"))
+    expected = sorted((sid, renumbered[starts[run]]) for sid, run in table(src, "SELECT sample_id, run_id FROM predictions"))
+    assert sorted(table(target, "SELECT sample_id, run_id FROM predictions WHERE model = 'gem'")) == expected
+    assert sorted(table(target, "SELECT sample_id, run_id FROM api_calls")) == expected
+    assert sorted(table(target, "SELECT * FROM difficulty")) == sorted(table(other, "SELECT * FROM difficulty")) != []
+    # what each merge says it added: calls, mask files and kept answers, one of each per pair here
+    assert (once.calls_added, once.files_copied, once.answers_added) == (shard1, shard1, shard1)
+    assert (whole.calls_added, whole.files_copied, whole.answers_added) == (6 - shard1, 6 - shard1, 6 - shard1)
+    masks = table(target, "SELECT mask_path FROM predictions WHERE model = 'gem'")
+    assert len(masks) == 6 and all((target.parent / m).is_file() for (m,) in masks)
+    assert table(target.with_name("answers.sqlite"), "SELECT COUNT(*) FROM answers") == [(6,)]
+    both = merge([first, src], tmp_path / "m3" / "s.sqlite")  # two sources in one merge: the counts add up
+    assert (both.pairs_added, both.calls_added, both.files_copied, both.answers_added) == (6, 6, 6, 6)
+    # rerun with --force (answers from the archive, no call): the pairs are the new run's, the calls stay the first's
+    with FakeGemini() as srv:
+        cli("run", "--config", gemini_yaml(tmp_path, root, srv.url), "--store", src, "-q", "--force")
+        assert srv.log == []
+    merge([src], tmp_path / "m4" / "s.sqlite")
+    starts = dict(table(src, "SELECT run_id, started_at FROM runs"))
+    renumbered = dict(table(tmp_path / "m4" / "s.sqlite", "SELECT started_at, run_id FROM runs"))
+    for tbl in ("predictions", "api_calls"):
+        mapped = sorted((sid, renumbered[starts[run]]) for sid, run in table(src, f"SELECT sample_id, run_id FROM {tbl}"))
+        assert sorted(table(tmp_path / "m4" / "s.sqlite", f"SELECT sample_id, run_id FROM {tbl}")) == mapped, tbl
+    assert table(src, "SELECT DISTINCT run_id FROM predictions") == [(3,)]
+
+
+@pytest.mark.parametrize("dropped", [("predictions", ("answer_form", "confidence", "answer_head", "endpoint")),
+                                     ("models", ("privileged", "api_model"))], ids=["row-fields", "model-fields"])
+def test_a_source_from_before_schema_6_is_only_read_and_its_fields_are_filled_in_the_target(tmp_path, dropped):
+    """A store written before schema 6 (either group of its JSON fields not yet columns) merges into a target whose
+    columns are filled from the rows' JSON, as a migration fills them; the source itself is not migrated."""
+    import shutil
+
+    from omniseg.store import results as store_results, runs as store_runs
+    from omniseg.store.database import Store
+    from omniseg.store.merge import merge
+
+    new = tmp_path / "new" / "s.sqlite"
+    with Store(new) as st:
+        run = store_runs.start_run(st, "t", "test", ["gem", "box"], {"task": "t"}, "h", None)
+        store_results.add_samples(st, "t", [("a", "test", None, {})])
+        store_runs.set_model(st, "t", "gem", "gemini", {"options": {"model": "gemini-x"}}, "h1", "omnimodel")
+        store_runs.set_model(st, "t", "box", "sam3", {"privileged": True, "options": {}}, "h2", "foundation")
+        store_results.record(st, run, "t", "a", "gem", status="ok", scores={"dice": 0.5}, meta={
+            "answer_form": "boxes", "confidence": 0.25, "answer_head": "[{\"box_2d\"", "endpoint": "http://h/v1"})
+        store_results.record(st, run, "t", "a", "box", status="ok", scores={"dice": 0.9}, meta={})
+    fields = ("SELECT model, answer_form, confidence, answer_head, endpoint FROM predictions ORDER BY 1",
+              "SELECT model, privileged, api_model FROM models ORDER BY 1")
+    want = [table(new, q) for q in fields]
+    old = tmp_path / "old" / "s.sqlite"
+    shutil.copytree(new.parent, old.parent)
+    with sqlite3.connect(old) as db:
+        table_name, columns = dropped
+        for column in columns:
+            db.execute(f"ALTER TABLE {table_name} DROP COLUMN {column}")
+        db.execute("PRAGMA user_version=5")
+    target = tmp_path / "m" / "s.sqlite"
+    merge([old], target)
+    assert [table(target, q) for q in fields] == want
+    assert table(old, "PRAGMA user_version") == [(5,)]  # read only: not migrated by the merge
+
+
+def test_a_batch_runs_jobs_and_requests_come_along(tmp_path, api_key):
+    from omniseg.store.merge import merge
+
+    root = make_kvasir(tmp_path / "k", n=4)
+    src = tmp_path / "b" / "s.sqlite"
+    with FakeGemini() as srv:
+        cli("run", "--config", gemini_yaml(tmp_path, root, srv.url, batch_poll_s=0.05), "--store", src, "--batch", "-q")
+    target = tmp_path / "m" / "s.sqlite"
+    merge([src], target)
+    for tbl in ("batch_jobs", "batch_requests"):
+        assert table(target, f"SELECT * FROM {tbl} ORDER BY 1, 2") == table(src, f"SELECT * FROM {tbl} ORDER BY 1, 2") != []
+
+
+def test_the_dataset_settings_compared_are_per_task_and_every_differing_key_is_named(tmp_path):
+    """Stores of two tasks may read their datasets differently; two of one task may not, and the refusal names each
+    setting that differs (one only one store has, too) and no setting that agrees."""
+    from omniseg.store import runs as store_runs
+    from omniseg.store.database import Store
+    from omniseg.store.merge import merge
+
+    def store(name: str, task: str, dataset: dict) -> Path:
+        path = tmp_path / name / "s.sqlite"
+        with Store(path) as st:
+            store_runs.start_run(st, task, "all", ["e"], {"task": task, "dataset": dataset}, "h", None)
+        return path
+
+    a = store("a", "t", {"name": "folder", "root": "/a", "options": {"threshold": 128}})
+    other_task = store("c", "u", {"name": "folder", "root": "/c", "max_pixels": 5})
+    merge([a, other_task], tmp_path / "ok" / "s.sqlite")  # another task: its own settings
+    b = store("b", "t", {"name": "folder", "root": "/b", "max_pixels": 5})
+    with pytest.raises(OmnisegError) as e:
+        merge([a, b], tmp_path / "no" / "s.sqlite")
+    msg = str(e.value)
+    assert "dataset.max_pixels: 5 there, null in" in msg and 'dataset.options: null there, {"threshold": 128} in' in msg
+    assert "dataset.name" not in msg and "dataset.root" not in msg  # the same name; where it lies is no setting

@@ -92,9 +92,9 @@ def endpoints(store: Store, task: str) -> list[tuple[str, str]]:
 
 
 def metas(store: Store, task: str, model: str) -> pd.DataFrame:
-    """sample_id, status and meta (JSON text) of every row of ``model``."""
-    return store.query("SELECT sample_id, status, meta FROM predictions WHERE task = ? AND model = ? ORDER BY sample_id",
-                       (task, model))
+    """sample_id, status and meta (JSON text; '{}' where the row has none) of every row of ``model``."""
+    return store.query("SELECT sample_id, status, COALESCE(meta, '{}') AS meta FROM predictions WHERE task = ? AND "
+                       "model = ? ORDER BY sample_id", (task, model))
 
 
 def ok_masks(store: Store, task: str, models: list[str], subset: str | None, split: str) -> pd.DataFrame:

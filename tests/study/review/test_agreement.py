@@ -69,6 +69,9 @@ def test_no_kappa_when_every_answer_is_one_category():
     from omniseg.study.review.agreement import cohen, fleiss
 
     assert np.isnan(fleiss([[3, 0], [3, 0], [3, 0]])) and np.isnan(fleiss([[4], [4]]))
+    assert np.isnan(fleiss([[3, 0]]))  # three reviewers, one item they all answered: undefined, not an error
+    three = _frame({"ann": ["finding"], "bob": ["finding"], "cy": ["finding"]})
+    assert agreement.agreement(three)["method"] == "fleiss" and np.isnan(agreement.agreement(three)["kappa"])
     assert np.isnan(cohen(["a", "a", "a"], ["a", "a", "a"]))
 
 
