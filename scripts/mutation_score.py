@@ -86,11 +86,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="only these modules (fnmatch patterns such as 'omniseg.store.merge' or 'omniseg.study.review.*'; "
                          "repeatable): the score of a run over part of the list")
     args = ap.parse_args(argv)
+
+    def wanted(name: str) -> bool:
+        return not args.module or any(fnmatch(module_of(name), g) for g in args.module)
+
     eq = equivalents()
     status: dict[str, str] = {}
     for line in sys.stdin:
         name, sep, st = line.strip().rpartition(": ")
-        if sep and name.startswith("omniseg.") and (not args.module or any(fnmatch(module_of(name), g) for g in args.module)):
+        if sep and name.startswith("omniseg.") and wanted(name):
             status[name] = st.strip()
     if not status:
         print("no mutants in the input: run `mutmut run` first (scripts/mutation.sh)")
@@ -114,8 +118,7 @@ def main(argv: list[str] | None = None) -> int:
               + (f"{100 * c['killed'] / counted:6.1f}%" if counted else "      –"))
     counted = sum(total.values()) - total["equivalent"] - total[NOT_RUN]
     score = 100 * total["killed"] / max(counted, 1)
-    stale = sorted(n for n in set(eq) - set(status)
-                   if not args.module or any(fnmatch(module_of(n), g) for g in args.module))
+    stale = sorted(n for n in set(eq) - set(status) if wanted(n))
     print(f"{'all':34s} {sum(total.values()):7d} {total['equivalent']:6d} {total[NOT_RUN]:7d} {total['killed']:6d} "
           f"{counted - total['killed']:6d} {score:6.1f}%" + (f"  in {args.minutes:.1f} min" if args.minutes else ""))
     print(f"\nmutation score: {total['killed']}/{counted} = {score:.1f}% of non-equivalent mutants "
