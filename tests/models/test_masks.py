@@ -467,3 +467,75 @@ def test_an_id_map_may_repeat_a_row_and_may_name_the_case_column_second(tmp_path
 
     (tmp_path / "ids.csv").write_text("id,case\na,polyp_1\nb,polyp_2\na,polyp_1\n")
     assert read_id_map(tmp_path / "ids.csv") == {"a": "polyp_1", "b": "polyp_2"}
+
+
+@pytest.mark.parametrize("values, want", [
+    pytest.param(np.array([[0, -255, -255]], np.int16), [[False, True, True]], id="0-and-negative"),
+    pytest.param(np.array([[-1, 0, 1]], np.int8), [[False, False, True]], id="middle-of-both-signs-is-background"),
+    pytest.param(np.array([[-1, 2, 5]], np.int8), [[False, False, True]], id="above-the-middle-not-a-third"),
+    pytest.param(np.array([[0, 100, 255]], np.uint8), [[False, False, True]], id="grey-100-of-255-is-background"),
+    pytest.param(np.array([[np.nan, 1.0, 0.2]], np.float32), [[False, True, False]], id="float32-nan-is-background"),
+    pytest.param(np.array([[0.0, 0.9, 5.0]], np.float32), [[False, True, True]], id="float32-above-1-counts-as-1"),
+])
+def test_the_binary_rule_at_its_edges(values, want):
+    from omniseg.models.masks import binary
+
+    assert binary(values).tolist() == want
+
+
+def test_a_colour_or_multichannel_binary_mask_reads_as_one_plane():
+    from omniseg.models.masks import binary
+
+    rgb = np.zeros((4, 5, 3), np.uint8)
+    rgb[1, 2] = 255
+    two = np.zeros((4, 5, 2), np.int16)
+    two[3, 4, 1] = 7
+    for arr, fg in ((rgb, (1, 2)), (two, (3, 4))):
+        m = binary(arr)
+        assert m.shape == (4, 5) and set(zip(*np.nonzero(m))) == {fg}
+
+
+@pytest.mark.parametrize("values", [
+    pytest.param(lambda m: np.where(m, 1, -1).astype(np.int8), id="int8-minus1-1"),
+    pytest.param(lambda m: np.where(m, 1.0, np.nan).astype(np.float32), id="float32-nan-background"),
+    pytest.param(lambda m: m.astype(np.uint16) * 1000, id="uint16-0-1000"),
+])
+def test_a_prediction_volume_reads_by_the_rule_of_images(tmp_path, values):
+    """docs/datasets.md: a volume's prediction follows the same `values` rules as images (it read every voxel of a
+    -1/1 volume as foreground)."""
+    from omniseg.datasets.base import Sample
+
+    from conftest import write_nifti
+
+    m = np.zeros((4, 6, 5), bool)
+    m[1:3, 2:5, 1:4] = True
+    write_nifti(tmp_path / "v.nii.gz", values(m))
+    sample = Sample(id="v", image=np.zeros(m.shape, np.int16), mask=m, spacing=(3.0, 0.8, 0.7))
+    pred = masks_model(tmp_path).predict(sample)
+    assert pred.status == "ok", pred.reason
+    assert np.array_equal(pred.mask, m)
+
+
+def test_the_empty_folder_warning_counts_each_run_from_zero(tmp_path):
+    """Two empty files are enough to warn; a second run of the same model counts its own files only."""
+    m = a_lesion()
+    for sid in ("a", "b"):
+        png(tmp_path / f"{sid}.png", np.zeros_like(m))
+    model = masks_model(tmp_path)
+    for _ in range(2):
+        for sid in ("a", "b"):
+            assert model.predict(sample_like(m, sid)).status == "ok"
+        with pytest.warns(UserWarning, match=r"all 2 prediction files"):
+            model.close()
+
+
+def test_the_manifest_names_the_folder_and_the_files_a_masks_model_read(tmp_path, study):
+    from omniseg.study import manifest
+
+    root, _, preds, _ = study
+    cfg = config.load(write_config(tmp_path / "t.yaml", "polyp", "kvasir-seg", root, entry("nn", preds)))
+    with Store(tmp_path / "s.sqlite") as st:
+        run(cfg, st, progress=False, split="all")
+        sig = manifest.build(st, ["polyp"], "all")["tasks"]["polyp"]["models"]["nn"]["signature"]
+    assert sig["folder"] == str(preds)
+    assert sig["files"] == {"count": len(list(preds.iterdir())), "sha256": masks_model(preds).listing_hash()}

@@ -106,11 +106,8 @@ def read_id_map(path: Path) -> dict[str, str]:
 
 
 def binary(arr: np.ndarray) -> np.ndarray:
-    """A binary mask read by its own values, whatever its type. Values of one sign (0 and positive, or 0 and
-    negative): foreground is more than half the largest magnitude, so 0/1, 0/255, 0/65535 and palette indices 0/2
-    read alike (for 8-bit files this is the grey level 128 every black-and-white reader uses, and JPEG noise stays
-    background). Values of both signs (-1/1): above the middle of their range. Real-valued masks are 0..1 maps
-    (foreground from 0.5 of 1; NaN is background); colour files are read by their grey level (Pillow's luma)."""
+    """A binary mask read by its own values, whatever its type (the rule: `foreground`); colour files are read by
+    their grey level (Pillow's luma), other files with channels by their strongest channel."""
     if arr.dtype == bool:
         return arr if arr.ndim == 2 else arr.any(axis=-1)
     if np.issubdtype(arr.dtype, np.floating):
@@ -121,6 +118,21 @@ def binary(arr: np.ndarray) -> np.ndarray:
             arr = np.asarray(Image.fromarray(rgb).convert("L"))
         else:  # 0/1 label files, two-channel and wide-range files: the strongest channel
             arr = arr.max(axis=-1)
+    return foreground(arr)
+
+
+def foreground(arr: np.ndarray) -> np.ndarray:
+    """The binary rule over values without a channel axis (an image's grey levels, a volume's voxels). Values of one
+    sign (0 and positive, or 0 and negative): foreground is more than half the largest magnitude, so 0/1, 0/255,
+    0/65535 and palette indices 0/2 read alike (for 8-bit files this is the grey level 128 every black-and-white
+    reader uses, and JPEG noise stays background). Values of both signs (-1/1): above the middle of their range.
+    Real numbers are first put on 0..1 (above 1 counts as 1; NaN is background)."""
+    if arr.dtype == bool:
+        return arr
+    if np.issubdtype(arr.dtype, np.floating):
+        arr = to_8bit(arr)
+    if not arr.size:
+        return np.zeros(arr.shape, bool)
     lo, hi = int(arr.min()), int(arr.max())
     if lo < 0 < hi:
         return arr > (lo + hi) / 2
@@ -256,11 +268,8 @@ class MasksFromDisk(Segmenter):
                 m = np.isin(vol.data, o.labels)
             elif o.values == "probability":
                 m = probability(vol.data, path) >= o.threshold
-            elif vol.data.dtype == bool:
-                m = vol.data
-            else:
-                size = np.abs(vol.data.astype(np.float32))
-                m = size > size.max() / 2 if size.size and size.max() > 0 else np.zeros(size.shape, bool)
+            else:  # a volume has no channel axis: the rule alone
+                m = foreground(vol.data)
             mask |= m
             self._read_files += 1
             self._empty_files += not m.any()

@@ -87,3 +87,23 @@ def test_without_reviews_the_report_says_claim_4_needs_omniseg_review(tmp_path):
     with Store(tmp_path / "runs" / "s.sqlite", readonly=True) as old:
         paths = report.write(old, tmp_path / "r2", figures=False, html=False)
     assert "needs an expert" in paths["markdown"].read_text()
+
+
+def test_every_real_finding_on_one_image_joins_its_reference_in_the_adjudicated_dice(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    a, b, c = np.zeros((20, 20), bool), np.zeros((20, 20), bool), np.zeros((20, 20), bool)
+    a[2:5, 2:5] = True  # 9 pixels
+    b[10:14, 10:14] = True  # 16 pixels
+    c[0, 19] = True  # one pixel
+    real = [{"sample_id": "s", "region": items.png_bits(a)}, {"sample_id": "s", "region": items.png_bits(b)},
+            {"sample_id": "m", "region": items.png_bits(b)}, {"sample_id": "u", "region": items.png_bits(c)}]
+    with Store(tmp_path / "s.sqlite") as st:
+        Image.fromarray((b * 255).astype(np.uint8)).save(tmp_path / "m.png")  # a mask that marked finding b
+        g = pd.DataFrame({"sample_id": ["s", "t", "m", "u"], "dice": [0.5, 0.25, 0.4, 0.0], "tp": [10, 3, 5, 0],
+                          "fp": [4, 1, 16 + 2, 0], "fn": [20, 2, 3, 0],  # m's 16 finding pixels were false positives
+                          "mask_path": [None, None, "m.png", None]})  # s, u: failed, empty: their findings missed
+        out = claim._adjudicated(st, "polyp", g, real)
+    assert out.tolist() == [pytest.approx(2 * 10 / (2 * 10 + 4 + 20 + 9 + 16)), 0.25,
+                            pytest.approx(2 * 21 / (2 * 21 + 2 + 3)), 0.0]

@@ -142,3 +142,93 @@ def test_export_to_a_file_is_one_message_and_records_no_order(tmp_path):
     assert r.exit_code == 2 and "is a file" in r.output and "Traceback" not in r.output, r.output
     with Store(tmp_path / "runs" / "s.sqlite") as st:
         assert len(st.query("SELECT * FROM review_orders")) == 0
+
+
+def test_export_embeds_the_recorded_order_and_seed_reads_moved_data_and_reports_progress_only_when_asked(tmp_path,
+                                                                                                      capsys):
+    import json
+    import shutil
+
+    st, _ = ps.make(tmp_path, n=12)
+    store_path = st.path
+    st.close()
+    _cli("review", "--task", "polyp", "--max", "6", "--store", store_path, "-q")
+    shutil.move(tmp_path / "kvasir", tmp_path / "moved")  # the data moved since the run: data_root says where
+    with Store(store_path) as s:
+        capsys.readouterr()
+        import locale
+
+        was = locale.setlocale(locale.LC_CTYPE)
+        locale.setlocale(locale.LC_CTYPE, "C")  # an ASCII locale: the page is UTF-8 whatever the machine's
+        try:
+            first = page.export(s, "polyp", "zoë", tmp_path / "a" / "b", seed=7, data_root=tmp_path / "moved")
+        finally:
+            locale.setlocale(locale.LC_CTYPE, was)
+        assert capsys.readouterr().err == ""  # progress is off unless asked
+        again = page.export(s, "polyp", "zoë", tmp_path / "a" / "b", data_root=tmp_path / "moved", progress=True)
+        assert "polyp: pictures" in capsys.readouterr().err
+        seed, order = items.order(s, "polyp", "zoë")
+    assert first == again == tmp_path / "a" / "b" / "review-polyp-zoë.html"
+    assert [p.name for p in first.parent.iterdir()] == [first.name]  # no temporary file left
+    text = first.read_text(encoding="utf-8")
+    assert "<title>omniseg review: polyp (zoë)</title>" in text
+    embedded = json.loads(re.search(r'<script type="application/json" id="embedded">(.*?)</script>', text, re.S)[1])
+    assert (embedded["task"], embedded["reviewer"], embedded["seed"]) == ("polyp", "zoë", 7) and seed == 7
+    assert [i["item"] for i in embedded["items"]] == order and len(order) == 6
+    assert all(i["image"].startswith("data:image/jpeg;base64,") for i in embedded["items"])
+
+
+def test_the_page_escapes_the_names_it_shows_and_ends_with_a_newline():
+    text = page.html("polyp<i>", "<script>alert(1)</script>", {"items": []})
+    assert "<script>alert(1)" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert "polyp<i>" not in text and "polyp&lt;i&gt;" in text
+    assert text.endswith("</html>\n")
+
+
+def _csv(path, rows, bom=True):
+    import csv as _csv_mod
+
+    with open(path, "w", newline="", encoding="utf-8-sig" if bom else "utf-8") as f:
+        w = _csv_mod.writer(f)
+        w.writerow(page.CSV_COLUMNS)
+        w.writerows(rows)
+    return path
+
+
+def test_import_reads_a_bom_quoted_newlines_notes_and_times_and_checks_every_rule(tmp_path):
+    st, _ = ps.make(tmp_path, n=12)
+    items.build(st, "polyp")
+    _, order = items.order(st, "polyp", "ann", 1)
+    st.db.execute("UPDATE review_items SET side = 'reference-only' WHERE item_id = ?", (order[1],))
+    mo, ro = order[0], order[1]  # a model-only item, a reference-only one
+    good = _csv(tmp_path / "good.csv", [
+        ["polyp", mo, "zoë", "finding", "two lines\r\nof a note, with ümlauts", "0", "1700000000.5"],
+        ["polyp", ro, "zoë", "model_wrong", "", "", ""],  # no note, no times: kept as none
+        ["polyp", mo, "zoë", "finding", "two lines\r\nof a note, with ümlauts", "0", "1700000000.5"],  # the same again
+    ])
+    assert page.import_csv(st, good, task="polyp") == {"polyp": 2}
+    rows = {r[0]: tuple(r[1:]) for r in st.db.execute(
+        "SELECT item_id, reviewer, verdict, note, seconds, answered_at, source FROM reviews")}
+    assert rows[mo] == ("zoë", "finding", "two lines\r\nof a note, with ümlauts", 0.0, 1700000000.5, "import")
+    assert rows[ro][:4] == ("zoë", "model_wrong", "", None) and rows[ro][4] > 0  # answered now
+
+    def refused(rows, task=None):
+        with pytest.raises(OmnisegError) as e:
+            page.import_csv(st, _csv(tmp_path / "bad.csv", rows), task=task)
+        return str(e.value).split("\n  ")[1:]
+
+    assert refused([["polyp", ro, "bob", "finding", "", "", ""]]) == [
+        "line 2: 'finding' on a region the annotation marks (reference-only)"]
+    assert refused([["polyp", mo, "", "finding", "", "", ""]]) == ["line 2: no reviewer"]
+    assert refused([["polyp", mo, "bob", "", "", "", ""]]) == [
+        "line 2: verdict ''; expected one of finding, model_wrong, annotation_wrong, cannot_tell"]
+    assert refused([["", mo, "bob", "finding", "", "", ""]]) == [
+        f"line 2: item {mo!r} is not a review item of task '' in {st.path}"]
+    assert refused([["polyp", mo, "bob", "finding", "", "", ""]], task="other") == [
+        "line 2: task 'polyp', expected 'other'"]
+    assert refused([["polyp", mo, "bob", "finding", "a", "", ""], ["polyp", mo, "bob", "model_wrong", "b", "", ""]]) == [
+        f"lines 2 and 3: two answers of 'bob' on item {mo!r} (finding and model_wrong); keep one"]
+    for n, suffix in ((10, ""), (11, " (and 1 more)"), (12, " (and 2 more)")):
+        got = refused([["polyp", mo, "", "finding", "", "", ""]] * n)
+        assert len(got) == 10 and got[-1] == "line 11: no reviewer" + suffix
+    assert len(st.db.execute("SELECT * FROM reviews").fetchall()) == 2  # nothing refused was written

@@ -217,3 +217,39 @@ def test_the_api_in_process_token_state_items_answers_and_undo(tmp_path):
     assert client.post("/api/undo?token=tok-123").json()["undone"] is None  # nothing left to take back
     r = client.post("/api/answer?token=tok-123", content=b"{not json")
     assert r.status_code == 400 and "not JSON" in r.json()["error"]
+
+
+def test_the_api_reads_moved_data_answers_every_item_to_the_last_and_keeps_only_numeric_seconds(tmp_path):
+    import shutil
+
+    from starlette.testclient import TestClient
+
+    from omniseg.study.review import items, server
+
+    st, _ = ps.make(tmp_path, n=8)
+    items.build(st, "polyp")
+    _, order = items.order(st, "polyp", "zoë", 2)
+    st.db.execute("UPDATE review_items SET side = 'reference-only' WHERE item_id = ?", (order[1],))  # one of each
+    loaded = items.load(st, "polyp")
+    shutil.move(tmp_path / "kvasir", tmp_path / "moved")  # the data moved since the run: data_root says where
+    client = TestClient(server.app(st, "polyp", "zoë", order, "t", data_root=tmp_path / "moved"))
+    r = client.get("/")
+    assert r.status_code == 403 and r.text == "forbidden: open the URL `omniseg review` printed (it carries the token)"
+    assert "<title>omniseg review: polyp (zoë)</title>" in client.get("/?token=t").text
+    n = len(order)
+    assert client.get(f"/api/item/{n}?token=t").json()["item"] == order[-1]  # the last item is item n
+    r = client.post("/api/answer?token=t", json={"item": "no such item", "verdict": "finding"})
+    assert r.json()["error"] == ("expected a JSON object {item, verdict} with a known item and one of "
+                                 "finding, model_wrong, annotation_wrong, cannot_tell")
+    ref_only = [i for i in order if loaded[i]["side"] == "reference-only"]
+    r = client.post("/api/answer?token=t", json={"item": ref_only[0], "verdict": "finding"})
+    assert r.json()["error"] == "'finding' is not an answer for a region the annotation marks"
+    for k, item in enumerate(order):
+        verdict = "finding" if loaded[item]["side"] == "model-only" else "model_wrong"
+        seconds = [True, "5", 3, 1.5][k % 4]
+        r = client.post("/api/answer?token=t", json={"item": item, "verdict": verdict, "seconds": seconds})
+        assert r.status_code == 200, r.text
+    assert r.json() == {"n": n, "answered": n, "next": None}  # every item answered: there is no next one
+    got = dict(st.db.execute("SELECT item_id, seconds FROM reviews").fetchall())
+    assert [got[i] for i in order] == [[None, None, 3, 1.5][k % 4] for k in range(n)]  # booleans, text: no seconds
+    assert {v for (v,) in st.db.execute("SELECT verdict FROM reviews")} == {"finding", "model_wrong"}
