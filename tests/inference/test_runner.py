@@ -283,3 +283,126 @@ def test_a_batch_budget_is_quoted_at_the_batch_price(tmp_path, api_key):
                 run(cfg, st, progress=False, batch=True, max_cost=worst * 0.45)
             run(cfg, st, progress=False, batch=True, max_cost=worst * 0.55)
         assert srv.batch.jobs_created == 1
+
+
+def test_a_dry_run_counts_each_models_pairs_calls_and_cost_over_chunks_limits_shards_and_data_roots(tmp_path, api_key,
+                                                                                                     capsys):
+    """What `--dry-run` says, number by number: pairs left per model (a store's done pairs, --force, no store yet),
+    calls and archived answers (--refresh asks again), the typical cost of each call and its batch price, models
+    whose checkpoint is missing, past one chunk of 64 samples, with --limit, --shard and --data-root."""
+    from omniseg import models
+    from omniseg.inference.runner import dry_run, in_shard, open_dataset, shard_key
+    from omniseg.standins.fake_gemini import FakeGemini
+
+    n = 70  # more than one chunk of 64 estimated at a time
+    root = make_kvasir(tmp_path / "k", n=n, size=(32, 40))
+    other = make_kvasir(tmp_path / "k2", n=3, size=(32, 40), seed=5)
+    missing = tmp_path / "none" / "unet.pt"
+    with FakeGemini() as srv:
+        import json
+
+        gem = {"base_url": srv.url, "target": "polyp", "backoff_s": 0.01, "max_in_flight": 4, "max_side": 256}
+        cfg = config.load(write_config(
+            tmp_path / "c.yaml", "polyp", "kvasir-seg", root,
+            OTSU + f"  - name: gem\n    kind: gemini\n    options: {json.dumps(gem)}\n"
+            f"  - name: unet\n    kind: unet\n    options: {{checkpoint: {missing}}}\n"))
+        with Store(tmp_path / "runs" / "s.sqlite") as st:
+            run(cfg, st, model_names=["gem", "otsu"], limit=5, progress=False)
+            asked = len(srv.log)
+
+            def est(**kw):
+                kw.setdefault("progress", False)
+                return dry_run(cfg, kw.pop("store", st), store_root=st.root, model_names=["gem", "unet"], **kw)
+
+            seg = models.build(cfg.model("gem"))
+            typical = seg.provider.typical_cost((40, 32), seg.prompt())
+            assert typical > 0
+            out = est()
+            assert set(out) == {"gem", "unet"}  # the models named, not the defaults
+            assert out["unet"] == {"pairs": n, "calls": 0, "cached": 0, "cost_usd": 0.0,
+                                   "missing_checkpoint": str(missing)}
+            g = out["gem"]
+            assert (g["pairs"], g["calls"], g["cached"]) == (n - 5, n - 5, 0) and "slices" not in g
+            assert g["cost_usd"] == pytest.approx((n - 5) * typical)
+            assert g["batch_cost_usd"] == pytest.approx(g["cost_usd"] * seg.options.price.batch_factor)
+            forced = est(force=True)["gem"]
+            assert (forced["pairs"], forced["calls"], forced["cached"]) == (n, n - 5, 5)
+            assert forced["cost_usd"] == pytest.approx((n - 5) * typical)
+            fresh = est(force=True, refresh=True)["gem"]  # --refresh asks again what the archive holds
+            assert (fresh["calls"], fresh["cached"]) == (n, 0)
+            assert est(store=None)["gem"]["pairs"] == n  # no store yet: every pair is to do
+            assert est(limit=8)["gem"]["pairs"] == 3 and est(limit=8)["unet"]["pairs"] == 8
+            in_first = [r for r in open_dataset(cfg).refs("all") if in_shard(shard_key(r), (1, 3))]
+            assert 0 < len(in_first) < n
+            sharded = est(shard=(1, 3), force=True)
+            assert sharded["gem"]["pairs"] == len(in_first) and sharded["unet"]["pairs"] == len(in_first)
+            assert est(data_root=other, force=True)["gem"]["pairs"] == 3
+            assert est(split="all")["gem"]["pairs"] == n - 5
+            capsys.readouterr()
+            dry_run(cfg, st, store_root=st.root, model_names=["gem"], limit=3)  # progress is shown by default
+            assert "estimate gem" in capsys.readouterr().err
+        assert len(srv.log) == asked  # a dry run calls nothing
+
+
+def test_a_dry_run_on_volumes_counts_slices_for_every_model(tmp_path, monkeypatch):
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from conftest import OPENAI_KEY, make_volumes
+    from omniseg.cli import app
+    from omniseg.inference.runner import dry_run
+
+    monkeypatch.setenv("VLM_KEY", OPENAI_KEY)
+    monkeypatch.chdir(tmp_path)
+    root = make_volumes(tmp_path / "Dataset009_Lesion", n=2, shape=(3, 16, 16), layout="nnunet")
+    said = CliRunner().invoke(app, ["init", "les", "--images", str(root / "imagesTr"), "--masks",
+                                    str(root / "labelsTr"), "--config-dir", "cfg"])
+    assert said.exit_code == 0, said.output
+    path = tmp_path / "cfg" / "les.yaml"
+    doc = yaml.safe_load(path.read_text())
+    preds = tmp_path / "preds"  # a model that reads whole volumes: no slices
+    preds.mkdir()
+    doc["models"].append({"name": "nn", "kind": "masks", "options": {"folder": str(preds)}})
+    doc["models"].append({"name": "vlm", "kind": "openai", "options": {
+        "base_url": "http://127.0.0.1:9/v1", "model": "m", "key_env": "VLM_KEY", "target": "lesion",
+        "price": {"input_per_mtok": 1, "output_per_mtok": 2}}})
+    path.write_text(yaml.safe_dump(doc))
+    cfg = config.load(path)
+    out = dry_run(cfg, None, store_root=tmp_path / "runs", split="all", progress=False)
+    assert out["vlm"]["slices"] == 6 and out["vlm"]["calls"] == 6 and out["vlm"]["cost_usd"] > 0
+    assert out["nn"] == {"pairs": 2, "calls": 0, "cached": 0, "cost_usd": 0.0, "slices": 0}
+    local = [name for name in out if name not in ("vlm", "nn")]
+    assert local and all(out[m]["slices"] == 6 and out[m]["calls"] == 0 for m in local), json.dumps(out)
+
+
+def test_a_samples_shard_is_the_documented_salted_hash_of_its_key_whatever_its_text(tmp_path):
+    """docs: shard K of N holds the keys whose salted sha256 (first 12 hex digits) is K-1 modulo N, so shards made
+    by one version are the shards of the next (a resumed shard must not change its samples). An id decoded from an
+    undecodable file name (a lone surrogate) has a shard too."""
+    import hashlib
+
+    from omniseg.datasets.base import SampleRef
+    from omniseg.inference.runner import SHARD_BYTES, in_shard, shard_key
+
+    def documented(key: str, n: int) -> int:
+        digest = hashlib.sha256(b"omniseg-shard:" + key.encode("utf-8", "surrogatepass")).hexdigest()
+        return int(digest[:12], 16) % n + 1
+
+    keys = [f"case{i:03d}" for i in range(40)] + ["b\udcffad", "tab\there", "ü" * 60]
+    for n in (1, 2, 3, 7):
+        for key in keys:
+            assert [k for k in range(1, n + 1) if in_shard(key, (k, n))] == [documented(key, n)]
+    assert in_shard("anything", None)
+
+    head = bytes(range(256)) * (SHARD_BYTES // 256)
+    files = {"same-head-other-tail": head + b"A" * 100, "copy": head + b"B" * 100, "longer": head + b"B" * 101}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    key = {name: shard_key(SampleRef(name, "all", files={"image": tmp_path / name})) for name in files}
+    # only the size and the first 64 KiB decide: a tail past them does not, a size does
+    assert key["same-head-other-tail"] == key["copy"] != key["longer"]
+    assert key["copy"] == f"{len(files['copy'])}:{hashlib.sha256(head).hexdigest()}"
+    assert shard_key(SampleRef("gone", "all", files={"image": tmp_path / "nope"})) == "gone"
+    assert shard_key(SampleRef("nofile", "all", files={})) == "nofile"

@@ -539,3 +539,132 @@ def test_the_manifest_names_the_folder_and_the_files_a_masks_model_read(tmp_path
         sig = manifest.build(st, ["polyp"], "all")["tasks"]["polyp"]["models"]["nn"]["signature"]
     assert sig["folder"] == str(preds)
     assert sig["files"] == {"count": len(list(preds.iterdir())), "sha256": masks_model(preds).listing_hash()}
+
+
+def volume_sample(m: np.ndarray, sid: str = "v", spacing=(3.0, 0.8, 0.7)):
+    from omniseg.datasets.base import Sample
+
+    return Sample(id=sid, image=np.zeros(m.shape, np.int16), mask=m, spacing=spacing)
+
+
+def test_a_prediction_volume_is_found_by_its_pattern_read_by_each_values_rule_and_checked_against_the_grid(tmp_path):
+    """Every rule of a volume's prediction: which files the pattern names (exact, or `*` with the id escaped), the
+    union of several, labels and probability values, the grid check's message, the pixel limit and the files
+    recorded (only the first-named volume tests reached this code before)."""
+    from conftest import write_nifti
+    from omniseg.models.base import RunContext
+
+    m = np.zeros((4, 6, 5), bool)
+    m[1:3, 2:5, 1:4] = True
+    top, bottom = m.copy(), m.copy()
+    top[2:], bottom[:2] = False, False
+    exact = tmp_path / "exact"
+    write_nifti(exact / "case[1].nii.gz", m.astype(np.uint8))
+    write_nifti(exact / "case[1]_extra.nii.gz", np.ones_like(m, np.uint8))  # not named by the exact pattern
+    (exact / "case[1].txt").write_text("not a volume")
+    pred = masks_model(exact).predict(volume_sample(m, "case[1]"))
+    assert pred.status == "ok" and np.array_equal(pred.mask, m) and pred.meta == {"files": ["case[1].nii.gz"]}
+
+    star = tmp_path / "star"
+    write_nifti(star / "case[1]_a.nii.gz", top.astype(np.uint8))
+    write_nifti(star / "case[1]_b.NII", bottom.astype(np.uint8))
+    write_nifti(star / "case1_c.nii.gz", np.ones_like(m, np.uint8))  # '[1]' is the id's text, not a character class
+    pred = masks_model(star, pattern="{id}_*").predict(volume_sample(m, "case[1]"))
+    assert pred.status == "ok" and np.array_equal(pred.mask, top | bottom)
+    assert sorted(pred.meta["files"]) == ["case[1]_a.nii.gz", "case[1]_b.NII"]
+
+    missing = masks_model(star, pattern="{id}_*").predict(volume_sample(m, "other"))
+    assert missing.status == "missing" and "no prediction for other in" in missing.reason
+    assert "'{id}_*'" in missing.reason and ".nii or .nii.gz" in missing.reason
+
+    literal = tmp_path / "literal"  # without `*` the pattern is the name itself: `[a]` is no character class
+    write_nifti(literal / "v_[a].nii.gz", top.astype(np.uint8))
+    write_nifti(literal / "v_a.nii.gz", bottom.astype(np.uint8))
+    pred = masks_model(literal, pattern="{id}_[a]").predict(volume_sample(m))
+    assert pred.meta == {"files": ["v_[a].nii.gz"]} and np.array_equal(pred.mask, top)
+
+    labels = tmp_path / "labels"
+    write_nifti(labels / "v.nii.gz", np.where(top, 2, np.where(bottom, 1, 0)).astype(np.uint8))
+    assert np.array_equal(masks_model(labels, values="labels", labels=[2]).predict(volume_sample(m)).mask, top)
+    assert np.array_equal(masks_model(labels, values="labels", labels=[1]).predict(volume_sample(m)).mask, bottom)
+    prob = tmp_path / "prob"
+    write_nifti(prob / "v.nii.gz", np.where(top, 0.9, np.where(bottom, 0.4, 0.0)).astype(np.float32))
+    assert np.array_equal(masks_model(prob, values="probability").predict(volume_sample(m)).mask, top)
+    assert np.array_equal(masks_model(prob, values="probability", threshold=0.4).predict(volume_sample(m)).mask, m)
+
+    grid = masks_model(exact).predict(volume_sample(m, "case[1]", spacing=(3.0, 0.8, 0.9)))
+    assert grid.status == "error" and grid.meta["file"] == "case[1].nii.gz"
+    assert grid.reason.startswith("case[1]: prediction case[1].nii.gz is (4, 6, 5) voxels of (3.0, 0.8, 0.7) mm but "
+                                  "the image is (4, 6, 5) of (3.0, 0.8, 0.9) mm")
+    near = masks_model(exact).predict(volume_sample(m, "case[1]", spacing=(3.0, 0.8, 0.7002)))
+    assert near.status == "ok"  # a spacing within 0.1% is the same grid
+    shape = masks_model(exact).predict(volume_sample(m[:, :, :4], "case[1]"))
+    assert shape.status == "error" and "is (4, 6, 5) voxels" in shape.reason and "image is (4, 6, 4)" in shape.reason
+    assert shape.reason.endswith("mm (depth, height, width): resample the prediction onto the image's grid")
+    fine = tmp_path / "fine"  # spacings are said to 4 decimals
+    write_nifti(fine / "v.nii.gz", m.astype(np.uint8), spacing=(3.0, 0.8, 0.70004))
+    said = masks_model(fine).predict(volume_sample(m[:, :, :4], spacing=(3.00004, 0.8, 0.70004))).reason
+    assert "is (4, 6, 5) voxels of (3.0, 0.8, 0.7) mm but the image is (4, 6, 4) of (3.0, 0.8, 0.7) mm" in said
+
+    small = masks_model(exact)
+    small.bind(RunContext(max_pixels=100))  # 120 voxels: over the run's limit
+    refused = small.predict(volume_sample(m, "case[1]"))
+    assert refused.status == "error" and refused.meta["file"] == "case[1].nii.gz"
+    big = masks_model(exact)
+    big.bind(RunContext(max_pixels=120))
+    assert big.predict(volume_sample(m, "case[1]")).status == "ok"
+
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "v.nii.gz").write_bytes(b"not gzip at all")
+    broken = masks_model(tmp_path / "broken").predict(volume_sample(m))
+    assert broken.status == "error" and "not a readable NIfTI volume" in broken.reason
+
+
+def test_an_empty_prediction_volume_counts_towards_the_empty_folder_warning(tmp_path):
+    from conftest import write_nifti
+
+    m = np.zeros((3, 4, 4), bool)
+    m[1, 1:3, 1:3] = True
+    for sid in ("a", "b"):
+        write_nifti(tmp_path / f"{sid}.nii.gz", np.zeros(m.shape, np.uint8))
+    model = masks_model(tmp_path)
+    for sid in ("a", "b"):
+        assert model.predict(volume_sample(m, sid)).status == "ok"
+    with pytest.warns(UserWarning, match=r"all 2 prediction files"):
+        model.close()
+    write_nifti(tmp_path / "b.nii.gz", m.astype(np.uint8))
+    model = masks_model(tmp_path)
+    for sid in ("a", "b"):
+        model.predict(volume_sample(m, sid))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.close()  # one of two has foreground: no warning
+
+
+@pytest.mark.parametrize("values, data, words", [
+    ("probability", lambda m: np.where(m, 200, -3).astype(np.int16), "holds negative values (-3)"),
+    ("binary", lambda m: (m * (1 + 1j)).astype(np.complex64), "holds complex64 values"),
+])
+def test_a_prediction_volume_whose_values_cannot_be_read_is_its_files_error_row(tmp_path, values, data, words):
+    """As a 2-D file's: the reason names the file and the row names it in `file` (a negative probability volume
+    escaped as an exception, and a complex one as a TypeError, both turned into an unlabelled error by the base
+    class)."""
+    from conftest import write_nifti
+
+    m = np.zeros((3, 4, 4), bool)
+    m[1, 1:3, 1:3] = True
+    write_nifti(tmp_path / "v.nii.gz", data(m))
+    pred = masks_model(tmp_path, values=values).predict(volume_sample(m))
+    assert pred.status == "error" and pred.meta.get("file") == "v.nii.gz", pred.reason
+    assert str(tmp_path / "v.nii.gz") in pred.reason and words in pred.reason
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (0, 3, 4)])
+def test_an_empty_array_is_an_empty_mask_of_its_shape(shape):
+    from omniseg.models.masks import foreground
+
+    for dtype in (np.uint8, np.int16, np.float32):
+        out = foreground(np.zeros(shape, dtype))
+        assert out.dtype == bool and out.shape == shape

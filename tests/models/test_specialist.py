@@ -142,3 +142,158 @@ def test_pad_policy_predicts_at_full_resolution_inside_the_fov(tmp_path):
     p = unet(tmp_path / "v.pt").predict(s)
     assert p.status == "ok" and p.mask.shape == (70, 90) and p.prob.shape == (70, 90)  # padded to 96x96, cropped back
     assert not (p.mask & ~s.roi).any()
+
+
+def test_the_map_is_resized_back_by_half_pixel_bilinear_interpolation():
+    """The full-size map is the network's map resized with pixel centres aligned as PIL and training do
+    (align_corners=False): a 2-wide step becomes 0, .25, .75, 1 across four pixels (corners aligned: 0, 1/3, 2/3, 1)."""
+    from omniseg.models.specialist import postprocess
+
+    p = torch.tensor([[[0.0, 1.0], [0.0, 1.0]]])[None]  # one map, one channel, 2 x 2
+    native, full = postprocess(p, [(4, 4)], NetSpec(input_size=32))[0]
+    assert native.shape == (2, 2) and full.shape == (4, 4)
+    np.testing.assert_allclose(full[0], [0.0, 0.25, 0.75, 1.0], atol=1e-6)
+    np.testing.assert_allclose(full[:, 2], 0.75, atol=1e-6)
+    padded, cropped = postprocess(torch.arange(12.0).view(1, 1, 3, 4), [(2, 3)], NetSpec(input_size=32, resize="pad"))[0]
+    assert np.array_equal(padded, cropped) and np.array_equal(cropped, [[0, 1, 2], [4, 5, 6]])
+
+
+def test_confidence_counts_only_pixels_above_the_floor():
+    from omniseg.models.specialist import confidence
+
+    p = np.array([0.3, 0.9, 0.05], np.float32)
+    assert confidence(p, floor=0.3) == pytest.approx(0.8)  # 0.3 is at the floor, not above it
+    assert confidence(p, floor=0.2) == pytest.approx((0.4 + 0.8) / 2)
+    assert confidence(np.zeros((3, 3), np.float32)) == 0.0  # nothing found: the doubtful answer
+    assert confidence(np.full((2, 2), 0.1, np.float32)) == 0.0  # the default floor: 0.1 is not above it
+
+
+def test_the_signature_names_the_checkpoints_content_threshold_and_training(tmp_path, net):
+    from omniseg.models.specialist import file_sha256
+
+    path = tmp_path / "a.pt"
+    save_checkpoint(path, net, SPEC.model_copy(update={"threshold": 0.3}), task="polyp", dataset="kvasir-seg",
+                    split_fingerprint="abc", epoch=4, val_dice=0.61, device="cpu", unrelated="x")
+    sig = unet(path).signature()
+    assert sig["checkpoint_sha256"] == file_sha256(path) and sig["threshold"] == 0.3
+    assert sig["trained_on"] == {"task": "polyp", "dataset": "kvasir-seg", "split_fingerprint": "abc"}
+    assert sig["training"] == {"epoch": 4, "val_dice": 0.61, "device": "cpu"}
+    assert unet(path, threshold=0.7).signature()["threshold"] == 0.7  # the option overrides the checkpoint's
+    before = unet(path).signature_hash()
+    torch.manual_seed(5)
+    save_checkpoint(path, build_net(SPEC), SPEC.model_copy(update={"threshold": 0.3}))  # other weights, same path
+    assert unet(path).signature_hash() != before
+    torch.save(net.state_dict(), tmp_path / "plain.pt")
+    plain = unet(tmp_path / "plain.pt", encoder="resnet18", input_size=64).signature()
+    assert plain["trained_on"] is None and plain["training"] is None and plain["threshold"] == 0.5
+
+
+def image_sample(sid, h, w, seed=0, channels=3):
+    rng = np.random.default_rng(seed)
+    m = blob_mask(h, w, rng)
+    image = lesion_image(m, rng)
+    return Sample(sid, image if channels == 3 else image[..., 0], m)
+
+
+def test_pad_batches_only_images_of_one_size_and_a_failing_group_leaves_the_others(tmp_path):
+    """With resize: pad, a batch is padded to its largest image, so images of different sizes go in separate
+    passes: each prediction is the one it gets alone. A pass that fails is retried image by image, and the groups
+    after it still run."""
+    torch.manual_seed(0)
+    spec = NetSpec(encoder="resnet18", input_size=64, resize="pad", threshold=0.5)
+    save_checkpoint(tmp_path / "p.pt", build_net(spec), spec)
+    model = unet(tmp_path / "p.pt")
+    small, big, small2 = image_sample("a", 40, 40), image_sample("b", 100, 100, 1), image_sample("c", 40, 40, 2)
+    together = model.predict_batch([small, big, small2])
+    for s, p in zip([small, big, small2], together):
+        alone = model.predict_batch([s])[0]
+        assert p.status == "ok" and p.prob.shape == s.mask.shape
+        np.testing.assert_allclose(p.prob, alone.prob, atol=1e-5)  # a 40 x 40 image padded to 128 would differ
+        assert p.meta == {"confidence": pytest.approx(confidence_of(p.prob))}
+
+    grey = image_sample("grey", 40, 40, 3, channels=1)  # no channel axis: the network cannot take it
+    out = model.predict_batch([grey, big])
+    assert out[0].status == "error" and out[0].reason.split(":")[0] in ("RuntimeError", "IndexError", "ValueError")
+    assert out[1].status == "ok"  # the next group still ran
+
+
+def confidence_of(prob):
+    from omniseg.models.specialist import confidence
+
+    return confidence(prob)
+
+
+def test_a_failing_pass_of_two_is_retried_one_by_one(tmp_path, net):
+    save_checkpoint(tmp_path / "a.pt", net, SPEC)
+    model = unet(tmp_path / "a.pt")
+    good, grey = samples(1)[0], image_sample("grey", 60, 70, 3, channels=1)
+    out = model.predict_batch([good, grey])
+    assert out[0].status == "ok" and out[1].status == "error"
+    assert out[1].reason.startswith(("RuntimeError: ", "IndexError: ", "ValueError: "))
+
+
+def test_the_mask_is_the_full_size_map_strictly_above_the_threshold_inside_the_roi(tmp_path, net):
+    save_checkpoint(tmp_path / "a.pt", net, SPEC)
+    s = samples(1)[0]
+    full = unet(tmp_path / "a.pt").probabilities([s.image])[0][1]
+    at = float(np.sort(full.ravel())[full.size // 2])  # a value the map holds: that pixel is not above it
+    p = unet(tmp_path / "a.pt", threshold=at).predict(s)
+    assert np.array_equal(p.mask, full > np.float32(at)) and not p.mask[full == np.float32(at)].any()
+    roi = np.zeros(s.mask.shape, bool)
+    roi[:, : s.mask.shape[1] // 2] = True
+    inside = unet(tmp_path / "a.pt", threshold=at).predict(Sample("r", s.image, s.mask, roi=roi))
+    assert np.array_equal(inside.mask, (full > np.float32(at)) & roi) and not np.array_equal(inside.mask, roi)
+    assert inside.meta == {"confidence": pytest.approx(confidence_of(inside.prob))} and inside.meta["confidence"] > 0
+
+
+@pytest.mark.parametrize("h, w, side", [(65, 97, (96, 128)), (40, 70, (64, 96)), (64, 64, (64, 64))])
+def test_pad_pads_each_side_up_to_a_multiple_of_32_with_the_image_at_the_top_left(h, w, side):
+    from omniseg.models.specialist import preprocess
+
+    spec = NetSpec(resize="pad")
+    image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    x = preprocess([image], spec)
+    assert tuple(x.shape) == (1, 3, *side)
+    mean, std = torch.tensor(spec.mean).view(3, 1, 1), torch.tensor(spec.std).view(3, 1, 1)
+    torch.testing.assert_close(x[0, :, :h, :w], (torch.from_numpy(image).permute(2, 0, 1).float() / 255 - mean) / std)
+    assert torch.equal(x[0, :, h:, :], ((0 - mean) / std).expand(3, side[0] - h, side[1]))  # black, normalized
+    assert torch.equal(x[0, :, :, w:], ((0 - mean) / std).expand(3, side[0], side[1] - w))
+
+
+def test_resize_feeds_the_input_size_whatever_it_is_and_reads_views_of_any_layout():
+    """input_size need not be a multiple of 32 (a 48 input is not padded); a flipped or read-only view (negative
+    strides) is read as the array it shows."""
+    from omniseg.models.specialist import preprocess
+
+    image = np.random.default_rng(1).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    spec = NetSpec(input_size=48)
+    assert tuple(preprocess([image, image], spec).shape) == (2, 3, 48, 48)
+    flipped = image[:, ::-1]
+    frozen = image.copy()
+    frozen.flags.writeable = False
+    want = preprocess([np.ascontiguousarray(flipped), image], spec)
+    assert torch.equal(preprocess([flipped, frozen], spec), want)
+    assert torch.equal(preprocess([flipped], NetSpec(resize="pad"))[0, :, :48, :48], want[0])
+
+
+def test_the_network_goes_to_the_picked_device_and_cuda_runs_are_deterministic(tmp_path, net, monkeypatch):
+    """The device the options pick is where the checkpoint's network is put, and on CUDA cuDNN is set to its
+    deterministic algorithms (a rerun gives the same masks). CUDA is stood in for: no GPU here."""
+    from omniseg.models import specialist
+
+    save_checkpoint(tmp_path / "a.pt", net, SPEC)
+    real, asked = specialist.load_checkpoint, []
+
+    def spy(path, fallback=None, device="cpu"):
+        asked.append(device)
+        return real(path, fallback, "cpu")
+
+    monkeypatch.setattr(specialist, "load_checkpoint", spy)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    unet(tmp_path / "a.pt")
+    assert asked == ["cpu"] and torch.backends.cudnn.deterministic is False  # not on the CPU
+    monkeypatch.setattr(specialist, "pick_device", lambda wanted, who: "cuda:1")
+    unet(tmp_path / "a.pt", device="cuda:1")
+    assert asked == ["cpu", "cuda:1"]
+    assert torch.backends.cudnn.deterministic is True and torch.backends.cudnn.benchmark is False

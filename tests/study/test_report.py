@@ -347,3 +347,23 @@ def test_tables_state_holms_adjustment_and_mark_gaps_on_cases_a_model_picked_its
     assert "The `easiest` and `hardest` rows are the cases `spec` picked by its own Dice" in md
     claims_csv = pd.read_csv(out / "claims.csv")
     assert {"p_value", "p_holm"} <= set(claims_csv.columns)
+
+
+def test_the_routing_table_reads_the_curve_at_each_share_sent():
+    """Each row of the routing table is the curve where that share of the n images went to the omnimodel (rounded
+    to an image), then the best oracle over the whole curve; n is the curve's last count."""
+    from omniseg.study.document import Paragraph, Table, markdown
+
+    n = 7
+    curve = pd.DataFrame({"n_sent": range(n + 1), "hybrid_dice": [0.5 + 0.01 * k for k in range(n + 1)],
+                          "oracle_dice": [0.6, 0.7, 0.9, 0.8, 0.75, 0.72, 0.71, 0.7]})
+    text, tab = report._routing(curve, "unet", "gem")
+    assert isinstance(text, Paragraph) and "(n = 7)" in text.text and "`gem`" in text.text and "`unet`" in text.text
+    assert isinstance(tab, Table) and tab.header == ("% sent", "hybrid Dice", "oracle Dice")
+    assert tab.numeric == (True, True, True)
+    # 0, 10, 20, 30, 50 and 100% of 7 images: rows 0, 1, 1, 2, 4 (round half to even) and 7
+    assert [r[0] for r in tab.rows[:-1]] == ["0%", "10%", "20%", "30%", "50%", "100%"]
+    assert [r[1] for r in tab.rows[:-1]] == ["0.500", "0.510", "0.510", "0.520", "0.540", "0.570"]
+    assert [r[2] for r in tab.rows[:-1]] == ["0.600", "0.700", "0.700", "0.900", "0.750", "0.700"]
+    assert tab.rows[-1] == ("best oracle (better model per image)", "", "0.900")
+    assert "| % sent | hybrid Dice | oracle Dice |" in markdown([tab])

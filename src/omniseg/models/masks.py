@@ -140,6 +140,12 @@ def foreground(arr: np.ndarray) -> np.ndarray:
     return size > size.max() / 2
 
 
+def mask_values(arr: np.ndarray, path: Path) -> None:
+    """SampleError naming the file when its values cannot be a mask (complex numbers, records, strings)."""
+    if arr.dtype != bool and not np.issubdtype(arr.dtype, np.integer) and not np.issubdtype(arr.dtype, np.floating):
+        raise SampleError(f"{path} holds {arr.dtype} values; a mask holds integers, booleans or real numbers")
+
+
 def probability(arr: np.ndarray, path: Path) -> np.ndarray:
     """A probability map on 0..1: real numbers as they are (NaN: 0); 8-bit files divided by 255 and 16-bit ones
     by 65535; other integer types by 255 when their values fit 8 bits, else by 65535 when they fit 16 bits."""
@@ -223,8 +229,7 @@ class MasksFromDisk(Segmenter):
         """(mask, probability map or None) of one file, at the file's own size."""
         limit = self.context.max_pixels or DEFAULT_MAX_PIXELS  # dataset.max_pixels, told by the run
         arr = read_npy(path, limit) if path.suffix.lower() == ".npy" else read_array(path, limit)
-        if arr.dtype != bool and not np.issubdtype(arr.dtype, np.integer) and not np.issubdtype(arr.dtype, np.floating):
-            raise SampleError(f"{path} holds {arr.dtype} values; a mask holds integers, booleans or real numbers")
+        mask_values(arr, path)
         o = self.options
         if arr.ndim == 3 and o.channel is not None:
             if o.channel >= arr.shape[2]:
@@ -264,12 +269,16 @@ class MasksFromDisk(Segmenter):
                     f"mm but the image is {sample.mask.shape} of {tuple(round(v, 4) for v in sample.spacing)} mm (depth, "
                     "height, width): resample the prediction onto the image's grid", file=path.name)
             o = self.options
-            if o.values == "labels":
-                m = np.isin(vol.data, o.labels)
-            elif o.values == "probability":
-                m = probability(vol.data, path) >= o.threshold
-            else:  # a volume has no channel axis: the rule alone
-                m = foreground(vol.data)
+            try:  # values that cannot be read as asked are this file's error row, as for a 2-D file
+                mask_values(vol.data, path)
+                if o.values == "labels":
+                    m = np.isin(vol.data, o.labels)
+                elif o.values == "probability":
+                    m = probability(vol.data, path) >= o.threshold
+                else:  # a volume has no channel axis: the rule alone
+                    m = foreground(vol.data)
+            except SampleError as e:
+                return Prediction.failed(str(e), file=path.name)
             mask |= m
             self._read_files += 1
             self._empty_files += not m.any()

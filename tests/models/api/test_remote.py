@@ -305,6 +305,10 @@ def test_a_duplicate_image_is_asked_for_and_booked_once_online(tmp_path, provide
         rows = st.query("SELECT sample_id, status FROM predictions")
         per_key = st.query("SELECT cache_key, COUNT(*) AS n FROM api_calls WHERE outcome IN ('answered', 'recovered') "
                            "GROUP BY cache_key")
+        copies = st.query("SELECT sample_id, outcome, cache_key FROM api_calls WHERE sample_id LIKE 'case000%'")
+    # the copies' rows name the one answer they share (the one that waited for it takes it from the archive)
+    assert set(copies.sample_id) == {"case000", "case000 copy", "case000 twin"}
+    assert copies.cache_key.notna().all() and copies.cache_key.nunique() == 1, copies
     assert set(rows.status) == {"ok"} and len(rows) == 6
     assert len(per_key) == 4 and set(per_key.n) == {2 if refresh else 1}  # each answer received booked once
     if not refresh:
@@ -334,3 +338,44 @@ def test_a_dry_run_prices_each_call_at_a_typical_answer_of_its_mode(tmp_path, mo
     samples = [Sample(f"s{i}", np.full((30, 40, 3), 10 * i, np.uint8), np.zeros((30, 40), bool)) for i in range(3)]
     est = m.estimate(samples)
     assert est == {"calls": 3, "cached": 0, "cost_usd": pytest.approx(3 * typical)}
+
+
+@pytest.mark.parametrize("kind", ["gemini", "openai"])
+def test_an_estimate_prices_each_image_as_sent_width_by_height(tmp_path, kind):
+    """A 400 x 900 image is two 768-pixel tiles wide and one high: priced at its own width and height (read the
+    wrong axis, it was one tile or four)."""
+    import numpy as np
+
+    from omniseg import models
+    from omniseg.config import ModelConfig
+    from omniseg.datasets.base import Sample
+    from omniseg.inference.runner import run_context
+
+    options = {"target": "polyp", "max_side": 2000, **({"model": "m"} if kind == "openai" else {}),
+               "price": {"input_per_mtok": 1.0, "output_per_mtok": 0.0}}
+    seg = models.build(ModelConfig(name="m", kind=kind, options=options))
+    seg.bind(run_context(tmp_path, look_only=True))  # no archive there: every pair is a call
+    wide = Sample("wide", np.zeros((400, 900, 3), np.uint8), np.zeros((400, 900), bool))
+    small = Sample("small", np.zeros((30, 40, 3), np.uint8), np.zeros((30, 40), bool))
+    p = seg.provider
+    assert seg.estimate([wide, small]) == {"calls": 2, "cached": 0, "cost_usd": pytest.approx(
+        p.typical_cost((900, 400), seg.prompt()) + p.typical_cost((40, 30), seg.prompt()))}
+    assert p.typical_cost((900, 400), seg.prompt()) not in (p.typical_cost((3, 400), seg.prompt()),
+                                                              p.typical_cost((900, 900), seg.prompt()))
+    seg.close()
+
+
+def test_a_batch_runs_pair_is_its_jobs_failure_with_the_call_booked_or_left_to_do():
+    """In a --batch run a pair without an archived answer is what its job said (its status and reason, one failed
+    call naming the request's key, the error cut to 300 characters) or, when its job has not answered, skipped."""
+    from omniseg.models.api.remote import _batch_verdict
+    from omniseg.models.base import RunContext
+
+    reason = "INVALID_ARGUMENT: " + "r" * 400
+    ctx = RunContext(answers_only=True, batch_failures={"k1": ("api_error", reason)})
+    failed = _batch_verdict(ctx, "k1")
+    assert (failed.status, failed.reason, failed.mask) == ("api_error", reason, None)
+    assert failed.meta["cache_key"] == "k1"
+    assert failed.calls == [{"attempt": 1, "outcome": "error", "cache_key": "k1", "error": reason[:300]}]
+    later = _batch_verdict(ctx, "k2")
+    assert later.status == "skipped" and later.calls == [] and "cache_key" not in later.meta
