@@ -172,16 +172,21 @@ def test_the_signature_names_the_checkpoints_content_threshold_and_training(tmp_
     from omniseg.models.specialist import file_sha256
 
     path = tmp_path / "a.pt"
+    training = {"epoch": 4, "minutes": 1.5, "val_dice": 0.61, "fit_images": 80, "val_images": 20, "device": "cpu",
+                "precision": "fp32", "images_per_s": 12.5, "trained_at": "2026-12-08", "epochs_planned": 10,
+                "epochs_done": 5, "stopped": "budget", "budget_minutes": 2.0, "minutes_total": 2.1, "share_done": 0.5}
     save_checkpoint(path, net, SPEC.model_copy(update={"threshold": 0.3}), task="polyp", dataset="kvasir-seg",
-                    split_fingerprint="abc", epoch=4, val_dice=0.61, device="cpu", unrelated="x")
+                    split_fingerprint="abc", unrelated="x", **training)
     sig = unet(path).signature()
     assert sig["checkpoint_sha256"] == file_sha256(path) and sig["threshold"] == 0.3
     assert sig["trained_on"] == {"task": "polyp", "dataset": "kvasir-seg", "split_fingerprint": "abc"}
-    assert sig["training"] == {"epoch": 4, "val_dice": 0.61, "device": "cpu"}
+    assert sig["training"] == training  # every field the manifest shows, and nothing else
+    save_checkpoint(path, net, SPEC, epoch=4, val_dice=0.61)
+    assert unet(path).signature()["training"] == {"epoch": 4, "val_dice": 0.61}
     assert unet(path, threshold=0.7).signature()["threshold"] == 0.7  # the option overrides the checkpoint's
     before = unet(path).signature_hash()
     torch.manual_seed(5)
-    save_checkpoint(path, build_net(SPEC), SPEC.model_copy(update={"threshold": 0.3}))  # other weights, same path
+    save_checkpoint(path, build_net(SPEC), SPEC, epoch=4, val_dice=0.61)  # other weights, all else the same
     assert unet(path).signature_hash() != before
     torch.save(net.state_dict(), tmp_path / "plain.pt")
     plain = unet(tmp_path / "plain.pt", encoder="resnet18", input_size=64).signature()
@@ -297,3 +302,59 @@ def test_the_network_goes_to_the_picked_device_and_cuda_runs_are_deterministic(t
     unet(tmp_path / "a.pt", device="cuda:1")
     assert asked == ["cpu", "cuda:1"]
     assert torch.backends.cudnn.deterministic is True and torch.backends.cudnn.benchmark is False
+
+
+def test_passes_smaller_than_the_batch_give_each_image_its_own_map(tmp_path, net):
+    save_checkpoint(tmp_path / "a.pt", net, SPEC)
+    alone = unet(tmp_path / "a.pt", batch_size=1).predict_batch(samples())
+    twos = unet(tmp_path / "a.pt", batch_size=2).predict_batch(samples())  # passes of 2, then 1
+    assert len(twos) == 3
+    for a, b in zip(alone, twos):
+        np.testing.assert_allclose(a.prob, b.prob, atol=1e-5)
+        assert np.array_equal(a.mask, b.mask)
+
+
+def test_a_state_dict_with_a_tensor_the_network_lacks_does_not_fit(tmp_path, net):
+    """Every tensor is the network's, whichever way it is loaded: an extra one is a checkpoint of another network."""
+    state = dict(net.state_dict())
+    state["decoder.extra.weight"] = torch.zeros(3)
+    torch.save(state, tmp_path / "extra.pt")
+    with pytest.raises(CheckpointError, match="does not fit Unet/resnet18"):
+        unet(tmp_path / "extra.pt", encoder="resnet18", input_size=64)
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    torch.save(half, tmp_path / "extra16.pt")
+    with pytest.raises(CheckpointError, match="does not fit Unet/resnet18"):
+        unet(tmp_path / "extra16.pt", encoder="resnet18", input_size=64)
+
+
+def test_a_checkpoint_that_pickles_objects_is_refused_unread(tmp_path, net):
+    """Checkpoints are read with weights_only: a file that would run a pickled object's code is not a checkpoint."""
+    import datetime
+
+    from omniseg.models.specialist import FORMAT
+
+    torch.save({"format": FORMAT, "net": SPEC.model_dump(mode="json"), "state_dict": net.state_dict(),
+                "trained_at": datetime.date(2026, 12, 8)}, tmp_path / "objects.pt")
+    with pytest.raises(CheckpointError, match="corrupt or not a torch file"):
+        unet(tmp_path / "objects.pt")
+
+
+def test_a_checkpoint_keeps_the_versions_it_was_made_with_and_its_info_is_the_rest(tmp_path, net):
+    import platform
+
+    import segmentation_models_pytorch as smp
+
+    from omniseg import __version__
+    from omniseg.models.specialist import file_sha256, load_checkpoint
+
+    save_checkpoint(tmp_path / "a.pt", net, SPEC, epoch=2)
+    _, spec, info = load_checkpoint(tmp_path / "a.pt")
+    assert spec == SPEC
+    assert info["versions"] == {"omniseg": __version__, "torch": str(torch.__version__),
+                                "segmentation_models_pytorch": smp.__version__, "numpy": np.__version__,
+                                "python": platform.python_version()}
+    assert set(info) == {"format", "versions", "epoch", "sha256"}  # not the weights, not the network's description
+    assert info["sha256"] == file_sha256(tmp_path / "a.pt")
+    torch.save(net.state_dict(), tmp_path / "r18.pt")
+    with pytest.raises(CheckpointError, match=r"does not fit Unet/resnet34: Error\(s\) in loading state_dict"):
+        unet(tmp_path / "r18.pt", encoder="resnet34")

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from omniseg.models.api.openai import ApiHttpError, OpenAIApi, OpenAIOptions, error_message
+from omniseg.models.api.openai import PROMPTS, ApiHttpError, OpenAIApi, OpenAIOptions, error_message
 
 KEY = "sk-omniseg-wire-test-key-0123456789"
 
@@ -209,3 +209,32 @@ def test_a_non_200_answer_raises_with_its_redacted_message_and_retry_after(monke
     assert e.value.code == 201 and e.value.retry_after is None
     ok = Client(Resp(200, "not even json", {}))
     assert asyncio.run(a.send(ok, b"{}")) == "not even json"  # read() judges the body, not send()
+
+
+def test_the_kind_checks_its_codebook_when_built_and_signs_with_its_content(tmp_path):
+    from omniseg import models
+    from omniseg.config import ModelConfig
+    from omniseg.errors import OmnisegError
+    from omniseg.models.api import paligemma_masks
+    from omniseg.standins import tiny_codebook
+
+    def build(**options):
+        return models.build(ModelConfig(name="pali", kind="openai", options={"model": "m", "target": "polyp",
+                                                                              **options}))
+
+    plain = build()
+    assert plain.name == "pali" and plain.provider.options.model == "m" and plain.options.model == "m"
+    assert "seg_codebook" not in plain.signature()["options"] or plain.signature()["options"]["seg_codebook"] is None
+    missing = tmp_path / "no" / "vae.npz"
+    with pytest.raises(OmnisegError, match="model 'pali': option seg_codebook: ") as e:
+        build(seg_codebook=str(missing))
+    assert str(missing) in str(e.value)
+    a = tiny_codebook.save(tmp_path / "a.npz", seed=1)
+    b = tiny_codebook.save(tmp_path / "b.npz", seed=2)
+    sig = build(seg_codebook=str(a)).signature()
+    assert sig["options"]["seg_codebook"] == paligemma_masks.digest(str(a)) and sig["kind"] == "openai"
+    assert sig["prompt_text"] == PROMPTS["polygon"]
+    assert build(seg_codebook=str(a)).signature_hash() != build(seg_codebook=str(b)).signature_hash()
+    moved = tmp_path / "moved.npz"
+    moved.write_bytes(a.read_bytes())  # the weights decide, not where the file lies
+    assert build(seg_codebook=str(moved)).signature_hash() == build(seg_codebook=str(a)).signature_hash()
