@@ -12,7 +12,7 @@ from omniseg import models
 from omniseg.config import ModelConfig
 from omniseg.datasets.base import Sample
 from omniseg.errors import CheckpointError
-from omniseg.models.specialist import NetSpec, build_net, save_checkpoint
+from omniseg.models.specialist import NetSpec, build_net, confidence, save_checkpoint
 
 from conftest import blob_mask, lesion_image
 
@@ -159,8 +159,6 @@ def test_the_map_is_resized_back_by_half_pixel_bilinear_interpolation():
 
 
 def test_confidence_counts_only_pixels_above_the_floor():
-    from omniseg.models.specialist import confidence
-
     p = np.array([0.3, 0.9, 0.05], np.float32)
     assert confidence(p, floor=0.3) == pytest.approx(0.8)  # 0.3 is at the floor, not above it
     assert confidence(p, floor=0.2) == pytest.approx((0.4 + 0.8) / 2)
@@ -214,18 +212,12 @@ def test_pad_batches_only_images_of_one_size_and_a_failing_group_leaves_the_othe
         alone = model.predict_batch([s])[0]
         assert p.status == "ok" and p.prob.shape == s.mask.shape
         np.testing.assert_allclose(p.prob, alone.prob, atol=1e-5)  # a 40 x 40 image padded to 128 would differ
-        assert p.meta == {"confidence": pytest.approx(confidence_of(p.prob))}
+        assert p.meta == {"confidence": pytest.approx(confidence(p.prob))}
 
     grey = image_sample("grey", 40, 40, 3, channels=1)  # no channel axis: the network cannot take it
     out = model.predict_batch([grey, big])
     assert out[0].status == "error" and out[0].reason.split(":")[0] in ("RuntimeError", "IndexError", "ValueError")
     assert out[1].status == "ok"  # the next group still ran
-
-
-def confidence_of(prob):
-    from omniseg.models.specialist import confidence
-
-    return confidence(prob)
 
 
 def test_a_failing_pass_of_two_is_retried_one_by_one(tmp_path, net):
@@ -248,7 +240,7 @@ def test_the_mask_is_the_full_size_map_strictly_above_the_threshold_inside_the_r
     roi[:, : s.mask.shape[1] // 2] = True
     inside = unet(tmp_path / "a.pt", threshold=at).predict(Sample("r", s.image, s.mask, roi=roi))
     assert np.array_equal(inside.mask, (full > np.float32(at)) & roi) and not np.array_equal(inside.mask, roi)
-    assert inside.meta == {"confidence": pytest.approx(confidence_of(inside.prob))} and inside.meta["confidence"] > 0
+    assert inside.meta == {"confidence": pytest.approx(confidence(inside.prob))} and inside.meta["confidence"] > 0
 
 
 @pytest.mark.parametrize("h, w, side", [(65, 97, (96, 128)), (40, 70, (64, 96)), (64, 64, (64, 64))])
